@@ -1,0 +1,98 @@
+"""Checks on a composed config, run before anything is built or trained.
+
+Every problem found is reported at once, each as one line naming the key, the value and what
+is allowed, so that a user fixes a config in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .data import DATASETS
+from .genotype import PRIMITIVES
+from .relax import RELAXATIONS
+
+
+class ConfigError(ValueError):
+    """A config value a user set is invalid; the message lists every such value."""
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def validate_search(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every invalid value of a search config."""
+    problems: list[str] = []
+
+    def check(key: str, ok: Callable[[Any], bool], allowed: str) -> None:
+        value = _get(cfg, key)
+        try:
+            good = ok(value)
+        except TypeError:
+            good = False
+        if not good:
+            problems.append(f"{key}={value!r}: {allowed}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    check("seed", is_int, "must be an integer")
+    check("data.name", lambda v: v in DATASETS, f"must be one of {', '.join(DATASETS)}")
+    check("data.batch_size", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    check("data.split", lambda v: is_num(v) and 0 < v < 1, "must be in (0, 1): the fraction of training data for weights")
+    check("data.sample_ratio", lambda v: is_num(v) and 0 < v <= 1, "must be in (0, 1]")
+    check("data.resolution", lambda v: v is None or (is_int(v) and v >= 4), "must be null or an integer >= 4")
+    check("data.crop_padding", lambda v: is_int(v) and v >= 0, "must be an integer >= 0")
+
+    check("space.C", lambda v: is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
+    check("space.layers", lambda v: is_int(v) and v >= 3, "must be an integer >= 3")
+    check("space.steps", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    check("space.multiplier", lambda v: is_int(v) and 1 <= v <= _get(cfg, "space.steps"), "must be in 1..space.steps")
+    check("space.drop_path_prob", lambda v: is_num(v) and 0 <= v < 1, "must be in [0, 1)")
+    check("space.alpha_init", lambda v: v in ("randn", "zeros"), "must be randn or zeros")
+    check(
+        "space.primitives",
+        lambda v: len(v) >= 2 and set(v) <= set(PRIMITIVES) and len(set(v)) == len(v) and set(v) != {"none"},
+        f"must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides none",
+    )
+    if _get(cfg, "space.fixed_reduction"):
+        check(
+            "space.C", lambda v: is_int(v) and (2 * v) % 8 == 0, "must be a multiple of 4 with space.fixed_reduction"
+        )
+
+    check("search.relaxation", lambda v: v in RELAXATIONS, f"must be one of {', '.join(RELAXATIONS)}")
+    check("search.order", lambda v: v in (1, 2), "must be 1 or 2")
+    check("search.epochs", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    check(
+        "search.warmup_epochs",
+        lambda v: is_int(v) and 0 <= v < _get(cfg, "search.epochs"),
+        "must be an integer in [0, search.epochs): with no epoch left after warm-up the alphas never train",
+    )
+    for key in ("search.lr", "search.arch_lr", "search.unrolled_eps"):
+        check(key, lambda v: is_num(v) and v > 0, "must be > 0")
+    for key in ("search.lr_min", "search.weight_decay", "search.arch_weight_decay", "search.momentum"):
+        check(key, lambda v: is_num(v) and v >= 0, "must be >= 0")
+    check("search.lr_min", lambda v: v <= _get(cfg, "search.lr"), "must be <= search.lr")
+    check("search.grad_clip", lambda v: v is None or (is_num(v) and v > 0), "must be null or > 0")
+    check(
+        "search.arch_betas", lambda v: len(v) == 2 and all(is_num(b) and 0 <= b < 1 for b in v), "must be two numbers in [0, 1)"
+    )
+    check("search.tau_min", lambda v: is_num(v) and v > 0, "must be > 0")
+    check("search.tau_max", lambda v: is_num(v) and v >= _get(cfg, "search.tau_min"), "must be >= search.tau_min")
+
+    check("trainer.max_epochs", lambda v: v == _get(cfg, "search.epochs"), "must equal search.epochs (set search.epochs)")
+    precision = str(_get(cfg, "trainer.precision"))
+    if _get(cfg, "search.order") == 2 and precision.startswith("16"):
+        problems.append(
+            f"trainer.precision={precision!r}: second order takes gradients with torch.autograd.grad, which "
+            "fp16 loss scaling does not cover; use bf16-mixed or 32-true"
+        )
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -1,0 +1,386 @@
+"""Datasets and the search DataModule.
+
+Whole datasets are held as tensors on the training device and batches are sliced from them with
+index tensors: no DataLoader workers, no per-step host-to-device copy. CIFAR-10 images as uint8
+take 150 MB, well within any GPU. Augmentation (random crop with padding, horizontal flip) runs
+on whole batches on the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+
+# (classes, channels, native size) known before loading, so networks can be built first
+_SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "digits": (10, 1, 8)}
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset's files are missing and could not be downloaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Archive:
+    filename: str
+    url: str
+    md5: str
+    folder: str  # the folder the archive extracts to
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_bytes: int  # bytes before the pixels of a record; the last of them is the label we use
+
+
+# The binary (not pickled) releases: records of label byte(s) then 3072 bytes R, G, B planes.
+ARCHIVES = {
+    "cifar10": Archive(
+        "cifar-10-binary.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
+        "c32a1d4ab5d03f1284b67883e8d87530",
+        "cifar-10-batches-bin",
+        tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+        ("test_batch.bin",),
+        1,
+    ),
+    "cifar100": Archive(
+        "cifar-100-binary.tar.gz",
+        "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
+        "03b5dce01913d631647c71ecec9e9cb8",
+        "cifar-100-binary",
+        ("train.bin",),
+        ("test.bin",),
+        2,  # coarse label, fine label: we use the fine (100-class) label
+    ),
+}
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _where_to_put(a: Archive, root: Path) -> str:
+    return f"download {a.url} (md5 {a.md5}) and put {a.filename} in {root.resolve()}"
+
+
+def _download(a: Archive, root: Path) -> Path:
+    target = root / a.filename
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=a.filename, suffix=".part")
+    os.close(fd)
+    try:
+        print(f"darts_lite: downloading {a.url} to {root.resolve()}", file=sys.stderr)
+        with urllib.request.urlopen(a.url, timeout=60) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                out.write(chunk)
+                done += len(chunk)
+                if total:
+                    print(f"\r  {done / 2**20:.0f} / {total / 2**20:.0f} MiB", end="", file=sys.stderr)
+        print(file=sys.stderr)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise DatasetUnavailable(f"could not download {a.filename} ({e}); {_where_to_put(a, root)}") from None
+    if _md5(Path(tmp)) != a.md5:
+        Path(tmp).unlink(missing_ok=True)
+        raise DatasetUnavailable(f"{a.filename} from {a.url} failed its md5 check (expected {a.md5}); try again")
+    os.replace(tmp, target)  # atomic: a half-downloaded file never takes the final name
+    return target
+
+
+def _read_records(path: Path, label_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    record = label_bytes + 3072
+    if raw.size % record:
+        raise DatasetUnavailable(f"{path} is not a CIFAR binary file (size {raw.size} is not a multiple of {record})")
+    raw = raw.reshape(-1, record)
+    labels = torch.from_numpy(raw[:, label_bytes - 1].astype(np.int64))
+    images = torch.from_numpy(raw[:, label_bytes:].copy()).view(-1, 3, 32, 32)
+    return images, labels
+
+
+def _load_cifar(name: str, root: Path, download: bool) -> dict:
+    a = ARCHIVES[name]
+    cache = root / f"{name}.pt"
+    if cache.is_file():
+        return torch.load(cache, weights_only=True)
+    folder = root / a.folder
+    if not all((folder / f).is_file() for f in a.train_files + a.test_files):
+        archive = root / a.filename
+        if archive.is_file():
+            if _md5(archive) != a.md5:
+                raise DatasetUnavailable(f"{archive} fails its md5 check (expected {a.md5}); delete it and run again")
+        elif download:
+            archive = _download(a, root)
+        else:
+            raise DatasetUnavailable(f"{name} is not in {root.resolve()} and data.download is false; {_where_to_put(a, root)}")
+        with tarfile.open(archive) as tar:
+            tar.extractall(root, filter="data")
+    splits = {}
+    for split, files in (("train", a.train_files), ("test", a.test_files)):
+        parts = [_read_records(folder / f, a.label_bytes) for f in files]
+        splits[split] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    data = {**splits, "num_classes": _SHAPES[name][0]}
+    tmp = cache.with_suffix(".pt.part")
+    torch.save(data, tmp)
+    os.replace(tmp, cache)
+    return data
+
+
+def _load_digits() -> dict:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1)  # [1797, 1, 8, 8], values 0..16
+    y = torch.from_numpy(d.target.astype(np.int64))
+    # a fixed stratified 80/20 split, the same in every run whatever the seed
+    g = torch.Generator().manual_seed(1234)
+    test_idx = []
+    for c in range(10):
+        idx = (y == c).nonzero().squeeze(1)
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        test_idx.append(idx[: round(0.2 * len(idx))])
+    test = torch.cat(test_idx)
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[test] = False
+    return {"train": (x[mask], y[mask]), "test": (x[test], y[test]), "num_classes": 10}
+
+
+def _make_synthetic(samples: int, classes: int, size: int, channels: int) -> dict:
+    """Each class a fixed random pattern; samples are the pattern plus noise (content independent of seed)."""
+    g = torch.Generator().manual_seed(4321)
+    patterns = torch.randn(classes, channels, size, size, generator=g)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(n) % classes
+        y = y[torch.randperm(n, generator=g)]
+        return patterns[y] + 0.8 * torch.randn(n, channels, size, size, generator=g), y
+
+    return {"train": draw(samples), "test": draw(max(classes, samples // 4)), "num_classes": classes}
+
+
+def load_dataset(name: str, root: str | Path = "data", download: bool = True, **synthetic: int) -> dict:
+    """{"train": (x, y), "test": (x, y), "num_classes": int}; x [N, C, H, W] uint8 (CIFAR) or float, y int64."""
+    if name in ARCHIVES:
+        return _load_cifar(name, Path(root), download)
+    if name == "digits":
+        return _load_digits()
+    if name == "synthetic":
+        return _make_synthetic(**synthetic)
+    raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, each image its own draw. x [B, C, H, W]."""
+    if padding > 0:
+        b, _, h, w = x.shape
+        padded = F.pad(x, (padding, padding, padding, padding))
+        dy = torch.randint(0, 2 * padding + 1, (b, 1, 1), device=x.device)
+        dx = torch.randint(0, 2 * padding + 1, (b, 1, 1), device=x.device)
+        rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(b, h, w)
+        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(b, h, w)
+        batch = torch.arange(b, device=x.device).view(b, 1, 1).expand(b, h, w)
+        x = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        mirror = torch.rand(x.shape[0], device=x.device) < 0.5
+        x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
+    return x
+
+
+class _TrainBatches:
+    """One epoch per iter(): pairs of (weight batch, architecture batch), sliced on the device."""
+
+    def __init__(self, dm: SearchDataModule):
+        self.dm = dm
+
+    def __len__(self) -> int:
+        return self.dm.steps_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+        dm = self.dm
+        epoch = dm.epoch
+        dm.epoch += 1
+        # the order depends only on (seed, epoch): a resumed run replays the same batches
+        g = torch.Generator().manual_seed(dm.seed * 1_000_003 + epoch)
+        rank, world = dm.rank_and_world()
+        w_perm = torch.randperm(len(dm.weight_idx), generator=g)
+        a_perm = torch.randperm(len(dm.arch_idx), generator=g)
+        bs, steps = dm.batch_size, dm.steps_per_epoch
+        w_perm = w_perm[: steps * bs * world].view(steps, world, bs)[:, rank]
+        a_needed = steps * bs * world
+        a_perm = a_perm.repeat(math.ceil(a_needed / len(a_perm)))[:a_needed].view(steps, world, bs)[:, rank]
+        w_idx = dm.weight_idx[w_perm].to(dm.device)
+        a_idx = dm.arch_idx[a_perm].to(dm.device)
+        for s in range(steps):
+            yield dm.train_batch(w_idx[s]), dm.train_batch(a_idx[s])
+
+
+class _EvalBatches:
+    def __init__(self, dm: SearchDataModule):
+        self.dm = dm
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dm.test_y) / self.dm.eval_batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        dm = self.dm
+        for start in range(0, len(dm.test_y), dm.eval_batch_size):
+            sl = slice(start, start + dm.eval_batch_size)
+            yield dm.normalise(dm.test_x[sl]), dm.test_y[sl]
+
+
+class SearchDataModule(pl.LightningDataModule):
+    """Training data split into a weight part and an architecture part; the test split validates.
+
+    Each training step yields ((x_w, y_w), (x_a, y_a)): x [batch_size, C, H, W] float, normalised.
+    """
+
+    def __init__(
+        self,
+        name: str = "digits",
+        root: str = "data",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        split: float = 0.5,
+        sample_ratio: float = 1.0,
+        resolution: int | None = None,
+        crop_padding: int = 4,
+        flip: bool = True,
+        seed: int = 0,
+        download: bool = True,
+        synthetic_samples: int = 512,
+        synthetic_classes: int = 4,
+        synthetic_size: int = 8,
+        synthetic_channels: int = 3,
+    ):
+        super().__init__()
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+        if not 0 < split < 1:
+            raise ValueError(f"split must be in (0, 1) (fraction of training data for weights), got {split}")
+        if not 0 < sample_ratio <= 1:
+            raise ValueError(f"sample_ratio must be in (0, 1], got {sample_ratio}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if resolution is not None and resolution < 1:
+            raise ValueError(f"resolution must be >= 1 or None, got {resolution}")
+        self.name, self.root, self.download = name, root, download
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.split, self.sample_ratio, self.resolution = split, sample_ratio, resolution
+        self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
+        self.synthetic = dict(samples=synthetic_samples, classes=synthetic_classes, size=synthetic_size,
+                              channels=synthetic_channels)
+        if name == "synthetic":
+            self.num_classes, self.in_channels, native = synthetic_classes, synthetic_channels, synthetic_size
+        else:
+            self.num_classes, self.in_channels, native = _SHAPES[name]
+        self.image_size = resolution or native
+        self.epoch = 0
+        self.device = torch.device("cpu")
+        self._loaded = False
+
+    # ---- loading -----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._loaded:
+            return
+        data = load_dataset(self.name, self.root, self.download, **self.synthetic)
+        train_x, train_y = data["train"]
+        test_x, test_y = data["test"]
+        if self.resolution is not None and self.resolution != train_x.shape[-1]:
+            train_x, test_x = self._resize(train_x), self._resize(test_x)
+        g = torch.Generator().manual_seed(self.seed)
+        keep = self._stratified_sample(train_y, self.sample_ratio, g)
+        train_x, train_y = train_x[keep], train_y[keep]
+        perm = torch.randperm(len(train_y), generator=g)
+        n_weight = int(round(self.split * len(perm)))
+        self.weight_idx, self.arch_idx = perm[:n_weight], perm[n_weight:]
+        if min(len(self.weight_idx), len(self.arch_idx)) < self.batch_size:
+            raise ValueError(
+                f"{self.name}: the weight part ({len(self.weight_idx)}) or the architecture part ({len(self.arch_idx)}) "
+                f"is smaller than one batch ({self.batch_size}); lower data.batch_size or raise data.sample_ratio"
+            )
+        # normalise with the statistics of the images used for training
+        xf = train_x.float()
+        self.mean = xf.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
+        self.std = xf.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1)
+        self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
+        self._loaded = True
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.resolution
+        out = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=size < x.shape[-1], align_corners=False)
+        return out.round().clamp(0, 255).to(torch.uint8) if x.dtype == torch.uint8 else out
+
+    @staticmethod
+    def _stratified_sample(y: torch.Tensor, ratio: float, g: torch.Generator) -> torch.Tensor:
+        if ratio >= 1:
+            return torch.arange(len(y))
+        keep = []
+        for c in torch.unique(y):
+            idx = (y == c).nonzero().squeeze(1)
+            keep.append(idx[torch.randperm(len(idx), generator=g)[: max(1, round(ratio * len(idx)))]])
+        return torch.cat(keep).sort().values
+
+    # ---- placement and batches ---------------------------------------------------------------
+    def rank_and_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            return trainer.global_rank, trainer.world_size
+        return 0, 1
+
+    @property
+    def steps_per_epoch(self) -> int:
+        _, world = self.rank_and_world()
+        return len(self.weight_idx) // (self.batch_size * world)
+
+    def _to_training_device(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if device != self.device:
+            for key in ("train_x", "train_y", "test_x", "test_y", "mean", "std"):
+                setattr(self, key, getattr(self, key).to(device))
+            self.device = device
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+    def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.normalise(self.train_x[idx])
+        return augment(x, self.crop_padding, self.flip), self.train_y[idx]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def train_dataloader(self) -> _TrainBatches:
+        self.setup()
+        self._to_training_device()
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{self.name}: fewer weight samples than one batch per device; lower data.batch_size")
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            self.epoch = trainer.current_epoch  # a resumed run continues the same shuffle sequence
+        return _TrainBatches(self)
+
+    def val_dataloader(self) -> _EvalBatches:
+        self.setup()
+        self._to_training_device()
+        return _EvalBatches(self)

@@ -1,0 +1,233 @@
+"""SearchModule: bilevel architecture search (DARTS first/second order, GDAS) as a LightningModule.
+
+Each training step takes a weight batch and an architecture batch. After ``warmup_epochs`` it
+first updates the alphas on the architecture batch, then (always) the weights on the weight
+batch, as the DARTS reference loop does.
+
+Second order (DARTS eq. 7-8) follows REFERENCE.md to the formula:
+
+    w'    = w - xi * (momentum * buf + grad_w L_train(w, a) + wd * w),   xi = current weight lr
+    g_a   = grad_a L_val(w', a) - xi * (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps)
+    w+-   = w +- eps * v,   v = grad_w' L_val(w', a),   eps = 0.01 / ||v||
+
+The unrolled and perturbed weights are plain tensors passed to ``torch.func.functional_call``:
+the network is never copied, and BatchNorm running statistics are left as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torchmetrics.classification import MulticlassAccuracy
+
+from .relax import linear_tau
+from .spaces.darts import SearchNetwork
+
+
+@contextlib.contextmanager
+def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+    """Stop autograd from computing gradients for ``params`` inside the block (saves backward work)."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+class SearchModule(pl.LightningModule):
+    """Bilevel search over a :class:`SearchNetwork`.
+
+    network: keyword arguments of SearchNetwork (C, layers, relaxation, ...).
+    order: 1 (first-order DARTS, also GDAS) or 2 (unrolled, second-order DARTS).
+    """
+
+    def __init__(
+        self,
+        network: dict[str, Any] | None = None,
+        order: int = 1,
+        epochs: int = 50,
+        warmup_epochs: int = 0,
+        lr: float = 0.025,
+        lr_min: float = 0.001,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        grad_clip: float | None = 5.0,
+        arch_lr: float = 3e-4,
+        arch_betas: Sequence[float] = (0.5, 0.999),
+        arch_weight_decay: float = 1e-3,
+        tau_max: float = 10.0,
+        tau_min: float = 0.1,
+        unrolled_eps: float = 0.01,
+    ):
+        super().__init__()
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = SearchNetwork(**(network or {}))
+        n = self.net.num_classes
+        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.arch_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # ---- optimisers --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt_w = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        opt_a = torch.optim.Adam(
+            self.net.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay
+        )
+        # stepped once per epoch by on_train_epoch_end: epoch e trains at the cosine value of e
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt_w, T_max=hp.epochs, eta_min=hp.lr_min)
+        return [opt_w, opt_a], [{"scheduler": sched, "interval": "epoch"}]
+
+    @property
+    def arch_updates_active(self) -> bool:
+        return self.current_epoch >= self.hparams.warmup_epochs
+
+    # ---- training ----------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        if self.net.tau is not None:
+            hp = self.hparams
+            self.net.tau = linear_tau(self.current_epoch, hp.epochs, hp.tau_max, hp.tau_min)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        (x_w, y_w), (x_a, y_a) = batch
+        opt_w, opt_a = self.optimizers()
+        weights, alphas = self.net.weight_parameters(), self.net.arch_parameters()
+
+        if self.arch_updates_active:
+            opt_a.zero_grad(set_to_none=True)
+            if self.hparams.order == 2:
+                arch_loss, arch_logits = self._second_order_arch_grads(x_w, y_w, x_a, y_a, opt_w.optimizer)
+            else:
+                with frozen(weights):
+                    arch_logits = self.net(x_a)
+                    arch_loss = F.cross_entropy(arch_logits, y_a)
+                    self._check_finite(arch_loss, "architecture")
+                    self.manual_backward(arch_loss)
+            opt_a.step()
+            self.arch_acc(arch_logits.detach(), y_a)
+            self.log("search/arch_loss", arch_loss.detach(), on_step=False, on_epoch=True)
+            self.log("search/arch_acc", self.arch_acc, on_step=False, on_epoch=True)
+
+        opt_w.zero_grad(set_to_none=True)
+        with frozen(alphas):
+            logits = self.net(x_w)
+            loss = F.cross_entropy(logits, y_w)
+            self._check_finite(loss, "weight")
+            self.manual_backward(loss)
+        if self.hparams.grad_clip:
+            self.clip_gradients(opt_w, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt_w.step()
+        self.train_acc(logits.detach(), y_w)
+        self.log("search/train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("search/train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss.detach()
+
+    def _check_finite(self, loss: torch.Tensor, which: str) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the {which} loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "lower the learning rate or enable gradient clipping. The last checkpoint holds the last good state."
+            )
+
+    def _second_order_arch_grads(self, x_w, y_w, x_a, y_a, opt_w: torch.optim.SGD):
+        """Set alpha.grad to the second-order DARTS architecture gradient; returns (L_val(w'), logits)."""
+        hp = self.hparams
+        group = opt_w.param_groups[0]
+        xi, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        names = {id(p): n for n, p in self.net.named_parameters()}
+        alphas = self.net.arch_parameters()
+        weights = self.net.weight_parameters()
+        w_names = [names[id(p)] for p in weights]
+        a_names = [names[id(p)] for p in alphas]
+
+        def call(w_tensors: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+            # cloned buffers: these extra forwards must not move BatchNorm running statistics
+            state = {n: b.clone() for n, b in self.net.named_buffers()}
+            state.update(zip(w_names, w_tensors))
+            state.update(zip(a_names, alphas))
+            return functional_call(self.net, state, (x,))
+
+        w = [p.detach() for p in weights]
+        # 1. one virtual SGD step on the training batch, exactly as torch.optim.SGD would take it
+        w_req = [t.requires_grad_() for t in (p.detach().clone() for p in weights)]
+        train_loss = F.cross_entropy(call(w_req, x_w), y_w)
+        g_train = torch.autograd.grad(train_loss, w_req, allow_unused=True)
+        unrolled = []
+        for p, wi, g in zip(weights, w, g_train):
+            d = torch.zeros_like(wi) if g is None else g.detach()
+            d = d + wd * wi
+            buf = opt_w.state.get(p, {}).get("momentum_buffer")
+            if buf is not None and momentum:
+                d = d + momentum * buf
+            unrolled.append((wi - xi * d).requires_grad_())
+
+        # 2. validation loss at the unrolled weights: gradient for alphas and v for the weights
+        logits = call(unrolled, x_a)
+        val_loss = F.cross_entropy(logits, y_a)
+        self._check_finite(val_loss, "architecture")
+        grads = torch.autograd.grad(val_loss, [*alphas, *unrolled], allow_unused=True)
+        g_alpha = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, grads)]
+        v = [torch.zeros_like(u) if g is None else g for g, u in zip(grads[len(alphas):], unrolled)]
+        v_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
+        eps = hp.unrolled_eps / v_norm.clamp_min(1e-12)
+
+        # 3. finite-difference Hessian-vector product on the training batch
+        def alpha_grad_at(sign: float) -> list[torch.Tensor]:
+            loss = F.cross_entropy(call([wi + sign * eps * vi for wi, vi in zip(w, v)], x_w), y_w)
+            gs = torch.autograd.grad(loss, alphas, allow_unused=True)
+            return [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, gs)]
+
+        g_plus, g_minus = alpha_grad_at(1.0), alpha_grad_at(-1.0)
+        for a, ga, gp, gm in zip(alphas, g_alpha, g_plus, g_minus):
+            a.grad = ga - xi * (gp - gm) / (2 * eps)
+        self._all_reduce_arch_grads(alphas)
+        return val_loss.detach(), logits.detach()
+
+    def _all_reduce_arch_grads(self, alphas: Sequence[torch.nn.Parameter]) -> None:
+        # gradients taken with torch.autograd.grad bypass DDP's reducer; average them by hand so
+        # every rank applies the same architecture update
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for a in alphas:
+                dist.all_reduce(a.grad, op=dist.ReduceOp.SUM)
+                a.grad /= dist.get_world_size()
+
+    def on_train_epoch_end(self) -> None:
+        sched = self.lr_schedulers()
+        opt_w, opt_a = self.optimizers()
+        metrics = {
+            "search/lr": opt_w.optimizer.param_groups[0]["lr"],
+            "search/arch_lr": opt_a.optimizer.param_groups[0]["lr"],
+            "search/arch_active": float(self.arch_updates_active),
+        }
+        if self.net.tau is not None:
+            metrics["search/tau"] = self.net.tau
+        for cell, probs in self.net.op_probabilities().items():
+            for e, row in enumerate(probs.tolist()):
+                for op, p in zip(self.net.primitives, row):
+                    metrics[f"alpha/{cell}/edge{e:02d}/{op}"] = p
+        self.log_dict(metrics, on_step=False, on_epoch=True)
+        sched.step()
+
+    # ---- validation --------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)

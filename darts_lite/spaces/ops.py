@@ -1,0 +1,124 @@
+"""The DARTS candidate operations as small nn.Modules (shared by search and evaluation cells).
+
+Every op maps [B, C, H, W] to [B, C, H/stride, W/stride]. ``affine`` switches the BatchNorm
+affine parameters: off in search (they would rescale the alphas), on in evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class DilConv(nn.Sequential):
+    """ReLU, depthwise k x k conv with dilation, 1x1 conv, BN."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out, affine=affine),
+        )
+
+
+class SepConv(nn.Sequential):
+    """Two dilation-1 DilConv blocks; only the first carries the stride."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
+        super().__init__(
+            DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
+            DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
+        )
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Zero(nn.Module):
+    """The `none` op: zeros, spatially strided like the other ops of its edge."""
+
+    def __init__(self, stride: int):
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve H and W with two offset 1x1 stride-2 convs of c_out/2 channels each, then BN."""
+
+    def __init__(self, c_in: int, c_out: int, affine: bool = True):
+        super().__init__()
+        if c_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        a = self.conv_1(x)
+        # the shifted view sees the odd pixels; pad back when H or W is odd so both halves align
+        shifted = x[:, :, 1:, 1:]
+        b = self.conv_2(shifted)
+        if b.shape[-2:] != a.shape[-2:]:
+            b = nn.functional.pad(b, (0, a.shape[-1] - b.shape[-1], 0, a.shape[-2] - b.shape[-2]))
+        return self.bn(torch.cat([a, b], dim=1))
+
+
+def _pool_with_bn(pool: nn.Module, c: int, bn: bool) -> nn.Module:
+    # search cells follow each pooling op with an affine-free BN (DARTS); evaluation cells do not
+    return nn.Sequential(pool, nn.BatchNorm2d(c, affine=False)) if bn else pool
+
+
+OpFactory = Callable[[int, int, bool, bool], nn.Module]
+
+# name -> factory(C, stride, affine, pool_bn)
+OPS: dict[str, OpFactory] = {
+    "none": lambda C, stride, affine, pool_bn: Zero(stride),
+    "max_pool_3x3": lambda C, stride, affine, pool_bn: _pool_with_bn(nn.MaxPool2d(3, stride, 1), C, pool_bn),
+    "avg_pool_3x3": lambda C, stride, affine, pool_bn: _pool_with_bn(
+        nn.AvgPool2d(3, stride, 1, count_include_pad=False), C, pool_bn
+    ),
+    "skip_connect": lambda C, stride, affine, pool_bn: Identity() if stride == 1 else FactorizedReduce(C, C, affine),
+    "sep_conv_3x3": lambda C, stride, affine, pool_bn: SepConv(C, C, 3, stride, 1, affine),
+    "sep_conv_5x5": lambda C, stride, affine, pool_bn: SepConv(C, C, 5, stride, 2, affine),
+    "sep_conv_7x7": lambda C, stride, affine, pool_bn: SepConv(C, C, 7, stride, 3, affine),
+    "dil_conv_3x3": lambda C, stride, affine, pool_bn: DilConv(C, C, 3, stride, 2, 2, affine),
+    "dil_conv_5x5": lambda C, stride, affine, pool_bn: DilConv(C, C, 5, stride, 4, 2, affine),
+}
+
+
+def make_op(name: str, C: int, stride: int, affine: bool, pool_bn: bool = False) -> nn.Module:
+    try:
+        factory = OPS[name]
+    except KeyError:
+        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(OPS)}") from None
+    return factory(C, stride, affine, pool_bn)
+
+
+def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """Zero whole samples of a branch with probability drop_prob, rescaling the kept ones."""
+    if drop_prob <= 0.0:
+        return x
+    keep = 1.0 - drop_prob
+    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep

@@ -1,0 +1,138 @@
+"""What `python -m darts_lite` runs: a search from a composed config, and the files it leaves.
+
+A search run folder holds:
+    config.yaml            the resolved config
+    genotype.json          the final genotype (Genotype.parse reads it back)
+    genotype.txt           the same in the DARTS text format
+    genotype_history.jsonl the genotype and op probabilities after every epoch
+    normal.dot/.png, reduction.dot/.png   cell pictures (PNG when graphviz's `dot` is installed)
+    alphas.pt              the final alphas {"normal": [E, O], "reduce": [E, O]}
+    metrics.csv            every logged metric, per epoch
+    checkpoints/last.ckpt  the full training state, rewritten every epoch
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import validate_search
+from .data import SearchDataModule
+from .search import SearchModule
+from .viz import alpha_heatmap_svg, edge_labels, write_cell_pictures
+
+log = logging.getLogger("darts_lite")
+
+_DATA_KEYS = (
+    "name", "root", "batch_size", "eval_batch_size", "split", "sample_ratio", "resolution", "crop_padding",
+    "flip", "download", "synthetic_samples", "synthetic_classes", "synthetic_size", "synthetic_channels",
+)
+_SEARCH_KEYS = (
+    "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr",
+    "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps",
+)
+
+
+def build_datamodule(cfg: DictConfig) -> SearchDataModule:
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    kwargs = {k: data[k] for k in _DATA_KEYS if k in data}
+    return SearchDataModule(seed=cfg.seed, **kwargs)
+
+
+def build_search_module(cfg: DictConfig, dm: SearchDataModule) -> SearchModule:
+    space = OmegaConf.to_container(cfg.space, resolve=True)
+    network = dict(space, relaxation=cfg.search.relaxation, in_channels=dm.in_channels, num_classes=dm.num_classes)
+    search = OmegaConf.to_container(cfg.search, resolve=True)
+    return SearchModule(network=network, **{k: search[k] for k in _SEARCH_KEYS})
+
+
+class SearchArtifacts(pl.Callback):
+    """Writes the genotype after every epoch and the final files of a search into ``out_dir``."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        genotype = module.net.genotype()
+        probs = {cell: p.tolist() for cell, p in module.net.op_probabilities().items()}
+        record = {"epoch": trainer.current_epoch, "genotype": genotype.to_text(), "probs": probs}
+        if module.net.tau is not None:
+            record["tau"] = module.net.tau
+        with open(self.out_dir / "genotype_history.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("epoch %d genotype: %s", trainer.current_epoch, genotype.to_text())
+
+    def on_fit_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if trainer.is_global_zero:
+            write_search_outputs(module, self.out_dir)
+
+
+def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]:
+    net = module.net
+    genotype = net.genotype()
+    files = {"genotype.json": out_dir / "genotype.json", "genotype.txt": out_dir / "genotype.txt"}
+    files["genotype.json"].write_text(genotype.to_json() + "\n")
+    files["genotype.txt"].write_text(genotype.to_text() + "\n")
+    probs = net.op_probabilities()
+    torch.save({cell: p.cpu() for cell, p in probs.items()}, out_dir / "alphas.pt")
+    files["alphas.pt"] = out_dir / "alphas.pt"
+    for cell, p in probs.items():
+        path = out_dir / f"alphas_{cell}.svg"
+        path.write_text(alpha_heatmap_svg(p, edge_labels(net.steps), list(net.primitives), f"{cell} cell: softmax(alpha)"))
+        files[path.name] = path
+    pictures = write_cell_pictures(genotype, out_dir)
+    for path in [*pictures["dot"], *pictures["rendered"]]:
+        files[path.name] = path
+    return files
+
+
+def _loggers(cfg: DictConfig, out_dir: Path) -> list:
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers: list = []
+    if cfg.logger.get("csv", True):
+        loggers.append(CSVLogger(save_dir=str(out_dir), name="", version=""))
+    return loggers
+
+
+def run_search(cfg: DictConfig) -> dict[str, Any]:
+    """Validate ``cfg``, search, write the run folder; returns a summary (genotype, metrics, files)."""
+    validate_search(cfg)
+    out_dir = Path(cfg.run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    dm = build_datamodule(cfg)
+    module = build_search_module(cfg, dm)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
+    trainer = pl.Trainer(
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        logger=_loggers(cfg, out_dir) or False,
+        callbacks=[checkpoint, SearchArtifacts(out_dir)],
+        default_root_dir=str(out_dir),
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=dm)
+
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    genotype = module.net.genotype()
+    summary = {"genotype": genotype.to_text(), "metrics": metrics, "run_dir": str(out_dir)}
+    if trainer.is_global_zero:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"\nGenotype: {genotype.to_text()}")
+        shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "search/train", "search/arch_acc"))}
+        print(f"Final metrics: {shown}")
+        print(f"Run folder: {out_dir.resolve()}  (genotype.json, genotype.txt, normal/reduction pictures, "
+              "metrics.csv, checkpoints/last.ckpt)")
+        sys.stdout.flush()
+    return summary

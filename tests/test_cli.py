@@ -1,0 +1,106 @@
+"""The command line as users run it: `python -m darts_lite +experiment=...` in a subprocess."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from darts_lite import Genotype
+from darts_lite.__main__ import config_dir
+from darts_lite.config import ConfigError, validate_search
+
+
+def run_cli(*args, cwd, timeout=600):
+    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
+    return subprocess.run(
+        [sys.executable, "-m", "darts_lite", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def compose_cfg(*overrides):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_quickstart_search_end_to_end(tmp_path):
+    """The quickstart, shortened to 4 epochs: learns digits and leaves every promised file."""
+    run = tmp_path / "run"
+    proc = run_cli("+experiment=quickstart", "search.epochs=4", "search.warmup_epochs=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Genotype: Genotype(normal=[" in proc.stdout and str(run) in proc.stdout
+
+    for name in ("config.yaml", "genotype.json", "genotype.txt", "genotype_history.jsonl", "metrics.csv",
+                 "normal.dot", "reduction.dot", "alphas.pt", "alphas_normal.svg", "checkpoints/last.ckpt"):
+        assert (run / name).is_file(), f"{name} missing from the run folder"
+    if shutil.which("dot"):
+        assert (run / "normal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    genotype = Genotype.parse((run / "genotype.json").read_text())
+    assert Genotype.parse((run / "genotype.txt").read_text()) == genotype
+    history = [json.loads(line) for line in (run / "genotype_history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert Genotype.parse(history[-1]["genotype"]) == genotype
+
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    val_acc = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
+    assert len(val_acc) == 4
+    assert val_acc[-1] > 0.5, f"digits accuracy {val_acc} is not clearly above chance (0.1)"
+    assert "C: 8" in (run / "config.yaml").read_text() and "${" not in (run / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("experiment", ["quickstart", "darts", "darts_v2", "gdas", "gdas_frc"])
+def test_experiments_compose_and_validate(experiment):
+    cfg = compose_cfg(f"+experiment={experiment}")
+    validate_search(cfg)
+    assert cfg.task == "search"
+
+
+def test_gdas_experiment_is_gdas_with_the_econas_proxy():
+    cfg = compose_cfg("+experiment=gdas")
+    assert cfg.search.relaxation == "gumbel" and cfg.search.epochs == 250
+    assert cfg.data.name == "cifar10" and cfg.proxy.name.startswith("econas")
+    assert cfg.space.C == 8 and cfg.data.resolution == 16  # channels and resolution halved
+    assert cfg.space.layers == 8 and cfg.data.sample_ratio == 1.0  # depth and data kept
+    assert cfg.data.batch_size > 64
+    frc = compose_cfg("+experiment=gdas_frc")
+    assert frc.space.fixed_reduction and frc.search.relaxation == "gumbel"
+    assert compose_cfg("+experiment=darts_v2").search.order == 2
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("search.epochs=-1", "search.epochs=-1"),
+        ("search.tau_min=20", "search.tau_max=10.0: must be >= search.tau_min"),
+        ("data.split=1.5", "data.split=1.5: must be in (0, 1)"),
+        ("data.sample_ratio=0", "data.sample_ratio=0: must be in (0, 1]"),
+        ("search.warmup_epochs=50", "search.warmup_epochs=50"),
+        ("data.name=imagenet", "data.name='imagenet'"),
+    ],
+)
+def test_bad_values_are_rejected_with_a_message(override, message):
+    cfg = compose_cfg("+experiment=quickstart", override)
+    with pytest.raises(ConfigError) as info:
+        validate_search(cfg)
+    assert message in str(info.value)
+
+
+def test_bad_value_on_the_command_line_exits_before_training(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("+experiment=quickstart", "search.epochs=-3", "data.split=0", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "search.epochs=-3" in proc.stderr and "data.split=0" in proc.stderr  # every problem at once
+    assert "Traceback" not in proc.stderr
+    assert not (run / "checkpoints").exists()
+
+
+def test_unknown_experiment_or_option_is_one_message(tmp_path):
+    for args, needle in [(["+experiment=nope"], "experiment/nope"), (["search=nope"], "search/nope")]:
+        proc = run_cli(*args, cwd=tmp_path, timeout=120)
+        assert proc.returncode != 0
+        assert needle in proc.stderr and "Traceback" not in proc.stderr

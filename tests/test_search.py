@@ -1,0 +1,91 @@
+"""SearchModule under a real Trainer on generated data: warm-up, schedules, both orders, GDAS."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from darts_lite import SearchModule
+from darts_lite.data import SearchDataModule
+from darts_lite.search import frozen
+
+
+def _fit(module, epochs, callbacks=(), **data):
+    pl.seed_everything(0, verbose=False)
+    dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=0, flip=False, seed=0,
+                          synthetic_samples=128, synthetic_classes=4, synthetic_size=8, **data)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        num_sanity_val_steps=0, callbacks=list(callbacks), use_distributed_sampler=False, enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=dm)
+    return trainer
+
+
+def _module(**kw):
+    network = dict(C=4, layers=3, num_classes=4, in_channels=3, **kw.pop("network", {}))
+    return SearchModule(network=network, **kw)
+
+
+class _Snapshots(pl.Callback):
+    def __init__(self):
+        self.alphas, self.tau, self.lr = [], [], []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx:
+            return
+        self.tau.append(module.net.tau)
+        self.lr.append(module.optimizers()[0].optimizer.param_groups[0]["lr"])
+
+    def on_train_epoch_end(self, trainer, module):
+        self.alphas.append([a.detach().clone() for a in module.net.arch_parameters()])
+
+
+def test_warmup_leaves_alphas_unchanged_then_they_move():
+    module = _module(epochs=3, warmup_epochs=2)
+    before = [a.detach().clone() for a in module.net.arch_parameters()]
+    weights_before = [p.detach().clone() for p in module.net.weight_parameters()]
+    snaps = _Snapshots()
+    _fit(module, 3, [snaps])
+    for epoch in (0, 1):
+        for a0, a in zip(before, snaps.alphas[epoch]):
+            assert torch.equal(a0, a), f"alphas moved during warm-up epoch {epoch}"
+    assert any(not torch.equal(a0, a) for a0, a in zip(before, snaps.alphas[2]))
+    assert any(not torch.equal(w0, w) for w0, w in zip(weights_before, module.net.weight_parameters()))
+
+
+def test_cosine_schedule_and_tau_schedule_per_epoch():
+    module = _module(epochs=3, lr=0.1, lr_min=0.01, tau_max=10.0, tau_min=0.1, network=dict(relaxation="gumbel"))
+    snaps = _Snapshots()
+    _fit(module, 3, [snaps])
+    assert snaps.tau == pytest.approx([10.0, 5.05, 0.1])
+    assert snaps.lr == pytest.approx([0.1, 0.01 + 0.09 * 0.75, 0.01 + 0.09 * 0.25])
+
+
+@pytest.mark.parametrize("order,relaxation", [(1, "softmax"), (2, "softmax"), (1, "gumbel")])
+def test_search_trains_both_levels(order, relaxation):
+    module = _module(epochs=2, order=order, arch_lr=0.01, network=dict(relaxation=relaxation))
+    before = [a.detach().clone() for a in module.net.arch_parameters()]
+    trainer = _fit(module, 2)
+    assert all(not torch.equal(a0, a) for a0, a in zip(before, module.net.arch_parameters()))
+    metrics = trainer.callback_metrics
+    for key in ("search/train_loss", "search/arch_loss", "search/train_acc", "val/acc", "search/lr"):
+        assert key in metrics and torch.isfinite(metrics[key])
+    assert "alpha/normal/edge00/sep_conv_3x3" in metrics
+    # manual optimisation: two optimizer steps per batch once the alphas train
+    assert trainer.global_step == 2 * 2 * len(trainer.datamodule.train_dataloader())
+
+
+def test_frozen_keeps_a_level_out_of_backward():
+    net = _module(epochs=1).net
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    with frozen(net.arch_parameters()):
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+    assert all(a.grad is None for a in net.arch_parameters())
+    assert all(p.grad is not None for p in net.weight_parameters() if p.requires_grad)
+    assert all(a.requires_grad for a in net.arch_parameters())  # restored afterwards
+
+
+def test_non_finite_loss_stops_with_message():
+    module = _module(epochs=1, lr=1e30, grad_clip=None, momentum=0.0)
+    with pytest.raises(FloatingPointError, match="loss became"):
+        _fit(module, 1)
