@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -104,3 +105,25 @@ def test_unknown_experiment_or_option_is_one_message(tmp_path):
         proc = run_cli(*args, cwd=tmp_path, timeout=120)
         assert proc.returncode != 0
         assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_configs_ship_in_the_wheel(tmp_path):
+    """Installed from a wheel (no checkout beside it), the app still finds and composes its configs."""
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "wheel"), str(root)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "wheel").glob("darts_lite-*.whl")
+    site = tmp_path / "site"
+    shutil.unpack_archive(wheel, site, format="zip")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    where = subprocess.run([sys.executable, "-c", "from darts_lite.__main__ import config_dir; print(config_dir())"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert where.stdout.strip() == str(site / "darts_lite" / "conf"), where.stderr
+    proc = subprocess.run([sys.executable, "-m", "darts_lite", "+experiment=gdas", "--cfg", "job"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "relaxation: gumbel" in proc.stdout and "name: econas_c2r2s0" in proc.stdout

@@ -1,0 +1,192 @@
+"""Datasets and the search DataModule: splits, EcoNAS knobs, augmentation, CIFAR download path."""
+
+import hashlib
+import io
+import tarfile
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from darts_lite import data as data_mod
+from darts_lite.data import DatasetUnavailable, SearchDataModule, augment, load_dataset
+
+
+def _dm(**kw):
+    dm = SearchDataModule(**{"name": "digits", "batch_size": 32, **kw})
+    dm.setup()
+    return dm
+
+
+def test_digits_are_real_images_with_a_fixed_test_split():
+    d = load_dataset("digits")
+    x, y = d["train"]
+    tx, ty = d["test"]
+    assert x.shape[1:] == (1, 8, 8) and len(x) + len(tx) == 1797
+    assert x.min() == 0 and x.max() == 16 and set(y.tolist()) == set(range(10))
+    assert torch.equal(load_dataset("digits")["test"][1], ty)  # same test set every time
+
+
+def test_split_is_disjoint_and_sized():
+    dm = _dm(split=0.5)
+    w, a = set(dm.weight_idx.tolist()), set(dm.arch_idx.tolist())
+    assert not w & a and len(w) + len(a) == len(dm.train_y)
+    assert abs(len(w) - len(a)) <= 1
+    assert len(_dm(split=0.8).weight_idx) == round(0.8 * len(dm.train_y))
+
+
+def test_sample_ratio_reduces_training_data_only():
+    full, part = _dm(), _dm(sample_ratio=0.5)
+    assert abs(len(part.train_y) - len(full.train_y) / 2) <= 10
+    assert torch.bincount(part.train_y).min() >= 50  # stratified: every class keeps its share
+    assert len(part.test_y) == len(full.test_y)
+
+
+def test_resolution_resizes_train_and_test():
+    dm = _dm(resolution=16)
+    assert dm.image_size == 16 and dm.train_x.shape[-2:] == (16, 16) and dm.test_x.shape[-2:] == (16, 16)
+    (xw, _), _ = next(iter(dm.train_dataloader()))
+    assert xw.shape == (32, 1, 16, 16)
+
+
+def test_batches_are_pairs_normalised_and_from_their_parts():
+    dm = _dm(crop_padding=0, flip=False)
+    batches = list(dm.train_dataloader())
+    assert len(batches) == len(dm.weight_idx) // 32
+    (xw, yw), (xa, ya) = batches[0]
+    assert xw.shape == xa.shape == (32, 1, 8, 8) and xw.dtype == torch.float32
+    allx = torch.cat([b[0][0] for b in batches])
+    assert abs(allx.mean().item()) < 0.1 and abs(allx.std().item() - 1) < 0.1
+    # each weight batch comes from the weight part: its images match rows of the weight part
+    wx = dm.normalise(dm.train_x[dm.weight_idx]).flatten(1)
+    assert all((wx == row).all(1).any() for row in xw.flatten(1))
+
+
+def test_shuffle_depends_on_seed_and_epoch_only():
+    def first_labels(seed, epoch):
+        dm = _dm(seed=seed, crop_padding=0, flip=False)
+        dm.set_epoch(epoch)
+        return next(iter(dm.train_dataloader()))[0][1]
+
+    assert torch.equal(first_labels(0, 3), first_labels(0, 3))
+    assert not torch.equal(first_labels(0, 3), first_labels(0, 4))
+    loader = _dm(crop_padding=0, flip=False).train_dataloader()
+    assert not torch.equal(next(iter(loader))[0][1], next(iter(loader))[0][1])  # each iter() is a new epoch
+
+
+def test_augmentation_crops_and_flips_per_image():
+    torch.manual_seed(0)
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).view(2, 1, 4, 4) + 1
+    assert torch.equal(augment(x, 0, False), x)
+    flips = [augment(x, 0, True) for _ in range(20)]
+    assert all(torch.equal(f[i], x[i]) or torch.equal(f[i], x[i].flip(-1)) for f in flips for i in range(2))
+    assert any(torch.equal(f[0], x[0].flip(-1)) for f in flips) and any(torch.equal(f[0], x[0]) for f in flips)
+    crops = [augment(x, 1, False) for _ in range(30)]
+    for c in crops:  # every crop is a shifted window of the zero-padded image
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+        for i in range(2):
+            assert any(torch.equal(c[i], padded[i, :, dy:dy + 4, dx:dx + 4]) for dy in range(3) for dx in range(3))
+    assert any(not torch.equal(c, x) for c in crops)
+
+
+@pytest.mark.parametrize(
+    "kw,message",
+    [
+        ({"split": 1.0}, "split must be in (0, 1)"),
+        ({"split": 0}, "split must be in (0, 1)"),
+        ({"sample_ratio": 0}, "sample_ratio must be in (0, 1]"),
+        ({"sample_ratio": 1.5}, "sample_ratio must be in (0, 1]"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"name": "mnist"}, "unknown dataset 'mnist'"),
+    ],
+)
+def test_bad_arguments(kw, message):
+    with pytest.raises(ValueError) as info:
+        SearchDataModule(**kw)
+    assert message in str(info.value)
+
+
+def test_batch_larger_than_a_part_is_a_clear_error():
+    with pytest.raises(ValueError, match="smaller than one batch"):
+        _dm(batch_size=4096)
+
+
+def test_ranks_get_disjoint_batches_with_equal_step_counts():
+    seen = []
+    for rank in (0, 1):
+        dm = _dm(crop_padding=0, flip=False)
+        dm.trainer = SimpleNamespace(world_size=2, global_rank=rank, current_epoch=0,
+                                     strategy=SimpleNamespace(root_device=torch.device("cpu")))
+        batches = list(dm.train_dataloader())
+        assert len(batches) == len(dm.weight_idx) // 64
+        wx = dm.normalise(dm.train_x[dm.weight_idx]).flatten(1)
+        rows = torch.cat([b[0][0] for b in batches]).flatten(1)
+        seen.append({int((wx == r).all(1).nonzero()[0]) for r in rows})
+    assert not seen[0] & seen[1]
+
+
+def _fake_cifar10(path, per_file=3):
+    """A tiny archive in the CIFAR-10 binary layout; returns the labels and images written."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    labels, images = [], []
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+            lab = rng.integers(0, 10, per_file, dtype=np.uint8)
+            img = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+            labels.append(lab)
+            images.append(img)
+            raw = np.concatenate([lab[:, None], img], axis=1).tobytes()
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    path.write_bytes(buf.getvalue())
+    return labels, images
+
+
+def test_cifar_download_checksum_extract_and_parse(tmp_path, monkeypatch):
+    served = tmp_path / "served" / "cifar-10-binary.tar.gz"
+    served.parent.mkdir()
+    labels, images = _fake_cifar10(served)
+    md5 = hashlib.md5(served.read_bytes()).hexdigest()
+    archive = data_mod.ARCHIVES["cifar10"]
+    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", archive.__class__(
+        **{**archive.__dict__, "url": served.as_uri(), "md5": md5}))
+    root = tmp_path / "data"
+    d = load_dataset("cifar10", root)
+    x, y = d["train"]
+    assert x.dtype == torch.uint8 and x.shape == (15, 3, 32, 32)
+    assert y.tolist() == np.concatenate(labels[:5]).tolist()
+    # pixel layout: 1024 R, then 1024 G, then 1024 B values, each plane row-major
+    assert x[0, 1, 2, 3].item() == images[0][0, 1024 + 2 * 32 + 3]
+    assert d["test"][1].tolist() == labels[5].tolist()
+    assert (root / "cifar10.pt").is_file()  # cached for the next run
+    assert torch.equal(load_dataset("cifar10", root, download=False)["train"][0], x)
+
+
+def test_cifar_bad_checksum_leaves_no_file(tmp_path, monkeypatch):
+    served = tmp_path / "cifar-10-binary.tar.gz"
+    _fake_cifar10(served)
+    archive = data_mod.ARCHIVES["cifar10"]
+    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", archive.__class__(
+        **{**archive.__dict__, "url": served.as_uri(), "md5": "0" * 32}))
+    root = tmp_path / "data"
+    with pytest.raises(DatasetUnavailable, match="md5"):
+        load_dataset("cifar10", root)
+    assert list(root.iterdir()) == []
+
+
+def test_cifar_missing_offline_says_where_to_put_it(tmp_path):
+    with pytest.raises(DatasetUnavailable) as info:
+        load_dataset("cifar100", tmp_path, download=False)
+    msg = str(info.value)
+    assert "cifar-100-binary.tar.gz" in msg and str(tmp_path.resolve()) in msg and "md5" in msg
+
+
+def test_synthetic_is_learnable_shape():
+    dm = SearchDataModule(name="synthetic", batch_size=8, synthetic_samples=64, synthetic_classes=4,
+                          synthetic_size=8, synthetic_channels=3)
+    assert (dm.num_classes, dm.in_channels, dm.image_size) == (4, 3, 8)
+    dm.setup()
+    assert dm.train_x.shape == (64, 3, 8, 8) and set(dm.train_y.tolist()) == {0, 1, 2, 3}
