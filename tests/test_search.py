@@ -89,3 +89,16 @@ def test_non_finite_loss_stops_with_message():
     module = _module(epochs=1, lr=1e30, grad_clip=None, momentum=0.0)
     with pytest.raises(FloatingPointError, match="loss became"):
         _fit(module, 1)
+
+
+def test_channels_last_layout_computes_the_same_function():
+    torch.manual_seed(0)
+    a = _module(channels_last=False)
+    b = _module(channels_last=True)
+    b.load_state_dict(a.state_dict())
+    b.setup("fit")
+    conv = next(m for m in b.net.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 8, 8)
+    a.eval(), b.eval()
+    torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
