@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import netrc
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -95,12 +97,33 @@ def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]
     return files
 
 
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError):
+        return False
+
+
 def _loggers(cfg: DictConfig, out_dir: Path) -> list:
     from pytorch_lightning.loggers import CSVLogger
 
     loggers: list = []
     if cfg.logger.get("csv", True):
         loggers.append(CSVLogger(save_dir=str(out_dir), name="", version=""))
+    wb = cfg.logger.get("wandb")
+    if wb:
+        from pytorch_lightning.loggers import WandbLogger
+
+        # never block on a login prompt: without credentials the run is recorded offline
+        mode = wb.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
+        if mode == "offline":
+            log.info("W&B offline: sync later with `wandb sync %s/wandb/offline-run-*`", out_dir)
+        loggers.append(WandbLogger(
+            project=wb.get("project", "darts_lite"), entity=wb.get("entity"), save_dir=str(out_dir), mode=mode,
+            tags=list(wb.get("tags") or []), name=out_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
+        ))
     return loggers
 
 

@@ -127,3 +127,18 @@ def test_configs_ship_in_the_wheel(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "relaxation: gumbel" in proc.stdout and "name: econas_c2r2s0" in proc.stdout
+
+
+def test_wandb_logger_runs_offline_without_credentials(tmp_path):
+    run = tmp_path / "run"
+    env_home = tmp_path / "home"
+    env_home.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "darts_lite", "+experiment=quickstart", "logger=wandb", "data=synthetic",
+         "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3", f"hydra.run.dir={run}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(env_home)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and (run / "metrics.csv").is_file()
