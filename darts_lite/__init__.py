@@ -4,6 +4,17 @@ from .genotype import PRIMITIVES, Genotype
 from .relax import GumbelRelaxation, SoftmaxRelaxation
 from .search import SearchModule
 from .spaces.darts import SearchNetwork
+from .spaces.eval import EvalNetwork
+from .train import TrainModule
 
-__all__ = ["PRIMITIVES", "Genotype", "GumbelRelaxation", "SearchModule", "SearchNetwork", "SoftmaxRelaxation"]
+__all__ = [
+    "PRIMITIVES",
+    "EvalNetwork",
+    "Genotype",
+    "GumbelRelaxation",
+    "SearchModule",
+    "SearchNetwork",
+    "SoftmaxRelaxation",
+    "TrainModule",
+]
 __version__ = "0.1.0"

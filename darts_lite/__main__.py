@@ -24,11 +24,13 @@ def main(cfg: DictConfig) -> object:
     from .data import DatasetUnavailable
 
     try:
-        if cfg.task == "search":
-            from .tasks import run_search
+        from . import tasks
 
-            return run_search(cfg)
-        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search")
+        if cfg.task == "search":
+            return tasks.run_search(cfg)
+        if cfg.task == "train":
+            return tasks.run_train(cfg)
+        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train")
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         print(f"darts_lite: {e}", file=sys.stderr)

@@ -24,32 +24,73 @@ def _get(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, throw_on_missing=False)
 
 
-def validate_search(cfg: DictConfig) -> None:
-    """Raise ConfigError listing every invalid value of a search config."""
-    problems: list[str] = []
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
-    def check(key: str, ok: Callable[[Any], bool], allowed: str) -> None:
-        value = _get(cfg, key)
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _Checker:
+    def __init__(self, cfg: DictConfig):
+        self.cfg, self.problems = cfg, []
+
+    def __call__(self, key: str, ok: Callable[[Any], bool], allowed: str) -> None:
+        value = _get(self.cfg, key)
         try:
             good = ok(value)
         except TypeError:
             good = False
         if not good:
-            problems.append(f"{key}={value!r}: {allowed}")
+            self.problems.append(f"{key}={value!r}: {allowed}")
 
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
+    def data(self) -> None:
+        check = self
+        check("seed", _is_int, "must be an integer")
+        check("data.name", lambda v: v in DATASETS, f"must be one of {', '.join(DATASETS)}")
+        check("data.batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
+        check("data.split", lambda v: _is_num(v) and 0 < v < 1, "must be in (0, 1): the fraction of training data for weights")
+        check("data.sample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "must be in (0, 1]")
+        check("data.resolution", lambda v: v is None or (_is_int(v) and v >= 4), "must be null or an integer >= 4")
+        check("data.crop_padding", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
 
-    def is_num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(self.problems))
 
-    check("seed", is_int, "must be an integer")
-    check("data.name", lambda v: v in DATASETS, f"must be one of {', '.join(DATASETS)}")
-    check("data.batch_size", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
-    check("data.split", lambda v: is_num(v) and 0 < v < 1, "must be in (0, 1): the fraction of training data for weights")
-    check("data.sample_ratio", lambda v: is_num(v) and 0 < v <= 1, "must be in (0, 1]")
-    check("data.resolution", lambda v: v is None or (is_int(v) and v >= 4), "must be null or an integer >= 4")
-    check("data.crop_padding", lambda v: is_int(v) and v >= 0, "must be an integer >= 0")
+
+def validate_train(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every invalid value of a retraining config."""
+    from .train import resolve_genotype
+
+    check = _Checker(cfg)
+    check.data()
+    check("genotype", lambda v: v is not None, "set genotype=NAME|PATH|TEXT (a published name, genotype.json, run folder)")
+    if _get(cfg, "genotype") is not None:
+        try:
+            resolve_genotype(_get(cfg, "genotype"))
+        except ValueError as e:
+            check.problems.append(str(e))
+    check("train.C", lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
+    check("train.layers", lambda v: _is_int(v) and v >= 3, "must be an integer >= 3")
+    check("train.network_dataset", lambda v: v in ("cifar", "imagenet"), "must be cifar or imagenet")
+    check("train.epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
+    check("train.lr", lambda v: _is_num(v) and v > 0, "must be > 0")
+    for key in ("train.lr_min", "train.momentum", "train.weight_decay", "train.auxiliary_weight"):
+        check(key, lambda v: _is_num(v) and v >= 0, "must be >= 0")
+    check("train.drop_path_prob", lambda v: _is_num(v) and 0 <= v < 1, "must be in [0, 1)")
+    check("train.cutout", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
+    check("train.grad_clip", lambda v: v is None or (_is_num(v) and v > 0), "must be null or > 0")
+    check("trainer.max_epochs", lambda v: v == _get(cfg, "train.epochs"), "must equal train.epochs (set train.epochs)")
+    check.raise_if_any()
+
+
+def validate_search(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every invalid value of a search config."""
+    check = _Checker(cfg)
+    check.data()
+    is_int, is_num = _is_int, _is_num
 
     check("space.C", lambda v: is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
     check("space.layers", lambda v: is_int(v) and v >= 3, "must be an integer >= 3")
@@ -90,9 +131,8 @@ def validate_search(cfg: DictConfig) -> None:
     check("trainer.max_epochs", lambda v: v == _get(cfg, "search.epochs"), "must equal search.epochs (set search.epochs)")
     precision = str(_get(cfg, "trainer.precision"))
     if _get(cfg, "search.order") == 2 and precision.startswith("16"):
-        problems.append(
+        check.problems.append(
             f"trainer.precision={precision!r}: second order takes gradients with torch.autograd.grad, which "
             "fp16 loss scaling does not cover; use bf16-mixed or 32-true"
         )
-    if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    check.raise_if_any()

@@ -233,6 +233,42 @@ class _TrainBatches:
             yield dm.train_batch(w_idx[s]), dm.train_batch(a_idx[s])
 
 
+def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero one size x size square per image, centred uniformly in the image and clipped at its border."""
+    if size <= 0:
+        return x
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b, 1, 1), device=x.device)
+    cx = torch.randint(0, w, (b, 1, 1), device=x.device)
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+class _PlainBatches:
+    """One epoch per iter(): shuffled training batches (x, y) with augmentation and cutout."""
+
+    def __init__(self, dm: TrainDataModule):
+        self.dm = dm
+
+    def __len__(self) -> int:
+        return self.dm.steps_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        dm = self.dm
+        g = torch.Generator().manual_seed(dm.seed * 1_000_003 + dm.epoch)
+        dm.epoch += 1
+        rank, world = dm.rank_and_world()
+        bs, steps = dm.batch_size, dm.steps_per_epoch
+        perm = torch.randperm(len(dm.weight_idx), generator=g)[: steps * bs * world].view(steps, world, bs)[:, rank]
+        idx = dm.weight_idx[perm].to(dm.device)
+        for s in range(steps):
+            x, y = dm.train_batch(idx[s])
+            yield cutout(x, dm.cutout), y
+
+
 class _EvalBatches:
     def __init__(self, dm: SearchDataModule):
         self.dm = dm
@@ -311,9 +347,8 @@ class SearchDataModule(pl.LightningDataModule):
         keep = self._stratified_sample(train_y, self.sample_ratio, g)
         train_x, train_y = train_x[keep], train_y[keep]
         perm = torch.randperm(len(train_y), generator=g)
-        n_weight = int(round(self.split * len(perm)))
-        self.weight_idx, self.arch_idx = perm[:n_weight], perm[n_weight:]
-        if min(len(self.weight_idx), len(self.arch_idx)) < self.batch_size:
+        self.weight_idx, self.arch_idx = self._partition(perm)
+        if min(len(self.weight_idx), len(self.arch_idx) or self.batch_size) < self.batch_size:
             raise ValueError(
                 f"{self.name}: the weight part ({len(self.weight_idx)}) or the architecture part ({len(self.arch_idx)}) "
                 f"is smaller than one batch ({self.batch_size}); lower data.batch_size or raise data.sample_ratio"
@@ -324,6 +359,10 @@ class SearchDataModule(pl.LightningDataModule):
         self.std = xf.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1)
         self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
         self._loaded = True
+
+    def _partition(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n_weight = int(round(self.split * len(perm)))
+        return perm[:n_weight], perm[n_weight:]
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         size = self.resolution
@@ -384,3 +423,24 @@ class SearchDataModule(pl.LightningDataModule):
         self.setup()
         self._to_training_device()
         return _EvalBatches(self)
+
+
+class TrainDataModule(SearchDataModule):
+    """The whole training set for retraining a genotype (no weight/architecture split), with cutout.
+
+    Each step yields (x, y): x [batch_size, C, H, W] normalised, augmented, cut out.
+    """
+
+    def __init__(self, cutout: int = 16, **kwargs):
+        kwargs.pop("split", None)
+        super().__init__(**kwargs)
+        if cutout < 0:
+            raise ValueError(f"cutout must be >= 0, got {cutout}")
+        self.cutout = cutout
+
+    def _partition(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return perm, perm[:0]
+
+    def train_dataloader(self) -> _PlainBatches:  # type: ignore[override]
+        super().train_dataloader()
+        return _PlainBatches(self)

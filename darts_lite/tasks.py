@@ -18,6 +18,7 @@ import logging
 import netrc
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import validate_search
-from .data import SearchDataModule
+from .config import validate_search, validate_train
+from .data import SearchDataModule, TrainDataModule
 from .search import SearchModule
+from .train import TrainModule, count_flops, resolve_genotype
 from .viz import alpha_heatmap_svg, edge_labels, write_cell_pictures
 
 log = logging.getLogger("darts_lite")
@@ -45,6 +47,8 @@ _SEARCH_KEYS = (
 def build_datamodule(cfg: DictConfig) -> SearchDataModule:
     data = OmegaConf.to_container(cfg.data, resolve=True)
     kwargs = {k: data[k] for k in _DATA_KEYS if k in data}
+    if cfg.task == "train":
+        return TrainDataModule(seed=cfg.seed, cutout=cfg.train.cutout, **kwargs)
     return SearchDataModule(seed=cfg.seed, **kwargs)
 
 
@@ -127,29 +131,43 @@ def _loggers(cfg: DictConfig, out_dir: Path) -> list:
     return loggers
 
 
-def run_search(cfg: DictConfig) -> dict[str, Any]:
-    """Validate ``cfg``, search, write the run folder; returns a summary (genotype, metrics, files)."""
-    validate_search(cfg)
+def _start(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    return out_dir
 
-    dm = build_datamodule(cfg)
-    module = build_search_module(cfg, dm)
+
+def _trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> pl.Trainer:
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
-    trainer = pl.Trainer(
+    return pl.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         logger=_loggers(cfg, out_dir) or False,
-        callbacks=[checkpoint, SearchArtifacts(out_dir)],
+        callbacks=[checkpoint, *callbacks],
         default_root_dir=str(out_dir),
         use_distributed_sampler=False,
     )
+
+
+def _final_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+def run_search(cfg: DictConfig) -> dict[str, Any]:
+    """Validate ``cfg``, search, write the run folder; returns a summary (genotype, metrics, files)."""
+    validate_search(cfg)
+    out_dir = _start(cfg)
+    dm = build_datamodule(cfg)
+    module = build_search_module(cfg, dm)
+    trainer = _trainer(cfg, out_dir, [SearchArtifacts(out_dir)])
+    started = time.time()
     trainer.fit(module, datamodule=dm)
 
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics = _final_metrics(trainer)
     genotype = module.net.genotype()
-    summary = {"genotype": genotype.to_text(), "metrics": metrics, "run_dir": str(out_dir)}
+    summary = {"task": "search", "genotype": genotype.to_text(), "metrics": metrics, "run_dir": str(out_dir),
+               "wall_time_s": time.time() - started}
     if trainer.is_global_zero:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"\nGenotype: {genotype.to_text()}")
@@ -157,5 +175,44 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         print(f"Final metrics: {shown}")
         print(f"Run folder: {out_dir.resolve()}  (genotype.json, genotype.txt, normal/reduction pictures, "
               "metrics.csv, checkpoints/last.ckpt)")
+        sys.stdout.flush()
+    return summary
+
+
+_TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight", "drop_path_prob",
+               "channels_last")
+
+
+def run_train(cfg: DictConfig) -> dict[str, Any]:
+    """Retrain ``cfg.genotype`` in its evaluation network; prints its size, writes the run folder."""
+    validate_train(cfg)
+    genotype = resolve_genotype(cfg.genotype)
+    out_dir = _start(cfg)
+    dm = build_datamodule(cfg)
+    t = cfg.train
+    network = dict(C=t.C, layers=t.layers, auxiliary=t.auxiliary, dataset=t.network_dataset, num_classes=dm.num_classes,
+                   in_channels=dm.in_channels)
+    module = TrainModule(genotype.to_text(), network=network, **{k: t[k] for k in _TRAIN_KEYS})
+    params = module.net.num_parameters()
+    flops = count_flops(module.net, (dm.in_channels, dm.image_size, dm.image_size))
+    size = {"params": params, "params_with_aux": module.net.num_parameters(auxiliary=True), "flops": flops,
+            "macs": flops // 2}
+    print(f"Genotype: {genotype.to_text()}")
+    print(f"Parameters: {params / 1e6:.2f}M (without the auxiliary head); "
+          f"{flops / 2e6:.1f}M MACs ({flops / 1e6:.1f}M FLOPs) per {dm.image_size}x{dm.image_size} image")
+    (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
+    trainer = _trainer(cfg, out_dir, [])
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"model/" + k: v for k, v in size.items()})
+    started = time.time()
+    trainer.fit(module, datamodule=dm)
+    metrics = _final_metrics(trainer)
+    summary = {"task": "train", "genotype": genotype.to_text(), "genotype_spec": str(cfg.genotype), **size,
+               "metrics": metrics, "run_dir": str(out_dir), "wall_time_s": time.time() - started}
+    if trainer.is_global_zero:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        acc = metrics.get("val/acc")
+        print(f"Test accuracy: {acc:.4f}" if acc is not None else "Test accuracy: not measured")
+        print(f"Run folder: {out_dir.resolve()}  (summary.json, metrics.csv, checkpoints/last.ckpt)")
         sys.stdout.flush()
     return summary

@@ -142,3 +142,41 @@ def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and (run / "metrics.csv").is_file()
+
+
+def test_train_quick_retrains_a_published_cell_on_digits(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("+experiment=train_quick", "genotype=DARTS_V2", "train.epochs=4", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Parameters: 0.13M (without the auxiliary head)" in proc.stdout and "MACs" in proc.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"]["val/acc"] > 0.8, summary["metrics"]
+    assert 100_000 < summary["params"] < 200_000 and summary["flops"] > 0
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    ramp = [float(r["train/drop_path_prob"]) for r in rows if r.get("train/drop_path_prob")]
+    assert ramp == pytest.approx([0.1 * e / 4 for e in range(4)])  # drop path ramps linearly per epoch
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_train_from_a_search_run_folder_and_bad_genotype(tmp_path):
+    folder = tmp_path / "search_run"
+    folder.mkdir()
+    (folder / "genotype.json").write_text(Genotype.named("GDAS_V1").to_json())
+    cfg = compose_cfg("+experiment=train_quick", f"genotype={folder}")
+    from darts_lite.config import validate_train
+
+    validate_train(cfg)
+    proc = run_cli("+experiment=train_quick", "genotype=NOT_A_CELL", cwd=tmp_path, timeout=120)
+    assert proc.returncode == 2 and "not a published name" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_multirun_over_genotypes_ends_with_a_table(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "+experiment=train_quick", "genotype=DARTS_V2,GDAS_V1", "seed=0,1", "train.epochs=1",
+                   "train.layers=3", "train.C=8", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
+    md = (sweep / "summary.md").read_text()
+    assert "## Test accuracy per genotype" in md
+    assert "| DARTS_V2 | 2 |" in md and "| GDAS_V1 | 2 |" in md

@@ -1,0 +1,166 @@
+"""Evaluation networks: a genotype's cell stacked into the network its paper trained.
+
+Differences from the search network (DARTS, Sec. 3.2): every BN is affine, pooling ops have no
+BN after them, each edge runs its one op, drop path zeroes whole non-identity branches during
+training, and an auxiliary head (CIFAR: after cell 2*layers//3) adds a second loss.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..genotype import Genotype
+from .darts import FixedReductionCell, reduction_indices
+from .ops import FactorizedReduce, Identity, ReLUConvBN, drop_path, make_op
+
+
+class EvalCell(nn.Module):
+    def __init__(self, pairs, concat, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.preprocess0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0)
+        self.ops = nn.ModuleList()
+        self.inputs = [j for _, j in pairs]
+        for op, j in pairs:
+            stride = 2 if reduction and j < 2 else 1
+            self.ops.append(make_op(op, C, stride, affine=True, pool_bn=False))
+        self.concat = list(concat)
+        self.multiplier = len(self.concat)
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for k in range(len(self.ops) // 2):
+            node = None
+            for e in (2 * k, 2 * k + 1):
+                h = self.ops[e](states[self.inputs[e]])
+                if self.training and drop_prob > 0 and not isinstance(self.ops[e], Identity):
+                    h = drop_path(h, drop_prob)
+                node = h if node is None else node + h
+            states.append(node)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class _EvalFixedReductionCell(FixedReductionCell):
+    """GDAS's fixed reduction cell with affine BN; drop path acts in training only."""
+
+    def forward(self, s0, s1, drop_prob: float = 0.0):
+        return super().forward(s0, s1, None, drop_prob if self.training else 0.0)
+
+
+class AuxiliaryHead(nn.Module):
+    """Auxiliary classifier on an 8x8 (CIFAR) or 14x14 (ImageNet) feature map."""
+
+    def __init__(self, C: int, num_classes: int, imagenet: bool = False):
+        super().__init__()
+        layers = [
+            nn.ReLU(inplace=False),
+            nn.AvgPool2d(5, stride=2 if imagenet else 3, padding=0, count_include_pad=False),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False),
+        ]
+        # the DARTS ImageNet head has no BN after its last conv: published counts include that choice
+        if not imagenet:
+            layers.append(nn.BatchNorm2d(768))
+        layers.append(nn.ReLU(inplace=False))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class EvalNetwork(nn.Module):
+    """A genotype's evaluation network (DARTS paper): CIFAR (one stem) or ImageNet (two stems, 224 px).
+
+    forward(x) -> logits [B, num_classes] in eval mode; in training mode with ``auxiliary=True``
+    it returns (logits, aux_logits). ``drop_path_prob`` is set per epoch by the trainer.
+    """
+
+    def __init__(
+        self,
+        genotype: Genotype | str,
+        C: int = 36,
+        num_classes: int = 10,
+        layers: int = 20,
+        auxiliary: bool = True,
+        dataset: str = "cifar",
+        drop_path_prob: float = 0.0,
+        in_channels: int = 3,
+        stem_multiplier: int = 3,
+    ):
+        super().__init__()
+        if isinstance(genotype, str):
+            genotype = Genotype.named(genotype) if genotype.isidentifier() else Genotype.parse(genotype)
+        if dataset not in ("cifar", "imagenet"):
+            raise ValueError(f"dataset must be 'cifar' or 'imagenet', got {dataset!r}")
+        if layers < 3:
+            raise ValueError(f"layers must be at least 3, got {layers}")
+        self.genotype, self.dataset, self.layers = genotype, dataset, layers
+        self.auxiliary = auxiliary
+        self.drop_path_prob = drop_path_prob
+        imagenet = dataset == "imagenet"
+        if imagenet:
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(in_channels, C // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C // 2),
+                nn.ReLU(inplace=False),
+                nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C),
+            )
+            self.stem1 = nn.Sequential(
+                nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
+            )
+            C_pp, C_p, C_curr, reduction_prev = C, C, C, True
+        else:
+            C_stem = stem_multiplier * C
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+            C_pp, C_p, C_curr, reduction_prev = C_stem, C_stem, C, False
+        reductions = reduction_indices(layers)
+        self.aux_index = 2 * layers // 3
+        self.cells = nn.ModuleList()
+        C_aux = None
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                C_curr *= 2
+            if reduction and genotype.fixed_reduction:
+                cell: nn.Module = _EvalFixedReductionCell(C_pp, C_p, C_curr, reduction_prev, affine=True)
+                out = FixedReductionCell.multiplier * C_curr
+            elif reduction:
+                cell = EvalCell(genotype.reduce, genotype.reduce_concat, C_pp, C_p, C_curr, True, reduction_prev)
+                out = cell.multiplier * C_curr
+            else:
+                cell = EvalCell(genotype.normal, genotype.normal_concat, C_pp, C_p, C_curr, False, reduction_prev)
+                out = cell.multiplier * C_curr
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, out
+            if i == self.aux_index:
+                C_aux = out
+        self.aux_head = AuxiliaryHead(C_aux, num_classes, imagenet) if auxiliary else None
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+    def forward(self, x: torch.Tensor):
+        if self.dataset == "imagenet":
+            s0 = self.stem0(x)
+            s1 = self.stem1(s0)
+        else:
+            s0 = s1 = self.stem(x)
+        aux_logits = None
+        drop = self.drop_path_prob if self.training else 0.0
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, drop)
+            if i == self.aux_index and self.aux_head is not None and self.training:
+                aux_logits = self.aux_head(s1)
+        logits = self.classifier(self.global_pooling(s1).flatten(1))
+        return (logits, aux_logits) if aux_logits is not None else logits
+
+    def num_parameters(self, auxiliary: bool = False) -> int:
+        """Parameter count; without the auxiliary head by default, as papers count."""
+        aux = {id(p) for p in self.aux_head.parameters()} if self.aux_head is not None and not auxiliary else set()
+        return sum(p.numel() for p in self.parameters() if id(p) not in aux)

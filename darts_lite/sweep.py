@@ -1,0 +1,98 @@
+"""After a Hydra multirun: one table across its jobs, written into the sweep folder.
+
+`summary.csv` and `summary.md` list each job's overrides, genotype, accuracy and wall time. For
+retraining sweeps the Markdown adds mean and std of test accuracy per genotype (EcoNAS's habit of
+retraining the top few with several seeds); for search sweeps, how often the jobs agree on each
+edge of the derived cells.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from .genotype import Genotype
+
+
+def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: p.name):
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = OmegaConf.load(overrides_file) if overrides_file.is_file() else []
+        row: dict[str, Any] = {"job": job.name, "overrides": " ".join(str(o) for o in overrides)}
+        summary_file = job / "summary.json"
+        if summary_file.is_file():
+            s = json.loads(summary_file.read_text())
+            row.update(
+                status="done", task=s.get("task", ""), genotype_spec=s.get("genotype_spec", ""),
+                genotype=s.get("genotype", ""), val_acc=s.get("metrics", {}).get("val/acc"),
+                wall_time_s=s.get("wall_time_s"), params=s.get("params"),
+            )
+        else:
+            row.update(status="failed or unfinished")
+        rows.append(row)
+    return rows
+
+
+def edge_agreement(genotypes: list[Genotype]) -> dict[str, list[float]]:
+    """Per cell type and per (op, input) position, the share of genotypes that pick the most common choice."""
+    out: dict[str, list[float]] = {}
+    for cell in ("normal", "reduce"):
+        cells = [getattr(g, cell) for g in genotypes if getattr(g, cell)]
+        if not cells:
+            continue
+        out[cell] = [Counter(c[k] for c in cells).most_common(1)[0][1] / len(cells) for k in range(len(cells[0]))]
+    return out
+
+
+def write_sweep_summary(sweep_dir: str | Path) -> dict[str, Path]:
+    sweep_dir = Path(sweep_dir)
+    rows = _job_rows(sweep_dir)
+    columns = ["job", "overrides", "status", "task", "genotype_spec", "val_acc", "wall_time_s", "params", "genotype"]
+    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def fmt(v: Any, spec: str = "") -> str:
+        return "-" if v is None or v == "" else format(v, spec)
+
+    md = [f"# Sweep summary: {sweep_dir}", "", "| job | overrides | status | test/val acc | wall time (s) | genotype |",
+          "| --- | --- | --- | ---: | ---: | --- |"]
+    for r in rows:
+        md.append(f"| {r['job']} | `{r['overrides']}` | {r['status']} | {fmt(r.get('val_acc'), '.4f')} | "
+                  f"{fmt(r.get('wall_time_s'), '.0f')} | `{r.get('genotype', '')}` |")
+    done = [r for r in rows if r["status"] == "done"]
+    trains = [r for r in done if r.get("task") == "train" and r.get("val_acc") is not None]
+    if trains:
+        by: dict[str, list[float]] = defaultdict(list)
+        for r in trains:
+            by[r["genotype_spec"] or r["genotype"]].append(r["val_acc"])
+        md += ["", "## Test accuracy per genotype", "", "| genotype | jobs | mean | std |", "| --- | ---: | ---: | ---: |"]
+        for name, accs in sorted(by.items(), key=lambda kv: -statistics.mean(kv[1])):
+            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            md.append(f"| {name} | {len(accs)} | {statistics.mean(accs):.4f} | {std:.4f} |")
+    searches = [Genotype.parse(r["genotype"]) for r in done if r.get("task") == "search" and r.get("genotype")]
+    if len(searches) > 1:
+        md += ["", "## Agreement between the searches, per edge", "",
+               "Share of jobs choosing the most common (op, input) at each position (pairs 2k, 2k+1 feed node k).", ""]
+        for cell, shares in edge_agreement(searches).items():
+            md.append(f"- {cell}: " + ", ".join(f"{s:.2f}" for s in shares) + f" (mean {statistics.mean(shares):.2f})")
+    (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
+    return {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
+
+
+class SweepSummary(Callback):
+    """Hydra callback: writes the summary when a multirun ends (registered in conf/hydra/default.yaml)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        files = write_sweep_summary(config.hydra.sweep.dir)
+        print(files["md"].read_text())
+        print(f"Sweep summary: {files['md']} and {files['csv']}")

@@ -1,0 +1,137 @@
+"""TrainModule: retrain a genotype's evaluation network with the DARTS paper's recipe.
+
+Defaults are the paper's CIFAR-10 settings: SGD lr 0.025 with cosine decay to 0 over the epochs,
+momentum 0.9, weight decay 3e-4, gradient norm clipped at 5, auxiliary loss weight 0.4, drop path
+ramped linearly as drop_path_prob * epoch / epochs (cutout lives in the data module).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+from torchmetrics.classification import MulticlassAccuracy
+
+from .genotype import Genotype
+from .spaces.eval import EvalNetwork
+
+
+def resolve_genotype(spec: str | Genotype) -> Genotype:
+    """A genotype from a zoo name, a genotype.json path, a search run folder, or DARTS/JSON text."""
+    from pathlib import Path
+
+    if isinstance(spec, Genotype):
+        return spec
+    text = str(spec).strip()
+    if text.startswith(("Genotype(", "{")):
+        return Genotype.parse(text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "genotype.json").is_file():
+            raise ValueError(f"genotype={text!r}: the folder has no genotype.json; is it a search run folder?")
+        path = path / "genotype.json"
+    if path.is_file():
+        return Genotype.parse(path.read_text())
+    try:
+        return Genotype.named(text)
+    except ValueError:
+        raise ValueError(
+            f"genotype={text!r} is not a published name ({', '.join(_zoo_names())}), an existing genotype.json or "
+            "run folder, or genotype text"
+        ) from None
+
+
+def _zoo_names() -> list[str]:
+    from .genotype import zoo
+
+    return list(zoo())
+
+
+def count_flops(net: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one eval-mode forward pass of a single image (torch's counter; MACs = FLOPs / 2)."""
+    was_training = net.training
+    net.eval()
+    param = next(net.parameters())
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, *input_shape, device=param.device))
+    net.train(was_training)
+    return int(counter.get_total_flops())
+
+
+class TrainModule(pl.LightningModule):
+    """Trains an EvalNetwork. network: EvalNetwork keyword arguments besides the genotype."""
+
+    def __init__(
+        self,
+        genotype: str,
+        network: dict[str, Any] | None = None,
+        epochs: int = 600,
+        lr: float = 0.025,
+        lr_min: float = 0.0,
+        momentum: float = 0.9,
+        weight_decay: float = 3e-4,
+        grad_clip: float | None = 5.0,
+        auxiliary_weight: float = 0.4,
+        drop_path_prob: float = 0.2,
+        channels_last: bool = True,
+    ):
+        super().__init__()
+        genotype = resolve_genotype(genotype).to_text()  # stored as text: checkpoints stay loadable
+        self.save_hyperparameters()
+        self.net = EvalNetwork(Genotype.parse(genotype), **(network or {}))
+        n = self.net.classifier.out_features
+        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=5, average="micro") if n > 5 else None
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor):
+        return self.net(self._layout(x))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs, eta_min=hp.lr_min)
+        return [opt], [{"scheduler": sched, "interval": "epoch"}]
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        if self.hparams.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+
+    def on_train_epoch_start(self) -> None:
+        self.net.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / self.hparams.epochs
+        self.log("train/drop_path_prob", self.net.drop_path_prob, on_step=False, on_epoch=True)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        out = self(x)
+        logits, aux = out if isinstance(out, tuple) else (out, None)
+        loss = F.cross_entropy(logits, y)
+        if aux is not None:
+            loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(aux, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the training loss became {loss.item()} at epoch {self.current_epoch}")
+        self.train_acc(logits.detach(), y)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        if self.val_top5 is not None:
+            self.val_top5(logits, y)
+            self.log("val/acc_top5", self.val_top5, on_step=False, on_epoch=True)
