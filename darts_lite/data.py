@@ -216,8 +216,7 @@ class _TrainBatches:
 
     def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
         dm = self.dm
-        epoch = dm.epoch
-        dm.epoch += 1
+        epoch = dm.current_epoch()
         # the order depends only on (seed, epoch): a resumed run replays the same batches
         g = torch.Generator().manual_seed(dm.seed * 1_000_003 + epoch)
         rank, world = dm.rank_and_world()
@@ -258,8 +257,7 @@ class _PlainBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         dm = self.dm
-        g = torch.Generator().manual_seed(dm.seed * 1_000_003 + dm.epoch)
-        dm.epoch += 1
+        g = torch.Generator().manual_seed(dm.seed * 1_000_003 + dm.current_epoch())
         rank, world = dm.rank_and_world()
         bs, steps = dm.batch_size, dm.steps_per_epoch
         perm = torch.randperm(len(dm.weight_idx), generator=g)[: steps * bs * world].view(steps, world, bs)[:, rank]
@@ -409,14 +407,19 @@ class SearchDataModule(pl.LightningDataModule):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def current_epoch(self) -> int:
+        """The epoch to shuffle for: the trainer's when attached (right after a resume too), else a counter."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.current_epoch
+        self.epoch += 1
+        return self.epoch - 1
+
     def train_dataloader(self) -> _TrainBatches:
         self.setup()
         self._to_training_device()
         if self.steps_per_epoch < 1:
             raise ValueError(f"{self.name}: fewer weight samples than one batch per device; lower data.batch_size")
-        trainer = getattr(self, "trainer", None)
-        if trainer is not None:
-            self.epoch = trainer.current_epoch  # a resumed run continues the same shuffle sequence
         return _TrainBatches(self)
 
     def val_dataloader(self) -> _EvalBatches:

@@ -17,9 +17,11 @@ the network is never copied, and BatchNorm running statistics are left as they w
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,30 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .relax import linear_tau
 from .spaces.darts import SearchNetwork
+
+
+def rng_states() -> dict[str, Any]:
+    """Every RNG a run draws from, as tensors and plain values (loadable with weights_only=True)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 @contextlib.contextmanager
@@ -226,6 +252,20 @@ class SearchModule(pl.LightningModule):
                     metrics[f"alpha/{cell}/edge{e:02d}/{op}"] = p
         self.log_dict(metrics, on_step=False, on_epoch=True)
         sched.step()
+
+    # ---- exact resume ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # GDAS samples, drop path and augmentation draw from these: a resumed run continues the same streams
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # applied when training starts, so nothing drawn while the trainer sets up shifts the streams
+        self._pending_rng = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_pending_rng", None) is not None:
+            set_rng_states(self._pending_rng)
+            self._pending_rng = None
 
     # ---- validation --------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -13,18 +13,21 @@ A search run folder holds:
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import netrc
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from .config import validate_search, validate_train
 from .data import SearchDataModule, TrainDataModule
@@ -64,6 +67,14 @@ class SearchArtifacts(pl.Callback):
 
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
+
+    def on_train_start(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        # a resumed run repeats the epochs after its checkpoint: drop what a killed run wrote for them
+        history = self.out_dir / "genotype_history.jsonl"
+        if trainer.is_global_zero and history.is_file():
+            kept = [line for line in history.read_text().splitlines()
+                    if line and json.loads(line)["epoch"] < trainer.current_epoch]
+            history.write_text("".join(line + "\n" for line in kept))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
         if not trainer.is_global_zero:
@@ -110,12 +121,35 @@ def _wandb_logged_in() -> bool:
         return False
 
 
-def _loggers(cfg: DictConfig, out_dir: Path) -> list:
+def _csv_logger(out_dir: Path, resume_from: str | None):
+    """metrics.csv in the run folder; a resumed run keeps the rows of the epochs its checkpoint holds."""
     from pytorch_lightning.loggers import CSVLogger
 
+    metrics = out_dir / "metrics.csv"
+    kept, header = [], []
+    if resume_from and metrics.is_file():
+        last_epoch = torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"]
+        with open(metrics, newline="") as f:
+            reader = csv.DictReader(f)
+            header = list(reader.fieldnames or [])
+            kept = [row for row in reader if row.get("epoch") and int(row["epoch"]) <= last_epoch]
+        metrics.unlink()
+    # written through at every log call: rows of an epoch are on disk before a kill can take them
+    logger = CSVLogger(save_dir=str(out_dir), name="", version="", flush_logs_every_n_steps=1)
+    writer = logger.experiment  # created now: it clears an existing metrics.csv, so write the kept rows after
+    if kept:
+        with open(metrics, "w", newline="") as f:
+            csv_writer = csv.DictWriter(f, fieldnames=header)
+            csv_writer.writeheader()
+            csv_writer.writerows(kept)
+        writer.metrics_keys = sorted(header)  # append under the same columns
+    return logger
+
+
+def _loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None) -> list:
     loggers: list = []
     if cfg.logger.get("csv", True):
-        loggers.append(CSVLogger(save_dir=str(out_dir), name="", version=""))
+        loggers.append(_csv_logger(out_dir, resume_from))
     wb = cfg.logger.get("wandb")
     if wb:
         from pytorch_lightning.loggers import WandbLogger
@@ -139,15 +173,52 @@ def _start(cfg: DictConfig) -> Path:
     return out_dir
 
 
-def _trainer(cfg: DictConfig, out_dir: Path, callbacks: list) -> pl.Trainer:
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=out_dir / "checkpoints", save_last=True, save_top_k=0)
-    return pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=_loggers(cfg, out_dir) or False,
-        callbacks=[checkpoint, *callbacks],
-        default_root_dir=str(out_dir),
-        use_distributed_sampler=False,
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint beside its final name, then renames: a kill mid-write leaves the old one whole."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
+    """The checkpoint to continue from: ckpt_path, or with resume=true the run folder's last.ckpt."""
+    from .config import ConfigError
+
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
+        return str(path)
+    if cfg.get("resume"):
+        last = out_dir / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            raise ConfigError(
+                f"resume=true: no checkpoint at {last}; pass the run folder to continue, e.g. "
+                "`python -m darts_lite <same overrides> resume=true hydra.run.dir=runs/search/<run>`"
+            )
+        return str(last)
+    return None
+
+
+def _trainer(cfg: DictConfig, out_dir: Path, callbacks: list, resume_from: str | None = None) -> pl.Trainer:
+    # one file, last.ckpt, replaced (atomically) at the end of every epoch
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
     )
+    with warnings.catch_warnings():
+        # the CSV file sits in the run folder beside Hydra's files on purpose
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        return pl.Trainer(
+            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            logger=_loggers(cfg, out_dir, resume_from) or False,
+            callbacks=[checkpoint, *callbacks],
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(out_dir),
+            use_distributed_sampler=False,
+        )
 
 
 def _final_metrics(trainer: pl.Trainer) -> dict[str, float]:
@@ -158,11 +229,12 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     """Validate ``cfg``, search, write the run folder; returns a summary (genotype, metrics, files)."""
     validate_search(cfg)
     out_dir = _start(cfg)
+    ckpt = resume_checkpoint(cfg, out_dir)
     dm = build_datamodule(cfg)
     module = build_search_module(cfg, dm)
-    trainer = _trainer(cfg, out_dir, [SearchArtifacts(out_dir)])
+    trainer = _trainer(cfg, out_dir, [SearchArtifacts(out_dir)], ckpt)
     started = time.time()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
 
     metrics = _final_metrics(trainer)
     genotype = module.net.genotype()
@@ -188,6 +260,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     validate_train(cfg)
     genotype = resolve_genotype(cfg.genotype)
     out_dir = _start(cfg)
+    ckpt = resume_checkpoint(cfg, out_dir)
     dm = build_datamodule(cfg)
     t = cfg.train
     network = dict(C=t.C, layers=t.layers, auxiliary=t.auxiliary, dataset=t.network_dataset, num_classes=dm.num_classes,
@@ -201,11 +274,11 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     print(f"Parameters: {params / 1e6:.2f}M (without the auxiliary head); "
           f"{flops / 2e6:.1f}M MACs ({flops / 1e6:.1f}M FLOPs) per {dm.image_size}x{dm.image_size} image")
     (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
-    trainer = _trainer(cfg, out_dir, [])
+    trainer = _trainer(cfg, out_dir, [], ckpt)
     for logger in trainer.loggers:
         logger.log_hyperparams({"model/" + k: v for k, v in size.items()})
     started = time.time()
-    trainer.fit(module, datamodule=dm)
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
     metrics = _final_metrics(trainer)
     summary = {"task": "train", "genotype": genotype.to_text(), "genotype_spec": str(cfg.genotype), **size,
                "metrics": metrics, "run_dir": str(out_dir), "wall_time_s": time.time() - started}

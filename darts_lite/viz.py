@@ -1,155 +1,278 @@
-"""Pictures of cells (Graphviz DOT, rendered by `dot` when installed) and alpha heatmaps (SVG)."""
+"""Pictures of darts_lite cells and alphas.
+
+Cells are written as Graphviz DOT text, which needs nothing installed; the `dot` binary turns it
+into PNG/PDF only when it is on PATH, so a missing Graphviz never stops a search run. Alpha
+heatmaps are plain SVG strings, so dashboards and run folders can show them without any
+plotting library.
+"""
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from xml.sax.saxutils import escape
-
-import torch
+from typing import Any
+from xml.sax.saxutils import escape as _xml_escape
 
 from .genotype import Genotype
 
-_OP_COLOURS = {"conv": "#4c72b0", "pool": "#55a868", "skip": "#c44e52"}
+INPUT_NAMES: tuple[str, str] = ("c_{k-2}", "c_{k-1}")
+OUTPUT_NAME = "c_{k}"
+
+# One colour per op family, so a glance at a cell shows how conv-heavy or skip-heavy it is.
+FAMILY_COLOURS: dict[str, str] = {
+    "conv": "#1f5fa8",
+    "pool": "#2e8b57",
+    "skip": "#c0392b",
+    "other": "#7f7f7f",
+}
+
+_DOT_TIMEOUT_S = 60
+
+_FIXED_REDUCTION_BRANCHES: tuple[tuple[int, str], ...] = (
+    (0, "conv 1x3/3x1"),
+    (1, "conv 1x3/3x1"),
+    (0, "max_pool 3x3"),
+    (1, "max_pool 3x3"),
+)
 
 
-def _family(op: str) -> str:
-    if "conv" in op and op != "skip_connect":
+def op_family(op: str) -> str:
+    """The colour family of an op name: "conv", "pool", "skip" or "other" (e.g. ``none``)."""
+    if op == "skip_connect" or op.startswith("skip"):
+        return "skip"
+    if "conv" in op:
         return "conv"
-    return "pool" if "pool" in op else "skip"
+    if "pool" in op:
+        return "pool"
+    return "other"
 
 
 def _state_name(j: int) -> str:
-    return {0: "c_{k-2}", 1: "c_{k-1}"}.get(j, str(j - 2))
+    return INPUT_NAMES[j] if j < 2 else str(j - 2)
 
 
 def edge_labels(steps: int = 4) -> list[str]:
-    """Names of the mixed edges in alphas row order: "c_{k-2}->0", "c_{k-1}->0", "c_{k-2}->1", ..."""
+    """Names of the mixed edges in alphas row order.
+
+    Rows run node by node; node k reads states 0..k+1, where states 0 and 1 are the cell inputs.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
     return [f"{_state_name(j)}->{node}" for node in range(steps) for j in range(node + 2)]
 
 
-def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _dot_id(text: str) -> str:
+    # Always quote: names like c_{k-2} contain braces and dashes that bare DOT IDs reject.
+    # Backslash first, or the backslashes added for quotes would be doubled again; newlines
+    # become DOT's centred line break so a multi-line title cannot end the statement.
+    body = text.replace("\\", "\\\\").replace('"', '\\"').replace("\r\n", "\n").replace("\n", "\\n")
+    return f'"{body}"'
+
+
+def _dot_header(title: str) -> list[str]:
+    return [
+        f"digraph {_dot_id(title)} {{",
+        "  rankdir=LR;",
+        f'  label={_dot_id(title)}; labelloc=t; fontsize=18; fontname="Helvetica";',
+        '  node [style=filled, fontname="Helvetica", fontsize=12];',
+        '  edge [fontname="Helvetica", fontsize=11];',
+        *(f"  {_dot_id(name)} [shape=box, fillcolor=darkseagreen2];" for name in INPUT_NAMES),
+        # Same rank keeps both cell inputs stacked on the left instead of wherever dot likes.
+        f"  {{ rank=source; {' '.join(_dot_id(name) for name in INPUT_NAMES)} }}",
+    ]
 
 
 def cell_dot(pairs: Sequence[tuple[str, int]], concat: Sequence[int], title: str) -> str:
-    """DOT source of one cell: inputs, intermediate nodes, an edge per (op, input) pair, the concat."""
+    """DOT source of one cell.
+
+    ``pairs`` are (op, input state) pairs, two per intermediate node; ``concat`` lists the states
+    joined into the cell output. Every pair becomes one edge labelled with its op and coloured by
+    op family; every concatenated state gets one uncoloured edge into the output node.
+    """
+    pairs = [(str(op), int(j)) for op, j in pairs]
+    if len(pairs) % 2:
+        raise ValueError(f"a cell needs two (op, input) pairs per node, got {len(pairs)} pairs")
     steps = len(pairs) // 2
-    lines = [
-        f"digraph {_q(title)} {{",
-        "  rankdir=LR;",
-        f"  label={_q(title)}; labelloc=t; fontsize=20;",
-        '  node [style=filled, fontname="Helvetica"];',
-        '  edge [fontname="Helvetica", fontsize=12];',
-        f'  {_q("c_{k-2}")} [fillcolor=darkseagreen2, shape=box];',
-        f'  {_q("c_{k-1}")} [fillcolor=darkseagreen2, shape=box];',
-    ]
-    for node in range(steps):
-        lines.append(f"  {_q(str(node))} [fillcolor=lightblue, shape=circle];")
-    lines.append(f'  {_q("c_{k}")} [fillcolor=palegoldenrod, shape=box];')
     for k, (op, j) in enumerate(pairs):
-        colour = _OP_COLOURS[_family(op)]
-        lines.append(f"  {_q(_state_name(j))} -> {_q(str(k // 2))} [label={_q(op)}, color={_q(colour)}];")
+        if not 0 <= j < k // 2 + 2:
+            raise ValueError(f"pair {k} ({op!r}, {j}): input out of range 0..{k // 2 + 1} for node {k // 2}")
     for c in concat:
-        lines.append(f"  {_q(_state_name(c))} -> {_q('c_{k}')} [color=gray];")
+        if not 0 <= c < steps + 2:
+            raise ValueError(f"concat state {c} out of range 0..{steps + 1}")
+
+    lines = _dot_header(title)
+    lines += [f"  {_dot_id(str(node))} [shape=circle, fillcolor=lightblue];" for node in range(steps)]
+    lines.append(f"  {_dot_id(OUTPUT_NAME)} [shape=box, fillcolor=palegoldenrod];")
+    lines.append(f"  {{ rank=sink; {_dot_id(OUTPUT_NAME)} }}")
+    for k, (op, j) in enumerate(pairs):
+        colour = FAMILY_COLOURS[op_family(op)]
+        lines.append(
+            f"  {_dot_id(_state_name(j))} -> {_dot_id(str(k // 2))} "
+            f"[label={_dot_id(op)}, color={_dot_id(colour)}, fontcolor={_dot_id(colour)}];"
+        )
+    for c in concat:
+        lines.append(f"  {_dot_id(_state_name(c))} -> {_dot_id(OUTPUT_NAME)} [color=gray50];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
 def fixed_reduction_dot(title: str) -> str:
-    """DOT source of GDAS's fixed reduction cell: four stride-2 branches concatenated."""
-    lines = [
-        f"digraph {_q(title)} {{",
-        "  rankdir=LR;",
-        f"  label={_q(title)}; labelloc=t; fontsize=20;",
-        '  node [style=filled, fontname="Helvetica"];',
-        f'  {_q("c_{k-2}")} [fillcolor=darkseagreen2, shape=box];',
-        f'  {_q("c_{k-1}")} [fillcolor=darkseagreen2, shape=box];',
-        f'  {_q("c_{k}")} [fillcolor=palegoldenrod, shape=box, label="c_{{k}} (concat)"];',
-    ]
-    for b, (src, op) in enumerate(
-        [("c_{k-2}", "conv 1x3/3x1"), ("c_{k-1}", "conv 1x3/3x1"), ("c_{k-2}", "max_pool 3x3"), ("c_{k-1}", "max_pool 3x3")]
-    ):
-        name = f"b{b}"
-        colour = _OP_COLOURS["conv" if "conv" in op else "pool"]
-        lines.append(f"  {name} [label={_q(op)}, fillcolor=lightblue, shape=box];")
-        lines.append(f"  {_q(src)} -> {name} [color={_q(colour)}];")
-        lines.append(f"  {name} -> {_q('c_{k}')} [color=gray];")
+    """DOT source of GDAS's fixed reduction cell.
+
+    It has no searched edges, so the picture shows its four fixed stride-2 branches (factorised
+    1x3/3x1 convs and 3x3 max pools on each input) concatenated into the output.
+    """
+    lines = _dot_header(title)
+    lines.append(f"  {_dot_id(OUTPUT_NAME)} [shape=box, fillcolor=palegoldenrod, label={_dot_id(OUTPUT_NAME + ' (concat)')}];")
+    lines.append(f"  {{ rank=sink; {_dot_id(OUTPUT_NAME)} }}")
+    for b, (src, op) in enumerate(_FIXED_REDUCTION_BRANCHES):
+        branch = _dot_id(f"branch{b}")
+        colour = FAMILY_COLOURS[op_family(op)]
+        lines.append(f"  {branch} [shape=box, fillcolor=lightblue, label={_dot_id(op)}];")
+        lines.append(f"  {_dot_id(INPUT_NAMES[src])} -> {branch} [color={_dot_id(colour)}];")
+        lines.append(f"  {branch} -> {_dot_id(OUTPUT_NAME)} [color=gray50];")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def _render(dot: str, source: Path, fmt: str) -> Path | None:
+    target = source.with_suffix(f".{fmt}")
+    # A list argv (no shell) keeps odd paths or format names from being interpreted.
+    cmd = [dot, f"-T{fmt}", str(source), "-o", str(target)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_DOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        warnings.warn(f"`dot` took over {_DOT_TIMEOUT_S} s rendering {source} to {fmt}; skipped", stacklevel=3)
+        return None
+    except OSError as e:
+        warnings.warn(f"could not run `dot` on {source}: {e}", stacklevel=3)
+        return None
+    if proc.returncode != 0:
+        detail = proc.stderr.strip() or f"exit code {proc.returncode}"
+        warnings.warn(f"`dot -T{fmt}` failed on {source}: {detail}", stacklevel=3)
+        return None
+    return target
 
 
 def write_cell_pictures(
     genotype: Genotype, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf")
 ) -> dict[str, list[Path]]:
-    """Write normal.dot and reduction.dot into out_dir and render them with `dot` when it exists."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write normal.dot and reduction.dot into ``out_dir`` and render each to ``formats``.
+
+    The .dot files are always written. Rendering needs Graphviz's `dot` on PATH; without it,
+    or when `dot` fails, a warning explains what happened and the run carries on.
+    Returns ``{"dot": [.dot paths], "rendered": [rendered picture paths]}``.
+    """
+    if isinstance(formats, str):  # ("png") is a string, and would otherwise render -Tp, -Tn, -Tg
+        formats = (formats,)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if genotype.fixed_reduction:
+        reduction = fixed_reduction_dot("reduction cell (fixed)")
+    else:
+        reduction = cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell")
     sources = {
         "normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"),
-        "reduction": fixed_reduction_dot("reduction cell (fixed)")
-        if genotype.fixed_reduction
-        else cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell"),
+        "reduction": reduction,
     }
-    written: dict[str, list[Path]] = {"dot": [], "rendered": []}
-    for name, source in sources.items():
-        path = out_dir / f"{name}.dot"
-        path.write_text(source)
-        written["dot"].append(path)
+
+    result: dict[str, list[Path]] = {"dot": [], "rendered": []}
+    for name, text in sources.items():
+        path = out / f"{name}.dot"
+        path.write_text(text)
+        result["dot"].append(path)
+    if not formats:
+        return result
+
     dot = shutil.which("dot")
     if dot is None:
+        written = ", ".join(p.name for p in result["dot"])
         warnings.warn(
-            f"graphviz's `dot` is not installed: wrote {', '.join(p.name for p in written['dot'])} in {out_dir} "
-            "without pictures. Render them with `dot -Tpng normal.dot -o normal.png` after "
-            "`apt-get install graphviz` or `conda install graphviz`.",
+            f"Graphviz `dot` was not found on PATH, so only the DOT sources were written ({written} in {out}). "
+            "Render them with e.g. `dot -Tpng normal.dot -o normal.png` once Graphviz is installed "
+            "(`apt-get install graphviz` or `conda install graphviz`).",
             stacklevel=2,
         )
-        return written
-    for path in written["dot"]:
+        return result
+    for path in result["dot"]:
         for fmt in formats:
-            target = path.with_suffix(f".{fmt}")
-            try:
-                proc = subprocess.run([dot, f"-T{fmt}", str(path), "-o", str(target)], capture_output=True, text=True, timeout=60)
-            except subprocess.TimeoutExpired:
-                warnings.warn(f"`dot` timed out rendering {path}", stacklevel=2)
-                continue
-            if proc.returncode != 0:
-                warnings.warn(f"`dot` failed on {path}: {proc.stderr.strip()}", stacklevel=2)
-                continue
-            written["rendered"].append(target)
-    return written
+            target = _render(dot, path, fmt)
+            if target is not None:
+                result["rendered"].append(target)
+    return result
 
 
-def alpha_heatmap_svg(
-    probs: torch.Tensor | Sequence[Sequence[float]],
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    title: str,
-) -> str:
-    """A self-contained SVG heatmap of op probabilities: probs [edges x ops] in [0, 1]."""
-    rows = probs.tolist() if isinstance(probs, torch.Tensor) else [list(r) for r in probs]
-    cell_w, cell_h, left, top = 78, 22, 90, 110
-    width, height = left + cell_w * len(col_labels) + 10, top + cell_h * len(rows) + 10
+def _as_rows(probs: Any) -> list[list[float]]:
+    if hasattr(probs, "detach"):  # a torch tensor, possibly on GPU or requiring grad
+        probs = probs.detach().cpu().float()
+    raw = probs.tolist() if hasattr(probs, "tolist") else probs
+    if not isinstance(raw, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in raw):
+        raise ValueError("probs must be 2-D: [edges x ops]")
+    rows = [[float(v) for v in r] for r in raw]
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError(f"probs rows have different lengths: {sorted({len(r) for r in rows})}")
+    return rows
+
+
+def _shade(p: float) -> tuple[str, str]:
+    """Fill colour for a probability (white at 0, deep blue at 1) and a text colour readable on it."""
+    t = 0.0 if math.isnan(p) else min(1.0, max(0.0, p))
+    r, g, b = (round(255 + (end - 255) * t) for end in (8, 48, 107))
+    return f"rgb({r},{g},{b})", ("white" if t > 0.55 else "black")
+
+
+def alpha_heatmap_svg(probs: Any, row_labels: Sequence[str], col_labels: Sequence[str], title: str) -> str:
+    """A self-contained SVG heatmap of op probabilities.
+
+    ``probs`` is a 2-D tensor or nested list [edges x ops] with values in [0, 1] (out-of-range
+    values are clipped for shading but printed as they are). One rect per cell, shaded by value,
+    with the value printed to 2 decimals; row labels on the left, column labels on top.
+    """
+    rows = _as_rows(probs)
+    n_cols = len(rows[0]) if rows else len(col_labels)
+    if len(row_labels) != len(rows):
+        raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
+    if len(col_labels) != n_cols:
+        raise ValueError(f"{len(col_labels)} column labels for {n_cols} columns")
+
+    # Rough Helvetica width at 11px, enough to keep labels from being clipped.
+    char_w, cell_w, cell_h = 6.5, 64, 22
+    left = 12 + char_w * max((len(s) for s in row_labels), default=0)
+    # Column labels are rotated 45 degrees, so their length becomes height above the grid.
+    top = 36 + char_w * 0.75 * max((len(s) for s in col_labels), default=0)
+    width = left + cell_w * n_cols + 12
+    height = top + cell_h * len(rows) + 12
+    width = max(width, 40 + char_w * 1.3 * len(title))
+
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="Helvetica" font-size="11">',
-        f'<text x="{left}" y="18" font-size="14">{escape(title)}</text>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="Helvetica, Arial, sans-serif" font-size="11">',
+        f"<title>{_xml_escape(title)}</title>",
+        f'<text x="8" y="20" font-size="14" font-weight="bold">{_xml_escape(title)}</text>',
     ]
     for c, label in enumerate(col_labels):
-        x = left + c * cell_w + cell_w / 2
-        out.append(f'<text x="{x}" y="{top - 6}" transform="rotate(-40 {x} {top - 6})">{escape(label)}</text>')
+        x, y = left + c * cell_w + cell_w / 2, top - 6
+        out.append(f'<text x="{x:.1f}" y="{y:.1f}" transform="rotate(-45 {x:.1f} {y:.1f})">{_xml_escape(label)}</text>')
     for r, (label, row) in enumerate(zip(row_labels, rows)):
         y = top + r * cell_h
-        out.append(f'<text x="{left - 6}" y="{y + 15}" text-anchor="end">{escape(label)}</text>')
+        out.append(f'<text x="{left - 6:.1f}" y="{y + 15:.1f}" text-anchor="end">{_xml_escape(label)}</text>')
+        best = max(range(len(row)), key=lambda i: row[i] if not math.isnan(row[i]) else -math.inf, default=-1)
         for c, p in enumerate(row):
-            shade = int(255 * (1 - max(0.0, min(1.0, float(p)))))
-            ink = "white" if shade < 110 else "black"
+            fill, ink = _shade(p)
             x = left + c * cell_w
+            tip = _xml_escape(f"{label} / {col_labels[c]}: {p:.4f}")
             out.append(
-                f'<rect x="{x}" y="{y}" width="{cell_w}" height="{cell_h}" fill="rgb({shade},{shade},255)" stroke="white"/>'
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell_w}" height="{cell_h}" fill="{fill}" '
+                f'stroke="white"><title>{tip}</title></rect>'
             )
-            out.append(f'<text x="{x + cell_w / 2}" y="{y + 15}" text-anchor="middle" fill="{ink}">{float(p):.2f}</text>')
+            # Bold makes each edge's strongest op readable at a glance in a wide table.
+            weight = ' font-weight="bold"' if c == best else ""
+            out.append(
+                f'<text x="{x + cell_w / 2:.1f}" y="{y + 15:.1f}" text-anchor="middle" fill="{ink}"{weight}>{p:.2f}</text>'
+            )
     out.append("</svg>")
     return "\n".join(out) + "\n"

@@ -1,0 +1,71 @@
+"""Exact resume: a search killed with SIGKILL and resumed ends where the uninterrupted one does."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from darts_lite import Genotype
+
+# GDAS on generated data: Gumbel sampling, augmentation and shuffling all draw random numbers
+ARGS = ["+experiment=quickstart", "data=synthetic", "data.crop_padding=1", "data.flip=true", "search=gdas",
+        "search.epochs=6", "search.warmup_epochs=1", "space.C=4", "space.layers=3", "seed=3",
+        "trainer.enable_progress_bar=false"]
+
+
+def _cmd(run, *extra):
+    return [sys.executable, "-m", "darts_lite", *ARGS, f"hydra.run.dir={run}", *extra]
+
+
+def _env():
+    return dict(os.environ, WANDB_MODE="offline")
+
+
+def test_killed_search_resumes_to_the_same_result(tmp_path):
+    straight = tmp_path / "straight"
+    done = subprocess.run(_cmd(straight), cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(killed), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = killed / "genotype_history.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3 and (killed / "checkpoints/last.ckpt").is_file():
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the search finished before it could be killed"
+    epochs_before_kill = len(history.read_text().splitlines())
+    assert epochs_before_kill < 6
+    assert not (killed / "genotype.json").exists()
+
+    resumed = subprocess.run(_cmd(killed, "resume=true"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    a = torch.load(straight / "alphas.pt", weights_only=True)
+    b = torch.load(killed / "alphas.pt", weights_only=True)
+    for cell in a:
+        assert torch.equal(a[cell], b[cell]), f"{cell} alphas differ after resume"
+    assert Genotype.parse((killed / "genotype.json").read_text()) == Genotype.parse((straight / "genotype.json").read_text())
+    epochs = [json.loads(line)["epoch"] for line in (killed / "genotype_history.jsonl").read_text().splitlines()]
+    assert epochs == list(range(6))
+
+    def losses(run):
+        rows = csv.DictReader(open(run / "metrics.csv"))
+        return [(r["epoch"], r["search/train_loss"]) for r in rows if r.get("search/train_loss")]
+
+    # metrics.csv keeps the epochs before the kill and continues with the same numbers
+    assert losses(killed) == losses(straight) and len(losses(straight)) == 6
+
+
+def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
+    proc = subprocess.run(_cmd(tmp_path / "new", "resume=true"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2 and "no checkpoint at" in proc.stderr and "hydra.run.dir=" in proc.stderr
