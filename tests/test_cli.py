@@ -180,3 +180,24 @@ def test_multirun_over_genotypes_ends_with_a_table(tmp_path):
     md = (sweep / "summary.md").read_text()
     assert "## Test accuracy per genotype" in md
     assert "| DARTS_V2 | 2 |" in md and "| GDAS_V1 | 2 |" in md
+
+
+def test_launcher_configs_compose():
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        local = compose(config_name="config", overrides=["hydra/launcher=local"], return_hydra_config=True)
+        slurm = compose(config_name="config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert "joblib" in local.hydra.launcher._target_.lower() and local.hydra.launcher.n_jobs == 2
+    assert "slurm" in slurm.hydra.launcher._target_.lower() and slurm.hydra.launcher.gpus_per_node == 1
+
+
+def test_search_sweep_with_parallel_jobs_summarises_agreement(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "hydra/launcher=local", "+experiment=quickstart", "data=synthetic", "seed=0,1",
+                   "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert ["seed=0" in rows[0]["overrides"], "seed=1" in rows[1]["overrides"]] == [True, True]
+    assert all(r["status"] == "done" for r in rows)
+    assert all(r["genotype"].startswith("Genotype(normal=") and float(r["wall_time_s"]) > 0 for r in rows)
+    assert "## Agreement between the searches, per edge" in (sweep / "summary.md").read_text()

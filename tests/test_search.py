@@ -102,3 +102,18 @@ def test_channels_last_layout_computes_the_same_function():
     x = torch.randn(4, 3, 8, 8)
     a.eval(), b.eval()
     torch.testing.assert_close(b(x), a(x), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_mixed_precision_search_runs_on_cpu():
+    """The GPU mixed-precision path, as far as a CPU runs it: bf16 autocast, both orders."""
+    for order in (1, 2):
+        module = _module(epochs=1, order=order)
+        pl.seed_everything(0, verbose=False)
+        dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=0, flip=False, synthetic_samples=64,
+                              synthetic_classes=4, synthetic_size=8)
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=1, precision="bf16-mixed", logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
+                             use_distributed_sampler=False, enable_model_summary=False)
+        trainer.fit(module, datamodule=dm)
+        assert torch.isfinite(trainer.callback_metrics["search/train_loss"])
+        assert all(a.dtype == torch.float32 for a in module.net.arch_parameters())  # master weights stay fp32
