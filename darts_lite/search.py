@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
+from .layout import ChannelsLastMixin
 from .relax import linear_tau
 from .spaces.darts import SearchNetwork
 
@@ -69,7 +70,7 @@ def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-class SearchModule(pl.LightningModule):
+class SearchModule(ChannelsLastMixin, pl.LightningModule):
     """Bilevel search over a :class:`SearchNetwork`.
 
     network: keyword arguments of SearchNetwork (C, layers, relaxation, ...).
@@ -108,15 +109,7 @@ class SearchModule(pl.LightningModule):
         self.arch_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self._layout(x))
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
-
-    def setup(self, stage: str) -> None:
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
 
     # ---- optimisers --------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
 from .genotype import Genotype
+from .layout import ChannelsLastMixin
 from .spaces.eval import EvalNetwork
 
 
@@ -61,7 +62,7 @@ def count_flops(net: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
-class TrainModule(pl.LightningModule):
+class TrainModule(ChannelsLastMixin, pl.LightningModule):
     """Trains an EvalNetwork. network: EvalNetwork keyword arguments besides the genotype."""
 
     def __init__(
@@ -87,15 +88,7 @@ class TrainModule(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=5, average="micro") if n > 5 else None
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
-    def setup(self, stage: str) -> None:
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
-
-    def forward(self, x: torch.Tensor):
-        return self.net(self._layout(x))
 
     def configure_optimizers(self):
         hp = self.hparams
