@@ -229,6 +229,21 @@ class SearchModule(ChannelsLastMixin, pl.LightningModule):
                 dist.all_reduce(a.grad, op=dist.ReduceOp.SUM)
                 a.grad /= dist.get_world_size()
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.world_size > 1:
+            self._check_alphas_in_sync()
+
+    def _check_alphas_in_sync(self) -> None:
+        """Under DDP every rank must hold the same alphas; a drift would end in several genotypes."""
+        mine = torch.cat([a.detach().flatten() for a in self.net.arch_parameters()])
+        every = self.all_gather(mine)  # [world_size, n]
+        if not torch.equal(every.min(0).values, every.max(0).values):
+            raise RuntimeError(
+                f"alphas differ across ranks at step {self.global_step} (max difference "
+                f"{(every.max(0).values - every.min(0).values).abs().max().item():.3g}); architecture gradients "
+                "were not averaged over ranks"
+            )
+
     def on_train_epoch_end(self) -> None:
         sched = self.lr_schedulers()
         opt_w, opt_a = self.optimizers()

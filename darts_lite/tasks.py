@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import hydra.utils
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -211,8 +212,11 @@ def _trainer(cfg: DictConfig, out_dir: Path, callbacks: list, resume_from: str |
     with warnings.catch_warnings():
         # the CSV file sits in the run folder beside Hydra's files on purpose
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+        if isinstance(kwargs.get("strategy"), dict):  # e.g. trainer=ddp: a strategy object with options
+            kwargs["strategy"] = hydra.utils.instantiate(kwargs["strategy"])
         return pl.Trainer(
-            **OmegaConf.to_container(cfg.trainer, resolve=True),
+            **kwargs,
             logger=_loggers(cfg, out_dir, resume_from) or False,
             callbacks=[checkpoint, *callbacks],
             plugins=[AtomicCheckpointIO()],
