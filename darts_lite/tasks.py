@@ -34,7 +34,7 @@ from .config import validate_search, validate_train
 from .data import SearchDataModule, TrainDataModule
 from .search import SearchModule
 from .train import TrainModule, count_flops, resolve_genotype
-from .viz import alpha_heatmap_svg, edge_labels, write_cell_pictures
+from .viz import alpha_heatmap_svg, cell_dot, dot_to_svg, edge_labels, fixed_reduction_dot, write_cell_pictures
 
 log = logging.getLogger("darts_lite")
 
@@ -94,6 +94,46 @@ class SearchArtifacts(pl.Callback):
             write_search_outputs(module, self.out_dir)
 
 
+class WandbDashboard(pl.Callback):
+    """Per epoch: op-probability heatmaps and cell pictures on the W&B run; at the end the genotype artifact."""
+
+    def __init__(self, logger: Any, out_dir: Path):
+        self.logger, self.out_dir = logger, Path(out_dir)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        import wandb
+
+        net, genotype = module.net, module.net.genotype()
+        payload: dict[str, Any] = {"trainer/global_step": trainer.global_step, "epoch": trainer.current_epoch}
+        for cell, probs in net.op_probabilities().items():
+            svg = alpha_heatmap_svg(probs, edge_labels(net.steps), list(net.primitives),
+                                    f"{cell} cell, epoch {trainer.current_epoch}")
+            payload[f"alphas/{cell}"] = wandb.Html(svg, inject=False)
+        reduction = (fixed_reduction_dot("reduction cell (fixed)") if genotype.fixed_reduction
+                     else cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell"))
+        for name, source in (("normal", cell_dot(genotype.normal, genotype.normal_concat, "normal cell")),
+                             ("reduction", reduction)):
+            svg = dot_to_svg(source)
+            if svg is not None:
+                payload[f"cells/{name}"] = wandb.Html(svg, inject=False)
+        payload["genotype"] = genotype.to_text()
+        self.logger.experiment.log(payload)
+
+    def on_fit_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(f"genotype-{self.logger.experiment.id}", type="genotype",
+                                  metadata={"genotype": module.net.genotype().to_text()})
+        for name in ("genotype.json", "genotype.txt", "normal.dot", "reduction.dot", "alphas.pt"):
+            if (self.out_dir / name).is_file():
+                artifact.add_file(str(self.out_dir / name))
+        self.logger.experiment.log_artifact(artifact)
+
+
 def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]:
     net = module.net
     genotype = net.genotype()
@@ -147,6 +187,17 @@ def _csv_logger(out_dir: Path, resume_from: str | None):
     return logger
 
 
+def _wandb_name_and_group(out_dir: Path) -> tuple[str, str | None]:
+    """A multirun is one W&B group (its sweep folder); each job is named after its folder."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        sweep = Path(HydraConfig.get().sweep.dir).name
+        return f"{sweep}/{out_dir.name}", sweep
+    return out_dir.name, None
+
+
 def _loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None) -> list:
     loggers: list = []
     if cfg.logger.get("csv", True):
@@ -159,9 +210,11 @@ def _loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None) -> 
         mode = wb.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
         if mode == "offline":
             log.info("W&B offline: sync later with `wandb sync %s/wandb/offline-run-*`", out_dir)
+        name, group = _wandb_name_and_group(out_dir)
+        tags = [*(wb.get("tags") or []), cfg.task, str(OmegaConf.select(cfg, "search.algorithm", default=""))]
         loggers.append(WandbLogger(
             project=wb.get("project", "darts_lite"), entity=wb.get("entity"), save_dir=str(out_dir), mode=mode,
-            tags=list(wb.get("tags") or []), name=out_dir.name, config=OmegaConf.to_container(cfg, resolve=True),
+            tags=[t for t in tags if t], name=name, group=group, config=OmegaConf.to_container(cfg, resolve=True),
         ))
     return loggers
 
@@ -236,7 +289,13 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     ckpt = resume_checkpoint(cfg, out_dir)
     dm = build_datamodule(cfg)
     module = build_search_module(cfg, dm)
-    trainer = _trainer(cfg, out_dir, [SearchArtifacts(out_dir)], ckpt)
+    callbacks: list = [SearchArtifacts(out_dir)]
+    trainer = _trainer(cfg, out_dir, callbacks, ckpt)
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            trainer.callbacks.append(WandbDashboard(logger, out_dir))
     started = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
 

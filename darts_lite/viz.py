@@ -276,3 +276,15 @@ def alpha_heatmap_svg(probs: Any, row_labels: Sequence[str], col_labels: Sequenc
             )
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def dot_to_svg(source: str) -> str | None:
+    """SVG text of DOT source via the `dot` binary; None when Graphviz is missing or fails."""
+    dot = shutil.which("dot")
+    if dot is None:
+        return None
+    try:
+        proc = subprocess.run([dot, "-Tsvg"], input=source, capture_output=True, text=True, timeout=_DOT_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None

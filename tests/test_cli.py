@@ -142,6 +142,14 @@ def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and (run / "metrics.csv").is_file()
+    assert "wandb sync" in proc.stdout + proc.stderr  # says how to upload later
+    media = offline[0] / "files" / "media" / "html"
+    for key in ("alphas/normal", "alphas/reduce", "cells/normal", "cells/reduction"):
+        pages = list(media.glob(f"{key}_*.html"))
+        assert len(pages) == 2, f"{key}: expected one page per epoch, got {pages}"  # 2 epochs
+    assert "<svg" in next(media.glob("alphas/normal_*.html")).read_text()
+    record = next(offline[0].glob("run-*.wandb")).read_bytes()
+    assert b"genotype-" in record and b"genotype.json" in record  # the final genotype artifact
 
 
 def test_train_quick_retrains_a_published_cell_on_digits(tmp_path):
