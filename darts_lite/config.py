@@ -129,6 +129,10 @@ def validate_search(cfg: DictConfig) -> None:
     check("search.tau_max", lambda v: is_num(v) and v >= _get(cfg, "search.tau_min"), "must be >= search.tau_min")
 
     check("trainer.max_epochs", lambda v: v == _get(cfg, "search.epochs"), "must equal search.epochs (set search.epochs)")
+    if _get(cfg, "search.compile") and (_get(cfg, "search.order") == 2 or _get(cfg, "search.relaxation") == "gumbel"):
+        check.problems.append(
+            "search.compile=true: works with first-order DARTS only (second order and GDAS change the graph every step)"
+        )
     precision = str(_get(cfg, "trainer.precision"))
     if _get(cfg, "search.order") == 2 and precision.startswith("16"):
         check.problems.append(

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
-from .layout import ChannelsLastMixin
 from .relax import linear_tau
 from .spaces.darts import SearchNetwork
+from .speed import SpeedSwitches
 
 
 def rng_states() -> dict[str, Any]:
@@ -70,7 +70,7 @@ def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-class SearchModule(ChannelsLastMixin, pl.LightningModule):
+class SearchModule(SpeedSwitches, pl.LightningModule):
     """Bilevel search over a :class:`SearchNetwork`.
 
     network: keyword arguments of SearchNetwork (C, layers, relaxation, ...).
@@ -97,10 +97,16 @@ class SearchModule(ChannelsLastMixin, pl.LightningModule):
         tau_min: float = 0.1,
         unrolled_eps: float = 0.01,
         channels_last: bool = True,
+        compile: bool = False,
     ):
         super().__init__()
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
+        if compile and (order == 2 or (network or {}).get("relaxation") == "gumbel"):
+            raise ValueError(
+                "compile works with first-order DARTS only: second order swaps in new weight tensors every step "
+                "and GDAS samples a different graph every step, and either would recompile each time"
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = SearchNetwork(**(network or {}))
@@ -265,10 +271,13 @@ class SearchModule(ChannelsLastMixin, pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # GDAS samples, drop path and augmentation draw from these: a resumed run continues the same streams
         checkpoint["rng_states"] = rng_states()
+        checkpoint["tau"] = self.net.tau  # recomputed from the epoch on resume; kept to read a checkpoint alone
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # applied when training starts, so nothing drawn while the trainer sets up shifts the streams
         self._pending_rng = checkpoint.get("rng_states")
+        if checkpoint.get("tau") is not None and self.net.tau is not None:
+            self.net.tau = checkpoint["tau"]
 
     def on_train_start(self) -> None:
         if getattr(self, "_pending_rng", None) is not None:

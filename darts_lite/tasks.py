@@ -44,7 +44,7 @@ _DATA_KEYS = (
 )
 _SEARCH_KEYS = (
     "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr",
-    "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "channels_last",
+    "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "channels_last", "compile",
 )
 
 
@@ -315,7 +315,7 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
 
 
 _TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight", "drop_path_prob",
-               "channels_last")
+               "channels_last", "compile")
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:

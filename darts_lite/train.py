@@ -16,8 +16,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
 from .genotype import Genotype
-from .layout import ChannelsLastMixin
 from .spaces.eval import EvalNetwork
+from .speed import SpeedSwitches
 
 
 def resolve_genotype(spec: str | Genotype) -> Genotype:
@@ -62,7 +62,7 @@ def count_flops(net: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
-class TrainModule(ChannelsLastMixin, pl.LightningModule):
+class TrainModule(SpeedSwitches, pl.LightningModule):
     """Trains an EvalNetwork. network: EvalNetwork keyword arguments besides the genotype."""
 
     def __init__(
@@ -78,6 +78,7 @@ class TrainModule(ChannelsLastMixin, pl.LightningModule):
         auxiliary_weight: float = 0.4,
         drop_path_prob: float = 0.2,
         channels_last: bool = True,
+        compile: bool = False,
     ):
         super().__init__()
         genotype = resolve_genotype(genotype).to_text()  # stored as text: checkpoints stay loadable

@@ -49,6 +49,9 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
+    ckpt = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    assert {"rng_states", "tau", "optimizer_states", "lr_schedulers"} <= set(ckpt)
+    assert len(ckpt["optimizer_states"]) == 2 and "net.alpha_normal" in ckpt["state_dict"]
     a = torch.load(straight / "alphas.pt", weights_only=True)
     b = torch.load(killed / "alphas.pt", weights_only=True)
     for cell in a:

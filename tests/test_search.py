@@ -117,3 +117,9 @@ def test_bf16_mixed_precision_search_runs_on_cpu():
         trainer.fit(module, datamodule=dm)
         assert torch.isfinite(trainer.callback_metrics["search/train_loss"])
         assert all(a.dtype == torch.float32 for a in module.net.arch_parameters())  # master weights stay fp32
+
+
+def test_compile_is_refused_where_it_would_recompile_every_step():
+    for kw in (dict(order=2), dict(network=dict(relaxation="gumbel"))):
+        with pytest.raises(ValueError, match="first-order DARTS only"):
+            _module(compile=True, **kw)
