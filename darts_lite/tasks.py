@@ -44,7 +44,7 @@ _DATA_KEYS = (
 )
 _SEARCH_KEYS = (
     "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr",
-    "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "channels_last", "compile",
+    "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "hvp", "channels_last", "compile",
 )
 
 
