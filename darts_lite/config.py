@@ -60,6 +60,17 @@ class _Checker:
             raise ConfigError("invalid config:\n  " + "\n  ".join(self.problems))
 
 
+def _image_size(cfg: DictConfig) -> int | None:
+    """Side of the images the network will see: data.resolution, else the dataset's own."""
+    from .data import _SHAPES
+
+    if _get(cfg, "data.resolution"):
+        return _get(cfg, "data.resolution")
+    if _get(cfg, "data.name") == "synthetic":
+        return _get(cfg, "data.synthetic_size")
+    return _SHAPES.get(_get(cfg, "data.name"), (None, None, None))[2]
+
+
 def validate_train(cfg: DictConfig) -> None:
     """Raise ConfigError listing every invalid value of a retraining config."""
     from .train import resolve_genotype
@@ -67,12 +78,28 @@ def validate_train(cfg: DictConfig) -> None:
     check = _Checker(cfg)
     check.data()
     check("genotype", lambda v: v is not None, "set genotype=NAME|PATH|TEXT (a published name, genotype.json, run folder)")
+    genotype = None
     if _get(cfg, "genotype") is not None:
         try:
-            resolve_genotype(_get(cfg, "genotype"))
+            genotype = resolve_genotype(_get(cfg, "genotype"))
         except ValueError as e:
             check.problems.append(str(e))
     check("train.C", lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
+    if genotype is not None and genotype.fixed_reduction:
+        check("train.C", lambda v: v % 4 == 0, "must be a multiple of 4 for a fixed-reduction genotype (8-group convs)")
+    if _get(cfg, "train.auxiliary") and _get(cfg, "train.network_dataset") in ("cifar", "imagenet"):
+        from .spaces.eval import AuxiliaryHead, EvalNetwork
+
+        dataset = _get(cfg, "train.network_dataset")
+        size = _image_size(cfg)
+        need = AuxiliaryHead.min_input_size(dataset == "imagenet")
+        if _is_int(size) and EvalNetwork.aux_feature_size(size, dataset) < need:
+            got = EvalNetwork.aux_feature_size(size, dataset)
+            check.problems.append(
+                f"train.auxiliary=true: the auxiliary head needs a feature map of at least {need}x{need} "
+                f"at cell 2*layers//3, and {size} px inputs give it {got}x{got}; set train.auxiliary=false "
+                "or a larger data.resolution"
+            )
     check("train.layers", lambda v: _is_int(v) and v >= 3, "must be an integer >= 3")
     check("train.network_dataset", lambda v: v in ("cifar", "imagenet"), "must be cifar or imagenet")
     check("train.epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")

@@ -401,8 +401,10 @@ class SearchDataModule(pl.LightningDataModule):
         return (x.float() - self.mean) / self.std
 
     def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.normalise(self.train_x[idx])
-        return augment(x, self.crop_padding, self.flip), self.train_y[idx]
+        # crop and flip before normalising, so the padding is black as in the reference pipeline
+        # (pad the image, then convert and normalise), not the mean colour
+        x = augment(self.train_x[idx].float(), self.crop_padding, self.flip)
+        return self.normalise(x), self.train_y[idx]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

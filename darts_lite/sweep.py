@@ -41,15 +41,29 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _node_sorted(pairs: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+    # the two edges into a node are summed, so their order carries no meaning: compare them sorted
+    out: list[tuple[str, int]] = []
+    for k in range(0, len(pairs), 2):
+        out += sorted(pairs[k:k + 2], key=lambda p: (p[1], p[0]))
+    return out
+
+
 def edge_agreement(genotypes: list[Genotype]) -> dict[str, list[float]]:
-    """Per cell type and per (op, input) position, the share of genotypes that pick the most common choice."""
+    """Per cell type and per (op, input) position, the share of genotypes that pick the most common
+    choice; the two pairs feeding a node are put in input order first."""
     out: dict[str, list[float]] = {}
     for cell in ("normal", "reduce"):
-        cells = [getattr(g, cell) for g in genotypes if getattr(g, cell)]
+        cells = [_node_sorted(getattr(g, cell)) for g in genotypes if getattr(g, cell)]
         if not cells:
             continue
         out[cell] = [Counter(c[k] for c in cells).most_common(1)[0][1] / len(cells) for k in range(len(cells[0]))]
     return out
+
+
+def _setting(overrides: str) -> str:
+    """A job's overrides without its seed and genotype: the jobs to average over share it."""
+    return " ".join(o for o in overrides.split() if not o.startswith(("seed=", "genotype=")))
 
 
 def write_sweep_summary(sweep_dir: str | Path) -> dict[str, Path]:
@@ -72,13 +86,18 @@ def write_sweep_summary(sweep_dir: str | Path) -> dict[str, Path]:
     done = [r for r in rows if r["status"] == "done"]
     trains = [r for r in done if r.get("task") == "train" and r.get("val_acc") is not None]
     if trains:
-        by: dict[str, list[float]] = defaultdict(list)
+        # one row per genotype (however it was named) and setting; the seeds are what varies within
+        by: dict[tuple[str, str], list[float]] = defaultdict(list)
+        label: dict[str, str] = {}
         for r in trains:
-            by[r["genotype_spec"] or r["genotype"]].append(r["val_acc"])
-        md += ["", "## Test accuracy per genotype", "", "| genotype | jobs | mean | std |", "| --- | ---: | ---: | ---: |"]
-        for name, accs in sorted(by.items(), key=lambda kv: -statistics.mean(kv[1])):
+            key = (r["genotype"] or r["genotype_spec"], _setting(r["overrides"]))
+            label.setdefault(key[0], r["genotype_spec"] or r["genotype"])
+            by[key].append(r["val_acc"])
+        md += ["", "## Test accuracy per genotype", "", "| genotype | other overrides | jobs | mean | std |",
+               "| --- | --- | ---: | ---: | ---: |"]
+        for (text, setting), accs in sorted(by.items(), key=lambda kv: -statistics.mean(kv[1])):
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            md.append(f"| {name} | {len(accs)} | {statistics.mean(accs):.4f} | {std:.4f} |")
+            md.append(f"| {label[text]} | `{setting}` | {len(accs)} | {statistics.mean(accs):.4f} | {std:.4f} |")
     searches = [Genotype.parse(r["genotype"]) for r in done if r.get("task") == "search" and r.get("genotype")]
     if len(searches) > 1:
         md += ["", "## Agreement between the searches, per edge", "",

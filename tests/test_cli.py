@@ -179,6 +179,36 @@ def test_train_from_a_search_run_folder_and_bad_genotype(tmp_path):
     assert proc.returncode == 2 and "not a published name" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_genotype_text_on_the_command_line_as_the_readme_quotes_it():
+    """README: genotype='"Genotype(...)"' (the shell passes the double quotes on to Hydra)."""
+    from darts_lite.config import validate_train
+
+    text = Genotype.named("PC_DARTS").to_text()
+    cfg = compose_cfg("+experiment=train_quick", f'genotype="{text}"')
+    validate_train(cfg)
+    assert Genotype.parse(cfg.genotype) == Genotype.named("PC_DARTS")
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "genotype='\"Genotype(normal=[" in readme
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["genotype=GDAS_F1", "train.C=6"], "train.C=6: must be a multiple of 4 for a fixed-reduction genotype"),
+        (["train.auxiliary=true"], "train.auxiliary=true: the auxiliary head needs a feature map of at least 8x8"),
+        (["train.auxiliary=true", "train.network_dataset=imagenet", "data.resolution=32"], "at least 7x7"),
+    ],
+)
+def test_bad_retraining_values_are_rejected_before_training(overrides, message):
+    from darts_lite.config import validate_train
+
+    with pytest.raises(ConfigError) as info:
+        validate_train(compose_cfg("+experiment=train_quick", *overrides))
+    assert message in str(info.value)
+    # the same network at a size where the head fits is accepted
+    validate_train(compose_cfg("+experiment=train_quick", "train.auxiliary=true", "data.resolution=32"))
+
+
 def test_multirun_over_genotypes_ends_with_a_table(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "+experiment=train_quick", "genotype=DARTS_V2,GDAS_V1", "seed=0,1", "train.epochs=1",
@@ -188,7 +218,14 @@ def test_multirun_over_genotypes_ends_with_a_table(tmp_path):
     assert len(rows) == 4 and all(r["status"] == "done" for r in rows)
     md = (sweep / "summary.md").read_text()
     assert "## Test accuracy per genotype" in md
-    assert "| DARTS_V2 | 2 |" in md and "| GDAS_V1 | 2 |" in md
+    import statistics
+
+    for name in ("DARTS_V2", "GDAS_V1"):
+        accs = [float(r["val_acc"]) for r in rows if f"genotype={name}" in r["overrides"]]
+        assert len(accs) == 2
+        setting = "`+experiment=train_quick train.epochs=1 train.layers=3 train.C=8`"
+        line = f"| {name} | {setting} | 2 | {statistics.mean(accs):.4f} | {statistics.stdev(accs):.4f} |"
+        assert line in md, md
 
 
 def test_launcher_configs_compose():
@@ -210,3 +247,14 @@ def test_search_sweep_with_parallel_jobs_summarises_agreement(tmp_path):
     assert all(r["status"] == "done" for r in rows)
     assert all(r["genotype"].startswith("Genotype(normal=") and float(r["wall_time_s"]) > 0 for r in rows)
     assert "## Agreement between the searches, per edge" in (sweep / "summary.md").read_text()
+
+
+def test_edge_agreement_ignores_the_order_of_a_nodes_two_edges():
+    from darts_lite.sweep import edge_agreement
+
+    g = Genotype.named("DARTS_V2")
+    swapped = Genotype(g.normal[1::-1] + g.normal[2:], g.normal_concat, g.reduce, g.reduce_concat)
+    other = Genotype(g.normal[:6] + (("sep_conv_5x5", 3), ("dil_conv_3x3", 2)), g.normal_concat, g.reduce, g.reduce_concat)
+    shares = edge_agreement([g, swapped, other])
+    assert shares["reduce"] == [1.0] * 8
+    assert shares["normal"][:6] == [1.0] * 6 and min(shares["normal"][6:]) == pytest.approx(2 / 3)

@@ -190,3 +190,16 @@ def test_synthetic_is_learnable_shape():
     assert (dm.num_classes, dm.in_channels, dm.image_size) == (4, 3, 8)
     dm.setup()
     assert dm.train_x.shape == (64, 3, 8, 8) and set(dm.train_y.tolist()) == {0, 1, 2, 3}
+
+
+def test_crop_padding_is_black_not_the_mean_colour():
+    """The reference pipeline pads the raw image with zeros and normalises afterwards."""
+    dm = SearchDataModule("synthetic", batch_size=64, crop_padding=4, flip=False, synthetic_size=8)
+    dm.setup()
+    dm.train_x = torch.full_like(dm.train_x, 5.0)  # every pixel the same bright value
+    x, _ = dm.train_batch(torch.arange(64))
+    black = ((0 - dm.mean) / dm.std).view(-1)
+    for c in range(x.shape[1]):
+        values = torch.unique(x[:, c])
+        assert len(values) == 2  # the image's value and the padding's: some crops show padding
+        assert torch.isclose(values, black[c]).any()

@@ -34,6 +34,16 @@ def test_text_and_json_round_trip():
         ("Genotype(normal=[('sep_conv_3x3', 0)], evil=1)", "unknown field 'evil'"),
         ("{\"normal\": 5}", "normal: expected a list"),
         ("garbage", "expected 'Genotype'"),
+        (DARTS_V2_TEXT.replace("], normal_concat", "] normal_concat"), "expected ',' or ')' at position"),
+        (DARTS_V2_TEXT.replace("[2, 3, 4, 5]", "[2, 2, 4, 5]", 1), "normal_concat: a state is listed twice"),
+        ("{\"normal\": [[\"sep_conv_3x3\", 0], [\"sep_conv_3x3\", 1]], \"normal_concat\": 5}",
+         "normal_concat: expected a list of state indices"),
+        ("{\"normal\": [[\"sep_conv_3x3\", 0], [\"sep_conv_3x3\", 1]], \"reduce\": [], \"fixed_reduction\": false}",
+         "reduce: empty, but fixed_reduction is false"),
+        ("{\"normal\": [[\"sep_conv_3x3\", 0], [\"sep_conv_3x3\", 1]], \"fixed_reduction\": \"false\"}",
+         "fixed_reduction: expected true or false"),
+        ("{\"normal\": " + "[" * 5000 + "]" * 5000 + "}", "genotype JSON is malformed"),
+        (DARTS_V2_TEXT + " " * 200_000, "characters long"),
     ],
 )
 def test_malformed_or_hostile_text_raises_value_error(text, where, tmp_path):
@@ -48,3 +58,4 @@ def test_fixed_reduction_genotype():
     g = Genotype(normal=Genotype.parse(DARTS_V2_TEXT).normal, fixed_reduction=True)
     assert Genotype.parse(g.to_text()) == g and Genotype.parse(g.to_json()) == g
     assert "reduce=[]" in g.to_text()
+

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..genotype import PRIMITIVES, Genotype
 from ..relax import EdgeWeights, GumbelRelaxation, make_relaxation
-from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_path, make_op
+from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, make_op
 
 
 def num_edges(steps: int) -> int:
@@ -39,7 +39,7 @@ class MixedEdge(nn.Module):
         """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all."""
         if index is not None:
             out = self.ops[index](x)
-            if drop_prob > 0 and self._droppable[index]:
+            if drop_active(drop_prob) and self._droppable[index]:
                 out = drop_path(out, drop_prob)
             return out * weights[index]
         total = None
@@ -47,7 +47,7 @@ class MixedEdge(nn.Module):
             if isinstance(op, Zero):
                 continue  # contributes exactly zero to the sum; its alpha still gets gradient via softmax
             out = op(x)
-            if drop_prob > 0 and droppable:
+            if drop_active(drop_prob) and droppable:
                 out = drop_path(out, drop_prob)
             total = out * w if total is None else total + out * w
         return total
@@ -125,10 +125,12 @@ class FixedReductionCell(nn.Module):
             nn.BatchNorm2d(C, affine=affine),
         )
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights | None = None, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights | None = None, drop_prob: float | torch.Tensor = 0.0
+    ) -> torch.Tensor:
         s0, s1 = self.preprocess0(s0), self.preprocess1(s1)
         branches = [self.convs[0](s0), self.convs[1](s1), self.pools[0](s0), self.pools[1](s1)]
-        if drop_prob > 0:
+        if drop_active(drop_prob):
             branches = [drop_path(b, drop_prob) for b in branches]
         return torch.cat(branches, dim=1)
 

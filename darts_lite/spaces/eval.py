@@ -12,7 +12,7 @@ from torch import nn
 
 from ..genotype import Genotype
 from .darts import FixedReductionCell, reduction_indices
-from .ops import FactorizedReduce, Identity, ReLUConvBN, drop_path, make_op
+from .ops import FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path, make_op
 
 
 class EvalCell(nn.Module):
@@ -29,13 +29,13 @@ class EvalCell(nn.Module):
         self.concat = list(concat)
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for k in range(len(self.ops) // 2):
             node = None
             for e in (2 * k, 2 * k + 1):
                 h = self.ops[e](states[self.inputs[e]])
-                if self.training and drop_prob > 0 and not isinstance(self.ops[e], Identity):
+                if self.training and drop_active(drop_prob) and not isinstance(self.ops[e], Identity):
                     h = drop_path(h, drop_prob)
                 node = h if node is None else node + h
             states.append(node)
@@ -45,12 +45,17 @@ class EvalCell(nn.Module):
 class _EvalFixedReductionCell(FixedReductionCell):
     """GDAS's fixed reduction cell with affine BN; drop path acts in training only."""
 
-    def forward(self, s0, s1, drop_prob: float = 0.0):
+    def forward(self, s0, s1, drop_prob: float | torch.Tensor = 0.0):
         return super().forward(s0, s1, None, drop_prob if self.training else 0.0)
 
 
 class AuxiliaryHead(nn.Module):
     """Auxiliary classifier on an 8x8 (CIFAR) or 14x14 (ImageNet) feature map."""
+
+    @staticmethod
+    def min_input_size(imagenet: bool = False) -> int:
+        """Smallest feature map side it takes: the 5x5 pooling must leave 2x2 for the 2x2 conv."""
+        return 5 + (2 if imagenet else 3)
 
     def __init__(self, C: int, num_classes: int, imagenet: bool = False):
         super().__init__()
@@ -101,6 +106,9 @@ class EvalNetwork(nn.Module):
             raise ValueError(f"layers must be at least 3, got {layers}")
         self.genotype, self.dataset, self.layers = genotype, dataset, layers
         self.auxiliary = auxiliary
+        # a 0-d buffer, not a float: the trainer changes it every epoch, and a compiled network
+        # would otherwise treat it as a constant and recompile each time
+        self.register_buffer("_drop_prob", torch.zeros(()), persistent=False)
         self.drop_path_prob = drop_path_prob
         imagenet = dataset == "imagenet"
         if imagenet:
@@ -152,13 +160,33 @@ class EvalNetwork(nn.Module):
         else:
             s0 = s1 = self.stem(x)
         aux_logits = None
-        drop = self.drop_path_prob if self.training else 0.0
+        drop = self._drop_prob if self.training and self._drop_on else 0.0
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, drop)
             if i == self.aux_index and self.aux_head is not None and self.training:
                 aux_logits = self.aux_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
         return (logits, aux_logits) if aux_logits is not None else logits
+
+    @staticmethod
+    def aux_feature_size(image_size: int, dataset: str = "cifar") -> int:
+        """Side of the feature map at the auxiliary head for square inputs of ``image_size``:
+        halved (rounding up) by the two reduction cells, and by three strided stems on ImageNet."""
+        size = image_size
+        for _ in range(5 if dataset == "imagenet" else 2):
+            size = -(-size // 2)
+        return size
+
+    @property
+    def drop_path_prob(self) -> float:
+        return float(self._drop_prob)
+
+    @drop_path_prob.setter
+    def drop_path_prob(self, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path_prob must be in [0, 1), got {p}")
+        self._drop_prob.fill_(p)
+        self._drop_on = p > 0.0
 
     def num_parameters(self, auxiliary: bool = False) -> int:
         """Parameter count; without the auxiliary head by default, as papers count."""

@@ -115,10 +115,19 @@ def make_op(name: str, C: int, stride: int, affine: bool, pool_bn: bool = False)
     return factory(C, stride, affine, pool_bn)
 
 
-def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
-    """Zero whole samples of a branch with probability drop_prob, rescaling the kept ones."""
-    if drop_prob <= 0.0:
+def drop_active(drop_prob: float | torch.Tensor) -> bool:
+    """Whether a drop path probability asks for dropping; a tensor is only ever passed when it does."""
+    return isinstance(drop_prob, torch.Tensor) or drop_prob > 0.0
+
+
+def drop_path(x: torch.Tensor, drop_prob: float | torch.Tensor) -> torch.Tensor:
+    """Zero whole samples of a branch with probability drop_prob, rescaling the kept ones.
+
+    x: [B, ...]. drop_prob: a float, or a 0-d tensor, which lets a compiled network keep one graph
+    while the probability changes from epoch to epoch.
+    """
+    if not drop_active(drop_prob):
         return x
     keep = 1.0 - drop_prob
-    mask = torch.empty(x.size(0), 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    mask = (torch.rand(x.size(0), *([1] * (x.dim() - 1)), device=x.device) < keep).to(x.dtype)
     return x * mask / keep
