@@ -43,7 +43,9 @@ def rng_states() -> dict[str, Any]:
         "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
     }
     if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's device only: under DDP rank 0 writes the checkpoint and every rank reads it,
+        # and the ranks' streams are the same (same seed, same draws), so each restores it to its own device
+        states["cuda"] = torch.cuda.get_rng_state()
     return states
 
 
@@ -54,7 +56,22 @@ def set_rng_states(states: dict[str, Any]) -> None:
     p = states["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        cuda = states["cuda"]
+        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
+
+
+class _RngSnapshot:
+    """The RNG state at one moment, to replay the same random draws (drop path, Gumbel samples) later."""
+
+    def __init__(self, device: torch.device):
+        self.cpu = torch.get_rng_state()
+        self.device = device if device.type == "cuda" else None
+        self.cuda = torch.cuda.get_rng_state(device) if self.device is not None else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.device is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
 
 
 @contextlib.contextmanager
@@ -162,7 +179,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
                     self.manual_backward(arch_loss)
             opt_a.step()
             self.arch_acc(arch_logits.detach(), y_a)
-            self.log("search/arch_loss", arch_loss.detach(), on_step=False, on_epoch=True)
+            self.log("search/arch_loss", arch_loss.detach(), on_step=False, on_epoch=True, sync_dist=True)
             self.log("search/arch_acc", self.arch_acc, on_step=False, on_epoch=True)
 
         opt_w.zero_grad(set_to_none=True)
@@ -171,23 +188,60 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             loss = F.cross_entropy(logits, y_w)
             self._check_finite(loss, "weight")
             self.manual_backward(loss)
-        if self.hparams.grad_clip:
-            self.clip_gradients(opt_w, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-        opt_w.step()
+        opt_w.step()  # clips first: see on_before_optimizer_step
         self.train_acc(logits.detach(), y_w)
-        self.log("search/train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("search/train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("search/train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss.detach()
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this inside opt.step(), after a mixed-precision loss scaler has unscaled the
+        # gradients: clipping before that would clip the scaled gradients and shrink every fp16 update
+        # by the scale factor
+        if optimizer is not self.optimizers()[0].optimizer:
+            return
+        grads = [p.grad for p in self.net.weight_parameters() if p.grad is not None]
+        if not grads:
+            return
+        if self.hparams.grad_clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hparams.grad_clip, foreach=True)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        # with an fp16 loss scaler an overflow is routine (the scaler skips that step); otherwise a
+        # non-finite gradient would make the weights non-finite: stop before the step
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None and not torch.isfinite(norm):
+            raise FloatingPointError(self._non_finite_message(f"weight gradient norm became {norm.item()}"))
+
     def _check_finite(self, loss: torch.Tensor, which: str) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the {which} loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "lower the learning rate or enable gradient clipping. The last checkpoint holds the last good state."
-            )
+        ok = torch.isfinite(loss.detach()).float()
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # every rank must stop together: a rank that raised alone would leave the others
+            # waiting in the next collective
+            dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        if not ok.item():
+            what = f"{which} loss became {loss.item()}" if not torch.isfinite(loss) else f"{which} loss on another rank"
+            raise FloatingPointError(self._non_finite_message(what))
+
+    def _non_finite_message(self, what: str) -> str:
+        return (
+            f"the {what} at epoch {self.current_epoch}, step {self.global_step}: stopped before the weights took "
+            "a non-finite value. Lower the learning rate (search.lr, search.arch_lr) or keep gradient clipping on "
+            "(search.grad_clip). Checkpoints written so far hold finite states."
+        )
 
     def _second_order_arch_grads(self, x_w, y_w, x_a, y_a, opt_w: torch.optim.SGD):
-        """Set alpha.grad to the second-order DARTS architecture gradient; returns (L_val(w'), logits)."""
+        """Set alpha.grad to the second-order DARTS architecture gradient; returns (L_val(w'), logits).
+
+        The finite difference compares passes on the training batch at w, w + eps v and w - eps v: they
+        replay the same random draws (drop path masks, Gumbel samples), or the difference of two draws,
+        divided by eps, would swamp the Hessian term. All passes run in fp32 even under autocast: the
+        difference at eps = 0.01 / ||v|| is below bf16's resolution.
+        """
+        with torch.autocast(device_type=x_w.device.type, enabled=False):
+            return self._second_order_fp32(x_w, y_w, x_a, y_a, opt_w)
+
+    def _second_order_fp32(self, x_w, y_w, x_a, y_a, opt_w: torch.optim.SGD):
         group = opt_w.param_groups[0]
         xi, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
         alphas, weights = self.net.arch_parameters(), self.net.weight_parameters()
@@ -207,20 +261,31 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
 
         w = [p.detach() for p in weights]
         forward = self.hparams.hvp == "forward"
-        # 1. one virtual SGD step on the training batch, exactly as torch.optim.SGD would take it.
+        rng = _RngSnapshot(x_w.device)
+        # 1. one virtual SGD step on the training batch, exactly as torch.optim.SGD would take it:
+        # per weight, d = grad + wd * w (+ momentum * buffer once SGD has one), and a weight that gets
+        # no gradient (an op GDAS did not sample) is left alone, as SGD skips it.
         # The forward difference also needs grad_alpha L_train(w), which this same pass gives
         # almost for free; the central difference does not, so the alphas stay out of its backward
+        train_loss = F.cross_entropy(self.net(x_w), y_w)
         if forward:
-            d = grads_or_zeros(F.cross_entropy(self.net(x_w), y_w), [*weights, *alphas])
-            d, g_at_w = d[: len(weights)], d[len(weights):]
+            raw = torch.autograd.grad(train_loss, [*weights, *alphas], allow_unused=True)
+            g_at_w = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, raw[len(weights):])]
+            raw = raw[: len(weights)]
         else:
             with frozen(alphas):
-                d = grads_or_zeros(F.cross_entropy(self.net(x_w), y_w), weights)
-        torch._foreach_add_(d, w, alpha=wd)
-        bufs = [opt_w.state.get(p, {}).get("momentum_buffer") for p in weights]
-        if momentum and all(buf is not None for buf in bufs):
-            torch._foreach_add_(d, bufs, alpha=momentum)
-        unrolled = [t.requires_grad_() for t in torch._foreach_add(w, d, alpha=-xi)]
+                raw = torch.autograd.grad(train_loss, weights, allow_unused=True)
+        used = [k for k, g in enumerate(raw) if g is not None]
+        d = [raw[k] for k in used]
+        torch._foreach_add_(d, [w[k] for k in used], alpha=wd)
+        for k, dk in zip(used, d):
+            buf = opt_w.state.get(weights[k], {}).get("momentum_buffer")
+            if momentum and buf is not None:
+                dk.add_(buf, alpha=momentum)
+        unrolled = [t.clone() for t in w]  # unused weights stay as they are, as leaves of their own
+        for k, step_k in zip(used, torch._foreach_add([w[k] for k in used], d, alpha=-xi)):
+            unrolled[k] = step_k
+        unrolled = [t.requires_grad_() for t in unrolled]
 
         # 2. validation loss at the unrolled weights: gradient for alphas and v for the weights
         logits = call(unrolled, x_a)
@@ -231,16 +296,20 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         v_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v))).item()
         eps = self.hparams.unrolled_eps / max(v_norm, 1e-12)
 
-        # 3. finite-difference Hessian-vector product on the training batch:
+        # 3. finite-difference Hessian-vector product on the training batch, with step 1's draws:
         # central (g(w + eps v) - g(w - eps v)) / 2 eps, or forward (g(w + eps v) - g(w)) / eps
+        rng_after = _RngSnapshot(x_w.device)
+        rng.restore()
         g_plus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=eps), x_w), y_w), alphas)
         if forward:
             g_minus, step = g_at_w, eps
         else:
+            rng.restore()
             g_minus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=-eps), x_w), y_w), alphas)
             step = 2 * eps
         for a, ga, gp, gm in zip(alphas, g_alpha, g_plus, g_minus):
             a.grad = ga - xi * (gp - gm) / step
+        rng_after.restore()  # the weight step draws afresh, not a replay of step 1's draws
         torch._foreach_copy_(buffers, saved)
         self._all_reduce_arch_grads(alphas)
         return val_loss.detach(), logits.detach()
@@ -308,5 +377,5 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         x, y = batch
         logits = self(x)
         self.val_acc(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
+        self.log("val/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True, sync_dist=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)

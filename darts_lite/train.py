@@ -115,7 +115,7 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss.item()} at epoch {self.current_epoch}")
         self.train_acc(logits.detach(), y)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], on_step=False, on_epoch=True)
         return loss
@@ -124,7 +124,7 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         x, y = batch
         logits = self(x)
         self.val_acc(logits, y)
-        self.log("val/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True)
+        self.log("val/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True, sync_dist=True)
         self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
         if self.val_top5 is not None:
             self.val_top5(logits, y)

@@ -91,6 +91,70 @@ def test_non_finite_loss_stops_with_message():
         _fit(module, 1)
 
 
+def test_non_finite_gradient_stops_before_the_weights_take_it():
+    """A finite loss can still give an infinite gradient: the run stops before the step, weights intact."""
+    module = _module(epochs=1, grad_clip=5.0)
+    first = module.net.weight_parameters()[0]
+    first.register_hook(lambda g: g * float("inf"))
+    with pytest.raises(FloatingPointError, match="weight gradient norm became"):
+        _fit(module, 1)
+    assert all(torch.isfinite(p).all() for p in module.net.weight_parameters())
+
+
+def test_weight_gradients_are_clipped_before_each_step():
+    module = _module(epochs=1, warmup_epochs=1, grad_clip=1e-3)
+    norms, clip = [], module.on_before_optimizer_step
+
+    def clip_then_measure(optimizer):
+        clip(optimizer)
+        if optimizer is module.optimizers()[0].optimizer:
+            grads = [p.grad for p in module.net.weight_parameters() if p.grad is not None]
+            norms.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item())
+
+    module.on_before_optimizer_step = clip_then_measure
+    _fit(module, 1)
+    assert norms and max(norms) < 1.001e-3
+
+
+def test_fp16_loss_scaling_does_not_shrink_weight_updates():
+    """16-mixed on a GPU scales the loss: clipping must see the unscaled gradients (here: a CPU GradScaler)."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    def weight_change(plugins):
+        pl.seed_everything(0, verbose=False)
+        module = _module(epochs=1, warmup_epochs=1, channels_last=False)
+        before = [p.detach().clone() for p in module.net.weight_parameters()]
+        dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=0, flip=False, synthetic_samples=64,
+                              synthetic_classes=4, synthetic_size=8)
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+                             enable_model_summary=False, limit_val_batches=0, plugins=plugins)
+        trainer.fit(module, datamodule=dm)
+        return sum((p.detach() - q).norm() ** 2 for p, q in zip(module.net.weight_parameters(), before)).sqrt().item()
+
+    full = weight_change([])
+    scaled = weight_change([MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**16))])
+    assert 0.5 < scaled / full < 2.0  # clipping the scaled gradients would make this about 1 / 65536
+
+
+def test_second_order_runs_in_fp32_under_autocast():
+    """Its finite difference is below bf16's resolution: under bf16 autocast it must give the fp32 gradient."""
+    module = _module(order=2)
+    module.net.train()
+    opt = torch.optim.SGD(module.net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    torch.manual_seed(0)
+    x_w, x_a = torch.randn(8, 3, 8, 8), torch.randn(8, 3, 8, 8)
+    y_w, y_a = torch.randint(0, 4, (8,)), torch.randint(0, 4, (8,))
+    grads = []
+    for autocast in (False, True):
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            module._second_order_arch_grads(x_w, y_w, x_a, y_a, opt)
+        grads.append([a.grad.clone() for a in module.net.arch_parameters()])
+    for fp32, under_bf16 in zip(*grads):
+        torch.testing.assert_close(under_bf16, fp32)
+
+
 def test_channels_last_layout_computes_the_same_function():
     torch.manual_seed(0)
     a = _module(channels_last=False)

@@ -23,10 +23,15 @@ def _exact_unrolled_alpha_grad(net, opt, x_w, y_w, x_a, y_a):
         return functional_call(net, state, (x,))
 
     w = [p.detach().requires_grad_() for p in weights]
-    g = torch.autograd.grad(F.cross_entropy(call(w, x_w), y_w), w, create_graph=True)
-    unrolled = [
-        wi - xi * (mom * opt.state[p]["momentum_buffer"] + gi + wd * wi) for p, wi, gi in zip(weights, w, g)
-    ]
+    g = torch.autograd.grad(F.cross_entropy(call(w, x_w), y_w), w, create_graph=True, allow_unused=True)
+    unrolled = []
+    for p, wi, gi in zip(weights, w, g):
+        if gi is None:  # not in the graph (an op GDAS did not sample): SGD would not move it
+            unrolled.append(wi)
+            continue
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        d = gi + wd * wi + (mom * buf if buf is not None else 0)
+        unrolled.append(wi - xi * d)
     return torch.autograd.grad(F.cross_entropy(call(unrolled, x_a), y_a), alphas)
 
 
@@ -38,12 +43,22 @@ def _smooth(module: torch.nn.Module) -> None:
                 setattr(parent, name, torch.nn.Softplus(beta=2.0))
 
 
-@pytest.mark.parametrize("hvp", ["central", "forward"])
-def test_second_order_matches_double_backward(hvp):
+CASES = {
+    "central": dict(hvp="central", network={}),
+    "forward": dict(hvp="forward", network={}),
+    # random forward passes: every pass on the training batch must replay the same draws
+    "drop_path": dict(hvp="central", network=dict(drop_path_prob=0.3)),
+    "gumbel": dict(hvp="central", network=dict(relaxation="gumbel")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_second_order_matches_double_backward(case):
     torch.manual_seed(0)
+    hvp = CASES[case]["hvp"]
     # max pooling is not differentiable everywhere either; the other six ops are, once smoothed
     ops = [p for p in PRIMITIVES if p != "max_pool_3x3"]
-    network = dict(C=4, layers=3, num_classes=3, in_channels=1, primitives=ops)
+    network = dict(C=4, layers=3, num_classes=3, in_channels=1, primitives=ops, **CASES[case]["network"])
     module = SearchModule(network=network, order=2, lr=0.1, hvp=hvp).double()
     net = module.net
     _smooth(net)
@@ -59,11 +74,14 @@ def test_second_order_matches_double_backward(hvp):
     for a in net.arch_parameters():
         a.grad = None
 
+    # the exact gradient draws its masks / samples in the same order as the module's first two passes
+    torch.manual_seed(123)
     exact = _exact_unrolled_alpha_grad(net, opt, x_w, y_w, x_a, y_a)
     scale = max(e.abs().max().item() for e in exact)
 
     def error(eps: float) -> float:
         module.hparams.unrolled_eps = eps
+        torch.manual_seed(123)
         module._second_order_arch_grads(x_w, y_w, x_a, y_a, opt)
         return max((a.grad - e).abs().max().item() for a, e in zip(net.arch_parameters(), exact))
 
