@@ -1,5 +1,6 @@
 """darts_lite: differentiable neural architecture search (DARTS, GDAS) on PyTorch Lightning."""
 
+from . import config as _config  # noqa: F401  (registers the OmegaConf resolvers that conf/ uses)
 from .genotype import PRIMITIVES, Genotype
 from .relax import GumbelRelaxation, SoftmaxRelaxation
 from .search import SearchModule

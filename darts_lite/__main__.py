@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -18,8 +21,26 @@ def config_dir() -> str:
     raise FileNotFoundError(f"darts_lite: no config tree found next to {here}; reinstall the package")
 
 
+def resume_hint(cfg: DictConfig) -> str:
+    """Where the last checkpoint of the run is and the command that continues from it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(cfg.run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return f"No checkpoint was written yet (none at {last}): the first epoch did not finish, so start the run again."
+    # the job's own overrides (in a multirun: this job's values), with the run folder and resume flag replaced
+    overrides = [o for o in HydraConfig.get().overrides.task
+                 if re.sub(r"^[+~]+", "", o).split("=", 1)[0] not in ("resume", "ckpt_path")]
+    command = shlex.join(["python", "-m", "darts_lite", *overrides, "resume=true", f"hydra.run.dir={run_dir}"])
+    return f"Last checkpoint (end of the last finished epoch): {last}\nContinue from it with: {command}"
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> object:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from .config import ConfigError
     from .data import DatasetUnavailable
 
@@ -33,8 +54,30 @@ def main(cfg: DictConfig) -> object:
         raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train")
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
-        print(f"darts_lite: {e}", file=sys.stderr)
-        sys.exit(2)
+        error, message, code = e, str(e), 2
+    except FloatingPointError as e:
+        # the loss diverged: the traceback says nothing the message does not; where to continue from does
+        error, message, code = e, f"{e}\n{resume_hint(cfg)}", 1
+    except Exception as e:
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise  # a bug, not a user's mistake: Hydra prints the traceback
+        error, message, code = e, traceback.format_exc(), 1
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        print(f"darts_lite: {message}", file=sys.stderr)
+        sys.exit(code)
+    # In a multirun, exiting (or raising) here would end the whole sweep: Hydra's sweeper re-raises a
+    # job's exception, so the later jobs never start and the summary is never written. Record the
+    # failure in the job folder instead; SweepSummary lists it and sets the exit status at the end.
+    from .sweep import write_job_failure
+    from .tasks import is_rank_zero
+
+    job = HydraConfig.get().job
+    print(f"darts_lite: job {job.num} ({' '.join(HydraConfig.get().overrides.task)}) failed, the sweep goes on: {message}",
+          file=sys.stderr)
+    sys.stderr.flush()
+    if is_rank_zero():
+        write_job_failure(cfg.run_dir, str(cfg.get("task")), error)
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
 if __name__ == "__main__":

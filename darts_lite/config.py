@@ -1,4 +1,5 @@
-"""Checks on a composed config, run before anything is built or trained.
+"""Checks on a composed config, run before anything is built or trained, and the resolvers the
+config files use.
 
 Every problem found is reported at once, each as one line naming the key, the value and what
 is allowed, so that a user fixes a config in one go.
@@ -10,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
-from .data import DATASETS
+from .data import DATASETS, native_size, part_sizes, too_few_samples, train_class_counts
 from .genotype import PRIMITIVES
 from .relax import RELAXATIONS
 
@@ -20,8 +22,30 @@ class ConfigError(ValueError):
     """A config value a user set is invalid; the message lists every such value."""
 
 
+# ---- resolvers: arithmetic the config files need (conf/proxy/econas.yaml) ------------------------
+# Registered when this module is imported, which importing darts_lite does: before Hydra composes.
+
+
+def _divide(value: int, divisor: int) -> int:
+    """${darts_lite.divide:a,b}: a // b, for sizes that a proxy reduces."""
+    if not (_is_int(value) and _is_int(divisor) and divisor >= 1):
+        raise ValueError(f"darts_lite.divide takes an integer and a divisor >= 1, got {value!r} and {divisor!r}")
+    return value // divisor
+
+
+def _native_size(*, _parent_: DictConfig) -> int:
+    """${darts_lite.native_size:} inside the data group: the side of its dataset's images before any resize."""
+    return native_size(_parent_.get("name"), _parent_.get("synthetic_size"))
+
+
+for _name, _resolver in (("darts_lite.divide", _divide), ("darts_lite.native_size", _native_size)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
+
+
 def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, throw_on_missing=False)
+    # a value that cannot be worked out reads as None here; _Checker reports why
+    return OmegaConf.select(cfg, key, throw_on_missing=False, throw_on_resolution_failure=False)
 
 
 def _is_int(v: Any) -> bool:
@@ -32,12 +56,29 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _devices(cfg: DictConfig) -> int:
+    """Processes that each take a weight batch per step, when the config says (else 1: "auto" is decided later)."""
+    devices, nodes = _get(cfg, "trainer.devices"), _get(cfg, "trainer.num_nodes")
+    count = len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else devices
+    count = count if _is_int(count) and count >= 1 else 1
+    return count * (nodes if _is_int(nodes) and nodes >= 1 else 1)
+
+
 class _Checker:
     def __init__(self, cfg: DictConfig):
         self.cfg, self.problems = cfg, []
 
     def __call__(self, key: str, ok: Callable[[Any], bool], allowed: str) -> None:
-        value = _get(self.cfg, key)
+        try:
+            value = OmegaConf.select(self.cfg, key, throw_on_missing=False)
+        except InterpolationResolutionError as e:
+            why = str(e).splitlines()[0].split("raised while resolving interpolation: ")[-1]
+            self.problems.append(f"{key}: cannot be worked out ({why})")
+            return
         try:
             good = ok(value)
         except TypeError:
@@ -49,11 +90,55 @@ class _Checker:
         check = self
         check("seed", _is_int, "must be an integer")
         check("data.name", lambda v: v in DATASETS, f"must be one of {', '.join(DATASETS)}")
+        check("data.root", lambda v: isinstance(v, str) and v != "", "must be a folder path")
         check("data.batch_size", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
+        check("data.eval_batch_size", lambda v: v is None or (_is_int(v) and v >= 1),
+              "must be null (= data.batch_size) or an integer >= 1")
         check("data.split", lambda v: _is_num(v) and 0 < v < 1, "must be in (0, 1): the fraction of training data for weights")
         check("data.sample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "must be in (0, 1]")
         check("data.resolution", lambda v: v is None or (_is_int(v) and v >= 4), "must be null or an integer >= 4")
         check("data.crop_padding", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
+        for key in ("data.flip", "data.download"):
+            check(key, _is_bool, "must be true or false")
+        if _get(self.cfg, "data.name") == "synthetic":
+            check("data.synthetic_samples", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
+            check("data.synthetic_classes", lambda v: _is_int(v) and v >= 2, "must be an integer >= 2")
+            check("data.synthetic_size", lambda v: _is_int(v) and v >= 4, "must be an integer >= 4, as data.resolution")
+            check("data.synthetic_channels", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
+        self.proxy()
+
+    def proxy(self) -> None:
+        """The divisors of conf/proxy/econas.yaml, and what they make of the dataset's resolution."""
+        check = self
+        for key, what in (("proxy.channels_divisor", "space.C"), ("proxy.resolution_divisor", "the dataset's image side")):
+            if _get(self.cfg, key) is not None:
+                check(key, lambda v: _is_int(v) and v >= 1, f"must be an integer >= 1 (the proxy divides {what} by it)")
+        divisor, resolution = _get(self.cfg, "proxy.resolution_divisor"), _get(self.cfg, "data.resolution")
+        name = _get(self.cfg, "data.name")
+        if _is_int(divisor) and divisor > 1 and _is_int(resolution) and resolution < 4 and name in DATASETS:
+            native = native_size(name, _get(self.cfg, "data.synthetic_size"))
+            self.problems.append(
+                f"proxy.resolution_divisor={divisor}: takes the {native} px {name} images to {resolution} px, "
+                "below the 4 px the network needs; lower it or set data.resolution"
+            )
+
+    def parts_fill_batches(self, split: float | None) -> None:
+        """The weight and architecture parts must each fill a batch (split=None: retraining, one part).
+
+        Dataset sizes are known before loading, so this fails here and not after the Trainer started.
+        """
+        data = {k: _get(self.cfg, f"data.{k}") for k in ("name", "batch_size", "sample_ratio", "synthetic_samples",
+                                                          "synthetic_classes")}
+        inputs = ("data.name", "data.batch_size", "data.split", "data.sample_ratio", "data.synthetic_samples",
+                  "data.synthetic_classes")
+        if any(p.startswith(inputs) for p in self.problems):
+            return  # the sizes would be computed from values already reported as wrong
+        counts = train_class_counts(data["name"], data["synthetic_samples"], data["synthetic_classes"])
+        weight, arch = part_sizes(counts, split, data["sample_ratio"])
+        problem = too_few_samples(data["name"], weight, arch, data["batch_size"], split, data["sample_ratio"],
+                                  _devices(self.cfg))
+        if problem:
+            self.problems.append(problem)
 
     def raise_if_any(self) -> None:
         if self.problems:
@@ -62,13 +147,10 @@ class _Checker:
 
 def _image_size(cfg: DictConfig) -> int | None:
     """Side of the images the network will see: data.resolution, else the dataset's own."""
-    from .data import _SHAPES
-
     if _get(cfg, "data.resolution"):
         return _get(cfg, "data.resolution")
-    if _get(cfg, "data.name") == "synthetic":
-        return _get(cfg, "data.synthetic_size")
-    return _SHAPES.get(_get(cfg, "data.name"), (None, None, None))[2]
+    name = _get(cfg, "data.name")
+    return native_size(name, _get(cfg, "data.synthetic_size")) if name in DATASETS else None
 
 
 def validate_train(cfg: DictConfig) -> None:
@@ -101,6 +183,8 @@ def validate_train(cfg: DictConfig) -> None:
                 "or a larger data.resolution"
             )
     check("train.layers", lambda v: _is_int(v) and v >= 3, "must be an integer >= 3")
+    for key in ("train.auxiliary", "train.channels_last", "train.compile"):
+        check(key, _is_bool, "must be true or false")
     check("train.network_dataset", lambda v: v in ("cifar", "imagenet"), "must be cifar or imagenet")
     check("train.epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
     check("train.lr", lambda v: _is_num(v) and v > 0, "must be > 0")
@@ -110,6 +194,7 @@ def validate_train(cfg: DictConfig) -> None:
     check("train.cutout", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
     check("train.grad_clip", lambda v: v is None or (_is_num(v) and v > 0), "must be null or > 0")
     check("trainer.max_epochs", lambda v: v == _get(cfg, "train.epochs"), "must equal train.epochs (set train.epochs)")
+    check.parts_fill_batches(split=None)
     check.raise_if_any()
 
 
@@ -122,6 +207,9 @@ def validate_search(cfg: DictConfig) -> None:
     check("space.C", lambda v: is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
     check("space.layers", lambda v: is_int(v) and v >= 3, "must be an integer >= 3")
     check("space.steps", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    check("space.stem_multiplier", lambda v: is_int(v) and v >= 1, "must be an integer >= 1 (the stem's channels are it times C)")
+    for key in ("space.affine", "space.fixed_reduction", "search.channels_last", "search.compile"):
+        check(key, _is_bool, "must be true or false")
     check("space.multiplier", lambda v: is_int(v) and 1 <= v <= _get(cfg, "space.steps"), "must be in 1..space.steps")
     check("space.drop_path_prob", lambda v: is_num(v) and 0 <= v < 1, "must be in [0, 1)")
     check("space.alpha_init", lambda v: v in ("randn", "zeros"), "must be randn or zeros")
@@ -157,6 +245,7 @@ def validate_search(cfg: DictConfig) -> None:
     check("search.tau_max", lambda v: is_num(v) and v >= _get(cfg, "search.tau_min"), "must be >= search.tau_min")
 
     check("trainer.max_epochs", lambda v: v == _get(cfg, "search.epochs"), "must equal search.epochs (set search.epochs)")
+    check.parts_fill_batches(split=_get(cfg, "data.split"))
     if _get(cfg, "search.compile") and (_get(cfg, "search.order") == 2 or _get(cfg, "search.relaxation") == "gumbel"):
         check.problems.append(
             "search.compile=true: works with first-order DARTS only (second order and GDAS change the graph every step)"

@@ -29,6 +29,82 @@ DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 # (classes, channels, native size) known before loading, so networks can be built first
 _SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "digits": (10, 1, 8)}
 
+# images per class in scikit-learn's 1797 digits; with the fixed test split below they give the
+# training set's size before anything is loaded, so a config is checked before a run starts
+_DIGITS_PER_CLASS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
+
+
+def _digits_test_share(n: int) -> int:
+    """Images of a class of ``n`` that go to the fixed digits test split (20%)."""
+    return round(0.2 * n)
+
+
+def native_size(name: str, synthetic_size: int | None = None) -> int:
+    """Side of a dataset's images before any data.resolution resize."""
+    if name == "synthetic":
+        return synthetic_size
+    if name not in _SHAPES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return _SHAPES[name][2]
+
+
+def train_class_counts(name: str, synthetic_samples: int = 512, synthetic_classes: int = 4) -> tuple[int, ...]:
+    """Training images per class, as load_dataset will return them (known without loading)."""
+    if name == "cifar10":
+        return (5000,) * 10
+    if name == "cifar100":
+        return (500,) * 100
+    if name == "digits":
+        return tuple(n - _digits_test_share(n) for n in _DIGITS_PER_CLASS)
+    if name == "synthetic":  # labels are arange(samples) % classes
+        return tuple(synthetic_samples // synthetic_classes + (c < synthetic_samples % synthetic_classes)
+                     for c in range(synthetic_classes))
+    raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+
+
+def _kept_per_class(n: int, ratio: float) -> int:
+    """Images of a class of ``n`` that a sample ratio keeps (at least one, so no class vanishes)."""
+    return n if ratio >= 1 else max(1, round(ratio * n))
+
+
+def _weight_share(n: int, split: float) -> int:
+    return int(round(split * n))
+
+
+def part_sizes(class_counts: tuple[int, ...], split: float | None, sample_ratio: float) -> tuple[int, int | None]:
+    """(weight part, architecture part) the data module makes of a training set with these class
+    counts; split=None (retraining): the whole sample trains the weights and the second is None."""
+    n = sum(_kept_per_class(c, sample_ratio) for c in class_counts)
+    if split is None:
+        return n, None
+    return _weight_share(n, split), n - _weight_share(n, split)
+
+
+def too_few_samples(
+    name: str, weight: int, arch: int | None, batch_size: int, split: float | None, sample_ratio: float, devices: int = 1
+) -> str | None:
+    """Why the parts cannot fill one batch per step, naming the keys to change; None when they can.
+
+    The weight part must give every device its own batch; the architecture part is reused
+    cyclically, so one batch of it is enough.
+    """
+    need = batch_size * devices
+    weight_short, arch_short = weight < need, arch is not None and arch < batch_size
+    if not (weight_short or arch_short):
+        return None
+    fixes = (["raise data.sample_ratio"] if sample_ratio < 1 else []) + ["lower data.batch_size"]
+    per_device = f" on each of {devices} devices, {need} in all" if devices > 1 else ""
+    if arch is None:
+        return (f"data.sample_ratio={sample_ratio} leaves {weight} {name} training samples, fewer than one batch of "
+                f"data.batch_size={batch_size}{per_device}; {' or '.join(fixes)}")
+    if weight_short != arch_short:  # one part is short, the other has room: the split can move
+        fixes.append(f"{'raise' if weight_short else 'lower'} data.split")
+    return (
+        f"data.sample_ratio={sample_ratio} and data.split={split} leave {weight} {name} training samples for the weights "
+        f"and {arch} for the architecture; a step takes a batch of data.batch_size={batch_size} from each part"
+        f"{' (from the weights' + per_device + ')' if per_device else ''}; {' or '.join(fixes)}"
+    )
+
 
 class DatasetUnavailable(RuntimeError):
     """The dataset's files are missing and could not be downloaded; the message says what to do."""
@@ -106,6 +182,47 @@ def _download(a: Archive, root: Path) -> Path:
     return target
 
 
+def _unsafe_member(member: tarfile.TarInfo, root: Path) -> str | None:
+    """Why extracting ``member`` under ``root`` would be unsafe; None when it is a plain file or folder inside root."""
+    if member.name.startswith(("/", "\\")) or Path(member.name).is_absolute():
+        return "an absolute path"
+    if ".." in Path(member.name).parts:
+        return "'..' in its path"
+    if member.issym() or member.islnk():
+        return "a link"
+    if not (member.isfile() or member.isdir()):
+        return "a device, fifo or other special file"
+    target = (root / member.name).resolve()
+    if target != root.resolve() and root.resolve() not in target.parents:
+        return "a path outside the data folder"
+    return None
+
+
+def _extract(archive: Path, root: Path) -> None:
+    """Extract a downloaded archive into ``root``, refusing anything that could write outside it.
+
+    Pythons with tarfile's "data" filter (3.10.12+, 3.11.4+, 3.12+) use it; older ones check every
+    member before anything is written, more strictly than the filter (no links at all: the CIFAR
+    archives hold none).
+    """
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            try:
+                tar.extractall(root, filter="data")
+            except tarfile.FilterError as e:
+                raise DatasetUnavailable(f"{archive} holds an unsafe member ({e}); delete it and download it again") from None
+            return
+        members = tar.getmembers()
+        for member in members:
+            why = _unsafe_member(member, root)
+            if why:
+                raise DatasetUnavailable(
+                    f"{archive} holds an unsafe member {member.name!r} ({why}); delete it and download it again"
+                )
+            member.mode &= 0o755  # as the data filter: no setuid/setgid/sticky bits, no group/other write
+        tar.extractall(root, members=members)
+
+
 def _read_records(path: Path, label_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
     raw = np.fromfile(path, dtype=np.uint8)
     record = label_bytes + 3072
@@ -132,8 +249,7 @@ def _load_cifar(name: str, root: Path, download: bool) -> dict:
             archive = _download(a, root)
         else:
             raise DatasetUnavailable(f"{name} is not in {root.resolve()} and data.download is false; {_where_to_put(a, root)}")
-        with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
+        _extract(archive, root)
     splits = {}
     for split, files in (("train", a.train_files), ("test", a.test_files)):
         parts = [_read_records(folder / f, a.label_bytes) for f in files]
@@ -157,7 +273,7 @@ def _load_digits() -> dict:
     for c in range(10):
         idx = (y == c).nonzero().squeeze(1)
         idx = idx[torch.randperm(len(idx), generator=g)]
-        test_idx.append(idx[: round(0.2 * len(idx))])
+        test_idx.append(idx[: _digits_test_share(len(idx))])
     test = torch.cat(test_idx)
     mask = torch.ones(len(y), dtype=torch.bool)
     mask[test] = False
@@ -287,6 +403,8 @@ class SearchDataModule(pl.LightningDataModule):
     Each training step yields ((x_w, y_w), (x_a, y_a)): x [batch_size, C, H, W] float, normalised.
     """
 
+    has_arch_part = True
+
     def __init__(
         self,
         name: str = "digits",
@@ -314,11 +432,13 @@ class SearchDataModule(pl.LightningDataModule):
             raise ValueError(f"sample_ratio must be in (0, 1], got {sample_ratio}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1 or None (= batch_size), got {eval_batch_size}")
         if resolution is not None and resolution < 1:
             raise ValueError(f"resolution must be >= 1 or None, got {resolution}")
         self.name, self.root, self.download = name, root, download
         self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
         self.split, self.sample_ratio, self.resolution = split, sample_ratio, resolution
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
         self.synthetic = dict(samples=synthetic_samples, classes=synthetic_classes, size=synthetic_size,
@@ -346,11 +466,7 @@ class SearchDataModule(pl.LightningDataModule):
         train_x, train_y = train_x[keep], train_y[keep]
         perm = torch.randperm(len(train_y), generator=g)
         self.weight_idx, self.arch_idx = self._partition(perm)
-        if min(len(self.weight_idx), len(self.arch_idx) or self.batch_size) < self.batch_size:
-            raise ValueError(
-                f"{self.name}: the weight part ({len(self.weight_idx)}) or the architecture part ({len(self.arch_idx)}) "
-                f"is smaller than one batch ({self.batch_size}); lower data.batch_size or raise data.sample_ratio"
-            )
+        self._check_part_sizes(devices=1)
         # normalise with the statistics of the images used for training
         xf = train_x.float()
         self.mean = xf.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
@@ -359,8 +475,19 @@ class SearchDataModule(pl.LightningDataModule):
         self._loaded = True
 
     def _partition(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_weight = int(round(self.split * len(perm)))
+        n_weight = _weight_share(len(perm), self.split)
         return perm[:n_weight], perm[n_weight:]
+
+    def _check_part_sizes(self, devices: int) -> None:
+        """ConfigError when a part cannot fill a batch: config.validate_* predicts this from the known
+        dataset sizes, this catches it from the real ones (e.g. for users of the Python API)."""
+        split = self.split if self.has_arch_part else None
+        arch = None if split is None else len(self.arch_idx)
+        problem = too_few_samples(self.name, len(self.weight_idx), arch, self.batch_size, split, self.sample_ratio, devices)
+        if problem:
+            from .config import ConfigError  # here, not at the top: config imports this module
+
+            raise ConfigError(problem)
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
         size = self.resolution
@@ -374,7 +501,7 @@ class SearchDataModule(pl.LightningDataModule):
         keep = []
         for c in torch.unique(y):
             idx = (y == c).nonzero().squeeze(1)
-            keep.append(idx[torch.randperm(len(idx), generator=g)[: max(1, round(ratio * len(idx)))]])
+            keep.append(idx[torch.randperm(len(idx), generator=g)[: _kept_per_class(len(idx), ratio)]])
         return torch.cat(keep).sort().values
 
     # ---- placement and batches ---------------------------------------------------------------
@@ -420,8 +547,7 @@ class SearchDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> _TrainBatches:
         self.setup()
         self._to_training_device()
-        if self.steps_per_epoch < 1:
-            raise ValueError(f"{self.name}: fewer weight samples than one batch per device; lower data.batch_size")
+        self._check_part_sizes(devices=self.rank_and_world()[1])
         return _TrainBatches(self)
 
     def val_dataloader(self) -> _EvalBatches:
@@ -435,6 +561,8 @@ class TrainDataModule(SearchDataModule):
 
     Each step yields (x, y): x [batch_size, C, H, W] normalised, augmented, cut out.
     """
+
+    has_arch_part = False
 
     def __init__(self, cutout: int = 16, **kwargs):
         kwargs.pop("split", None)

@@ -3,7 +3,8 @@
 `summary.csv` and `summary.md` list each job's overrides, genotype, accuracy and wall time. For
 retraining sweeps the Markdown adds mean and std of test accuracy per genotype (EcoNAS's habit of
 retraining the top few with several seeds); for search sweeps, how often the jobs agree on each
-edge of the derived cells.
+edge of the derived cells. A job that failed is listed with its error (``write_job_failure``), and
+the multirun then exits with status 1.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -31,14 +33,29 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         if summary_file.is_file():
             s = json.loads(summary_file.read_text())
             row.update(
-                status="done", task=s.get("task", ""), genotype_spec=s.get("genotype_spec", ""),
+                status=s.get("status", "done"), task=s.get("task", ""), genotype_spec=s.get("genotype_spec", ""),
                 genotype=s.get("genotype", ""), val_acc=s.get("metrics", {}).get("val/acc"),
-                wall_time_s=s.get("wall_time_s"), params=s.get("params"),
+                wall_time_s=s.get("wall_time_s"), params=s.get("params"), error=s.get("error", ""),
             )
         else:
             row.update(status="failed or unfinished")
         rows.append(row)
     return rows
+
+
+def write_job_failure(job_dir: str | Path, task: str, error: BaseException) -> Path:
+    """Records a failed job of a multirun as its summary.json, which the sweep table reads back."""
+    path = Path(job_dir) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"task": task, "status": "failed", "error": f"{type(error).__name__}: {error}", "run_dir": str(job_dir)}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def _md_cell(text: str, limit: int = 300) -> str:
+    """One table cell: a multi-line error on one line, pipes escaped, a tensor dump cut (summary.csv keeps it whole)."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _node_sorted(pairs: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
@@ -69,7 +86,8 @@ def _setting(overrides: str) -> str:
 def write_sweep_summary(sweep_dir: str | Path) -> dict[str, Path]:
     sweep_dir = Path(sweep_dir)
     rows = _job_rows(sweep_dir)
-    columns = ["job", "overrides", "status", "task", "genotype_spec", "val_acc", "wall_time_s", "params", "genotype"]
+    columns = ["job", "overrides", "status", "task", "genotype_spec", "val_acc", "wall_time_s", "params", "genotype",
+               "error"]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -81,7 +99,8 @@ def write_sweep_summary(sweep_dir: str | Path) -> dict[str, Path]:
     md = [f"# Sweep summary: {sweep_dir}", "", "| job | overrides | status | test/val acc | wall time (s) | genotype |",
           "| --- | --- | --- | ---: | ---: | --- |"]
     for r in rows:
-        md.append(f"| {r['job']} | `{r['overrides']}` | {r['status']} | {fmt(r.get('val_acc'), '.4f')} | "
+        status = f"failed: {_md_cell(r['error'])}" if r.get("error") else r["status"]
+        md.append(f"| {r['job']} | `{r['overrides']}` | {status} | {fmt(r.get('val_acc'), '.4f')} | "
                   f"{fmt(r.get('wall_time_s'), '.0f')} | `{r.get('genotype', '')}` |")
     done = [r for r in rows if r["status"] == "done"]
     trains = [r for r in done if r.get("task") == "train" and r.get("val_acc") is not None]
@@ -109,9 +128,21 @@ def write_sweep_summary(sweep_dir: str | Path) -> dict[str, Path]:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: writes the summary when a multirun ends (registered in conf/hydra/default.yaml)."""
+    """Hydra callback: writes the summary when a multirun ends (registered in conf/hydra/default.yaml).
+
+    The jobs catch their own errors (darts_lite.__main__) so that one failure does not stop the sweep
+    before this runs; the exit status then comes from here. Hydra reports an exception raised by a
+    callback as a warning only, but lets SystemExit through, so this ends the process with status 1.
+    """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         files = write_sweep_summary(config.hydra.sweep.dir)
         print(files["md"].read_text())
         print(f"Sweep summary: {files['md']} and {files['csv']}")
+        sys.stdout.flush()
+        rows = _job_rows(Path(config.hydra.sweep.dir))
+        not_done = [r for r in rows if r["status"] != "done"]
+        if not_done:
+            print(f"darts_lite: {len(not_done)} of {len(rows)} jobs failed or did not finish (see {files['md']}): "
+                  + "; ".join(f"job {r['job']} ({r['overrides']})" for r in not_done), file=sys.stderr)
+            sys.exit(1)

@@ -8,19 +8,25 @@ A search run folder holds:
     normal.dot/.png, reduction.dot/.png   cell pictures (PNG when graphviz's `dot` is installed)
     alphas.pt              the final alphas {"normal": [E, O], "reduce": [E, O]}
     metrics.csv            every logged metric, per epoch
+    summary.json           the final genotype, metrics and wall time (a failed job of a sweep: its error)
+    wandb_run_id.txt       with logger=wandb: the W&B run that resume=true continues
     checkpoints/last.ckpt  the full training state, rewritten every epoch
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import netrc
 import os
+import secrets
+import string
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +159,35 @@ def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]
     return files
 
 
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0, also before the Trainer exists.
+
+    DDP launchers set RANK, LOCAL_RANK or SLURM_PROCID in each process's environment, and Lightning reads
+    them into ``rank_zero_only.rank`` when it is imported (the Trainer later sets the true global rank).
+    Lightning's own launcher on a second node sets only LOCAL_RANK and NODE_RANK, so the node counts too.
+    """
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    node = int(os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or 0)
+    return getattr(rank_zero_only, "rank", 0) == 0 and ("RANK" in os.environ or node == 0)
+
+
+class WallClock(pl.Callback):
+    """Wall time of the whole run. It travels in the checkpoint, so a resumed run counts the time before its resume."""
+
+    def __init__(self) -> None:
+        self.before_s, self.started = 0.0, time.time()
+
+    def elapsed_s(self) -> float:
+        return self.before_s + time.time() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed_s()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before_s = float(state_dict["elapsed_s"])
+
+
 def _wandb_logged_in() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -168,7 +203,8 @@ def _csv_logger(out_dir: Path, resume_from: str | None):
 
     metrics = out_dir / "metrics.csv"
     kept, header = [], []
-    if resume_from and metrics.is_file():
+    # only rank 0 owns the file: other DDP ranks deleting and rewriting it would race with it
+    if resume_from and metrics.is_file() and is_rank_zero():
         last_epoch = torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"]
         with open(metrics, newline="") as f:
             reader = csv.DictReader(f)
@@ -177,6 +213,10 @@ def _csv_logger(out_dir: Path, resume_from: str | None):
         metrics.unlink()
     # written through at every log call: rows of an epoch are on disk before a kill can take them
     logger = CSVLogger(save_dir=str(out_dir), name="", version="", flush_logs_every_n_steps=1)
+    if not is_rank_zero():
+        # Lightning's own rank check is the local rank until the Trainer sets up: on a second node's first
+        # process, creating the writer now would clear rank 0's metrics.csv
+        return logger
     writer = logger.experiment  # created now: it clears an existing metrics.csv, so write the kept rows after
     if kept:
         with open(metrics, "w", newline="") as f:
@@ -187,15 +227,48 @@ def _csv_logger(out_dir: Path, resume_from: str | None):
     return logger
 
 
-def _wandb_name_and_group(out_dir: Path) -> tuple[str, str | None]:
-    """A multirun is one W&B group (its sweep folder); each job is named after its folder."""
+def _wandb_name_and_group(out_dir: Path, wb: DictConfig) -> tuple[str, str | None]:
+    """logger.wandb.name/group when set; else a multirun is one W&B group (its sweep folder) and each job
+    is named after its folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    name, group = out_dir.name, None
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-        sweep = Path(HydraConfig.get().sweep.dir).name
-        return f"{sweep}/{out_dir.name}", sweep
-    return out_dir.name, None
+        group = Path(HydraConfig.get().sweep.dir).name
+        name = f"{group}/{out_dir.name}"
+    return wb.get("name") or name, wb.get("group") or group
+
+
+def _wandb_run_id(out_dir: Path, resuming: bool) -> str | None:
+    """The W&B run id, kept in the run folder so that resume=true continues the same W&B run."""
+    id_file = out_dir / "wandb_run_id.txt"
+    if resuming and id_file.is_file():
+        return id_file.read_text().strip()
+    if not is_rank_zero():
+        return None  # only rank 0 ever starts a W&B run (WandbLogger.experiment is rank-zero only)
+    # W&B's own form (8 of [a-z0-9]); wandb.util.generate_id, which made it, is gone from recent wandb
+    run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    id_file.write_text(run_id + "\n")
+    return run_id
+
+
+@contextlib.contextmanager
+def _wandb_run_ends_with_the_job() -> Iterator[None]:
+    """Finishes the W&B run when the job ends, marked failed if it raised: WandbLogger reuses a live
+    ``wandb.run``, so the next job of an in-process multirun would otherwise log into this one."""
+    try:
+        yield
+    except Exception:
+        _finish_wandb(exit_code=1)
+        raise
+    _finish_wandb(exit_code=0)
+
+
+def _finish_wandb(exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")  # not imported: no W&B run to end
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def _loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None) -> list:
@@ -208,13 +281,15 @@ def _loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None) -> 
 
         # never block on a login prompt: without credentials the run is recorded offline
         mode = wb.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
-        if mode == "offline":
+        if mode == "offline" and is_rank_zero():
             log.info("W&B offline: sync later with `wandb sync %s/wandb/offline-run-*`", out_dir)
-        name, group = _wandb_name_and_group(out_dir)
+        name, group = _wandb_name_and_group(out_dir, wb)
         tags = [*(wb.get("tags") or []), cfg.task, str(OmegaConf.select(cfg, "search.algorithm", default=""))]
+        # resume="allow": a new id starts a run, the id of a resumed run folder continues its W&B run
         loggers.append(WandbLogger(
             project=wb.get("project", "darts_lite"), entity=wb.get("entity"), save_dir=str(out_dir), mode=mode,
             tags=[t for t in tags if t], name=name, group=group, config=OmegaConf.to_container(cfg, resolve=True),
+            id=_wandb_run_id(out_dir, resuming=resume_from is not None), resume="allow",
         ))
     return loggers
 
@@ -222,7 +297,8 @@ def _loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None) -> 
 def _start(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():  # DDP re-runs this command once per extra rank, into the same folder
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return out_dir
 
@@ -289,20 +365,23 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     ckpt = resume_checkpoint(cfg, out_dir)
     dm = build_datamodule(cfg)
     module = build_search_module(cfg, dm)
-    callbacks: list = [SearchArtifacts(out_dir)]
-    trainer = _trainer(cfg, out_dir, callbacks, ckpt)
+    clock = WallClock()
+    trainer = _trainer(cfg, out_dir, [SearchArtifacts(out_dir), clock], ckpt)
     from pytorch_lightning.loggers import WandbLogger
 
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             trainer.callbacks.append(WandbDashboard(logger, out_dir))
-    started = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+    with _wandb_run_ends_with_the_job():
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        return _search_summary(trainer, module, out_dir, clock)
 
+
+def _search_summary(trainer: pl.Trainer, module: SearchModule, out_dir: Path, clock: WallClock) -> dict[str, Any]:
     metrics = _final_metrics(trainer)
     genotype = module.net.genotype()
-    summary = {"task": "search", "genotype": genotype.to_text(), "metrics": metrics, "run_dir": str(out_dir),
-               "wall_time_s": time.time() - started}
+    summary = {"task": "search", "status": "done", "genotype": genotype.to_text(), "metrics": metrics,
+               "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
     if trainer.is_global_zero:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"\nGenotype: {genotype.to_text()}")
@@ -336,19 +415,26 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     print(f"Genotype: {genotype.to_text()}")
     print(f"Parameters: {params / 1e6:.2f}M (without the auxiliary head); "
           f"{flops / 2e6:.1f}M MACs ({flops / 1e6:.1f}M FLOPs) per {dm.image_size}x{dm.image_size} image")
-    (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
-    trainer = _trainer(cfg, out_dir, [], ckpt)
-    for logger in trainer.loggers:
-        logger.log_hyperparams({"model/" + k: v for k, v in size.items()})
-    started = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
-    metrics = _final_metrics(trainer)
-    summary = {"task": "train", "genotype": genotype.to_text(), "genotype_spec": str(cfg.genotype), **size,
-               "metrics": metrics, "run_dir": str(out_dir), "wall_time_s": time.time() - started}
+    if is_rank_zero():
+        (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
+    clock = WallClock()
+    trainer = _trainer(cfg, out_dir, [clock], ckpt)
+    with _wandb_run_ends_with_the_job():
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"model/" + k: v for k, v in size.items()})
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
+        metrics = _final_metrics(trainer)
+        summary = {"task": "train", "status": "done", "genotype": genotype.to_text(), "genotype_spec": str(cfg.genotype),
+                   **size, "metrics": metrics, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
+        _write_train_summary(trainer, summary, out_dir)
+    return summary
+
+
+def _write_train_summary(trainer: pl.Trainer, summary: dict[str, Any], out_dir: Path) -> None:
+    metrics = summary["metrics"]
     if trainer.is_global_zero:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         acc = metrics.get("val/acc")
         print(f"Test accuracy: {acc:.4f}" if acc is not None else "Test accuracy: not measured")
         print(f"Run folder: {out_dir.resolve()}  (summary.json, metrics.csv, checkpoints/last.ckpt)")
         sys.stdout.flush()
-    return summary

@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -130,20 +132,48 @@ def test_configs_ship_in_the_wheel(tmp_path):
     assert "relaxation: gumbel" in proc.stdout and "name: econas_c2r2s0" in proc.stdout
 
 
+def wandb_run_records(run_file: Path) -> list:
+    """The run records (name, group, tags, id) of an offline W&B run file: a LevelDB-style log of protobufs."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, pos, chunk, runs = run_file.read_bytes(), 32768, 7, b"", []  # 7: the ":W&B" file header
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if block - pos % block < 7 or (kind == 0 and length == 0):  # a block's zero padding
+            pos += block - pos % block
+            continue
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one split across blocks
+            record = wandb_internal_pb2.Record.FromString(chunk)
+            chunk = b""
+            if record.WhichOneof("record_type") == "run":
+                runs.append(record.run)
+    return runs
+
+
 def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     run = tmp_path / "run"
     env_home = tmp_path / "home"
     env_home.mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-m", "darts_lite", "+experiment=quickstart", "logger=wandb", "data=synthetic",
-         "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3", f"hydra.run.dir={run}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(env_home)},
-    )
+    args = [sys.executable, "-m", "darts_lite", "+experiment=quickstart", "logger=wandb", "data=synthetic",
+            "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3", "logger.wandb.name=my-name",
+            "logger.wandb.group=my-group", "logger.wandb.tags=[my-tag]", f"hydra.run.dir={run}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(env_home)}
+    proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and (run / "metrics.csv").is_file()
-    assert "wandb sync" in proc.stdout + proc.stderr  # says how to upload later
+    # says how to upload later (darts_lite's own hint, not wandb's banner, which names one run only)
+    assert f"W&B offline: sync later with `wandb sync {run}/wandb/offline-run-*`" in proc.stdout + proc.stderr
+    (run_record,) = wandb_run_records(next(offline[0].glob("run-*.wandb")))
+    assert (run_record.display_name, run_record.run_group) == ("my-name", "my-group")
+    assert list(run_record.tags) == ["my-tag", "search", "darts"]
+    run_id = (run / "wandb_run_id.txt").read_text().strip()
+    assert run_record.run_id == run_id and offline[0].name.endswith(run_id)
     media = offline[0] / "files" / "media" / "html"
     for key in ("alphas/normal", "alphas/reduce", "cells/normal", "cells/reduction"):
         pages = list(media.glob(f"{key}_*.html"))
@@ -151,6 +181,15 @@ def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     assert "<svg" in next(media.glob("alphas/normal_*.html")).read_text()
     record = next(offline[0].glob("run-*.wandb")).read_bytes()
     assert b"genotype-" in record and b"genotype.json" in record  # the final genotype artifact
+
+    # resume=true continues the same W&B run: a second offline record under the same id
+    resumed = subprocess.run([*args, "resume=true"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                             stdin=subprocess.DEVNULL, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (later,) = set((run / "wandb").glob("offline-run-*")) - set(offline)
+    (resumed_record,) = wandb_run_records(next(later.glob("run-*.wandb")))
+    assert resumed_record.run_id == run_id and resumed_record.display_name == "my-name"
+    assert (run / "wandb_run_id.txt").read_text().strip() == run_id
 
 
 def test_train_quick_retrains_a_published_cell_on_digits(tmp_path):
@@ -228,6 +267,63 @@ def test_multirun_over_genotypes_ends_with_a_table(tmp_path):
         assert line in md, md
 
 
+TINY_SEARCH = ["+experiment=quickstart", "data=synthetic", "space.C=4", "space.layers=3", "trainer.enable_progress_bar=false"]
+
+
+def test_multirun_with_failing_jobs_runs_the_rest_and_lists_the_errors(tmp_path):
+    """Job 0 has a bad value (ConfigError), job 1 diverges (FloatingPointError), job 2 is fine: the sweep runs all
+    three, each job has its own W&B run, the table lists the errors, and the exit status says something failed."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", *TINY_SEARCH, "logger=wandb", "search.epochs=1", "search.warmup_epochs=0", "search.lr=-1,1e30,0.05",
+                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "job 0 (" in proc.stderr and "search.lr=-1: must be > 0" in proc.stderr  # said when it happened
+    assert "2 of 3 jobs failed or did not finish" in proc.stderr
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert [r["status"] for r in rows] == ["failed", "failed", "done"]
+    assert rows[0]["error"].startswith("ConfigError: invalid config:") and "search.lr=-1: must be > 0" in rows[0]["error"]
+    assert rows[1]["error"].startswith("FloatingPointError: the ") and " became " in rows[1]["error"]
+    assert rows[2]["genotype"].startswith("Genotype(normal=") and rows[2]["error"] == ""
+    md = (sweep / "summary.md").read_text()
+    assert "| failed: ConfigError: invalid config: search.lr=-1: must be > 0 " in md
+    assert "| failed: FloatingPointError: the " in md and "| done |" in md
+    failed = json.loads((sweep / "1" / "summary.json").read_text())
+    assert failed["status"] == "failed" and failed["task"] == "search"
+    # jobs 1 and 2 started W&B runs: separate ones (an unfinished run would have been reused by the next job)
+    ids = [(sweep / job / "wandb_run_id.txt").read_text().strip() for job in ("1", "2")]
+    assert ids[0] != ids[1]
+    for job, run_id in zip(("1", "2"), ids):
+        assert [p.name.endswith(run_id) for p in (sweep / job / "wandb").glob("offline-run-*")] == [True]
+
+
+def test_non_finite_loss_says_where_to_resume_without_a_traceback(tmp_path):
+    # architecture steps start after one warm-up epoch (checkpointed); an absurd Adam rate then breaks the loss
+    run = tmp_path / "run"
+    proc = run_cli(*TINY_SEARCH, "search.epochs=2", "search.warmup_epochs=1", "search.arch_lr=1e30",
+                   f"hydra.run.dir={run}", cwd=tmp_path)
+    assert proc.returncode == 1
+    # search.py words it (the loss or the gradient norm "became nan/inf at epoch E, step S"); the CLI adds the rest
+    assert "Traceback" not in proc.stderr and "darts_lite: the " in proc.stderr, proc.stderr[-3000:]
+    assert re.search(r"became \S+ at epoch 1, step", proc.stderr)
+    assert f"Last checkpoint (end of the last finished epoch): {run}/checkpoints/last.ckpt" in proc.stderr
+    (command,) = [line.split("Continue from it with: ", 1)[1] for line in proc.stderr.splitlines()
+                  if "Continue from it with: " in line]
+    args = shlex.split(command)
+    assert args[:3] == ["python", "-m", "darts_lite"] and args[-2:] == ["resume=true", f"hydra.run.dir={run}"]
+    # the printed command really continues from that checkpoint: epoch 1 again, where it diverges again
+    again = run_cli(*args[3:], cwd=tmp_path)
+    assert again.returncode == 1 and re.search(r"became \S+ at epoch 1, step", again.stderr), again.stderr[-3000:]
+
+    # diverging in the first epoch: nothing to resume from, and it says so
+    fresh = tmp_path / "fresh"
+    proc = run_cli(*TINY_SEARCH, "search.epochs=2", "search.warmup_epochs=0", "search.lr=1e30", f"hydra.run.dir={fresh}",
+                   cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert re.search(r"became \S+ at epoch 0, step", proc.stderr) and "No checkpoint was written yet" in proc.stderr
+    assert not (fresh / "checkpoints" / "last.ckpt").exists()
+
+
 def test_launcher_configs_compose():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         local = compose(config_name="config", overrides=["hydra/launcher=local"], return_hydra_config=True)
@@ -258,3 +354,86 @@ def test_edge_agreement_ignores_the_order_of_a_nodes_two_edges():
     shares = edge_agreement([g, swapped, other])
     assert shares["reduce"] == [1.0] * 8
     assert shares["normal"][:6] == [1.0] * 6 and min(shares["normal"][6:]) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        # valid ratio, but 5 samples per part against batch 64: refused with the counts before training
+        (["data.sample_ratio=0.01"], "data.sample_ratio=0.01 and data.split=0.5 leave 5 digits training samples for the "
+                                     "weights and 5 for the architecture; a step takes a batch of data.batch_size=64"),
+        (["data.split=0.02"], "leave 29 digits training samples for the weights and 1409 for the architecture"),
+        (["trainer=ddp", "trainer.accelerator=cpu", "data.batch_size=400"], "on each of 2 devices, 800 in all"),
+        (["data=synthetic", "data.synthetic_samples=20"], "leave 10 synthetic training samples for the weights"),
+        (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be null (= data.batch_size) or an integer >= 1"),
+        (["data.eval_batch_size=-5"], "data.eval_batch_size=-5: must be null"),
+        (["data.flip=yes"], "data.flip='yes': must be true or false"),
+        (["data=synthetic", "data.synthetic_classes=0"], "data.synthetic_classes=0: must be an integer >= 2"),
+        (["data=synthetic", "data.synthetic_size=2"], "data.synthetic_size=2: must be an integer >= 4"),
+        (["space.stem_multiplier=0"], "space.stem_multiplier=0: must be an integer >= 1"),
+        (["space.affine=2"], "space.affine=2: must be true or false"),
+        (["search.channels_last=1"], "search.channels_last=1: must be true or false"),
+        (["proxy=econas", "proxy.channels_divisor=0"], "proxy.channels_divisor=0: must be an integer >= 1"),
+        (["proxy=econas", "proxy.resolution_divisor=4"], "proxy.resolution_divisor=4: takes the 8 px digits images to 2 px"),
+    ],
+)
+def test_more_bad_values_are_rejected_before_training(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        validate_search(compose_cfg("+experiment=quickstart", *overrides))
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["data.sample_ratio=0.02"], "data.sample_ratio=0.02 leaves 30 digits training samples, fewer than one batch of "
+                                     "data.batch_size=64"),
+        (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be null"),
+        (["train.auxiliary=1"], "train.auxiliary=1: must be true or false"),
+    ],
+)
+def test_more_bad_retraining_values_are_rejected_before_training(overrides, message):
+    from darts_lite.config import validate_train
+
+    with pytest.raises(ConfigError) as info:
+        validate_train(compose_cfg("+experiment=train_quick", *overrides))
+    assert message in str(info.value)
+
+
+def test_too_small_sample_ratio_exits_with_one_message(tmp_path):
+    run = tmp_path / "run"
+    proc = run_cli("+experiment=quickstart", "data.sample_ratio=0.01", f"hydra.run.dir={run}", cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert "data.sample_ratio=0.01" in proc.stderr and "5 digits training samples" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (run / "checkpoints").exists()
+
+
+def test_econas_proxy_divides_the_space_channels_and_the_native_resolution():
+    from darts_lite.tasks import build_datamodule, build_search_module
+
+    cfg = compose_cfg("data=digits", "proxy=econas")
+    validate_search(cfg)
+    assert cfg.space.C == 16 // 2 and cfg.data.resolution == 8 // 2  # digits are 8 px: reduced, never upsampled
+    assert cfg.space.layers == 8 and cfg.data.sample_ratio == 1.0  # depth and data kept
+    assert cfg.data.batch_size == 256 and cfg.data.crop_padding == 0  # an eighth of 4 px: no crop
+    dm = build_datamodule(cfg)
+    dm.setup()
+    (x, _), _ = next(iter(dm.train_dataloader()))
+    assert x.shape == (256, 1, 4, 4)
+    net = build_search_module(cfg, dm).net
+    assert net.C == 8 and net(x[:4]).shape == (4, 10)  # the supernet runs on 4 px images
+    # the divisors are what sets the sizes
+    other = compose_cfg("data=digits", "proxy=econas", "proxy.channels_divisor=4", "proxy.resolution_divisor=1")
+    assert (other.space.C, other.data.resolution, other.data.crop_padding) == (4, 8, 1)
+    # with an experiment: its own space.C wins (set after the proxy), the resolution is still halved
+    quick = compose_cfg("+experiment=quickstart", "proxy=econas")
+    validate_search(quick)
+    assert quick.data.resolution == 4 and quick.space.C == 8
+
+
+def test_gdas_composes_to_the_same_proxy_sizes():
+    for experiment in ("gdas", "gdas_frc"):
+        cfg = compose_cfg(f"+experiment={experiment}")
+        validate_search(cfg)
+        assert (cfg.space.C, cfg.space.layers, cfg.data.resolution, cfg.data.crop_padding) == (8, 8, 16, 2)
+        assert (cfg.data.batch_size, cfg.data.sample_ratio, cfg.search.lr) == (256, 1.0, 0.1)

@@ -10,7 +10,16 @@ import pytest
 import torch
 
 from darts_lite import data as data_mod
-from darts_lite.data import DatasetUnavailable, SearchDataModule, augment, load_dataset
+from darts_lite.config import ConfigError
+from darts_lite.data import (
+    DatasetUnavailable,
+    SearchDataModule,
+    TrainDataModule,
+    augment,
+    load_dataset,
+    part_sizes,
+    train_class_counts,
+)
 
 
 def _dm(**kw):
@@ -98,6 +107,8 @@ def test_augmentation_crops_and_flips_per_image():
         ({"sample_ratio": 0}, "sample_ratio must be in (0, 1]"),
         ({"sample_ratio": 1.5}, "sample_ratio must be in (0, 1]"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be >= 1 or None"),
+        ({"eval_batch_size": -5}, "eval_batch_size must be >= 1 or None"),
         ({"name": "mnist"}, "unknown dataset 'mnist'"),
     ],
 )
@@ -107,9 +118,46 @@ def test_bad_arguments(kw, message):
     assert message in str(info.value)
 
 
-def test_batch_larger_than_a_part_is_a_clear_error():
-    with pytest.raises(ValueError, match="smaller than one batch"):
-        _dm(batch_size=4096)
+def test_eval_batch_size_none_means_batch_size():
+    assert SearchDataModule(batch_size=32, eval_batch_size=None).eval_batch_size == 32
+    assert SearchDataModule(batch_size=32, eval_batch_size=7).eval_batch_size == 7
+
+
+def test_batch_larger_than_a_part_is_a_config_error_with_the_counts():
+    with pytest.raises(ConfigError) as info:
+        _dm(batch_size=1024)
+    msg = str(info.value)
+    assert "leave 719 digits training samples for the weights and 719 for the architecture" in msg
+    assert "data.batch_size=1024" in msg and "data.sample_ratio" in msg
+    with pytest.raises(ConfigError, match="leaves 10 digits training samples"):
+        TrainDataModule(name="digits", batch_size=32, sample_ratio=0.01).setup()
+
+
+def test_weight_part_must_fill_a_batch_on_every_device():
+    dm = _dm(batch_size=400)  # 719 weight samples: one batch, but not one on each of 2 devices
+    dm.trainer = SimpleNamespace(world_size=2, global_rank=0, current_epoch=0,
+                                 strategy=SimpleNamespace(root_device=torch.device("cpu")))
+    with pytest.raises(ConfigError, match="on each of 2 devices, 800 in all"):
+        dm.train_dataloader()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"name": "digits", "split": 0.5, "sample_ratio": 1.0},
+        {"name": "digits", "split": 0.8, "sample_ratio": 0.5},
+        {"name": "digits", "split": 0.3, "sample_ratio": 0.013},
+        {"name": "synthetic", "split": 0.5, "sample_ratio": 0.37, "synthetic_samples": 103, "synthetic_classes": 4},
+    ],
+)
+def test_part_sizes_known_before_loading_match_the_loaded_ones(kw):
+    """config.validate_* refuses too small parts from these predictions; they must be the real sizes."""
+    counts = train_class_counts(kw["name"], kw.get("synthetic_samples", 512), kw.get("synthetic_classes", 4))
+    dm = _dm(batch_size=1, **kw)
+    assert part_sizes(counts, kw["split"], kw["sample_ratio"]) == (len(dm.weight_idx), len(dm.arch_idx))
+    retrain = TrainDataModule(**{"batch_size": 1, **kw})
+    retrain.setup()
+    assert part_sizes(counts, None, kw["sample_ratio"]) == (len(retrain.weight_idx), None)
 
 
 def test_ranks_get_disjoint_batches_with_equal_step_counts():
@@ -203,3 +251,60 @@ def test_crop_padding_is_black_not_the_mean_colour():
         values = torch.unique(x[:, c])
         assert len(values) == 2  # the image's value and the padding's: some crops show padding
         assert torch.isclose(values, black[c]).any()
+
+
+def _hostile_archive(path, kind):
+    """A gzipped tar whose first member is harmless and whose second would write outside the data folder."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        ok = tarfile.TarInfo("cifar-10-batches-bin/readme.txt")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"ok"))
+        bad = tarfile.TarInfo({"dotdot": "cifar-10-batches-bin/../../escaped.txt", "absolute": str(path.parent / "abs.txt"),
+                               "symlink": "cifar-10-batches-bin/link", "hardlink": "cifar-10-batches-bin/hard"}[kind])
+        if kind == "symlink":
+            bad.type, bad.linkname = tarfile.SYMTYPE, "../../outside"
+        elif kind == "hardlink":
+            bad.type, bad.linkname = tarfile.LNKTYPE, "/etc/passwd"
+        else:
+            bad.size = 4
+        tar.addfile(bad, io.BytesIO(b"evil") if bad.isfile() else None)
+    path.write_bytes(buf.getvalue())
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink"])
+def test_extract_without_the_tar_data_filter_refuses_hostile_members(tmp_path, monkeypatch, kind):
+    """Pythons before 3.10.12 / 3.11.4 have no tarfile data filter: the fallback checks every member first."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    archive, root = tmp_path / "served" / "evil.tar.gz", tmp_path / "sandbox" / "data"
+    archive.parent.mkdir()
+    root.mkdir(parents=True)
+    _hostile_archive(archive, kind)
+    with pytest.raises(DatasetUnavailable, match="unsafe member") as info:
+        data_mod._extract(archive, root)
+    assert "delete it and download it again" in str(info.value)
+    # nothing was written, not even the harmless member before the hostile one
+    assert list(root.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["sandbox", "served"]
+    assert list((tmp_path / "sandbox").iterdir()) == [root]
+
+
+def test_cifar_extracts_through_the_fallback_too(tmp_path, monkeypatch):
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    archive = tmp_path / "data" / "cifar-10-binary.tar.gz"
+    archive.parent.mkdir()
+    labels, _ = _fake_cifar10(archive)
+    a = data_mod.ARCHIVES["cifar10"]
+    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", a.__class__(
+        **{**a.__dict__, "md5": hashlib.md5(archive.read_bytes()).hexdigest()}))
+    d = load_dataset("cifar10", archive.parent, download=False)
+    assert d["train"][1].tolist() == np.concatenate(labels[:5]).tolist()
+
+
+@pytest.mark.skipif(not hasattr(tarfile, "data_filter"), reason="this Python's tarfile has no data filter")
+def test_extract_with_the_tar_data_filter_refuses_an_escaping_member(tmp_path):
+    archive, root = tmp_path / "evil.tar.gz", tmp_path / "sandbox" / "data"
+    root.mkdir(parents=True)
+    _hostile_archive(archive, "dotdot")
+    with pytest.raises(DatasetUnavailable, match="unsafe member"):
+        data_mod._extract(archive, root)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "sandbox" / "escaped.txt").exists()

@@ -34,6 +34,43 @@ def test_ddp_search_on_two_processes(tmp_path, search):
     assert len(list(run.glob("genotype*.json"))) == 1 and (run / "checkpoints" / "last.ckpt").is_file()
 
 
+RUN_FILES_SCRIPT = """
+import sys
+from pathlib import Path
+from hydra import compose, initialize_config_dir
+from darts_lite import tasks
+from darts_lite.__main__ import config_dir
+
+run = Path(sys.argv[1])
+with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    cfg = compose(config_name="config", overrides=["+experiment=quickstart", f"run_dir={run}"])
+tasks._start(cfg)                             # config.yaml
+tasks._csv_logger(run, str(run / "epoch0.ckpt"))  # the metrics.csv rewrite of a resume
+tasks._wandb_run_id(run, resuming=False)      # wandb_run_id.txt
+print("rank zero:", tasks.is_rank_zero())
+"""
+
+
+@pytest.mark.parametrize("rank_env,writes", [({}, True), ({"LOCAL_RANK": "1"}, False), ({"RANK": "1"}, False),
+                                             ({"LOCAL_RANK": "0", "NODE_RANK": "1"}, False)])
+def test_only_rank_zero_writes_run_files_before_the_trainer_exists(tmp_path, rank_env, writes):
+    """DDP re-runs the command once per extra rank into the same folder, before any Trainer tells the ranks
+    apart: the launcher's environment must keep those processes away from the run files."""
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"epoch": 0}, run / "epoch0.ckpt")
+    rows = "epoch,search/train_loss\n0,1.5\n1,1.2\n"  # a resume from epoch 0 keeps only the first row
+    (run / "metrics.csv").write_text(rows)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")}
+    proc = subprocess.run([sys.executable, "-c", RUN_FILES_SCRIPT, str(run)], cwd=tmp_path, env=env | rank_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"rank zero: {writes}" in proc.stdout
+    assert (run / "config.yaml").is_file() == writes and (run / "wandb_run_id.txt").is_file() == writes
+    metrics = (run / "metrics.csv").read_text()
+    assert (metrics.splitlines() == ["epoch,search/train_loss", "0,1.5"]) if writes else metrics == rows
+
+
 def test_alpha_drift_across_ranks_is_caught():
     module = SearchModule(network=dict(C=4, layers=3))
     module.all_gather = lambda t: torch.stack([t, t])

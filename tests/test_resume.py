@@ -44,10 +44,18 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
     epochs_before_kill = len(history.read_text().splitlines())
     assert epochs_before_kill < 6
     assert not (killed / "genotype.json").exists()
+    # the wall time so far travels in the checkpoint; make it unmistakable so the summary must have added it
+    ckpt_path = killed / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt_path, weights_only=True)
+    assert state["callbacks"]["WallClock"]["elapsed_s"] > 0
+    state["callbacks"]["WallClock"]["elapsed_s"] = 1e6
+    torch.save(state, ckpt_path)
 
     resumed = subprocess.run(_cmd(killed, "resume=true"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # summary.json's wall time covers the whole run, not just the part after the resume
+    assert 1e6 < json.loads((killed / "summary.json").read_text())["wall_time_s"] < 1e6 + 600
 
     ckpt = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     assert {"rng_states", "tau", "optimizer_states", "lr_schedulers"} <= set(ckpt)

@@ -44,6 +44,23 @@ def test_factorized_reduce_halves():
     assert fr(torch.randn(2, 6, 8, 8)).shape == (2, 8, 4, 4)
 
 
+@pytest.mark.parametrize("size", [6, 7])
+def test_factorized_reduce_second_conv_sees_the_shifted_input(size):
+    """conv_1 reads the even pixels x[::2, ::2], conv_2 the odd ones x[1::2, 1::2] (x[:, :, 1:, 1:] at stride 2)."""
+    fr = FactorizedReduce(1, 2, affine=False).eval()  # eval: BN with its initial running stats is x / sqrt(1 + eps)
+    with torch.no_grad():
+        fr.conv_1.weight.fill_(1.0)
+        fr.conv_2.weight.fill_(1.0)
+    x = torch.arange(1.0, size * size + 1).view(1, 1, size, size)  # positive: the ReLU passes it unchanged
+    y = fr(x) * (1 + fr.bn.eps) ** 0.5
+    half = (size + 1) // 2
+    assert y.shape == (1, 2, half, half)
+    torch.testing.assert_close(y[0, 0], x[0, 0, ::2, ::2])
+    odd = x[0, 0, 1::2, 1::2]  # an odd size leaves one fewer odd pixel per side: zero-padded at the far edge
+    torch.testing.assert_close(y[0, 1, : odd.shape[0], : odd.shape[1]], odd)
+    assert torch.count_nonzero(y[0, 1, odd.shape[0]:]) == 0 and torch.count_nonzero(y[0, 1, :, odd.shape[1]:]) == 0
+
+
 def test_search_network_shapes_and_parameters():
     net = SearchNetwork(C=4, num_classes=5, layers=5, in_channels=1)
     assert net(torch.randn(3, 1, 8, 8)).shape == (3, 5)
