@@ -98,6 +98,7 @@ class _Checker:
         check("data.sample_ratio", lambda v: _is_num(v) and 0 < v <= 1, "must be in (0, 1]")
         check("data.resolution", lambda v: v is None or (_is_int(v) and v >= 4), "must be null or an integer >= 4")
         check("data.crop_padding", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
+        check("data.val_on", lambda v: v in ("arch", "test"), "must be arch or test")
         for key in ("data.flip", "data.download"):
             check(key, _is_bool, "must be true or false")
         if _get(self.cfg, "data.name") == "synthetic":

@@ -384,23 +384,26 @@ class _PlainBatches:
 
 
 class _EvalBatches:
-    def __init__(self, dm: SearchDataModule):
-        self.dm = dm
+    """Unaugmented batches in order: the test split, or (search, val_on="arch") the architecture part."""
+
+    def __init__(self, dm: SearchDataModule, x: torch.Tensor, y: torch.Tensor):
+        self.dm, self.x, self.y = dm, x, y
 
     def __len__(self) -> int:
-        return math.ceil(len(self.dm.test_y) / self.dm.eval_batch_size)
+        return math.ceil(len(self.y) / self.dm.eval_batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        dm = self.dm
-        for start in range(0, len(dm.test_y), dm.eval_batch_size):
-            sl = slice(start, start + dm.eval_batch_size)
-            yield dm.normalise(dm.test_x[sl]), dm.test_y[sl]
+        for start in range(0, len(self.y), self.dm.eval_batch_size):
+            sl = slice(start, start + self.dm.eval_batch_size)
+            yield self.dm.normalise(self.x[sl]), self.y[sl]
 
 
 class SearchDataModule(pl.LightningDataModule):
-    """Training data split into a weight part and an architecture part; the test split validates.
+    """Training data split into a weight part and an architecture part.
 
     Each training step yields ((x_w, y_w), (x_a, y_a)): x [batch_size, C, H, W] float, normalised.
+    val_on: what the per-epoch validation reads: "arch", the architecture part (as the DARTS
+    reference code's search does: the test split stays unseen), or "test", the test split.
     """
 
     has_arch_part = True
@@ -422,8 +425,12 @@ class SearchDataModule(pl.LightningDataModule):
         synthetic_classes: int = 4,
         synthetic_size: int = 8,
         synthetic_channels: int = 3,
+        val_on: str = "arch",
     ):
         super().__init__()
+        if val_on not in ("arch", "test"):
+            raise ValueError(f"val_on must be 'arch' or 'test', got {val_on!r}")
+        self.val_on = val_on
         if name not in DATASETS:
             raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
         if not 0 < split < 1:
@@ -553,7 +560,10 @@ class SearchDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> _EvalBatches:
         self.setup()
         self._to_training_device()
-        return _EvalBatches(self)
+        if self.has_arch_part and self.val_on == "arch":
+            idx = self.arch_idx.to(self.device)
+            return _EvalBatches(self, self.train_x[idx], self.train_y[idx])
+        return _EvalBatches(self, self.test_x, self.test_y)
 
 
 class TrainDataModule(SearchDataModule):

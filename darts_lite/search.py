@@ -267,25 +267,26 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         # no gradient (an op GDAS did not sample) is left alone, as SGD skips it.
         # The forward difference also needs grad_alpha L_train(w), which this same pass gives
         # almost for free; the central difference does not, so the alphas stay out of its backward
-        train_loss = F.cross_entropy(self.net(x_w), y_w)
         if forward:
-            raw = torch.autograd.grad(train_loss, [*weights, *alphas], allow_unused=True)
+            raw = torch.autograd.grad(F.cross_entropy(self.net(x_w), y_w), [*weights, *alphas], allow_unused=True)
             g_at_w = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, raw[len(weights):])]
             raw = raw[: len(weights)]
         else:
             with frozen(alphas):
-                raw = torch.autograd.grad(train_loss, weights, allow_unused=True)
+                raw = torch.autograd.grad(F.cross_entropy(self.net(x_w), y_w), weights, allow_unused=True)
         used = [k for k, g in enumerate(raw) if g is not None]
         d = [raw[k] for k in used]
         torch._foreach_add_(d, [w[k] for k in used], alpha=wd)
-        for k, dk in zip(used, d):
-            buf = opt_w.state.get(weights[k], {}).get("momentum_buffer")
-            if momentum and buf is not None:
-                dk.add_(buf, alpha=momentum)
-        unrolled = [t.clone() for t in w]  # unused weights stay as they are, as leaves of their own
-        for k, step_k in zip(used, torch._foreach_add([w[k] for k in used], d, alpha=-xi)):
-            unrolled[k] = step_k
-        unrolled = [t.requires_grad_() for t in unrolled]
+        if momentum:
+            bufs = [opt_w.state.get(weights[k], {}).get("momentum_buffer") for k in used]
+            have = [i for i, b in enumerate(bufs) if b is not None]
+            if have:
+                torch._foreach_add_([d[i] for i in have], [bufs[i] for i in have], alpha=momentum)
+        unrolled = list(w)
+        for k, stepped in zip(used, torch._foreach_add([w[k] for k in used], d, alpha=-xi)):
+            unrolled[k] = stepped
+        # an unused weight stays as it is, as a leaf of its own (not a view of the parameter)
+        unrolled = [(t.clone() if t is w[k] else t).requires_grad_() for k, t in enumerate(unrolled)]
 
         # 2. validation loss at the unrolled weights: gradient for alphas and v for the weights
         logits = call(unrolled, x_a)

@@ -46,7 +46,7 @@ log = logging.getLogger("darts_lite")
 
 _DATA_KEYS = (
     "name", "root", "batch_size", "eval_batch_size", "split", "sample_ratio", "resolution", "crop_padding",
-    "flip", "download", "synthetic_samples", "synthetic_classes", "synthetic_size", "synthetic_channels",
+    "flip", "download", "synthetic_samples", "synthetic_classes", "synthetic_size", "synthetic_channels", "val_on",
 )
 _SEARCH_KEYS = (
     "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr",

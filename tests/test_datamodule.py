@@ -308,3 +308,15 @@ def test_extract_with_the_tar_data_filter_refuses_an_escaping_member(tmp_path):
     with pytest.raises(DatasetUnavailable, match="unsafe member"):
         data_mod._extract(archive, root)
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "sandbox" / "escaped.txt").exists()
+
+
+def test_search_validates_on_the_architecture_part_unless_told_otherwise():
+    kw = dict(batch_size=16, eval_batch_size=50, synthetic_samples=128, crop_padding=0, flip=False)
+    dm = SearchDataModule("synthetic", **kw)
+    xs, ys = zip(*dm.val_dataloader())
+    assert torch.equal(torch.cat(ys), dm.train_y[dm.arch_idx])
+    torch.testing.assert_close(torch.cat(xs), dm.normalise(dm.train_x[dm.arch_idx]))  # unaugmented
+    test = SearchDataModule("synthetic", val_on="test", **kw)
+    assert torch.equal(torch.cat([y for _, y in test.val_dataloader()]), test.test_y)
+    with pytest.raises(ValueError, match="val_on"):
+        SearchDataModule("synthetic", val_on="train")
