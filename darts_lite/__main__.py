@@ -62,14 +62,16 @@ def main(cfg: DictConfig) -> object:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise  # a bug, not a user's mistake: Hydra prints the traceback
         error, message, code = e, traceback.format_exc(), 1
+    from .tasks import is_rank_zero
+
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        print(f"darts_lite: {message}", file=sys.stderr)
+        if is_rank_zero():  # under DDP every rank stops with the same error: say it once
+            print(f"darts_lite: {message}", file=sys.stderr)
         sys.exit(code)
     # In a multirun, exiting (or raising) here would end the whole sweep: Hydra's sweeper re-raises a
     # job's exception, so the later jobs never start and the summary is never written. Record the
     # failure in the job folder instead; SweepSummary lists it and sets the exit status at the end.
     from .sweep import write_job_failure
-    from .tasks import is_rank_zero
 
     job = HydraConfig.get().job
     print(f"darts_lite: job {job.num} ({' '.join(HydraConfig.get().overrides.task)}) failed, the sweep goes on: {message}",
