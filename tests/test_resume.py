@@ -80,3 +80,23 @@ def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
     proc = subprocess.run(_cmd(tmp_path / "new", "resume=true"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2 and "no checkpoint at" in proc.stderr and "hydra.run.dir=" in proc.stderr
+
+
+def test_interrupted_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    import pytest
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    from darts_lite.tasks import AtomicCheckpointIO
+
+    io, target = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": torch.tensor(1)}, target)
+
+    def dies_mid_write(self, checkpoint, path, storage_options=None):
+        open(path, "wb").write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", dies_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"epoch": torch.tensor(2)}, target)
+    assert torch.load(target, weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no half-written file left behind
