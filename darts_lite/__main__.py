@@ -33,7 +33,11 @@ def resume_hint(cfg: DictConfig) -> str:
     overrides = [o for o in HydraConfig.get().overrides.task
                  if re.sub(r"^[+~]+", "", o).split("=", 1)[0] not in ("resume", "ckpt_path")]
     command = shlex.join(["python", "-m", "darts_lite", *overrides, "resume=true", f"hydra.run.dir={run_dir}"])
-    return f"Last checkpoint (end of the last finished epoch): {last}\nContinue from it with: {command}"
+    hint = f"Last checkpoint (end of the last finished epoch): {last}\nContinue from it with: {command}"
+    if cfg.get("task") == "search":
+        hint += ("\nResumed as it is, it will likely diverge again at the same step; add a lower search.lr or "
+                 "search.arch_lr to that command and the resumed run uses it from there on.")
+    return hint
 
 
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")

@@ -17,6 +17,7 @@ the network is never copied, and BatchNorm running statistics are left as they w
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -365,6 +367,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # applied when training starts, so nothing drawn while the trainer sets up shifts the streams
         self._pending_rng = checkpoint.get("rng_states")
+        self._checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
         if checkpoint.get("tau") is not None and self.net.tau is not None:
             self.net.tau = checkpoint["tau"]
 
@@ -372,6 +375,30 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         if getattr(self, "_pending_rng", None) is not None:
             set_rng_states(self._pending_rng)
             self._pending_rng = None
+        if getattr(self, "_checkpoint_hparams", None):
+            self._apply_changed_learning_rates(self._checkpoint_hparams)
+            self._checkpoint_hparams = None
+
+    def _apply_changed_learning_rates(self, saved: dict[str, Any]) -> None:
+        """Resumed with other learning rates than the checkpoint's (say, lower after a divergence): the
+        restored optimisers would keep the old ones, so set the new ones, the cosine schedule re-based
+        on them at the epoch reached. Unchanged rates leave the restored state exactly as it was."""
+        hp = self.hparams
+        opt_w, opt_a = (o.optimizer for o in self.optimizers())
+        changed = []
+        if (saved.get("lr"), saved.get("lr_min")) != (hp.lr, hp.lr_min):
+            sched = self.lr_schedulers()
+            sched.base_lrs, sched.eta_min = [hp.lr] * len(opt_w.param_groups), hp.lr_min
+            now = hp.lr_min + (hp.lr - hp.lr_min) * (1 + math.cos(math.pi * sched.last_epoch / sched.T_max)) / 2
+            for group in opt_w.param_groups:
+                group["initial_lr"], group["lr"] = hp.lr, now
+            changed.append(f"weight lr {saved.get('lr')} -> {hp.lr} (cosine to {hp.lr_min}; {now:.4g} at this epoch)")
+        if saved.get("arch_lr") != hp.arch_lr:
+            for group in opt_a.param_groups:
+                group["lr"] = hp.arch_lr
+            changed.append(f"architecture lr {saved.get('arch_lr')} -> {hp.arch_lr}")
+        if changed:
+            rank_zero_info("resumed with new learning rates: " + "; ".join(changed))
 
     # ---- validation --------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:

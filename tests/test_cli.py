@@ -314,6 +314,12 @@ def test_non_finite_loss_says_where_to_resume_without_a_traceback(tmp_path):
     # the printed command really continues from that checkpoint: epoch 1 again, where it diverges again
     again = run_cli(*args[3:], cwd=tmp_path)
     assert again.returncode == 1 and re.search(r"became \S+ at epoch 1, step", again.stderr), again.stderr[-3000:]
+    # and with a sane architecture rate added, as the message suggests, the resumed run finishes
+    saner = run_cli(*args[3:], "search.arch_lr=3e-4", cwd=tmp_path)
+    assert saner.returncode == 0, saner.stderr[-3000:]
+    assert "architecture lr 1e+30 -> 0.0003" in saner.stdout + saner.stderr
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [r["epoch"] for r in rows if r.get("search/arch_loss")] == ["1"]  # epoch 0: warm-up; 1: resumed, alphas train
 
     # diverging in the first epoch: nothing to resume from, and it says so
     fresh = tmp_path / "fresh"

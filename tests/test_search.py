@@ -155,6 +155,25 @@ def test_second_order_runs_in_fp32_under_autocast():
         torch.testing.assert_close(under_bf16, fp32)
 
 
+def test_resuming_with_a_new_learning_rate_rebases_the_cosine_schedule(tmp_path):
+    import math
+
+    first = _module(epochs=4, lr=0.1, lr_min=0.001)
+    trainer = _fit(first, 2)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+
+    resumed, seen = _module(epochs=4, lr=0.01, lr_min=0.001, arch_lr=1e-4), _Snapshots()
+    pl.seed_everything(0, verbose=False)
+    dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=0, flip=False, seed=0,
+                          synthetic_samples=128, synthetic_classes=4, synthetic_size=8)
+    pl.Trainer(accelerator="cpu", max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               num_sanity_val_steps=0, callbacks=[seen], use_distributed_sampler=False, enable_model_summary=False,
+               ).fit(resumed, datamodule=dm, ckpt_path=tmp_path / "last.ckpt")
+    cosine = [0.001 + (0.01 - 0.001) * (1 + math.cos(math.pi * e / 4)) / 2 for e in (2, 3)]
+    assert seen.lr == pytest.approx(cosine)  # the new rate's schedule, from the epoch reached
+    assert resumed.optimizers()[1].optimizer.param_groups[0]["lr"] == 1e-4
+
+
 def test_channels_last_layout_computes_the_same_function():
     torch.manual_seed(0)
     a = _module(channels_last=False)
