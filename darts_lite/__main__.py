@@ -48,6 +48,8 @@ def main(cfg: DictConfig) -> object:
     from .config import ConfigError
     from .data import DatasetUnavailable
 
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+
     try:
         from . import tasks
 
@@ -63,12 +65,12 @@ def main(cfg: DictConfig) -> object:
         # the loss diverged: the traceback says nothing the message does not; where to continue from does
         error, message, code = e, f"{e}\n{resume_hint(cfg)}", 1
     except Exception as e:
-        if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if not multirun:
             raise  # a bug, not a user's mistake: Hydra prints the traceback
         error, message, code = e, traceback.format_exc(), 1
     from .tasks import is_rank_zero
 
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not multirun:
         if is_rank_zero():  # under DDP every rank stops with the same error: say it once
             print(f"darts_lite: {message}", file=sys.stderr)
         sys.exit(code)

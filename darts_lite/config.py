@@ -176,8 +176,8 @@ def validate_train(cfg: DictConfig) -> None:
         dataset = _get(cfg, "train.network_dataset")
         size = _image_size(cfg)
         need = AuxiliaryHead.min_input_size(dataset == "imagenet")
-        if _is_int(size) and EvalNetwork.aux_feature_size(size, dataset) < need:
-            got = EvalNetwork.aux_feature_size(size, dataset)
+        got = EvalNetwork.aux_feature_size(size, dataset) if _is_int(size) else None
+        if got is not None and got < need:
             check.problems.append(
                 f"train.auxiliary=true: the auxiliary head needs a feature map of at least {need}x{need} "
                 f"at cell 2*layers//3, and {size} px inputs give it {got}x{got}; set train.auxiliary=false "

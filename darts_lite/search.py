@@ -62,6 +62,16 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
 
 
+def _total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """L2 norm of all the tensors together, as one flat vector."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def _zeros_for_missing(inputs: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
+    # GDAS leaves unsampled ops out of the graph: their gradient is zero, not missing
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+
+
 class _RngSnapshot:
     """The RNG state at one moment, to replay the same random draws (drop path, Gumbel samples) later."""
 
@@ -208,7 +218,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         if self.hparams.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hparams.grad_clip, foreach=True)
         else:
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            norm = _total_norm(grads)
         # with an fp16 loss scaler an overflow is routine (the scaler skips that step); otherwise a
         # non-finite gradient would make the weights non-finite: stop before the step
         if getattr(self.trainer.precision_plugin, "scaler", None) is None and not torch.isfinite(norm):
@@ -257,9 +267,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             return functional_call(self.net, dict(zip(w_names, w_tensors)), (x,), strict=False)
 
         def grads_or_zeros(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-            # GDAS leaves unsampled ops out of the graph: their gradient is zero, not missing
-            gs = torch.autograd.grad(loss, inputs, allow_unused=True)
-            return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, gs)]
+            return _zeros_for_missing(inputs, torch.autograd.grad(loss, inputs, allow_unused=True))
 
         w = [p.detach() for p in weights]
         forward = self.hparams.hvp == "forward"
@@ -271,7 +279,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         # almost for free; the central difference does not, so the alphas stay out of its backward
         if forward:
             raw = torch.autograd.grad(F.cross_entropy(self.net(x_w), y_w), [*weights, *alphas], allow_unused=True)
-            g_at_w = [torch.zeros_like(a) if g is None else g for a, g in zip(alphas, raw[len(weights):])]
+            g_at_w = _zeros_for_missing(alphas, raw[len(weights):])
             raw = raw[: len(weights)]
         else:
             with frozen(alphas):
@@ -284,11 +292,9 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             have = [i for i, b in enumerate(bufs) if b is not None]
             if have:
                 torch._foreach_add_([d[i] for i in have], [bufs[i] for i in have], alpha=momentum)
-        unrolled = list(w)
-        for k, stepped in zip(used, torch._foreach_add([w[k] for k in used], d, alpha=-xi)):
-            unrolled[k] = stepped
-        # an unused weight stays as it is, as a leaf of its own (not a view of the parameter)
-        unrolled = [(t.clone() if t is w[k] else t).requires_grad_() for k, t in enumerate(unrolled)]
+        stepped = dict(zip(used, torch._foreach_add([w[k] for k in used], d, alpha=-xi)))
+        # a weight SGD would skip stays as it is, as a leaf of its own (not a view of the parameter)
+        unrolled = [(stepped[k] if k in stepped else w[k].clone()).requires_grad_() for k in range(len(w))]
 
         # 2. validation loss at the unrolled weights: gradient for alphas and v for the weights
         logits = call(unrolled, x_a)
@@ -296,7 +302,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self._check_finite(val_loss, "architecture")
         grads = grads_or_zeros(val_loss, [*alphas, *unrolled])
         g_alpha, v = grads[: len(alphas)], grads[len(alphas):]
-        v_norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(v))).item()
+        v_norm = _total_norm(v).item()
         eps = self.hparams.unrolled_eps / max(v_norm, 1e-12)
 
         # 3. finite-difference Hessian-vector product on the training batch, with step 1's draws:

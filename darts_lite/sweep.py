@@ -83,9 +83,10 @@ def _setting(overrides: str) -> str:
     return " ".join(o for o in overrides.split() if not o.startswith(("seed=", "genotype=")))
 
 
-def write_sweep_summary(sweep_dir: str | Path) -> dict[str, Path]:
+def write_sweep_summary(sweep_dir: str | Path, rows: list[dict[str, Any]] | None = None) -> dict[str, Path]:
+    """Writes summary.csv and summary.md from the jobs' folders (or from ``rows`` already read from them)."""
     sweep_dir = Path(sweep_dir)
-    rows = _job_rows(sweep_dir)
+    rows = _job_rows(sweep_dir) if rows is None else rows
     columns = ["job", "overrides", "status", "task", "genotype_spec", "val_acc", "wall_time_s", "params", "genotype",
                "error"]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
@@ -136,11 +137,11 @@ class SweepSummary(Callback):
     """
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        files = write_sweep_summary(config.hydra.sweep.dir)
+        rows = _job_rows(Path(config.hydra.sweep.dir))
+        files = write_sweep_summary(config.hydra.sweep.dir, rows)
         print(files["md"].read_text())
         print(f"Sweep summary: {files['md']} and {files['csv']}")
         sys.stdout.flush()
-        rows = _job_rows(Path(config.hydra.sweep.dir))
         not_done = [r for r in rows if r["status"] != "done"]
         if not_done:
             print(f"darts_lite: {len(not_done)} of {len(rows)} jobs failed or did not finish (see {files['md']}): "
