@@ -45,7 +45,7 @@ def main(cfg: DictConfig) -> object:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .config import ConfigError
+    from .errors import ConfigError
     from .data import DatasetUnavailable
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -68,7 +68,7 @@ def main(cfg: DictConfig) -> object:
         if not multirun:
             raise  # a bug, not a user's mistake: Hydra prints the traceback
         error, message, code = e, traceback.format_exc(), 1
-    from .tasks import is_rank_zero
+    from .run.folder import is_rank_zero
 
     if not multirun:
         if is_rank_zero():  # under DDP every rank stops with the same error: say it once

@@ -14,12 +14,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from .data import DATASETS, native_size, part_sizes, too_few_samples, train_class_counts
+from .errors import ConfigError
 from .genotype import PRIMITIVES
 from .relax import RELAXATIONS
 
-
-class ConfigError(ValueError):
-    """A config value a user set is invalid; the message lists every such value."""
+__all__ = ["ConfigError", "validate_search", "validate_train"]
 
 
 # ---- resolvers: arithmetic the config files need (conf/proxy/econas.yaml) ------------------------

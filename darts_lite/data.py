@@ -24,6 +24,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from .errors import ConfigError
+
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 
 # (classes, channels, native size) known before loading, so networks can be built first
@@ -492,8 +494,6 @@ class SearchDataModule(pl.LightningDataModule):
         arch = None if split is None else len(self.arch_idx)
         problem = too_few_samples(self.name, len(self.weight_idx), arch, self.batch_size, split, self.sample_ratio, devices)
         if problem:
-            from .config import ConfigError  # here, not at the top: config imports this module
-
             raise ConfigError(problem)
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:

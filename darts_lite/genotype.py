@@ -4,13 +4,13 @@ The text form is the one the DARTS reference code prints and NAS-Bench-301 reads
 
     Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], reduce=[...], reduce_concat=[2, 3, 4, 5])
 
-It is parsed with a small tokenizer, never with ``eval``.
+It is read with the standard library's parser (``ast``) and a whitelist of node types, never with ``eval``.
 """
 
 from __future__ import annotations
 
+import ast
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -229,118 +229,97 @@ class Genotype:
 MAX_TEXT = 100_000
 
 
-_TOKEN = re.compile(
-    r"\s*(?:(?P<name>[A-Za-z_][A-Za-z_0-9]*)|(?P<int>-?\d+)|(?P<str>'[^'\\]*'|\"[^\"\\]*\")|(?P<punct>[()\[\],=]))"
-)
-
-
-_TRAILING_SPACE = re.compile(r"\s*\Z")
-
-
-def _tokenize(s: str) -> list[tuple[str, str, int]]:
-    tokens, pos = [], 0
-    while pos < len(s):
-        if _TRAILING_SPACE.match(s, pos):
-            break
-        m = _TOKEN.match(s, pos)
-        if not m:
-            raise ValueError(f"genotype text: unexpected character {s[pos:].lstrip()[:1]!r} at position {pos}")
-        kind = m.lastgroup
-        tokens.append((kind, m.group(kind), m.start(kind)))
-        pos = m.end()
-    return tokens
+def _position(text: str, node: ast.AST, end: bool = False) -> int:
+    """Character offset of where an ast node starts (or ends) in ``text``; ast counts columns in UTF-8 bytes."""
+    lineno, col = (node.end_lineno, node.end_col_offset) if end else (node.lineno, node.col_offset)
+    lines = text.split("\n")
+    column = len(lines[lineno - 1].encode()[:col].decode(errors="ignore"))
+    return sum(len(previous) + 1 for previous in lines[: lineno - 1]) + column
 
 
 def _parse_darts_text(s: str) -> dict:
-    """Recursive-descent parser for ``Genotype(key=value, ...)``; values are lists of (str, int)
-    pairs, lists of ints or ``range(a, b)``. Anything else is rejected."""
-    toks = _tokenize(s)
-    i = 0
+    """Read ``Genotype(key=value, ...)`` through the standard library's parser, without evaluating it.
 
-    def peek() -> tuple[str, str, int]:
-        return toks[i] if i < len(toks) else ("end", "", len(s))
+    Only these node types are accepted: the ``Genotype`` call with keyword arguments, lists, tuples,
+    string and integer constants (a minus sign on an integer included), and ``range(a, b)``; any other
+    node (a name, an attribute, an operator, another call, ...) is rejected with its position.
+    """
+    try:
+        tree = ast.parse(s, mode="eval")
+    except SyntaxError as e:
+        if e.lineno is None or e.offset is None:
+            raise ValueError(f"genotype text: {e.msg}") from None
+        lines = s.split("\n")
+        where = sum(len(line) + 1 for line in lines[: e.lineno - 1]) + e.offset - 1
+        if "forgot a comma" in e.msg:
+            raise ValueError(f"genotype text: expected ',' or ')' at position {where}: a comma is missing") from None
+        got = s[where] if where < len(s) else "end of text"
+        raise ValueError(f"genotype text: unexpected character {got!r} at position {where} ({e.msg})") from None
+    except (RecursionError, MemoryError):
+        raise ValueError("genotype text: nested too deeply") from None
+    except ValueError as e:  # e.g. a null byte, on Python versions that raise ValueError for it
+        raise ValueError(f"genotype text: {e}") from None
 
-    def take(kind: str, value: str | None = None) -> str:
-        nonlocal i
-        k, v, p = peek()
-        if k != kind or (value is not None and v != value):
-            want = value if value is not None else kind
-            got = v if k != "end" else "end of text"
-            raise ValueError(f"genotype text: expected {want!r} at position {p}, got {got!r}")
-        i += 1
-        return v
+    def unexpected(node: ast.AST, wanted: str) -> ValueError:
+        operand = node.value if isinstance(node, ast.Attribute) else getattr(node, "left", None)
+        if isinstance(node, ast.BoolOp):
+            operand = node.values[0]
+        if operand is not None:
+            # an attribute or an operator (os.system, 5+1): name the character that broke the form
+            end = _position(s, operand, end=True)
+            where = end + len(s[end:]) - len(s[end:].lstrip())
+            return ValueError(f"genotype text: unexpected character {s[where:where + 1]!r} at position {where} "
+                              f"(expected {wanted})")
+        segment = ast.get_source_segment(s, node.func if isinstance(node, ast.Call) else node) or type(node).__name__
+        got = repr(segment if len(segment) <= 40 else segment[:40] + "...")
+        return ValueError(f"genotype text: expected {wanted} at position {_position(s, node)}, got {got}")
 
-    def integer() -> int:
-        return int(take("int"))
+    def integer(node: ast.AST) -> int:
+        # a leading minus is part of the number, as in the DARTS text; the cell check then rejects it
+        sign = 1
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            sign, node = -1, node.operand
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return sign * node.value
+        raise unexpected(node, "an integer")
 
-    def value():
-        k, v, p = peek()
-        if k == "name" and v == "range":
-            take("name")
-            take("punct", "(")
-            a = integer()
-            take("punct", ",")
-            b = integer()
-            take("punct", ")")
+    def pair(node: ast.AST) -> tuple[str, int]:
+        if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) == 2:
+            op, inp = node.elts
+            if isinstance(op, ast.Constant) and type(op.value) is str:
+                return op.value, integer(inp)
+            raise unexpected(op, "an op name in quotes")
+        raise unexpected(node, "an (op, input) pair")
+
+    def value(key: str, node: ast.AST) -> list:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+            if len(node.args) != 2 or node.keywords:
+                raise unexpected(node, "range(a, b)")
+            a, b = integer(node.args[0]), integer(node.args[1])
             if b - a > 64:
-                raise ValueError(f"genotype text: range({a}, {b}) at position {p} is too long")
+                raise ValueError(f"genotype text: range({a}, {b}) at position {_position(s, node)} is too long")
             return list(range(a, b))
-        if k == "punct" and v == "[":
-            take("punct", "[")
-            items = []
-            while peek()[1] != "]":
-                items.append(item())
-                if peek()[1] == ",":
-                    take("punct", ",")
-                elif peek()[1] != "]":
-                    kk, vv, pp = peek()
-                    raise ValueError(f"genotype text: expected ',' or ']' at position {pp}, got {vv or 'end of text'!r}")
-            take("punct", "]")
-            return items
-        raise ValueError(f"genotype text: expected a list or range(...) at position {p}, got {v or 'end of text'!r}")
+        if not isinstance(node, ast.List):
+            raise unexpected(node, "a list or range(...)")
+        if key.endswith("_concat"):
+            return [integer(item) for item in node.elts]
+        return [pair(item) for item in node.elts]
 
-    def item():
-        k, v, p = peek()
-        if k == "int":
-            return integer()
-        if k == "punct" and v in "([":
-            close = ")" if v == "(" else "]"
-            take("punct", v)
-            op = take("str")[1:-1]
-            take("punct", ",")
-            inp = integer()
-            if peek()[1] == ",":
-                take("punct", ",")
-            take("punct", close)
-            return (op, inp)
-        raise ValueError(f"genotype text: expected an (op, input) pair or an integer at position {p}, got {v!r}")
-
-    take("name", "Genotype")
-    take("punct", "(")
+    call = tree.body
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"):
+        raise unexpected(call.func if isinstance(call, ast.Call) else call, "'Genotype'")
+    if call.args:
+        raise unexpected(call.args[0], "key=value arguments only")
     fields: dict = {}
-    while peek()[1] != ")":
-        key_pos = peek()[2]
-        key = take("name")
+    for keyword in call.keywords:
+        key = keyword.arg
+        if key is None:
+            raise ValueError(f"genotype text: '**' at position {_position(s, keyword)}: give each field as key=value")
         if key not in ("normal", "normal_concat", "reduce", "reduce_concat"):
-            raise ValueError(f"genotype text: unknown field {key!r} at position {key_pos}")
+            raise ValueError(f"genotype text: unknown field {key!r} at position {_position(s, keyword)}")
         if key in fields:
-            raise ValueError(f"genotype text: field {key!r} given twice (position {key_pos})")
-        take("punct", "=")
-        fields[key] = value()
-        if peek()[1] == ",":
-            take("punct", ",")
-        elif peek()[1] != ")":
-            _, v, p = peek()
-            raise ValueError(f"genotype text: expected ',' or ')' at position {p}, got {v or 'end of text'!r}")
-    take("punct", ")")
-    if i != len(toks):
-        raise ValueError(f"genotype text: unexpected text after the closing ')' at position {toks[i][2]}")
-    for key in ("normal", "reduce"):
-        if key in fields and any(not isinstance(p, tuple) for p in fields[key]):
-            raise ValueError(f"genotype text: {key} must be a list of (op, input) pairs")
-    for key in ("normal_concat", "reduce_concat"):
-        if key in fields and any(not isinstance(c, int) for c in fields[key]):
-            raise ValueError(f"genotype text: {key} must be a list of integers")
+            raise ValueError(f"genotype text: field {key!r} given twice (position {_position(s, keyword)})")
+        fields[key] = value(key, keyword.value)
     return fields
 
 

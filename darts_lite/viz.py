@@ -1,21 +1,17 @@
 """Pictures of darts_lite cells and alphas.
 
 Cells are written as Graphviz DOT text, which needs nothing installed; the `dot` binary turns it
-into PNG/PDF only when it is on PATH, so a missing Graphviz never stops a search run. Alpha
-heatmaps are plain SVG strings, so dashboards and run folders can show them without any
-plotting library.
+into PNG/PDF only when it is on PATH, so a missing Graphviz never stops a search run. Heatmaps of
+alphas and study plots are drawn with matplotlib in ``darts_lite.plots``.
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-from xml.sax.saxutils import escape as _xml_escape
 
 from .genotype import Genotype
 
@@ -206,85 +202,13 @@ def write_cell_pictures(
     return result
 
 
-def _as_rows(probs: Any) -> list[list[float]]:
-    if hasattr(probs, "detach"):  # a torch tensor, possibly on GPU or requiring grad
-        probs = probs.detach().cpu().float()
-    raw = probs.tolist() if hasattr(probs, "tolist") else probs
-    if not isinstance(raw, (list, tuple)) or not all(isinstance(r, (list, tuple)) for r in raw):
-        raise ValueError("probs must be 2-D: [edges x ops]")
-    rows = [[float(v) for v in r] for r in raw]
-    if len({len(r) for r in rows}) > 1:
-        raise ValueError(f"probs rows have different lengths: {sorted({len(r) for r in rows})}")
-    return rows
-
-
-def _shade(p: float) -> tuple[str, str]:
-    """Fill colour for a probability (white at 0, deep blue at 1) and a text colour readable on it."""
-    t = 0.0 if math.isnan(p) else min(1.0, max(0.0, p))
-    r, g, b = (round(255 + (end - 255) * t) for end in (8, 48, 107))
-    return f"rgb({r},{g},{b})", ("white" if t > 0.55 else "black")
-
-
-def alpha_heatmap_svg(probs: Any, row_labels: Sequence[str], col_labels: Sequence[str], title: str) -> str:
-    """A self-contained SVG heatmap of op probabilities.
-
-    ``probs`` is a 2-D tensor or nested list [edges x ops] with values in [0, 1] (out-of-range
-    values are clipped for shading but printed as they are). One rect per cell, shaded by value,
-    with the value printed to 2 decimals; row labels on the left, column labels on top.
-    """
-    rows = _as_rows(probs)
-    n_cols = len(rows[0]) if rows else len(col_labels)
-    if len(row_labels) != len(rows):
-        raise ValueError(f"{len(row_labels)} row labels for {len(rows)} rows")
-    if len(col_labels) != n_cols:
-        raise ValueError(f"{len(col_labels)} column labels for {n_cols} columns")
-
-    # Rough Helvetica width at 11px, enough to keep labels from being clipped.
-    char_w, cell_w, cell_h = 6.5, 64, 22
-    left = 12 + char_w * max((len(s) for s in row_labels), default=0)
-    # Column labels are rotated 45 degrees, so their length becomes height above the grid.
-    top = 36 + char_w * 0.75 * max((len(s) for s in col_labels), default=0)
-    width = left + cell_w * n_cols + 12
-    height = top + cell_h * len(rows) + 12
-    width = max(width, 40 + char_w * 1.3 * len(title))
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="Helvetica, Arial, sans-serif" font-size="11">',
-        f"<title>{_xml_escape(title)}</title>",
-        f'<text x="8" y="20" font-size="14" font-weight="bold">{_xml_escape(title)}</text>',
-    ]
-    for c, label in enumerate(col_labels):
-        x, y = left + c * cell_w + cell_w / 2, top - 6
-        out.append(f'<text x="{x:.1f}" y="{y:.1f}" transform="rotate(-45 {x:.1f} {y:.1f})">{_xml_escape(label)}</text>')
-    for r, (label, row) in enumerate(zip(row_labels, rows)):
-        y = top + r * cell_h
-        out.append(f'<text x="{left - 6:.1f}" y="{y + 15:.1f}" text-anchor="end">{_xml_escape(label)}</text>')
-        best = max(range(len(row)), key=lambda i: row[i] if not math.isnan(row[i]) else -math.inf, default=-1)
-        for c, p in enumerate(row):
-            fill, ink = _shade(p)
-            x = left + c * cell_w
-            tip = _xml_escape(f"{label} / {col_labels[c]}: {p:.4f}")
-            out.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell_w}" height="{cell_h}" fill="{fill}" '
-                f'stroke="white"><title>{tip}</title></rect>'
-            )
-            # Bold makes each edge's strongest op readable at a glance in a wide table.
-            weight = ' font-weight="bold"' if c == best else ""
-            out.append(
-                f'<text x="{x + cell_w / 2:.1f}" y="{y + 15:.1f}" text-anchor="middle" fill="{ink}"{weight}>{p:.2f}</text>'
-            )
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def dot_to_svg(source: str) -> str | None:
-    """SVG text of DOT source via the `dot` binary; None when Graphviz is missing or fails."""
+def dot_to_png(source: str) -> bytes | None:
+    """PNG bytes of DOT source via the `dot` binary; None when Graphviz is missing or fails."""
     dot = shutil.which("dot")
     if dot is None:
         return None
     try:
-        proc = subprocess.run([dot, "-Tsvg"], input=source, capture_output=True, text=True, timeout=_DOT_TIMEOUT_S)
+        proc = subprocess.run([dot, "-Tpng"], input=source.encode(), capture_output=True, timeout=_DOT_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return proc.stdout if proc.returncode == 0 else None
+    return proc.stdout if proc.returncode == 0 and proc.stdout else None

@@ -38,7 +38,8 @@ def test_quickstart_search_end_to_end(tmp_path):
     assert "Genotype: Genotype(normal=[" in proc.stdout and str(run) in proc.stdout
 
     for name in ("config.yaml", "genotype.json", "genotype.txt", "genotype_history.jsonl", "metrics.csv",
-                 "normal.dot", "reduction.dot", "alphas.pt", "alphas_normal.svg", "checkpoints/last.ckpt"):
+                 "normal.dot", "reduction.dot", "alphas.pt", "alphas_normal.png", "alphas_reduce.png", "alphas_normal.svg",
+                 "checkpoints/last.ckpt"):
         assert (run / name).is_file(), f"{name} missing from the run folder"
     if shutil.which("dot"):
         assert (run / "normal.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -174,11 +175,12 @@ def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     assert list(run_record.tags) == ["my-tag", "search", "darts"]
     run_id = (run / "wandb_run_id.txt").read_text().strip()
     assert run_record.run_id == run_id and offline[0].name.endswith(run_id)
-    media = offline[0] / "files" / "media" / "html"
+    media = offline[0] / "files" / "media" / "images"
     for key in ("alphas/normal", "alphas/reduce", "cells/normal", "cells/reduction"):
-        pages = list(media.glob(f"{key}_*.html"))
-        assert len(pages) == 2, f"{key}: expected one page per epoch, got {pages}"  # 2 epochs
-    assert "<svg" in next(media.glob("alphas/normal_*.html")).read_text()
+        images = list(media.glob(f"{key}_*.png"))
+        assert len(images) == 2, f"{key}: expected one image per epoch, got {images}"  # 2 epochs
+        assert all(image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for image in images)
+    assert (run / "alphas_normal.png").is_file() and (run / "alphas_reduce.png").is_file()
     record = next(offline[0].glob("run-*.wandb")).read_bytes()
     assert b"genotype-" in record and b"genotype.json" in record  # the final genotype artifact
 
@@ -415,7 +417,7 @@ def test_too_small_sample_ratio_exits_with_one_message(tmp_path):
 
 
 def test_econas_proxy_divides_the_space_channels_and_the_native_resolution():
-    from darts_lite.tasks import build_datamodule, build_search_module
+    from darts_lite.run.build import build_datamodule, build_search_module
 
     cfg = compose_cfg("data=digits", "proxy=econas")
     validate_search(cfg)

@@ -38,16 +38,16 @@ RUN_FILES_SCRIPT = """
 import sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from darts_lite import tasks
+from darts_lite.run import folder, loggers
 from darts_lite.__main__ import config_dir
 
 run = Path(sys.argv[1])
 with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
     cfg = compose(config_name="config", overrides=["+experiment=quickstart", f"run_dir={run}"])
-tasks._start(cfg)                             # config.yaml
-tasks._csv_logger(run, str(run / "epoch0.ckpt"))  # the metrics.csv rewrite of a resume
-tasks._wandb_run_id(run, resuming=False)      # wandb_run_id.txt
-print("rank zero:", tasks.is_rank_zero())
+folder.start_run(cfg)                           # config.yaml
+loggers.csv_logger(run, str(run / "epoch0.ckpt"))  # the metrics.csv rewrite of a resume
+loggers.wandb_run_id(run, resuming=False)       # wandb_run_id.txt
+print("rank zero:", folder.is_rank_zero())
 """
 
 

@@ -59,3 +59,42 @@ def test_fixed_reduction_genotype():
     assert Genotype.parse(g.to_text()) == g and Genotype.parse(g.to_json()) == g
     assert "reduce=[]" in g.to_text()
 
+
+
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        # forms a Python reader accepts and the genotype does not: each node type outside the whitelist
+        (DARTS_V2_TEXT.replace("('sep_conv_3x3', 0)", "('sep_conv_3x3', True)", 1), "expected an integer at position 34"),
+        (DARTS_V2_TEXT.replace("('sep_conv_3x3', 0)", "('sep_conv_3x3', 0.0)", 1), "expected an integer"),
+        (DARTS_V2_TEXT.replace("('sep_conv_3x3', 0)", "(b'sep_conv_3x3', 0)", 1), "expected an op name in quotes"),
+        (DARTS_V2_TEXT.replace("('sep_conv_3x3', 0)", "(f'sep_conv_3x3', 0)", 1), "expected an op name in quotes"),
+        (DARTS_V2_TEXT.replace("('sep_conv_3x3', 0)", "('sep_conv_3x3', -1)", 1), "normal[0]: input -1 out of range"),
+        (DARTS_V2_TEXT.replace("Genotype(", "Genotype(*x, ", 1), "key=value arguments only"),
+        (DARTS_V2_TEXT.replace("Genotype(", "Genotype(**x, ", 1), "'**' at position 9"),
+        (DARTS_V2_TEXT.replace("[2, 3, 4, 5]", "[c for c in (2, 3, 4, 5)]", 1), "expected a list or range(...)"),
+        (DARTS_V2_TEXT.replace("[2, 3, 4, 5]", "(2, 3, 4, 5)", 1), "expected a list or range(...)"),
+        (DARTS_V2_TEXT.replace("[2, 3, 4, 5]", "range(2, 6, 1)", 1), "expected range(a, b)"),
+        (DARTS_V2_TEXT.replace("[2, 3, 4, 5]", "range(0, 10**6)", 1), "unexpected character '*'"),
+        (DARTS_V2_TEXT.replace("normal=", "normal=[], normal=", 1), "field 'normal' given twice"),
+        (DARTS_V2_TEXT + " if True else 0", "expected 'Genotype' at position 0"),
+        ("(lambda: 0)()", "expected 'Genotype'"),
+        ("Genotype(normal=" + "[" * 300, "too many nested parentheses"),
+        ("-" * 99_000 + "1", "nested too deeply"),
+        ("Genotype(normal=[('\u00e9', 0)], x=1)", "unknown field 'x' at position 28"),  # positions count characters
+        ("Genotype(normal=[('sep_conv_3x3', 0)]\x00)", "null bytes"),
+    ],
+)
+def test_python_forms_outside_the_genotype_grammar_are_rejected(text, where):
+    with pytest.raises(ValueError) as info:
+        Genotype.parse(text)
+    assert where in str(info.value)
+
+
+def test_layout_freedoms_of_the_text_format_are_accepted():
+    g = Genotype.parse(DARTS_V2_TEXT)
+    multiline = DARTS_V2_TEXT.replace("Genotype(", "Genotype(\n    # searched on CIFAR-10\n    ").replace("], ", "],\n    ")
+    as_lists = DARTS_V2_TEXT.replace("('", "['").replace(")", "]").replace("Genotype[", "Genotype(")[:-1] + ")"
+    trailing_commas = DARTS_V2_TEXT.replace("0)", "0,)").replace("])", "],)")
+    for text in (multiline, as_lists, trailing_commas):
+        assert Genotype.parse(text) == g, text

@@ -86,7 +86,7 @@ def test_interrupted_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_p
     import pytest
     from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-    from darts_lite.tasks import AtomicCheckpointIO
+    from darts_lite.run.checkpoints import AtomicCheckpointIO
 
     io, target = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"epoch": torch.tensor(1)}, target)

@@ -1,4 +1,4 @@
-"""Cell pictures (DOT text, rendering through Graphviz when present) and alpha heatmaps."""
+"""Cell pictures (DOT text, rendering through Graphviz when present); heatmaps and plots: test_plots.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,10 @@ import shutil
 import stat
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from darts_lite import viz
 from darts_lite.genotype import PRIMITIVES, Genotype
@@ -263,53 +261,3 @@ def test_unknown_format_warns_and_keeps_other_formats(v2, tmp_path):
         out = viz.write_cell_pictures(v2, tmp_path, formats=("nosuchformat", "png"))
     assert sorted(p.name for p in out["rendered"]) == ["normal.png", "reduction.png"]
 
-
-# ---- alpha heatmap -----------------------------------------------------------------------------
-
-
-def _svg_parts(svg: str):
-    root = ET.fromstring(svg)
-    rects = [e for e in root.iter() if e.tag.endswith("rect")]
-    texts = ["".join(e.itertext()) for e in root.iter() if e.tag.endswith("}text")]
-    return root, rects, texts
-
-
-def test_alpha_heatmap_from_tensor():
-    torch.manual_seed(0)
-    probs = torch.softmax(torch.randn(14, len(PRIMITIVES)), dim=-1).requires_grad_()
-    rows, cols = viz.edge_labels(4), list(PRIMITIVES)
-    svg = viz.alpha_heatmap_svg(probs, rows, cols, "normal cell: softmax(alpha)")
-    root, rects, texts = _svg_parts(svg)
-    assert root.tag == "{http://www.w3.org/2000/svg}svg"
-    assert len(rects) == 14 * len(PRIMITIVES)
-    for label in rows + cols:
-        assert label in texts
-    assert f"{probs[3, 5].item():.2f}" in texts
-    values = [t for t in texts if re.fullmatch(r"\d\.\d\d", t)]
-    assert len(values) == 14 * len(PRIMITIVES)
-
-
-def test_alpha_heatmap_from_nested_list_escapes_and_shades():
-    probs = [[0.0, 1.0], [0.25, 0.75], [0.5, 0.5]]
-    svg = viz.alpha_heatmap_svg(probs, ["a", "b", "c->0"], ["x", "y<z"], "t & u")
-    _, rects, texts = _svg_parts(svg)
-    assert len(rects) == 6 and "y&lt;z" in svg and "t &amp; u" in svg
-    assert {"y<z", "c->0", "t & u", "0.00", "1.00", "0.25", "0.75"} <= set(texts)
-
-    def darkness(rect) -> int:
-        r, g, b = map(int, re.findall(r"\d+", rect.get("fill")))
-        return 765 - (r + g + b)
-
-    assert darkness(rects[0]) == 0  # 0.0 is white
-    assert darkness(rects[1]) > darkness(rects[3]) > darkness(rects[4]) > darkness(rects[2]) > 0
-
-
-def test_alpha_heatmap_rejects_mismatched_shapes():
-    with pytest.raises(ValueError, match="row labels"):
-        viz.alpha_heatmap_svg([[0.5, 0.5]], ["a", "b"], ["x", "y"], "t")
-    with pytest.raises(ValueError, match="column labels"):
-        viz.alpha_heatmap_svg([[0.5, 0.5]], ["a"], ["x"], "t")
-    with pytest.raises(ValueError, match="2-D"):
-        viz.alpha_heatmap_svg(torch.tensor([0.5, 0.5]), ["a"], ["x", "y"], "t")
-    with pytest.raises(ValueError, match="different lengths"):
-        viz.alpha_heatmap_svg([[0.5, 0.5], [1.0]], ["a", "b"], ["x", "y"], "t")

@@ -1,0 +1,125 @@
+"""Plots of runs and studies, drawn with matplotlib's object-oriented API (the Agg canvas: no display, no pyplot
+state shared with a user's own figures).
+
+Each function returns a ``Figure``; ``save_figure`` writes it as PNG (and SVG or PDF when asked) and
+``wandb_image`` hands it to a W&B run as an image, the media panel's form with a step slider.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def _as_matrix(probs: Any) -> np.ndarray:
+    if hasattr(probs, "detach"):  # a torch tensor, possibly on a GPU or requiring grad
+        probs = probs.detach().cpu().float().numpy()
+    if isinstance(probs, (list, tuple)) and len({len(r) if isinstance(r, (list, tuple)) else -1 for r in probs}) > 1:
+        raise ValueError("probs rows have different lengths")
+    matrix = np.asarray(probs, dtype=float)
+    if matrix.ndim != 2:
+        raise ValueError(f"probs must be 2-D [edges x ops], got shape {matrix.shape}")
+    return matrix
+
+
+def alpha_heatmap(probs: Any, row_labels: Sequence[str], col_labels: Sequence[str], title: str) -> Figure:
+    """Op probabilities as a heatmap. probs: [edges, ops] in [0, 1] (tensor or nested list).
+
+    The colour scale is fixed to [0, 1] (a colour bar shows it), so heatmaps of different epochs and runs
+    compare by eye; every cell prints its value, each edge's strongest op in bold.
+    """
+    matrix = _as_matrix(probs)
+    if len(row_labels) != matrix.shape[0]:
+        raise ValueError(f"{len(row_labels)} row labels for {matrix.shape[0]} rows")
+    if len(col_labels) != matrix.shape[1]:
+        raise ValueError(f"{len(col_labels)} column labels for {matrix.shape[1]} columns")
+    rows, cols = matrix.shape
+    fig = Figure(figsize=(1.6 + 0.85 * cols, 1.4 + 0.36 * rows), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(np.nan_to_num(matrix, nan=0.0), cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto")
+    fig.colorbar(image, ax=ax, label="probability", fraction=0.05, pad=0.02)
+    ax.set_xticks(range(cols), labels=list(col_labels), rotation=40, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(rows), labels=list(row_labels))
+    ax.set_xlabel("op")
+    ax.set_ylabel("edge")
+    ax.set_title(title)
+    for r in range(rows):
+        finite = [v if math.isfinite(v) else -math.inf for v in matrix[r]]
+        best = int(np.argmax(finite)) if cols else -1
+        for c in range(cols):
+            value = matrix[r, c]
+            ink = "white" if math.isfinite(value) and value > 0.55 else "black"
+            ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8, color=ink,
+                    fontweight="bold" if c == best else "normal")
+    return fig
+
+
+def scatter(points: Sequence[tuple[float, float, str]], xlabel: str, ylabel: str, title: str,
+            logx: bool = False) -> Figure:
+    """One labelled point per (x, y, label), e.g. a proxy setting's rank correlation against its speed-up."""
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for x, y, label in points:
+        ax.scatter([x], [y], color="tab:blue")
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]] | tuple[Sequence[float], Sequence[float],
+                                                                                 Sequence[float], Sequence[float]]],
+           xlabel: str, ylabel: str, title: str) -> Figure:
+    """Lines over a shared x axis: {label: (x, y)} or {label: (x, y, low, high)}, the band drawn shaded
+    (a spread over seeds, a confidence interval)."""
+    fig = Figure(figsize=(6.4, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    for label, values in series.items():
+        x, y = values[0], values[1]
+        (line,) = ax.plot(x, y, label=label)
+        if len(values) == 4:
+            ax.fill_between(x, values[2], values[3], color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png",), dpi: int = 120) -> list[Path]:
+    """Write ``fig`` beside ``path`` once per format (``path``'s own suffix is replaced); returns the files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        target = path.with_suffix(f".{fmt}")
+        fig.savefig(target, dpi=dpi, format=fmt)
+        written.append(target)
+    return written
+
+
+def figure_array(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """The rendered figure as an RGB array [height, width, 3] of uint8."""
+    fig.set_dpi(dpi)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def wandb_image(fig: Figure, caption: str | None = None) -> Any:
+    """``fig`` as a ``wandb.Image``: logged per step, W&B stores it under the run's ``media/images``."""
+    import wandb
+
+    return wandb.Image(figure_array(fig), caption=caption)

@@ -1,0 +1,121 @@
+"""The files and dashboard media a search leaves: genotype files after every epoch and at the end, cell
+pictures, op-probability heatmaps (PNG and SVG), and on W&B per-epoch images and the genotype artifact."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from ..plots import alpha_heatmap, save_figure, wandb_image
+from ..search import SearchModule
+from ..viz import cell_dot, dot_to_png, edge_labels, fixed_reduction_dot, write_cell_pictures
+
+log = logging.getLogger("darts_lite")
+
+
+class SearchArtifacts(pl.Callback):
+    """Writes the genotype after every epoch and the final files of a search into ``out_dir``."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+
+    def on_train_start(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        # a resumed run repeats the epochs after its checkpoint: drop what a killed run wrote for them
+        history = self.out_dir / "genotype_history.jsonl"
+        if trainer.is_global_zero and history.is_file():
+            kept = [line for line in history.read_text().splitlines()
+                    if line and json.loads(line)["epoch"] < trainer.current_epoch]
+            history.write_text("".join(line + "\n" for line in kept))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        genotype = module.net.genotype()
+        probs = {cell: p.tolist() for cell, p in module.net.op_probabilities().items()}
+        record = {"epoch": trainer.current_epoch, "genotype": genotype.to_text(), "probs": probs}
+        if module.net.tau is not None:
+            record["tau"] = module.net.tau
+        with open(self.out_dir / "genotype_history.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        log.info("epoch %d genotype: %s", trainer.current_epoch, genotype.to_text())
+
+    def on_fit_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if trainer.is_global_zero:
+            write_search_outputs(module, self.out_dir)
+
+
+def _heatmap(module: SearchModule, probs: torch.Tensor, title: str):
+    net = module.net
+    return alpha_heatmap(probs, edge_labels(net.steps), list(net.primitives), title)
+
+
+def _cell_sources(module: SearchModule) -> dict[str, str]:
+    genotype = module.net.genotype()
+    reduction = (fixed_reduction_dot("reduction cell (fixed)") if genotype.fixed_reduction
+                 else cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell"))
+    return {"normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"), "reduction": reduction}
+
+
+class WandbDashboard(pl.Callback):
+    """Per epoch on the W&B run: a heatmap of op probabilities per cell type and a picture of each derived cell
+    (images, under the run's media/images, with a step slider), and the genotype text; at the end the genotype
+    files as an artifact."""
+
+    def __init__(self, logger: Any, out_dir: Path):
+        self.logger, self.out_dir = logger, Path(out_dir)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        import wandb
+
+        epoch = trainer.current_epoch
+        payload: dict[str, Any] = {"trainer/global_step": trainer.global_step, "epoch": epoch}
+        for cell, probs in module.net.op_probabilities().items():
+            payload[f"alphas/{cell}"] = wandb_image(_heatmap(module, probs, f"{cell} cell, epoch {epoch}"))
+        for name, source in _cell_sources(module).items():
+            png = dot_to_png(source)
+            if png is not None:
+                from PIL import Image
+
+                payload[f"cells/{name}"] = wandb.Image(Image.open(io.BytesIO(png)), caption=f"{name} cell, epoch {epoch}")
+        payload["genotype"] = module.net.genotype().to_text()
+        self.logger.experiment.log(payload)
+
+    def on_fit_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(f"genotype-{self.logger.experiment.id}", type="genotype",
+                                  metadata={"genotype": module.net.genotype().to_text()})
+        for name in ("genotype.json", "genotype.txt", "normal.dot", "reduction.dot", "alphas.pt"):
+            if (self.out_dir / name).is_file():
+                artifact.add_file(str(self.out_dir / name))
+        self.logger.experiment.log_artifact(artifact)
+
+
+def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]:
+    """The final files of a search: genotype.json/.txt, alphas.pt, alphas_<cell>.png/.svg, the cell pictures."""
+    net = module.net
+    genotype = net.genotype()
+    files = {"genotype.json": out_dir / "genotype.json", "genotype.txt": out_dir / "genotype.txt"}
+    files["genotype.json"].write_text(genotype.to_json() + "\n")
+    files["genotype.txt"].write_text(genotype.to_text() + "\n")
+    probs = net.op_probabilities()
+    torch.save({cell: p.cpu() for cell, p in probs.items()}, out_dir / "alphas.pt")
+    files["alphas.pt"] = out_dir / "alphas.pt"
+    for cell, p in probs.items():
+        figure = _heatmap(module, p, f"{cell} cell: softmax(alpha)")
+        for path in save_figure(figure, out_dir / f"alphas_{cell}", formats=("png", "svg")):
+            files[path.name] = path
+    pictures = write_cell_pictures(genotype, out_dir)
+    for path in [*pictures["dot"], *pictures["rendered"]]:
+        files[path.name] = path
+    return files

@@ -1,0 +1,44 @@
+"""Data and Lightning modules from a composed, validated config."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..data import SearchDataModule, TrainDataModule
+from ..genotype import Genotype
+from ..search import SearchModule
+from ..train import TrainModule
+
+_DATA_KEYS = (
+    "name", "root", "batch_size", "eval_batch_size", "split", "sample_ratio", "resolution", "crop_padding",
+    "flip", "download", "synthetic_samples", "synthetic_classes", "synthetic_size", "synthetic_channels", "val_on",
+)
+_SEARCH_KEYS = (
+    "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr",
+    "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "hvp", "channels_last", "compile",
+)
+_TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight", "drop_path_prob",
+               "channels_last", "compile")
+
+
+def build_datamodule(cfg: DictConfig) -> SearchDataModule:
+    """The data of ``cfg.task``: the search split (weights / architecture) or the retraining data."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    kwargs = {k: data[k] for k in _DATA_KEYS if k in data}
+    if cfg.task == "train":
+        return TrainDataModule(seed=cfg.seed, cutout=cfg.train.cutout, **kwargs)
+    return SearchDataModule(seed=cfg.seed, **kwargs)
+
+
+def build_search_module(cfg: DictConfig, dm: SearchDataModule) -> SearchModule:
+    space = OmegaConf.to_container(cfg.space, resolve=True)
+    network = dict(space, relaxation=cfg.search.relaxation, in_channels=dm.in_channels, num_classes=dm.num_classes)
+    search = OmegaConf.to_container(cfg.search, resolve=True)
+    return SearchModule(network=network, **{k: search[k] for k in _SEARCH_KEYS})
+
+
+def build_train_module(cfg: DictConfig, dm: TrainDataModule, genotype: Genotype) -> TrainModule:
+    t = cfg.train
+    network = dict(C=t.C, layers=t.layers, auxiliary=t.auxiliary, dataset=t.network_dataset, num_classes=dm.num_classes,
+                   in_channels=dm.in_channels)
+    return TrainModule(genotype.to_text(), network=network, **{k: t[k] for k in _TRAIN_KEYS})

@@ -1,0 +1,65 @@
+"""The run folder: created with the resolved config, written by rank 0 only, summarised in summary.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0, also before the Trainer exists.
+
+    DDP launchers set RANK, LOCAL_RANK or SLURM_PROCID in each process's environment, and Lightning reads
+    them into ``rank_zero_only.rank`` when it is imported (the Trainer later sets the true global rank).
+    Lightning's own launcher on a second node sets only LOCAL_RANK and NODE_RANK, so the node counts too.
+    """
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+    node = int(os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK") or 0)
+    return getattr(rank_zero_only, "rank", 0) == 0 and ("RANK" in os.environ or node == 0)
+
+
+def start_run(cfg: DictConfig) -> Path:
+    """Create the run folder, write the resolved config.yaml into it (rank 0) and seed every generator."""
+    out_dir = Path(cfg.run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():  # DDP re-runs this command once per extra rank, into the same folder
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    return out_dir
+
+
+class WallClock(pl.Callback):
+    """Wall time of the whole run. It travels in the checkpoint, so a resumed run counts the time before its resume."""
+
+    def __init__(self) -> None:
+        self.before_s, self.started = 0.0, time.time()
+
+    def elapsed_s(self) -> float:
+        return self.before_s + time.time() - self.started
+
+    def state_dict(self) -> dict[str, float]:
+        return {"elapsed_s": self.elapsed_s()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before_s = float(state_dict["elapsed_s"])
+
+
+def final_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The scalar metrics the Trainer holds at the end of the run, as floats."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+def write_summary(trainer: pl.Trainer, out_dir: Path, summary: dict[str, Any]) -> bool:
+    """summary.json in the run folder, written by global rank 0; returns whether this process wrote it."""
+    if not trainer.is_global_zero:
+        return False
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return True

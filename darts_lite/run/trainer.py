@@ -1,0 +1,35 @@
+"""The Lightning Trainer of a run: the config's trainer keys, the run's loggers, last.ckpt every epoch."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import hydra.utils
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoints import AtomicCheckpointIO
+from .loggers import make_loggers
+
+
+def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list, resume_from: str | None = None) -> pl.Trainer:
+    """A Trainer that writes into ``out_dir``: loggers from ``cfg.logger``, ``checkpoints/last.ckpt`` replaced
+    atomically at the end of every epoch, the ``cfg.trainer`` keys (a strategy given as a config is built)."""
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=out_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+    )
+    with warnings.catch_warnings():
+        # the CSV file sits in the run folder beside Hydra's files on purpose
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+        if isinstance(kwargs.get("strategy"), dict):  # e.g. trainer=ddp: a strategy object with options
+            kwargs["strategy"] = hydra.utils.instantiate(kwargs["strategy"])
+        return pl.Trainer(
+            **kwargs,
+            logger=make_loggers(cfg, out_dir, resume_from) or False,
+            callbacks=[checkpoint, *callbacks],
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(out_dir),
+            use_distributed_sampler=False,
+        )
