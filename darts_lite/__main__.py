@@ -45,8 +45,8 @@ def main(cfg: DictConfig) -> object:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .errors import ConfigError
     from .data import DatasetUnavailable
+    from .errors import ConfigError
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
 

@@ -34,8 +34,8 @@ from .train import count_flops, resolve_genotype
 def run_search(cfg: DictConfig) -> dict[str, Any]:
     """Validate ``cfg``, search, write the run folder; returns a summary (genotype, metrics, files)."""
     validate_search(cfg)
+    ckpt = resume_checkpoint(cfg)  # checked before the run folder is touched
     out_dir = start_run(cfg)
-    ckpt = resume_checkpoint(cfg, out_dir)
     dm = build_datamodule(cfg)
     module = build_search_module(cfg, dm)
     clock = WallClock()
@@ -65,8 +65,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Retrain ``cfg.genotype`` in its evaluation network; prints its size, writes the run folder."""
     validate_train(cfg)
     genotype = resolve_genotype(cfg.genotype)
+    ckpt = resume_checkpoint(cfg)
     out_dir = start_run(cfg)
-    ckpt = resume_checkpoint(cfg, out_dir)
     dm = build_datamodule(cfg)
     module = build_train_module(cfg, dm, genotype)
     params = module.net.num_parameters()

@@ -12,10 +12,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
 from .genotype import Genotype
+from .schedule import rebase_cosine
 from .spaces.eval import EvalNetwork
 from .speed import SpeedSwitches
 
@@ -96,6 +98,19 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs, eta_min=hp.lr_min)
         return [opt], [{"scheduler": sched, "interval": "epoch"}]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
+
+    def on_train_start(self) -> None:
+        # resumed with another lr or more epochs: the restored schedule is re-based at the epoch reached
+        saved, self._checkpoint_hparams = getattr(self, "_checkpoint_hparams", None), None
+        if saved:
+            hp = self.hparams
+            optimizer = self.optimizers()
+            changed = rebase_cosine(optimizer.optimizer, self.lr_schedulers(), saved, hp.lr, hp.lr_min, hp.epochs)
+            if changed:
+                rank_zero_info(f"resumed with a new schedule: {changed}")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if self.hparams.grad_clip:

@@ -1,15 +1,22 @@
-"""Checkpoints: written atomically, and which one a run continues from."""
+"""Checkpoints: written atomically, stamped with how their run was made, and checked before a run continues
+from one (same task, space, network and data settings; a file that is not such a checkpoint is refused)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..errors import ConfigError
+from .folder import is_rank_zero
+
+log = logging.getLogger("darts_lite")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -34,15 +41,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.close(fd)
 
 
-def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
-    """The checkpoint to continue from: ckpt_path, or with resume=true the run folder's last.ckpt."""
+def resume_checkpoint(cfg: DictConfig) -> str | None:
+    """The checkpoint to continue from (ckpt_path, or with resume=true the run folder's last.ckpt), checked
+    against ``cfg`` before anything is built or written (see ``check_resume``); None for a fresh run."""
+    path = _checkpoint_path(cfg)
+    if path is not None:
+        changed = check_resume(cfg, path)
+        if changed and is_rank_zero():
+            log.info("Resuming with changed settings (allowed on resume): %s", "; ".join(changed))
+    return path
+
+
+def _checkpoint_path(cfg: DictConfig) -> str | None:
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path).expanduser()
         if not path.is_file():
             raise ConfigError(f"ckpt_path={cfg.ckpt_path!r}: no such checkpoint file")
         return str(path)
     if cfg.get("resume"):
-        last = out_dir / "checkpoints" / "last.ckpt"
+        last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
         if not last.is_file():
             raise ConfigError(
                 f"resume=true: no checkpoint at {last}; pass the run folder to continue, e.g. "
@@ -50,3 +67,152 @@ def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> str | None:
             )
         return str(last)
     return None
+
+
+# ---- what a checkpoint was made by, and whether a run may continue from it ------------------------------------
+
+RECORD_KEY = "darts_lite"
+RECORD_FORMAT = 1  # raised when the record's layout changes; a checkpoint of a newer format is refused
+
+# The settings that shape the network, the data or the algorithm, per task (a key, or a group by its prefix): a
+# run continues from a checkpoint only under the same values. Everything else (epochs, learning rates, logger,
+# progress bar, devices, precision, ...) may change on resume and is named in one line.
+FIXED_SETTINGS: dict[str, tuple[str, ...]] = {
+    "search": ("seed", "space", "data", "search.relaxation", "search.order"),
+    "train": ("seed", "data", "genotype", "train.C", "train.layers", "train.auxiliary", "train.network_dataset",
+              "train.cutout"),
+}
+# inside the groups above, these change nothing a checkpoint holds: where data lives and how it is validated
+FREE_INSIDE_FIXED = ("data.root", "data.download", "data.eval_batch_size", "data.val_on")
+# never compared: where a run is and how it was started
+NOT_SETTINGS = ("run_dir", "resume", "ckpt_path", "hydra")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(_flatten(inner, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: value}
+
+
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as {dotted key: value}, without where the run is; for task=train the genotype is its
+    text (a name, a file and the text of one cell are the same setting)."""
+    from omegaconf import OmegaConf
+
+    from ..train import resolve_genotype
+
+    settings: dict[str, Any] = {}
+    for key in cfg:
+        if key in NOT_SETTINGS:
+            continue
+        node = cfg[key]
+        value = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        settings.update(_flatten({key: value}))
+    if cfg.get("task") == "train" and cfg.get("genotype") is not None:
+        settings["genotype"] = resolve_genotype(cfg.genotype).to_text()
+    return settings
+
+
+def _space_name(cfg: DictConfig) -> str:
+    return str(cfg.get("space", {}).get("name", "darts")) if cfg.get("task") == "search" else "darts"
+
+
+def _task_overrides() -> list[str]:
+    """The command-line overrides of this run (none outside the command line), without the resume keys."""
+    import re
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task
+            if re.sub(r"^[+~]+", "", o).split("=", 1)[0] not in ("resume", "ckpt_path")]
+
+
+def run_record(cfg: DictConfig) -> dict[str, Any]:
+    """What a checkpoint of this run records about how it was made."""
+    from .. import __version__
+
+    return {"format": RECORD_FORMAT, "version": __version__, "task": str(cfg.task), "space": _space_name(cfg),
+            "settings": run_settings(cfg), "overrides": _task_overrides(), "run_dir": str(Path(cfg.run_dir).resolve())}
+
+
+class RunRecord(pl.Callback):
+    """Puts the run's record (task, space, settings, overrides, darts_lite version) into every checkpoint."""
+
+    def __init__(self, record: dict[str, Any]):
+        self.record = record
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RECORD_KEY] = self.record
+
+
+def _is_fixed(key: str, task: str) -> bool:
+    if key in FREE_INSIDE_FIXED:
+        return False
+    return any(key == fixed or key.startswith(fixed + ".") for fixed in FIXED_SETTINGS.get(task, ()))
+
+
+def read_record(path: str | Path, how: str) -> dict[str, Any]:
+    """The record of a checkpoint file, read without changing it; ConfigError for a file no run can continue
+    from (truncated, foreign, no record, a newer format)."""
+    kept = "The file was left as it is."
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # a truncated zip, a pickle of other objects, not a torch file at all
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ConfigError(f"{how}: not a readable checkpoint ({why}); it may be truncated or not a checkpoint "
+                          f"at all. {kept}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(f"{how}: not a Lightning checkpoint (no state_dict). {kept}")
+    record = checkpoint.get(RECORD_KEY)
+    if not isinstance(record, dict) or not isinstance(record.get("settings"), dict):
+        raise ConfigError(f"{how}: the file holds no darts_lite run record: it was written by another program or by "
+                          "darts_lite before 0.2, so nothing says which network and data it belongs to. Start a new "
+                          f"run, or continue it with the darts_lite version that wrote it. {kept}")
+    if record.get("format") != RECORD_FORMAT:
+        raise ConfigError(f"{how}: the file was written by darts_lite {record.get('version')} (checkpoint format "
+                          f"{record.get('format')}); this darts_lite reads format {RECORD_FORMAT}. Continue it with the "
+                          f"version that wrote it. {kept}")
+    return record
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def check_resume(cfg: DictConfig, path: str) -> list[str]:
+    """Compare the checkpoint at ``path`` with ``cfg`` before anything is built. Raises ConfigError naming every
+    setting that would change the network or the data (each with both values) and the command that resumes as
+    the run was made; returns the changes that may be made on resume, one "key: old -> new" each."""
+    import shlex
+
+    how = f"ckpt_path={path}" if cfg.get("ckpt_path") else f"resume=true ({path})"
+    record = read_record(path, how)
+    task, space = str(cfg.task), _space_name(cfg)
+    if record.get("task") != task:
+        raise ConfigError(f"{how}: a checkpoint of a task={record.get('task')} run; task={task} cannot "
+                          "continue from it. The file was left as it is.")
+    if record.get("space") != space:
+        raise ConfigError(f"{how}: a checkpoint of a search in the {record.get('space')!r} space, not "
+                          f"{space!r}. The file was left as it is.")
+    saved, now = record["settings"], run_settings(cfg)
+    fixed, free = [], []
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if old == new:
+            continue
+        (fixed if _is_fixed(key, task) else free).append(f"{key}: {_show(old)} -> {_show(new)}")
+    if fixed:
+        resume = (["resume=true", f"hydra.run.dir={record['run_dir']}"] if cfg.get("resume") and not cfg.get("ckpt_path")
+                  else [f"ckpt_path={path}"])
+        command = shlex.join(["python", "-m", "darts_lite", *record.get("overrides", []), *resume])
+        lines = "\n".join(f"  {change.replace(' -> ', ' in the checkpoint, ', 1)} now" for change in fixed)
+        raise ConfigError(f"{how}: cannot continue from this checkpoint: these settings differ from the checkpoint's and "
+                          f"would change the network or the data:\n{lines}\nResume the run as it was made with:\n  "
+                          f"{command}\n(epochs, learning rates, logger, progress bar and devices may change on resume). "
+                          "The file was left as it is.")
+    return free

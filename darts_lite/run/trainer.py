@@ -9,13 +9,14 @@ import hydra.utils
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from .checkpoints import AtomicCheckpointIO
+from .checkpoints import AtomicCheckpointIO, RunRecord, run_record
 from .loggers import make_loggers
 
 
 def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list, resume_from: str | None = None) -> pl.Trainer:
     """A Trainer that writes into ``out_dir``: loggers from ``cfg.logger``, ``checkpoints/last.ckpt`` replaced
-    atomically at the end of every epoch, the ``cfg.trainer`` keys (a strategy given as a config is built)."""
+    atomically at the end of every epoch and stamped with the run's record, the ``cfg.trainer`` keys (a strategy
+    given as a config is built)."""
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=out_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
     )
@@ -28,7 +29,7 @@ def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list, resume_from: 
         return pl.Trainer(
             **kwargs,
             logger=make_loggers(cfg, out_dir, resume_from) or False,
-            callbacks=[checkpoint, *callbacks],
+            callbacks=[checkpoint, RunRecord(run_record(cfg)), *callbacks],
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(out_dir),
             use_distributed_sampler=False,
