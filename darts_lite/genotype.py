@@ -209,6 +209,14 @@ class Genotype:
         )
 
     @classmethod
+    def named(cls, name: str) -> Genotype:
+        """A published genotype by name (see ``zoo()``), e.g. ``Genotype.named("DARTS_V2")``."""
+        key = name.upper().replace("-", "_")
+        if key not in _ZOO_TEXT:
+            raise ValueError(f"unknown genotype name {name!r}; published genotypes: {', '.join(_ZOO_TEXT)}")
+        return cls.parse(_ZOO_TEXT[key][0])
+
+    @classmethod
     def parse(cls, text: str) -> Genotype:
         """Parse the DARTS text format or JSON. Raises ValueError saying what is wrong and where."""
         if not isinstance(text, str):
@@ -374,14 +382,3 @@ _ZOO_TEXT: dict[str, tuple[str, str]] = {
 def zoo() -> dict[str, str]:
     """Names of the published genotypes with their sources."""
     return {name: source for name, (_, source) in _ZOO_TEXT.items()}
-
-
-def _named(cls, name: str) -> Genotype:
-    """A published genotype by name (see ``zoo()``), e.g. Genotype.named("DARTS_V2")."""
-    key = name.upper().replace("-", "_")
-    if key not in _ZOO_TEXT:
-        raise ValueError(f"unknown genotype name {name!r}; published genotypes: {', '.join(_ZOO_TEXT)}")
-    return cls.parse(_ZOO_TEXT[key][0])
-
-
-Genotype.named = classmethod(_named)

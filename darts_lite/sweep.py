@@ -37,10 +37,17 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                 genotype=s.get("genotype", ""), val_acc=s.get("metrics", {}).get("val/acc"),
                 wall_time_s=s.get("wall_time_s"), params=s.get("params"), error=s.get("error", ""),
             )
+            for cell, measures in (s.get("decision") or {}).items():
+                if cell != "uniform":
+                    row.update({f"{cell}_{k}": v for k, v in measures.items() if k in _DECISION_COLUMNS})
         else:
             row.update(status="failed or unfinished")
         rows.append(row)
     return rows
+
+
+# decision measures of a search job (darts_lite.decision), per cell type, as summary.csv columns
+_DECISION_COLUMNS = ("max_prob", "margin", "entropy", "param_free_share")
 
 
 def write_job_failure(job_dir: str | Path, task: str, error: BaseException) -> Path:
@@ -88,7 +95,7 @@ def write_sweep_summary(sweep_dir: str | Path, rows: list[dict[str, Any]] | None
     sweep_dir = Path(sweep_dir)
     rows = _job_rows(sweep_dir) if rows is None else rows
     columns = ["job", "overrides", "status", "task", "genotype_spec", "val_acc", "wall_time_s", "params", "genotype",
-               "error"]
+               *(f"{cell}_{k}" for cell in ("normal", "reduce") for k in _DECISION_COLUMNS), "error"]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -124,6 +131,17 @@ def write_sweep_summary(sweep_dir: str | Path, rows: list[dict[str, Any]] | None
                "Share of jobs choosing the most common (op, input) at each position (pairs 2k, 2k+1 feed node k).", ""]
         for cell, shares in edge_agreement(searches).items():
             md.append(f"- {cell}: " + ", ".join(f"{s:.2f}" for s in shares) + f" (mean {statistics.mean(shares):.2f})")
+    decided = [r for r in done if r.get("task") == "search" and r.get("normal_max_prob") is not None]
+    if decided:
+        md += ["", "## How decided each search is", "",
+               "Means over edges of the largest op probability and its margin over the second, the entropy (nats) "
+               "and the share of parameter-free ops in the derived cell.", "",
+               "| job | cell | largest p | margin | entropy | parameter-free |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+        for r in decided:
+            for cell in ("normal", "reduce"):
+                if r.get(f"{cell}_max_prob") is not None:
+                    md.append(f"| {r['job']} | {cell} | {r[f'{cell}_max_prob']:.3f} | {r[f'{cell}_margin']:.3f} | "
+                              f"{r[f'{cell}_entropy']:.3f} | {fmt(r.get(f'{cell}_param_free_share'), '.2f')} |")
     (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
     return {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
 

@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from .config import validate_search, validate_train
+from .decision import decision, describe
 from .run.artifacts import SearchArtifacts, WandbDashboard
 from .run.build import build_datamodule, build_search_module, build_train_module
 from .run.checkpoints import resume_checkpoint
@@ -49,12 +50,14 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
         metrics = final_metrics(trainer)
         genotype = module.net.genotype()
+        decided = decision(module.net.op_probabilities(), genotype)
         summary = {"task": "search", "status": "done", "genotype": genotype.to_text(), "metrics": metrics,
-                   "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
+                   "decision": decided, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
         if write_summary(trainer, out_dir, summary):
             print(f"\nGenotype: {genotype.to_text()}")
             shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "search/train", "search/arch_acc"))}
             print(f"Final metrics: {shown}")
+            print(f"Decision: {describe(decided)}")
             print(f"Run folder: {out_dir.resolve()}  (genotype.json, genotype.txt, normal/reduction pictures, "
                   "alphas_normal/reduce.png heatmaps, metrics.csv, checkpoints/last.ckpt)")
             sys.stdout.flush()

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from darts_lite import Genotype
@@ -53,6 +54,15 @@ def test_quickstart_search_end_to_end(tmp_path):
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     val_acc = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
     assert len(val_acc) == 4
+    # how decided the search is: per epoch in metrics.csv, at the end in summary.json and the printed lines
+    per_epoch = [float(r["decision/normal/max_prob"]) for r in rows if r.get("decision/normal/max_prob")]
+    assert len(per_epoch) == 4 and all(1 / 8 <= p <= 1 for p in per_epoch)
+    decided = json.loads((run / "summary.json").read_text())["decision"]
+    final = torch.load(run / "alphas.pt", weights_only=True)["normal"]
+    assert decided["normal"]["max_prob"] == pytest.approx(final.max(-1).values.mean().item(), rel=1e-5)
+    assert decided["normal"]["param_free_share"] == sum(op in ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+                                                       for op, _ in genotype.normal) / 8
+    assert "Decision: normal cell: largest op probability" in proc.stdout
     assert val_acc[-1] > 0.5, f"digits accuracy {val_acc} is not clearly above chance (0.1)"
     assert "C: 8" in (run / "config.yaml").read_text() and "${" not in (run / "config.yaml").read_text()
 
@@ -85,7 +95,7 @@ def test_gdas_experiment_is_gdas_with_the_econas_proxy():
         ("data.sample_ratio=0", "data.sample_ratio=0: must be in (0, 1]"),
         ("search.warmup_epochs=50", "search.warmup_epochs=50"),
         ("data.name=imagenet", "data.name='imagenet'"),
-        ("search.hvp=backward", "search.hvp='backward': must be central or forward"),
+        ("search.hvp=backward", "search.hvp='backward': must be one of exact, central, forward"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message(override, message):
@@ -220,16 +230,16 @@ def test_train_from_a_search_run_folder_and_bad_genotype(tmp_path):
     assert proc.returncode == 2 and "not a published name" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_genotype_text_on_the_command_line_as_the_readme_quotes_it():
-    """README: genotype='"Genotype(...)"' (the shell passes the double quotes on to Hydra)."""
+def test_genotype_text_on_the_command_line_as_the_retrain_guide_quotes_it():
+    """docs/guides/retrain.md: genotype="\\"Genotype(...)\\"" (the shell passes the inner quotes on to Hydra)."""
     from darts_lite.config import validate_train
 
     text = Genotype.named("PC_DARTS").to_text()
     cfg = compose_cfg("+experiment=train_quick", f'genotype="{text}"')
     validate_train(cfg)
     assert Genotype.parse(cfg.genotype) == Genotype.named("PC_DARTS")
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "genotype='\"Genotype(normal=[" in readme
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "retrain.md").read_text()
+    assert 'genotype="\\"Genotype(normal=[' in guide  # test_docs.py composes that very command
 
 
 @pytest.mark.parametrize(
@@ -350,7 +360,15 @@ def test_search_sweep_with_parallel_jobs_summarises_agreement(tmp_path):
     assert ["seed=0" in rows[0]["overrides"], "seed=1" in rows[1]["overrides"]] == [True, True]
     assert all(r["status"] == "done" for r in rows)
     assert all(r["genotype"].startswith("Genotype(normal=") and float(r["wall_time_s"]) > 0 for r in rows)
-    assert "## Agreement between the searches, per edge" in (sweep / "summary.md").read_text()
+    md = (sweep / "summary.md").read_text()
+    assert "## Agreement between the searches, per edge" in md
+    # how decided each job's search is, beside the agreement: the same numbers as the job's summary.json
+    for row in rows:
+        decided = json.loads((sweep / row["job"] / "summary.json").read_text())["decision"]
+        for cell in ("normal", "reduce"):
+            assert float(row[f"{cell}_max_prob"]) == pytest.approx(decided[cell]["max_prob"])
+            assert f"| {row['job']} | {cell} | {decided[cell]['max_prob']:.3f} |" in md
+    assert "## How decided each search is" in md
 
 
 def test_edge_agreement_ignores_the_order_of_a_nodes_two_edges():

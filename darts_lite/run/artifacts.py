@@ -12,6 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from ..decision import decision, decision_metrics
 from ..plots import alpha_heatmap, save_figure, wandb_image
 from ..search import SearchModule
 from ..viz import cell_dot, dot_to_png, edge_labels, fixed_reduction_dot, write_cell_pictures
@@ -34,9 +35,11 @@ class SearchArtifacts(pl.Callback):
             history.write_text("".join(line + "\n" for line in kept))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
+        genotype = module.net.genotype()
+        # every rank logs (the alphas are equal across ranks): metrics.csv gets the decision measures per epoch
+        module.log_dict(decision_metrics(decision(module.net.op_probabilities(), genotype)), on_step=False, on_epoch=True)
         if not trainer.is_global_zero:
             return
-        genotype = module.net.genotype()
         probs = {cell: p.tolist() for cell, p in module.net.op_probabilities().items()}
         record = {"epoch": trainer.current_epoch, "genotype": genotype.to_text(), "probs": probs}
         if module.net.tau is not None:

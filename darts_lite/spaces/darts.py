@@ -214,9 +214,11 @@ class SearchNetwork(nn.Module):
 
     # ---- parameters --------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
+        """The alphas: [alpha_normal, alpha_reduce], each [edges, ops] (alpha_normal alone with the fixed reduction cell)."""
         return [p for p in (self.alpha_normal, self.alpha_reduce) if p is not None]
 
     def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the alphas: what the weight optimiser trains."""
         arch = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
 
@@ -237,6 +239,7 @@ class SearchNetwork(nn.Module):
         return normal, reduce
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C_in, H, W] -> logits [B, num_classes]."""
         normal, reduce = self.edge_weights()
         drop = self.drop_path_prob if self.training else 0.0
         s0 = s1 = self.stem(x)
@@ -253,6 +256,7 @@ class SearchNetwork(nn.Module):
         return out
 
     def genotype(self) -> Genotype:
+        """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op)."""
         return Genotype.from_alphas(
             self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives
         )
