@@ -17,7 +17,6 @@ the network is never copied, and BatchNorm running statistics are left as they w
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
 from .relax import linear_tau
+from .schedule import rebase_cosine
 from .spaces.darts import SearchNetwork
 from .speed import SpeedSwitches
 
@@ -386,25 +386,22 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             self._checkpoint_hparams = None
 
     def _apply_changed_learning_rates(self, saved: dict[str, Any]) -> None:
-        """Resumed with other learning rates than the checkpoint's (say, lower after a divergence): the
-        restored optimisers would keep the old ones, so set the new ones, the cosine schedule re-based
-        on them at the epoch reached. Unchanged rates leave the restored state exactly as it was."""
+        """Resumed with other learning rates or another length than the checkpoint's (say, a lower rate after
+        a divergence, or more epochs): the restored optimisers and schedule would keep the old ones (and a
+        cosine past its end rises again), so set the new ones, the schedule re-based at the epoch reached.
+        Unchanged settings leave the restored state exactly as it was."""
         hp = self.hparams
         opt_w, opt_a = (o.optimizer for o in self.optimizers())
         changed = []
-        if (saved.get("lr"), saved.get("lr_min")) != (hp.lr, hp.lr_min):
-            sched = self.lr_schedulers()
-            sched.base_lrs, sched.eta_min = [hp.lr] * len(opt_w.param_groups), hp.lr_min
-            now = hp.lr_min + (hp.lr - hp.lr_min) * (1 + math.cos(math.pi * sched.last_epoch / sched.T_max)) / 2
-            for group in opt_w.param_groups:
-                group["initial_lr"], group["lr"] = hp.lr, now
-            changed.append(f"weight lr {saved.get('lr')} -> {hp.lr} (cosine to {hp.lr_min}; {now:.4g} at this epoch)")
+        weight = rebase_cosine(opt_w, self.lr_schedulers(), saved, hp.lr, hp.lr_min, hp.epochs)
+        if weight:
+            changed.append(weight)
         if saved.get("arch_lr") != hp.arch_lr:
             for group in opt_a.param_groups:
                 group["lr"] = hp.arch_lr
             changed.append(f"architecture lr {saved.get('arch_lr')} -> {hp.arch_lr}")
         if changed:
-            rank_zero_info("resumed with new learning rates: " + "; ".join(changed))
+            rank_zero_info("resumed with a new schedule: " + "; ".join(changed))
 
     # ---- validation --------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:

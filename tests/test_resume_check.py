@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import math
 import os
 import re
 import subprocess
@@ -123,6 +124,9 @@ def test_cli_refuses_in_one_message_and_resumes_a_longer_run(search_run, tmp_pat
     assert "Resuming with changed settings (allowed on resume):" in output and "search.epochs: 2 -> 3" in output
     rows = [r for r in csv.DictReader(open(search_run / "metrics.csv")) if r.get("search/train_loss")]
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # the run went on for the added epoch
+    # the cosine schedule re-based on the new rate and length at the epoch reached: 0.01 to 0.001 over 3 epochs
+    lr = [float(r["search/lr"]) for r in csv.DictReader(open(search_run / "metrics.csv")) if r.get("search/lr")]
+    assert lr[-1] == pytest.approx(0.001 + (0.01 - 0.001) * (1 + math.cos(math.pi * 2 / 3)) / 2, rel=1e-5)
 
 
 def test_a_longer_run_or_a_new_rate_rebases_the_cosine_schedule_at_the_epoch_reached():
