@@ -225,7 +225,7 @@ def validate_search(cfg: DictConfig) -> None:
 
     check("search.relaxation", lambda v: v in RELAXATIONS, f"must be one of {', '.join(RELAXATIONS)}")
     check("search.order", lambda v: v in (1, 2), "must be 1 or 2")
-    check("search.hvp", lambda v: v in ("central", "forward"), "must be central or forward")
+    check("search.hvp", lambda v: v in ("exact", "central", "forward"), "must be one of exact, central, forward")
     check("search.epochs", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
     check(
         "search.warmup_epochs",

@@ -7,8 +7,13 @@ batch, as the DARTS reference loop does.
 Second order (DARTS eq. 7-8) follows REFERENCE.md to the formula:
 
     w'    = w - xi * (momentum * buf + grad_w L_train(w, a) + wd * w),   xi = current weight lr
-    g_a   = grad_a L_val(w', a) - xi * (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps)
-    w+-   = w +- eps * v,   v = grad_w' L_val(w', a),   eps = 0.01 / ||v||
+    g_a   = grad_a L_val(w', a) - xi * H v,   H v = grad_a (grad_w L_train(w, a) . v),   v = grad_w' L_val(w', a)
+
+H v, the mixed second derivative of the training loss applied to v, is taken by one of:
+
+    exact     forward-over-reverse automatic differentiation at w (no eps)
+    central   (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps),  w+- = w +- eps v,  eps = 0.01 / ||v||
+    forward   (grad_a L_train(w+, a) - grad_a L_train(w, a)) / eps
 
 The unrolled and perturbed weights are plain tensors passed to ``torch.func.functional_call``:
 the network is never copied, and BatchNorm running statistics are left as they were.
@@ -24,6 +29,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.func import functional_call
@@ -33,6 +39,9 @@ from .relax import linear_tau
 from .schedule import rebase_cosine
 from .spaces.darts import SearchNetwork
 from .speed import SpeedSwitches
+
+# the second order's Hessian-vector product: exact (autograd), or the finite differences central (the paper's), forward
+HVP_ESTIMATORS = ("exact", "central", "forward")
 
 
 def rng_states() -> dict[str, Any]:
@@ -104,9 +113,10 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
 
     network: keyword arguments of SearchNetwork (C, layers, relaxation, ...).
     order: 1 (first-order DARTS, also GDAS) or 2 (unrolled, second-order DARTS).
-    hvp: the second order's finite-difference Hessian-vector product. "central" is the paper's
-    (two extra passes, error O(eps^2)); "forward" reuses the alpha gradient at w from the unrolling
-    pass and needs one extra pass (error O(eps), a second-order step about 15% cheaper).
+    hvp: how the second order takes its Hessian-vector product (see HVP_ESTIMATORS). "exact" by automatic
+    differentiation; "central" the paper's finite difference (two extra passes, error O(eps^2) on smooth
+    networks); "forward" one extra pass (error O(eps)). On ReLU/max-pool supernets the finite differences
+    cross kinks and depend on eps: experiments/results/hvp_accuracy.md measures how far they are from exact.
     channels_last: run convolutions in NHWC memory layout (on this project's CPU benchmark a
     paper-size supernet's forward+backward took half the time; on GPUs it pays with mixed precision).
     """
@@ -135,8 +145,8 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         super().__init__()
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
-        if hvp not in ("central", "forward"):
-            raise ValueError(f"hvp must be 'central' or 'forward', got {hvp!r}")
+        if hvp not in HVP_ESTIMATORS:
+            raise ValueError(f"hvp must be one of {', '.join(HVP_ESTIMATORS)}, got {hvp!r}")
         if compile and (order == 2 or (network or {}).get("relaxation") == "gumbel"):
             raise ValueError(
                 "compile works with first-order DARTS only: second order swaps in new weight tensors every step "
@@ -245,10 +255,11 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
     def _second_order_arch_grads(self, x_w, y_w, x_a, y_a, opt_w: torch.optim.SGD):
         """Set alpha.grad to the second-order DARTS architecture gradient; returns (L_val(w'), logits).
 
-        The finite difference compares passes on the training batch at w, w + eps v and w - eps v: they
-        replay the same random draws (drop path masks, Gumbel samples), or the difference of two draws,
-        divided by eps, would swamp the Hessian term. All passes run in fp32 even under autocast: the
-        difference at eps = 0.01 / ||v|| is below bf16's resolution.
+        The Hessian-vector product takes passes on the training batch at w (or w +- eps v): they replay
+        the unrolling pass's random draws (drop path masks, Gumbel samples), or the difference of two
+        draws (divided by eps, for the finite differences) would swamp the Hessian term. All passes run
+        in fp32 even under autocast: the finite difference at eps = 0.01 / ||v|| is below bf16's
+        resolution, and exact keeps the same precision so that the estimators compare like with like.
         """
         with torch.autocast(device_type=x_w.device.type, enabled=False):
             return self._second_order_fp32(x_w, y_w, x_a, y_a, opt_w)
@@ -270,14 +281,14 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             return _zeros_for_missing(inputs, torch.autograd.grad(loss, inputs, allow_unused=True))
 
         w = [p.detach() for p in weights]
-        forward = self.hparams.hvp == "forward"
+        hvp = self.hparams.hvp
         rng = _RngSnapshot(x_w.device)
         # 1. one virtual SGD step on the training batch, exactly as torch.optim.SGD would take it:
         # per weight, d = grad + wd * w (+ momentum * buffer once SGD has one), and a weight that gets
         # no gradient (an op GDAS did not sample) is left alone, as SGD skips it.
         # The forward difference also needs grad_alpha L_train(w), which this same pass gives
-        # almost for free; the central difference does not, so the alphas stay out of its backward
-        if forward:
+        # almost for free; the others do not, so the alphas stay out of their backward
+        if hvp == "forward":
             raw = torch.autograd.grad(F.cross_entropy(self.net(x_w), y_w), [*weights, *alphas], allow_unused=True)
             g_at_w = _zeros_for_missing(alphas, raw[len(weights):])
             raw = raw[: len(weights)]
@@ -302,26 +313,48 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self._check_finite(val_loss, "architecture")
         grads = grads_or_zeros(val_loss, [*alphas, *unrolled])
         g_alpha, v = grads[: len(alphas)], grads[len(alphas):]
-        v_norm = _total_norm(v).item()
-        eps = self.hparams.unrolled_eps / max(v_norm, 1e-12)
 
-        # 3. finite-difference Hessian-vector product on the training batch, with step 1's draws:
-        # central (g(w + eps v) - g(w - eps v)) / 2 eps, or forward (g(w + eps v) - g(w)) / eps
+        # 3. H v on the training batch, with step 1's draws
         rng_after = _RngSnapshot(x_w.device)
         rng.restore()
-        g_plus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=eps), x_w), y_w), alphas)
-        if forward:
-            g_minus, step = g_at_w, eps
+        if hvp == "exact":
+            hv = self._exact_hvp(call, w, v, x_w, y_w, alphas)
         else:
-            rng.restore()
-            g_minus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=-eps), x_w), y_w), alphas)
-            step = 2 * eps
-        for a, ga, gp, gm in zip(alphas, g_alpha, g_plus, g_minus):
-            a.grad = ga - xi * (gp - gm) / step
+            # central (g(w + eps v) - g(w - eps v)) / 2 eps, or forward (g(w + eps v) - g(w)) / eps
+            eps = self.hparams.unrolled_eps / max(_total_norm(v).item(), 1e-12)
+            g_plus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=eps), x_w), y_w), alphas)
+            if hvp == "forward":
+                g_minus, step = g_at_w, eps
+            else:
+                rng.restore()
+                g_minus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=-eps), x_w), y_w), alphas)
+                step = 2 * eps
+            hv = [(gp - gm) / step for gp, gm in zip(g_plus, g_minus)]
+        for a, ga, h in zip(alphas, g_alpha, hv):
+            a.grad = ga - xi * h
         rng_after.restore()  # the weight step draws afresh, not a replay of step 1's draws
         torch._foreach_copy_(buffers, saved)
         self._all_reduce_arch_grads(alphas)
         return val_loss.detach(), logits.detach()
+
+    @staticmethod
+    def _exact_hvp(call, w: list[torch.Tensor], v: list[torch.Tensor], x_w, y_w, alphas) -> list[torch.Tensor]:
+        """grad_alpha (grad_w L_train(w, alpha) . v), each [E, O], by forward-over-reverse differentiation.
+
+        The weights enter as dual tensors with tangent v: the forward pass and the backward pass to the
+        alphas carry the tangents along, and the tangent of grad_alpha L_train(w) is the mixed second
+        derivative applied to v, with no eps. This one pass takes about the time of central's two, but
+        holds a tangent beside every saved activation (experiments/search_step_benchmark.py). A double
+        backward through the unrolling pass measured slower and larger still: it keeps that pass's graph
+        alive through step 2, and PyTorch takes the second derivative of a grouped (depthwise) convolution
+        one channel group at a time.
+        """
+        with fwAD.dual_level():
+            dual = [fwAD.make_dual(wk, vk) for wk, vk in zip(w, v)]
+            grads = torch.autograd.grad(F.cross_entropy(call(dual, x_w), y_w), alphas, allow_unused=True)
+            # no gradient, or one that does not depend on the weights: its derivative along v is zero
+            tangents = [None if g is None else fwAD.unpack_dual(g).tangent for g in grads]
+        return _zeros_for_missing(alphas, tangents)
 
     def _all_reduce_arch_grads(self, alphas: Sequence[torch.nn.Parameter]) -> None:
         # gradients taken with torch.autograd.grad bypass DDP's reducer; average them by hand so

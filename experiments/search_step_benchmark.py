@@ -1,11 +1,12 @@
 """Benchmark: time one full search step and the supernet's forward+backward, record peak memory.
 
-Cases: DARTS first order, DARTS second order (the paper's central difference, and hvp=forward)
-and GDAS, at the DARTS paper's supernet size (8 cells, C=16, batch 64, 32x32) and at the
-EcoNAS-derived proxy of `+experiment=gdas`
-(8 cells, C=8, batch 256, 16x16). A step is what users run: SearchModule.training_step under a
-real Trainer (architecture update, then weight update). Each case runs in its own process so that
-its peak memory (max RSS on CPU, max allocated on CUDA) is its own.
+Cases: DARTS first order, DARTS second order (the paper's central difference, hvp=forward, and the
+exact Hessian-vector product hvp=exact) and GDAS, at the DARTS paper's supernet size (8 cells, C=16,
+batch 64, 32x32), at the EcoNAS-derived proxy of `+experiment=gdas` (8 cells, C=8, batch 256, 16x16)
+and at the quickstart's (5 cells, C=8, batch 64, 1x8x8 as the digits).
+A step is what users run: SearchModule.training_step under a real Trainer (architecture update, then
+weight update). Each case runs in its own process so that its peak memory (max RSS on CPU, max
+allocated on CUDA) is its own.
 
     python experiments/search_step_benchmark.py                 # all cases, CPU or GPU (auto)
     python experiments/search_step_benchmark.py --sizes proxy --steps 10
@@ -29,13 +30,15 @@ import time
 from pathlib import Path
 
 SIZES = {
-    "paper": dict(C=16, layers=8, batch=64, resolution=32),
-    "proxy": dict(C=8, layers=8, batch=256, resolution=16),
+    "quickstart": dict(C=8, layers=5, batch=64, resolution=8, channels=1),
+    "paper": dict(C=16, layers=8, batch=64, resolution=32, channels=3),
+    "proxy": dict(C=8, layers=8, batch=256, resolution=16, channels=3),
 }
 ALGORITHMS = {
     "darts1": dict(relaxation="softmax", order=1, label="DARTS 1st order"),
-    "darts2": dict(relaxation="softmax", order=2, label="DARTS 2nd order"),
+    "darts2": dict(relaxation="softmax", order=2, hvp="central", label="DARTS 2nd order, hvp=central (the paper's)"),
     "darts2f": dict(relaxation="softmax", order=2, hvp="forward", label="DARTS 2nd order, hvp=forward"),
+    "darts2e": dict(relaxation="softmax", order=2, hvp="exact", label="DARTS 2nd order, hvp=exact"),
     "gdas": dict(relaxation="gumbel", order=1, label="GDAS"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -53,13 +56,14 @@ def run_case(algorithm: str, size: str, device: str, steps: int, warmup: int) ->
     s, a = SIZES[size], ALGORITHMS[algorithm]
     cuda = device == "cuda"
     module = SearchModule(
-        network=dict(C=s["C"], layers=s["layers"], num_classes=10, relaxation=a["relaxation"]), order=a["order"],
+        network=dict(C=s["C"], layers=s["layers"], num_classes=10, in_channels=s["channels"], relaxation=a["relaxation"]),
+        order=a["order"],
         hvp=a.get("hvp", "central"),
     )
     dev = torch.device(device)
 
     def batch():
-        x = torch.randn(s["batch"], 3, s["resolution"], s["resolution"], device=dev)
+        x = torch.randn(s["batch"], s["channels"], s["resolution"], s["resolution"], device=dev)
         return x, torch.randint(0, 10, (s["batch"],), device=dev)
 
     batches = [(batch(), batch()) for _ in range(2)]
@@ -165,19 +169,27 @@ def targets(rows: list[dict]) -> list[str]:
         out.append(f"GDAS forward+backward {speedup:.1f}x cheaper than DARTS at the paper size "
                    f"(target >= 3x): {'met' if speedup >= 3 else 'NOT met'}")
     for size in SIZES:
-        for algo, how in (("darts2", "central difference, the paper's"), ("darts2f", "hvp=forward")):
+        for algo, how in (("darts2", "central difference, the paper's"), ("darts2f", "hvp=forward"),
+                          ("darts2e", "hvp=exact")):
             if (size, "darts1") in by and (size, algo) in by:
                 ratio = by[size, algo]["step_s"] / by[size, "darts1"]["step_s"]
                 out.append(f"second-order step ({how}) {ratio:.2f}x a first-order step at the {size} size "
                            f"(target <= 2.5x): {'met' if ratio <= 2.5 else 'NOT met'}")
+        if (size, "darts2") in by and (size, "darts2e") in by:
+            exact, central = by[size, "darts2e"], by[size, "darts2"]
+            ratio, memory = exact["step_s"] / central["step_s"], exact["peak_mib"] / central["peak_mib"]
+            cheap = ratio <= 1 and memory <= 1
+            out.append(f"hvp=exact step {ratio:.2f}x the time and {memory:.2f}x the peak memory of hvp=central at the "
+                       f"{size} size (exact to be the default if at most as expensive in both): "
+                       f"{'met' if cheap else 'NOT met'}")
     return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--sizes", default="paper,proxy")
-    p.add_argument("--algorithms", default="darts1,darts2,darts2f,gdas")
+    p.add_argument("--sizes", default="quickstart,paper,proxy")
+    p.add_argument("--algorithms", default="darts1,darts2,darts2f,darts2e,gdas")
     p.add_argument("--steps", type=int, default=3, help="timed steps per case (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -95,7 +95,7 @@ def test_gdas_experiment_is_gdas_with_the_econas_proxy():
         ("data.sample_ratio=0", "data.sample_ratio=0: must be in (0, 1]"),
         ("search.warmup_epochs=50", "search.warmup_epochs=50"),
         ("data.name=imagenet", "data.name='imagenet'"),
-        ("search.hvp=backward", "search.hvp='backward': must be central or forward"),
+        ("search.hvp=backward", "search.hvp='backward': must be one of exact, central, forward"),
     ],
 )
 def test_bad_values_are_rejected_with_a_message(override, message):
