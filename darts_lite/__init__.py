@@ -4,8 +4,8 @@ from . import config as _config  # noqa: F401  (registers the OmegaConf resolver
 from .genotype import PRIMITIVES, Genotype
 from .relax import GumbelRelaxation, SoftmaxRelaxation
 from .search import SearchModule
-from .spaces.darts import SearchNetwork
-from .spaces.eval import EvalNetwork
+from .spaces.darts_eval import EvalNetwork
+from .spaces.darts_search import SearchNetwork
 from .train import TrainModule
 
 __all__ = [

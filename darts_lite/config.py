@@ -15,8 +15,8 @@ from omegaconf.errors import InterpolationResolutionError
 
 from .data import DATASETS, native_size, part_sizes, too_few_samples, train_class_counts
 from .errors import ConfigError
-from .genotype import PRIMITIVES
 from .relax import RELAXATIONS
+from .spaces import SPACES, get_space, parse_genotype
 
 __all__ = ["ConfigError", "validate_search", "validate_train"]
 
@@ -140,6 +140,43 @@ class _Checker:
         if problem:
             self.problems.append(problem)
 
+    def space(self) -> None:
+        """space.name, then the keys of that space's group as its module's SEARCH_CHECKS say."""
+        self("space.name", lambda v: v in SPACES, f"must be one of {', '.join(SPACES)}")
+        name = _get(self.cfg, "space.name")
+        if name not in SPACES:
+            return
+        for key, ok, allowed in get_space(name).SEARCH_CHECKS:
+            self(f"space.{key}", lambda v, ok=ok: ok(v, lambda other: _get(self.cfg, f"space.{other}")), allowed)
+
+    def guard(self) -> None:
+        """guard.name, and the collapse guard's options as its constructor checks them."""
+        name = _get(self.cfg, "guard.name")
+        self("guard.name", lambda v: v in (None, "none", "collapse"), "must be none or collapse")
+        if name != "collapse":
+            return
+        from .tricks import CollapseGuard
+
+        try:
+            options = OmegaConf.to_container(self.cfg.guard, resolve=True)
+            options.pop("name")
+            CollapseGuard(**options)
+        except ConfigError as e:
+            self.problems.extend(str(e).split("; "))
+        except TypeError as e:  # a key the guard does not take
+            self.problems.append(f"guard: {e}")
+            return
+        epochs, warmup = _get(self.cfg, "search.epochs"), _get(self.cfg, "search.warmup_epochs")
+        every, window = options.get("eigen_every"), options.get("eigen_window")
+        if options.get("stop") == "eigen" and all(_is_int(v) and v > 0 for v in (epochs, every, window)) and _is_int(warmup):
+            measured = max(epochs - warmup, 0) // every
+            if measured < 2 * window:
+                self.problems.append(
+                    f"guard.stop=eigen: the rule compares two windows of guard.eigen_window={window} measurements, and "
+                    f"{epochs - warmup} epochs after warm-up with guard.eigen_every={every} give {measured}; it could never "
+                    "stop the search. Lower guard.eigen_window or guard.eigen_every, or search longer"
+                )
+
     def raise_if_any(self) -> None:
         if self.problems:
             raise ConfigError("invalid config:\n  " + "\n  ".join(self.problems))
@@ -166,26 +203,20 @@ def validate_train(cfg: DictConfig) -> None:
             genotype = resolve_genotype(_get(cfg, "genotype"))
         except ValueError as e:
             check.problems.append(str(e))
-    check("train.C", lambda v: _is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
-    if genotype is not None and genotype.fixed_reduction:
-        check("train.C", lambda v: v % 4 == 0, "must be a multiple of 4 for a fixed-reduction genotype (8-group convs)")
-    if _get(cfg, "train.auxiliary") and _get(cfg, "train.network_dataset") in ("cifar", "imagenet"):
-        from .spaces.eval import AuxiliaryHead, EvalNetwork
-
-        dataset = _get(cfg, "train.network_dataset")
-        size = _image_size(cfg)
-        need = AuxiliaryHead.min_input_size(dataset == "imagenet")
-        got = EvalNetwork.aux_feature_size(size, dataset) if _is_int(size) else None
-        if got is not None and got < need:
+    check("train.space", lambda v: v in SPACES, f"must be one of {', '.join(SPACES)}")
+    if _get(cfg, "train.space") in SPACES:
+        space = get_space(_get(cfg, "train.space"))
+        genotype_space = space if genotype is None else parse_genotype(genotype.to_text())[0]
+        if genotype_space is not space:
             check.problems.append(
-                f"train.auxiliary=true: the auxiliary head needs a feature map of at least {need}x{need} "
-                f"at cell 2*layers//3, and {size} px inputs give it {got}x{got}; set train.auxiliary=false "
-                "or a larger data.resolution"
+                f"genotype={_get(cfg, 'genotype')!r}: a {genotype_space.NAME} cell, and train={space.NAME} retrains "
+                f"{space.NAME} cells; add train={genotype_space.NAME} (its space's network and recipe)"
             )
-    check("train.layers", lambda v: _is_int(v) and v >= 3, "must be an integer >= 3")
-    for key in ("train.auxiliary", "train.channels_last", "train.compile"):
+        else:
+            train = OmegaConf.to_container(cfg.train, resolve=True)
+            check.problems.extend(space.check_train(train, genotype, _image_size(cfg)))
+    for key in ("train.auxiliary", "train.nesterov", "train.channels_last", "train.compile"):
         check(key, _is_bool, "must be true or false")
-    check("train.network_dataset", lambda v: v in ("cifar", "imagenet"), "must be cifar or imagenet")
     check("train.epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
     check("train.lr", lambda v: _is_num(v) and v > 0, "must be > 0")
     for key in ("train.lr_min", "train.momentum", "train.weight_decay", "train.auxiliary_weight"):
@@ -204,24 +235,9 @@ def validate_search(cfg: DictConfig) -> None:
     check.data()
     is_int, is_num = _is_int, _is_num
 
-    check("space.C", lambda v: is_int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2")
-    check("space.layers", lambda v: is_int(v) and v >= 3, "must be an integer >= 3")
-    check("space.steps", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
-    check("space.stem_multiplier", lambda v: is_int(v) and v >= 1, "must be an integer >= 1 (the stem's channels are it times C)")
-    for key in ("space.affine", "space.fixed_reduction", "search.channels_last", "search.compile"):
+    check.space()
+    for key in ("search.nesterov", "search.channels_last", "search.compile"):
         check(key, _is_bool, "must be true or false")
-    check("space.multiplier", lambda v: is_int(v) and 1 <= v <= _get(cfg, "space.steps"), "must be in 1..space.steps")
-    check("space.drop_path_prob", lambda v: is_num(v) and 0 <= v < 1, "must be in [0, 1)")
-    check("space.alpha_init", lambda v: v in ("randn", "zeros"), "must be randn or zeros")
-    check(
-        "space.primitives",
-        lambda v: len(v) >= 2 and set(v) <= set(PRIMITIVES) and len(set(v)) == len(v) and set(v) != {"none"},
-        f"must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides none",
-    )
-    if _get(cfg, "space.fixed_reduction"):
-        check(
-            "space.C", lambda v: is_int(v) and (2 * v) % 8 == 0, "must be a multiple of 4 with space.fixed_reduction"
-        )
 
     check("search.relaxation", lambda v: v in RELAXATIONS, f"must be one of {', '.join(RELAXATIONS)}")
     check("search.order", lambda v: v in (1, 2), "must be 1 or 2")
@@ -245,6 +261,7 @@ def validate_search(cfg: DictConfig) -> None:
     check("search.tau_max", lambda v: is_num(v) and v >= _get(cfg, "search.tau_min"), "must be >= search.tau_min")
 
     check("trainer.max_epochs", lambda v: v == _get(cfg, "search.epochs"), "must equal search.epochs (set search.epochs)")
+    check.guard()
     check.parts_fill_batches(split=_get(cfg, "data.split"))
     if _get(cfg, "search.compile") and (_get(cfg, "search.order") == 2 or _get(cfg, "search.relaxation") == "gumbel"):
         check.problems.append(

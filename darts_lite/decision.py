@@ -15,8 +15,6 @@ from typing import Any
 
 import torch
 
-from .genotype import Genotype
-
 
 def is_parameter_free(op: str) -> bool:
     """Ops without weights: skip connections, pooling, none."""
@@ -37,9 +35,10 @@ def param_free_share(pairs: Sequence[tuple[str, int]]) -> float:
     return sum(is_parameter_free(op) for op, _ in pairs) / len(pairs) if pairs else float("nan")
 
 
-def decision(probs: Mapping[str, torch.Tensor], genotype: Genotype | None = None) -> dict[str, Any]:
+def decision(probs: Mapping[str, torch.Tensor], genotype: Any = None) -> dict[str, Any]:
     """{cell: {max_prob, margin, entropy (means over edges), param_free_share, edges: {max_prob, margin}
-    (per edge)}, "uniform": the same means for uniform alphas}. probs: {cell: [edges, ops]}."""
+    (per edge)}, "uniform": the same means for uniform alphas}. probs: {cell: [edges, ops]}; genotype: any space's
+    (its ``cells()`` gives the derived pairs of each cell)."""
     out: dict[str, Any] = {}
     ops = None
     for cell, p in probs.items():
@@ -47,7 +46,7 @@ def decision(probs: Mapping[str, torch.Tensor], genotype: Genotype | None = None
         edges = edge_decision(p)
         out[cell] = {name: float(values.mean()) for name, values in edges.items()}
         if genotype is not None:
-            pairs = genotype.normal if cell == "normal" else genotype.reduce
+            pairs = genotype.cells().get(cell)
             if pairs:
                 out[cell]["param_free_share"] = param_free_share(pairs)
         out[cell]["edges"] = {name: [round(float(v), 6) for v in edges[name]] for name in ("max_prob", "margin")}
@@ -62,6 +61,11 @@ def decision_metrics(measures: Mapping[str, Any]) -> dict[str, float]:
             for name, value in values.items() if name != "edges"}
 
 
+def cell_title(cell: str) -> str:
+    """How people call a cell type: "normal cell", "reduce cell"; a space with one cell type names it "cell"."""
+    return cell if cell == "cell" else f"{cell} cell"
+
+
 def describe(measures: Mapping[str, Any]) -> str:
     """One line for people: how far each cell's alphas are from uniform."""
     uniform = measures.get("uniform", {})
@@ -69,7 +73,8 @@ def describe(measures: Mapping[str, Any]) -> str:
     for cell, m in measures.items():
         if cell == "uniform":
             continue
-        text = (f"{cell} cell: largest op probability {m['max_prob']:.3f} on average (uniform {uniform.get('max_prob', 0):.3f}), "
+        text = (f"{cell_title(cell)}: largest op probability {m['max_prob']:.3f} on average "
+                f"(uniform {uniform.get('max_prob', 0):.3f}), "
                 f"margin {m['margin']:.3f}, entropy {m['entropy']:.2f} of {uniform.get('entropy', 0):.2f} nats")
         if "param_free_share" in m:
             text += f", {m['param_free_share']:.0%} parameter-free ops in the derived cell"

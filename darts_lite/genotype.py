@@ -93,6 +93,21 @@ class Genotype:
     def steps(self) -> int:
         return len(self.normal) // 2
 
+    def cells(self) -> dict[str, tuple[Pair, ...]]:
+        """The (op, input state) pairs per searched cell type, the normal cell first (no "reduce" with the fixed
+        reduction cell). The two pairs of a node are summed, so their order carries no meaning: here they come in
+        input order, and two genotypes with the same cells give equal ``cells()`` position by position."""
+        def canonical(pairs: tuple[Pair, ...]) -> tuple[Pair, ...]:
+            out: list[Pair] = []
+            for k in range(0, len(pairs), 2):
+                out += sorted(pairs[k:k + 2], key=lambda p: (p[1], p[0]))
+            return tuple(out)
+
+        cells = {"normal": canonical(self.normal)}
+        if not self.fixed_reduction:
+            cells["reduce"] = canonical(self.reduce)
+        return cells
+
     # ---- derivation -------------------------------------------------------------------------
     @staticmethod
     def cell_from_alphas(alphas: torch.Tensor, steps: int = 4, primitives: Sequence[str] = PRIMITIVES) -> list[Pair]:

@@ -37,7 +37,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .relax import linear_tau
 from .schedule import rebase_cosine
-from .spaces.darts import SearchNetwork
+from .spaces import get_space
 from .speed import SpeedSwitches
 
 # the second order's Hessian-vector product: exact (autograd), or the finite differences central (the paper's), forward
@@ -109,9 +109,10 @@ def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
 
 
 class SearchModule(SpeedSwitches, pl.LightningModule):
-    """Bilevel search over a :class:`SearchNetwork`.
+    """Bilevel search over a search space's supernet.
 
-    network: keyword arguments of SearchNetwork (C, layers, relaxation, ...).
+    space: the registered space (``darts_lite.spaces.SPACES``) whose SearchNetwork is searched.
+    network: keyword arguments of that SearchNetwork (C, layers, relaxation, ...).
     order: 1 (first-order DARTS, also GDAS) or 2 (unrolled, second-order DARTS).
     hvp: how the second order takes its Hessian-vector product (see HVP_ESTIMATORS). "exact" by automatic
     differentiation; "central" the paper's finite difference (two extra passes, error O(eps^2) on smooth
@@ -130,6 +131,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         lr: float = 0.025,
         lr_min: float = 0.001,
         momentum: float = 0.9,
+        nesterov: bool = False,
         weight_decay: float = 3e-4,
         grad_clip: float | None = 5.0,
         arch_lr: float = 3e-4,
@@ -141,6 +143,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         hvp: str = "central",
         channels_last: bool = True,
         compile: bool = False,
+        space: str = "darts",
     ):
         super().__init__()
         if order not in (1, 2):
@@ -154,7 +157,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             )
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net = SearchNetwork(**(network or {}))
+        self.net = get_space(space).SearchNetwork(**(network or {}))
         n = self.net.num_classes
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.arch_acc = MulticlassAccuracy(num_classes=n, average="micro")
@@ -165,7 +168,8 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
     # ---- optimisers --------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
-        opt_w = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        opt_w = torch.optim.SGD(self.net.weight_parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
+                                nesterov=hp.get("nesterov", False))
         opt_a = torch.optim.Adam(
             self.net.arch_parameters(), lr=hp.arch_lr, betas=tuple(hp.arch_betas), weight_decay=hp.arch_weight_decay
         )
@@ -285,7 +289,8 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         rng = _RngSnapshot(x_w.device)
         # 1. one virtual SGD step on the training batch, exactly as torch.optim.SGD would take it:
         # per weight, d = grad + wd * w (+ momentum * buffer once SGD has one), and a weight that gets
-        # no gradient (an op GDAS did not sample) is left alone, as SGD skips it.
+        # no gradient (an op GDAS did not sample) is left alone, as SGD skips it. With search.nesterov the real
+        # step adds the momentum look-ahead; the virtual step keeps the form above, as the reference code's does.
         # The forward difference also needs grad_alpha L_train(w), which this same pass gives
         # almost for free; the others do not, so the alphas stay out of their backward
         if hvp == "forward":

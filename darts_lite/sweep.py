@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .genotype import Genotype
+from .spaces import parse_genotype
 
 
 def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -50,6 +50,12 @@ def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 _DECISION_COLUMNS = ("max_prob", "margin", "entropy", "param_free_share")
 
 
+def _decision_cells(rows: list[dict[str, Any]]) -> list[str]:
+    """The cell types the jobs' decision measures name (DARTS: normal, reduce; NAS-Bench-201: cell), in order."""
+    suffix = "_" + _DECISION_COLUMNS[0]
+    return list(dict.fromkeys(k[: -len(suffix)] for r in rows for k in r if k.endswith(suffix)))
+
+
 def write_job_failure(job_dir: str | Path, task: str, error: BaseException) -> Path:
     """Records a failed job of a multirun as its summary.json, which the sweep table reads back."""
     path = Path(job_dir) / "summary.json"
@@ -65,23 +71,16 @@ def _md_cell(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _node_sorted(pairs: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
-    # the two edges into a node are summed, so their order carries no meaning: compare them sorted
-    out: list[tuple[str, int]] = []
-    for k in range(0, len(pairs), 2):
-        out += sorted(pairs[k:k + 2], key=lambda p: (p[1], p[0]))
-    return out
-
-
-def edge_agreement(genotypes: list[Genotype]) -> dict[str, list[float]]:
-    """Per cell type and per (op, input) position, the share of genotypes that pick the most common
-    choice; the two pairs feeding a node are put in input order first."""
+def edge_agreement(genotypes: list[Any]) -> dict[str, list[float]]:
+    """Per cell type and per (op, input) position of ``cells()`` (a canonical order in every space), the share
+    of genotypes that pick the most common choice. Genotypes of one space."""
     out: dict[str, list[float]] = {}
-    for cell in ("normal", "reduce"):
-        cells = [_node_sorted(getattr(g, cell)) for g in genotypes if getattr(g, cell)]
+    names = list(dict.fromkeys(name for g in genotypes for name in g.cells()))
+    for name in names:
+        cells = [g.cells()[name] for g in genotypes if g.cells().get(name)]
         if not cells:
             continue
-        out[cell] = [Counter(c[k] for c in cells).most_common(1)[0][1] / len(cells) for k in range(len(cells[0]))]
+        out[name] = [Counter(c[k] for c in cells).most_common(1)[0][1] / len(cells) for k in range(len(cells[0]))]
     return out
 
 
@@ -94,8 +93,9 @@ def write_sweep_summary(sweep_dir: str | Path, rows: list[dict[str, Any]] | None
     """Writes summary.csv and summary.md from the jobs' folders (or from ``rows`` already read from them)."""
     sweep_dir = Path(sweep_dir)
     rows = _job_rows(sweep_dir) if rows is None else rows
+    cells = _decision_cells(rows)
     columns = ["job", "overrides", "status", "task", "genotype_spec", "val_acc", "wall_time_s", "params", "genotype",
-               *(f"{cell}_{k}" for cell in ("normal", "reduce") for k in _DECISION_COLUMNS), "error"]
+               *(f"{cell}_{k}" for cell in cells for k in _DECISION_COLUMNS), "error"]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -125,20 +125,21 @@ def write_sweep_summary(sweep_dir: str | Path, rows: list[dict[str, Any]] | None
         for (text, setting), accs in sorted(by.items(), key=lambda kv: -statistics.mean(kv[1])):
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
             md.append(f"| {label[text]} | `{setting}` | {len(accs)} | {statistics.mean(accs):.4f} | {std:.4f} |")
-    searches = [Genotype.parse(r["genotype"]) for r in done if r.get("task") == "search" and r.get("genotype")]
+    parsed = [parse_genotype(r["genotype"]) for r in done if r.get("task") == "search" and r.get("genotype")]
+    searches = [g for space, g in parsed if space is parsed[0][0]]  # agreement within the first job's space
     if len(searches) > 1:
         md += ["", "## Agreement between the searches, per edge", "",
                "Share of jobs choosing the most common (op, input) at each position (pairs 2k, 2k+1 feed node k).", ""]
         for cell, shares in edge_agreement(searches).items():
             md.append(f"- {cell}: " + ", ".join(f"{s:.2f}" for s in shares) + f" (mean {statistics.mean(shares):.2f})")
-    decided = [r for r in done if r.get("task") == "search" and r.get("normal_max_prob") is not None]
+    decided = [r for r in done if r.get("task") == "search" and any(r.get(f"{c}_max_prob") is not None for c in cells)]
     if decided:
         md += ["", "## How decided each search is", "",
                "Means over edges of the largest op probability and its margin over the second, the entropy (nats) "
                "and the share of parameter-free ops in the derived cell.", "",
                "| job | cell | largest p | margin | entropy | parameter-free |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         for r in decided:
-            for cell in ("normal", "reduce"):
+            for cell in cells:
                 if r.get(f"{cell}_max_prob") is not None:
                     md.append(f"| {r['job']} | {cell} | {r[f'{cell}_max_prob']:.3f} | {r[f'{cell}_margin']:.3f} | "
                               f"{r[f'{cell}_entropy']:.3f} | {fmt(r.get(f'{cell}_param_free_share'), '.2f')} |")

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from .config import validate_search, validate_train
 from .decision import decision, describe
 from .run.artifacts import SearchArtifacts, WandbDashboard
-from .run.build import build_datamodule, build_search_module, build_train_module
+from .run.build import build_datamodule, build_guard, build_search_module, build_train_module
 from .run.checkpoints import resume_checkpoint
 from .run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from .run.loggers import wandb_run_ends_with_the_job
@@ -40,7 +40,9 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     dm = build_datamodule(cfg)
     module = build_search_module(cfg, dm)
     clock = WallClock()
-    trainer = build_trainer(cfg, out_dir, [SearchArtifacts(out_dir), clock], ckpt)
+    guard = build_guard(cfg)
+    callbacks = [SearchArtifacts(out_dir), clock, *([guard] if guard else [])]
+    trainer = build_trainer(cfg, out_dir, callbacks, ckpt)
     from pytorch_lightning.loggers import WandbLogger
 
     for logger in trainer.loggers:
@@ -53,13 +55,18 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         decided = decision(module.net.op_probabilities(), genotype)
         summary = {"task": "search", "status": "done", "genotype": genotype.to_text(), "metrics": metrics,
                    "decision": decided, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
+        if guard is not None:
+            summary["stopped"] = guard.stopped  # None: the search ran all its epochs
         if write_summary(trainer, out_dir, summary):
             print(f"\nGenotype: {genotype.to_text()}")
             shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "search/train", "search/arch_acc"))}
             print(f"Final metrics: {shown}")
             print(f"Decision: {describe(decided)}")
-            print(f"Run folder: {out_dir.resolve()}  (genotype.json, genotype.txt, normal/reduction pictures, "
-                  "alphas_normal/reduce.png heatmaps, metrics.csv, checkpoints/last.ckpt)")
+            if guard is not None and guard.stopped:
+                print(f"Stopped early: {guard.stopped['reason']}")
+            heatmaps = ", ".join(f"alphas_{cell}.png" for cell in module.net.op_probabilities())
+            print(f"Run folder: {out_dir.resolve()}  (genotype.json, genotype.txt, cell pictures, {heatmaps} heatmaps, "
+                  "metrics.csv, checkpoints/last.ckpt)")
             sys.stdout.flush()
         return summary
 

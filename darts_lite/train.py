@@ -16,28 +16,29 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
-from .genotype import Genotype
+from .genotype import Genotype, zoo
 from .schedule import rebase_cosine
-from .spaces.eval import EvalNetwork
+from .spaces import SPACES, get_space, parse_genotype
 from .speed import SpeedSwitches
 
 
-def resolve_genotype(spec: str | Genotype) -> Genotype:
-    """A genotype from a zoo name, a genotype.json path, a search run folder, or DARTS/JSON text."""
+def resolve_genotype(spec: Any) -> Any:
+    """A genotype of any space from a zoo name, a genotype.json path, a search run folder, or its text or JSON."""
     from pathlib import Path
 
-    if isinstance(spec, Genotype):
-        return spec
+    if not isinstance(spec, str) and hasattr(spec, "cells"):
+        return spec  # already a genotype
     text = str(spec).strip()
-    if text.startswith(("Genotype(", "{")):
-        return Genotype.parse(text)
+    prefixes = tuple(p for name in SPACES for p in get_space(name).GENOTYPE_PREFIXES)
+    if text.startswith((*prefixes, "{")):
+        return parse_genotype(text)[1]
     path = Path(text).expanduser()
     if path.is_dir():
         if not (path / "genotype.json").is_file():
             raise ValueError(f"genotype={text!r}: the folder has no genotype.json; is it a search run folder?")
         path = path / "genotype.json"
     if path.is_file():
-        return Genotype.parse(path.read_text())
+        return parse_genotype(path.read_text())[1]
     try:
         return Genotype.named(text)
     except ValueError:
@@ -48,8 +49,6 @@ def resolve_genotype(spec: str | Genotype) -> Genotype:
 
 
 def _zoo_names() -> list[str]:
-    from .genotype import zoo
-
     return list(zoo())
 
 
@@ -65,7 +64,10 @@ def count_flops(net: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 class TrainModule(SpeedSwitches, pl.LightningModule):
-    """Trains an EvalNetwork. network: EvalNetwork keyword arguments besides the genotype."""
+    """Trains the evaluation network of a genotype of any space (the space is read from the genotype).
+
+    network: that space's EvalNetwork keyword arguments besides the genotype.
+    """
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         lr: float = 0.025,
         lr_min: float = 0.0,
         momentum: float = 0.9,
+        nesterov: bool = False,
         weight_decay: float = 3e-4,
         grad_clip: float | None = 5.0,
         auxiliary_weight: float = 0.4,
@@ -85,7 +88,8 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         super().__init__()
         genotype = resolve_genotype(genotype).to_text()  # stored as text: checkpoints stay loadable
         self.save_hyperparameters()
-        self.net = EvalNetwork(Genotype.parse(genotype), **(network or {}))
+        space, parsed = parse_genotype(genotype)
+        self.net = space.EvalNetwork(parsed, **(network or {}))
         n = self.net.classifier.out_features
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
@@ -95,7 +99,8 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
+                              nesterov=hp.get("nesterov", False))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs, eta_min=hp.lr_min)
         return [opt], [{"scheduler": sched, "interval": "epoch"}]
 
@@ -117,6 +122,8 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
 
     def on_train_epoch_start(self) -> None:
+        if not hasattr(self.net, "drop_path_prob"):
+            return  # a network without drop path (NAS-Bench-201's)
         self.net.drop_path_prob = self.hparams.drop_path_prob * self.current_epoch / self.hparams.epochs
         self.log("train/drop_path_prob", self.net.drop_path_prob, on_step=False, on_epoch=True)
 

@@ -157,7 +157,20 @@ def _render(dot: str, source: Path, fmt: str) -> Path | None:
 def write_cell_pictures(
     genotype: Genotype, out_dir: str | Path, formats: Sequence[str] = ("png", "pdf")
 ) -> dict[str, list[Path]]:
-    """Write normal.dot and reduction.dot into ``out_dir`` and render each to ``formats``.
+    """Write a DARTS genotype's normal.dot and reduction.dot into ``out_dir`` and render each to ``formats``
+    (see ``write_dot_pictures``)."""
+    if genotype.fixed_reduction:
+        reduction = fixed_reduction_dot("reduction cell (fixed)")
+    else:
+        reduction = cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell")
+    sources = {"normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"), "reduction": reduction}
+    return write_dot_pictures(sources, out_dir, formats)
+
+
+def write_dot_pictures(
+    sources: dict[str, str], out_dir: str | Path, formats: Sequence[str] = ("png", "pdf")
+) -> dict[str, list[Path]]:
+    """Write each DOT source as ``<name>.dot`` into ``out_dir`` and render it to ``formats``.
 
     The .dot files are always written. Rendering needs Graphviz's `dot` on PATH; without it,
     or when `dot` fails, a warning explains what happened and the run carries on.
@@ -167,15 +180,6 @@ def write_cell_pictures(
         formats = (formats,)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if genotype.fixed_reduction:
-        reduction = fixed_reduction_dot("reduction cell (fixed)")
-    else:
-        reduction = cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell")
-    sources = {
-        "normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"),
-        "reduction": reduction,
-    }
-
     result: dict[str, list[Path]] = {"dot": [], "rendered": []}
     for name, text in sources.items():
         path = out / f"{name}.dot"
@@ -187,9 +191,10 @@ def write_cell_pictures(
     dot = shutil.which("dot")
     if dot is None:
         written = ", ".join(p.name for p in result["dot"])
+        first = result["dot"][0].stem if result["dot"] else "normal"
         warnings.warn(
             f"Graphviz `dot` was not found on PATH, so only the DOT sources were written ({written} in {out}). "
-            "Render them with e.g. `dot -Tpng normal.dot -o normal.png` once Graphviz is installed "
+            f"Render them with e.g. `dot -Tpng {first}.dot -o {first}.png` once Graphviz is installed "
             "(`apt-get install graphviz` or `conda install graphviz`).",
             stacklevel=2,
         )

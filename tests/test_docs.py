@@ -27,7 +27,9 @@ CONFIG_PAGE = DOCS / "configuration.md"
 # genotype resolution included.
 EXAMPLE_FILES = {
     "runs/search/2026-11-24_20-30-00/genotype.json": "the search run folder the Retrain and Resume guides use",
+    "runs/search/2026-11-25_09-00-00/genotype.json": "a NAS-Bench-201 search run folder (Search spaces guide)",
 }
+NB201_EXAMPLE = "runs/search/2026-11-25_09-00-00/genotype.json"
 
 
 # ---- conf/ ---------------------------------------------------------------------------------------------------
@@ -187,11 +189,14 @@ def hydra_compose():
 
 @pytest.fixture
 def example_files(tmp_path, monkeypatch):
-    genotype = Genotype.named("DARTS_V2").to_json()
+    from darts_lite.spaces import nb201
+
+    darts = Genotype.named("DARTS_V2").to_json()
+    best = nb201.Genotype.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
     for relative in EXAMPLE_FILES:
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(genotype + "\n")
+        path.write_text((best.to_json() if relative == NB201_EXAMPLE else darts) + "\n")
     monkeypatch.chdir(tmp_path)
 
 

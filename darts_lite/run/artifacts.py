@@ -12,10 +12,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from ..decision import decision, decision_metrics
+from ..decision import cell_title, decision, decision_metrics
 from ..plots import alpha_heatmap, save_figure, wandb_image
 from ..search import SearchModule
-from ..viz import cell_dot, dot_to_png, edge_labels, fixed_reduction_dot, write_cell_pictures
+from ..spaces import get_space
+from ..viz import dot_to_png, write_dot_pictures
 
 log = logging.getLogger("darts_lite")
 
@@ -55,14 +56,12 @@ class SearchArtifacts(pl.Callback):
 
 def _heatmap(module: SearchModule, probs: torch.Tensor, title: str):
     net = module.net
-    return alpha_heatmap(probs, edge_labels(net.steps), list(net.primitives), title)
+    return alpha_heatmap(probs, net.edge_labels(), list(net.primitives), title)
 
 
 def _cell_sources(module: SearchModule) -> dict[str, str]:
-    genotype = module.net.genotype()
-    reduction = (fixed_reduction_dot("reduction cell (fixed)") if genotype.fixed_reduction
-                 else cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell"))
-    return {"normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"), "reduction": reduction}
+    """DOT source per cell picture of the genotype the alphas select now, drawn by the searched space."""
+    return get_space(module.hparams.get("space", "darts")).cell_dots(module.net.genotype())
 
 
 class WandbDashboard(pl.Callback):
@@ -81,7 +80,7 @@ class WandbDashboard(pl.Callback):
         epoch = trainer.current_epoch
         payload: dict[str, Any] = {"trainer/global_step": trainer.global_step, "epoch": epoch}
         for cell, probs in module.net.op_probabilities().items():
-            payload[f"alphas/{cell}"] = wandb_image(_heatmap(module, probs, f"{cell} cell, epoch {epoch}"))
+            payload[f"alphas/{cell}"] = wandb_image(_heatmap(module, probs, f"{cell_title(cell)}, epoch {epoch}"))
         for name, source in _cell_sources(module).items():
             png = dot_to_png(source)
             if png is not None:
@@ -98,7 +97,8 @@ class WandbDashboard(pl.Callback):
 
         artifact = wandb.Artifact(f"genotype-{self.logger.experiment.id}", type="genotype",
                                   metadata={"genotype": module.net.genotype().to_text()})
-        for name in ("genotype.json", "genotype.txt", "normal.dot", "reduction.dot", "alphas.pt"):
+        pictures = [f"{name}.dot" for name in _cell_sources(module)]
+        for name in ("genotype.json", "genotype.txt", *pictures, "alphas.pt"):
             if (self.out_dir / name).is_file():
                 artifact.add_file(str(self.out_dir / name))
         self.logger.experiment.log_artifact(artifact)
@@ -115,10 +115,10 @@ def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]
     torch.save({cell: p.cpu() for cell, p in probs.items()}, out_dir / "alphas.pt")
     files["alphas.pt"] = out_dir / "alphas.pt"
     for cell, p in probs.items():
-        figure = _heatmap(module, p, f"{cell} cell: softmax(alpha)")
+        figure = _heatmap(module, p, f"{cell_title(cell)}: softmax(alpha)")
         for path in save_figure(figure, out_dir / f"alphas_{cell}", formats=("png", "svg")):
             files[path.name] = path
-    pictures = write_cell_pictures(genotype, out_dir)
+    pictures = write_dot_pictures(_cell_sources(module), out_dir)
     for path in [*pictures["dot"], *pictures["rendered"]]:
         files[path.name] = path
     return files

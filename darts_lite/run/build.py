@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from omegaconf import DictConfig, OmegaConf
 
 from ..data import SearchDataModule, TrainDataModule
-from ..genotype import Genotype
 from ..search import SearchModule
+from ..spaces import parse_genotype
 from ..train import TrainModule
+from ..tricks import CollapseGuard
 
 _DATA_KEYS = (
     "name", "root", "batch_size", "eval_batch_size", "split", "sample_ratio", "resolution", "crop_padding",
     "flip", "download", "synthetic_samples", "synthetic_classes", "synthetic_size", "synthetic_channels", "val_on",
 )
 _SEARCH_KEYS = (
-    "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "arch_lr",
+    "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "arch_lr",
     "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "hvp", "channels_last", "compile",
 )
-_TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "weight_decay", "grad_clip", "auxiliary_weight", "drop_path_prob",
-               "channels_last", "compile")
+_TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "auxiliary_weight",
+               "drop_path_prob", "channels_last", "compile")
 
 
 def build_datamodule(cfg: DictConfig) -> SearchDataModule:
@@ -31,14 +34,27 @@ def build_datamodule(cfg: DictConfig) -> SearchDataModule:
 
 
 def build_search_module(cfg: DictConfig, dm: SearchDataModule) -> SearchModule:
+    """The SearchModule of ``cfg.space.name``'s supernet: every other key of the space group is a SearchNetwork argument."""
     space = OmegaConf.to_container(cfg.space, resolve=True)
+    name = space.pop("name")
     network = dict(space, relaxation=cfg.search.relaxation, in_channels=dm.in_channels, num_classes=dm.num_classes)
     search = OmegaConf.to_container(cfg.search, resolve=True)
-    return SearchModule(network=network, **{k: search[k] for k in _SEARCH_KEYS})
+    return SearchModule(network=network, space=name, **{k: search[k] for k in _SEARCH_KEYS})
 
 
-def build_train_module(cfg: DictConfig, dm: TrainDataModule, genotype: Genotype) -> TrainModule:
-    t = cfg.train
-    network = dict(C=t.C, layers=t.layers, auxiliary=t.auxiliary, dataset=t.network_dataset, num_classes=dm.num_classes,
-                   in_channels=dm.in_channels)
-    return TrainModule(genotype.to_text(), network=network, **{k: t[k] for k in _TRAIN_KEYS})
+def build_guard(cfg: DictConfig) -> CollapseGuard | None:
+    """The collapse guard the ``guard`` group asks for (``guard=collapse``), or None (``guard=none``)."""
+    if "guard" not in cfg:
+        return None
+    guard = OmegaConf.to_container(cfg.guard, resolve=True)
+    if guard.pop("name") == "none":
+        return None
+    return CollapseGuard(**guard)
+
+
+def build_train_module(cfg: DictConfig, dm: TrainDataModule, genotype: Any) -> TrainModule:
+    """The TrainModule of ``genotype``'s evaluation network, sized by the train group (its space reads the keys)."""
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    space, _ = parse_genotype(genotype.to_text())
+    network = dict(space.eval_network_options(train), num_classes=dm.num_classes, in_channels=dm.in_channels)
+    return TrainModule(genotype.to_text(), network=network, **{k: train[k] for k in _TRAIN_KEYS})

@@ -79,8 +79,8 @@ RECORD_FORMAT = 1  # raised when the record's layout changes; a checkpoint of a 
 # progress bar, devices, precision, ...) may change on resume and is named in one line.
 FIXED_SETTINGS: dict[str, tuple[str, ...]] = {
     "search": ("seed", "space", "data", "search.relaxation", "search.order"),
-    "train": ("seed", "data", "genotype", "train.C", "train.layers", "train.auxiliary", "train.network_dataset",
-              "train.cutout"),
+    "train": ("seed", "data", "genotype", "train.space", "train.C", "train.layers", "train.auxiliary",
+              "train.network_dataset", "train.cutout"),
 }
 # inside the groups above, these change nothing a checkpoint holds: where data lives and how it is validated
 FREE_INSIDE_FIXED = ("data.root", "data.download", "data.eval_batch_size", "data.val_on")
@@ -117,7 +117,8 @@ def run_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _space_name(cfg: DictConfig) -> str:
-    return str(cfg.get("space", {}).get("name", "darts")) if cfg.get("task") == "search" else "darts"
+    group = "space" if cfg.get("task") == "search" else "train"
+    return str(cfg.get(group, {}).get("space" if group == "train" else "name", "darts"))
 
 
 def _task_overrides() -> list[str]:
@@ -199,7 +200,9 @@ def check_resume(cfg: DictConfig, path: str) -> list[str]:
     if record.get("space") != space:
         raise ConfigError(f"{how}: a checkpoint of a search in the {record.get('space')!r} space, not "
                           f"{space!r}. The file was left as it is.")
-    saved, now = record["settings"], run_settings(cfg)
+    saved, now = dict(record["settings"]), run_settings(cfg)
+    # records of 0.2.0 before spaces were plug-ins name the space beside the settings, not inside them
+    saved.setdefault("space.name" if task == "search" else "train.space", record.get("space", "darts"))
     fixed, free = [], []
     for key in sorted(set(saved) | set(now)):
         old, new = saved.get(key), now.get(key)

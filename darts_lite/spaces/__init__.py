@@ -1,6 +1,66 @@
-"""Search spaces: candidate ops, search cells and networks."""
+"""Search spaces as plug-ins: one module per space, each with the same parts.
 
-from .darts import FixedReductionCell, MixedEdge, SearchCell, SearchNetwork
-from .ops import OPS, FactorizedReduce, make_op
+A space module (``darts_lite.spaces.darts``, ``darts_lite.spaces.nb201``) defines:
 
-__all__ = ["OPS", "FactorizedReduce", "FixedReductionCell", "MixedEdge", "SearchCell", "SearchNetwork", "make_op"]
+- ``NAME`` and ``PRIMITIVES`` (the candidate ops, in alpha column order);
+- ``SearchNetwork``: the supernet whose mixed edges the shared relaxations drive, with ``arch_parameters()``,
+  ``weight_parameters()``, ``op_probabilities()`` ({cell: [edges, ops]}), ``edge_labels()`` and ``genotype()``;
+- ``Genotype``: the discrete result (``parse``, ``to_text``, ``to_dict``/``from_dict``/``to_json``, ``cells()``:
+  {cell: (op, input) pairs}, the normal cell first), and ``GENOTYPE_PREFIXES``, how its text begins;
+- ``EvalNetwork``: the network a genotype describes, for retraining, and ``eval_network_options``;
+- ``sample(rng)`` and ``mutate(genotype, rng)``: the moves of random and evolutionary search;
+- ``cell_dots(genotype)``: a Graphviz picture per cell;
+- ``SEARCH_CHECKS`` / ``check_train``: what its config keys must be.
+
+The search and retraining code, the run files, the dashboards and the sweep summary reach a space only
+through these names, so adding a space is one module here and one file in ``conf/space/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from types import ModuleType
+from typing import Any
+
+# name -> module under darts_lite.spaces; imported on first use
+SPACES: tuple[str, ...] = ("darts", "nb201")
+
+
+def get_space(name: str) -> ModuleType:
+    """The space module registered as ``name`` (``space=NAME`` in the config)."""
+    if name not in SPACES:
+        raise ValueError(f"unknown search space {name!r}; spaces: {', '.join(SPACES)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def parse_genotype(text: str) -> tuple[ModuleType, Any]:
+    """(space module, genotype) of genotype text or JSON in any space's format; ValueError says what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError(f"genotype text must be a string, got {type(text).__name__}")
+    s = text.strip()
+    spaces = [get_space(name) for name in SPACES]
+    for space in spaces:
+        if s.startswith(space.GENOTYPE_PREFIXES):
+            return space, space.Genotype.parse(s)
+    if s.startswith("{"):
+        try:
+            data = json.loads(s)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"genotype JSON is malformed: {e}") from None
+        named = data.get("space") if isinstance(data, dict) else None
+        errors = []
+        for space in spaces:
+            if named not in (None, space.NAME):
+                continue
+            try:
+                return space, space.Genotype.parse(s)
+            except ValueError as e:
+                errors.append(f"as a {space.NAME} genotype: {e}")
+        raise ValueError("genotype JSON is not a genotype of any space (" + "; ".join(errors) + ")")
+    formats = "; ".join(f"{space.NAME}: text starting {' or '.join(map(repr, space.GENOTYPE_PREFIXES))}"
+                        for space in spaces)
+    raise ValueError(f"not genotype text of any space ({formats}; or the JSON a run writes)")
+
+
+__all__ = ["SPACES", "get_space", "parse_genotype"]

@@ -1,262 +1,130 @@
-"""The DARTS cell search space: mixed edges, search cells and the search network.
+"""The DARTS cell space (Liu et al., 2019) as a darts_lite space: 8 candidate ops, cells of 4 intermediate
+nodes with 14 mixed edges, a normal and a reduction cell type, the evaluation network of the paper.
 
-A search cell has two inputs (the outputs of the two previous cells), ``steps`` intermediate
-nodes and one mixed edge from every earlier state to every node (2+3+4+5 = 14 edges for 4
-nodes); its output concatenates the last ``multiplier`` nodes along channels.
+The parts live beside this module: the supernet in ``darts_search``, the evaluation network in ``darts_eval``,
+the genotype (the DARTS reference code's text format) in ``darts_lite.genotype``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import torch
-from torch import nn
+import random
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..genotype import PRIMITIVES, Genotype
-from ..relax import EdgeWeights, GumbelRelaxation, make_relaxation
-from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, make_op
+from ..viz import cell_dot, fixed_reduction_dot
+from .darts_eval import AuxiliaryHead, EvalNetwork
+from .darts_search import FixedReductionCell, MixedEdge, SearchCell, SearchNetwork, num_edges, reduction_indices
+
+NAME = "darts"
+GENOTYPE_PREFIXES: tuple[str, ...] = ("Genotype(",)
+
+__all__ = [
+    "GENOTYPE_PREFIXES", "NAME", "PRIMITIVES", "EvalNetwork", "FixedReductionCell", "Genotype", "MixedEdge", "SearchCell",
+    "SearchNetwork", "cell_dots", "check_train", "eval_network_options", "mutate", "num_edges", "reduction_indices",
+    "sample",
+]
 
 
-def num_edges(steps: int) -> int:
-    return sum(2 + i for i in range(steps))
+# ---- random and evolutionary search ----------------------------------------------------------------
+def _random_cell(rng: random.Random, steps: int, ops: list[str]) -> tuple[tuple[str, int], ...]:
+    pairs = []
+    for node in range(steps):
+        for j in sorted(rng.sample(range(node + 2), 2)):  # two distinct inputs, as derivation keeps two edges
+            pairs.append((rng.choice(ops), j))
+    return tuple(pairs)
 
 
-def reduction_indices(layers: int) -> tuple[int, ...]:
-    """Cells at 1/3 and 2/3 of the depth reduce (halve H, W; double C)."""
-    return tuple(sorted({layers // 3, 2 * layers // 3}))
+def sample(rng: random.Random, steps: int = 4) -> Genotype:
+    """A genotype drawn uniformly: per node two distinct inputs and a non-`none` op on each, both cell types."""
+    ops = [p for p in PRIMITIVES if p != "none"]
+    concat = tuple(range(2, steps + 2))
+    return Genotype(_random_cell(rng, steps, ops), concat, _random_cell(rng, steps, ops), concat)
 
 
-class MixedEdge(nn.Module):
-    """All candidate ops of one edge; the relaxation decides which run and how they are weighted."""
-
-    def __init__(self, C: int, stride: int, primitives: Sequence[str], affine: bool):
-        super().__init__()
-        self.ops = nn.ModuleList(make_op(p, C, stride, affine, pool_bn=True) for p in primitives)
-        # ops whose output drop path may zero: not `none` (already zero) and not the identity
-        self._droppable = [not isinstance(op, (Zero, Identity)) for op in self.ops]
-
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
-        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all."""
-        if index is not None:
-            out = self.ops[index](x)
-            if drop_active(drop_prob) and self._droppable[index]:
-                out = drop_path(out, drop_prob)
-            return out * weights[index]
-        total = None
-        for op, w, droppable in zip(self.ops, weights, self._droppable):
-            if isinstance(op, Zero):
-                continue  # contributes exactly zero to the sum; its alpha still gets gradient via softmax
-            out = op(x)
-            if drop_active(drop_prob) and droppable:
-                out = drop_path(out, drop_prob)
-            total = out * w if total is None else total + out * w
-        return total
+def mutate(genotype: Genotype, rng: random.Random) -> Genotype:
+    """One change: in one searched cell, one pair gets another op, or another input that its node does not
+    already read (the regularized-evolution moves on this space)."""
+    cells = genotype.cells()
+    name = rng.choice(sorted(cells))
+    pairs = list(cells[name])
+    k = rng.randrange(len(pairs))
+    op, j = pairs[k]
+    node = k // 2
+    other = pairs[k ^ 1][1]  # the node's other input
+    inputs = [i for i in range(node + 2) if i not in (j, other)]
+    if inputs and rng.random() < 0.5:
+        pairs[k] = (op, rng.choice(inputs))
+    else:
+        pairs[k] = (rng.choice([p for p in PRIMITIVES if p not in ("none", op)]), j)
+    return Genotype(**{**_fields(genotype), name: tuple(pairs)})
 
 
-class SearchCell(nn.Module):
-    def __init__(
-        self,
-        steps: int,
-        multiplier: int,
-        C_pp: int,
-        C_p: int,
-        C: int,
-        reduction: bool,
-        reduction_prev: bool,
-        primitives: Sequence[str],
-        affine: bool,
-    ):
-        super().__init__()
-        self.reduction = reduction
-        self.steps = steps
-        self.multiplier = multiplier
-        self.preprocess0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine)
-        self.edges = nn.ModuleList()
-        for node in range(steps):
-            for j in range(node + 2):
-                stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedEdge(C, stride, primitives, affine))
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        e = 0
-        for _ in range(self.steps):
-            node = None
-            for h in states:
-                idx = None if ew.index is None else ew.index[e]
-                out = self.edges[e](h, ew.weights[e], idx, drop_prob)
-                node = out if node is None else node + out
-                e += 1
-            states.append(node)
-        return torch.cat(states[-self.multiplier:], dim=1)
+def _fields(genotype: Genotype) -> dict[str, Any]:
+    return {"normal": genotype.normal, "normal_concat": genotype.normal_concat, "reduce": genotype.reduce,
+            "reduce_concat": genotype.reduce_concat, "fixed_reduction": genotype.fixed_reduction}
 
 
-class FixedReductionCell(nn.Module):
-    """GDAS's hand-designed reduction cell: four stride-2 branches concatenated (output 4C).
-
-    On each input: ReLU, 1x3 conv (stride (1,2)), 3x1 conv (stride (2,1)), both with 8 groups,
-    BN, ReLU, 1x1 conv, BN; and on each input a 3x3 stride-2 max pool followed by BN.
-    """
-
-    multiplier = 4
-
-    def __init__(self, C_pp: int, C_p: int, C: int, reduction_prev: bool, affine: bool, drop_prob: float = 0.0):
-        super().__init__()
-        if C % 8:
-            raise ValueError(f"the fixed reduction cell uses 8-group convs; its channel count {C} must be a multiple of 8")
-        self.reduction = True
-        self.preprocess0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine)
-        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine)
-        self.convs = nn.ModuleList(self._conv_branch(C, affine) for _ in range(2))
-        self.pools = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.BatchNorm2d(C, affine=affine)) for _ in range(2)
-        )
-
-    @staticmethod
-    def _conv_branch(C: int, affine: bool) -> nn.Module:
-        return nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, (1, 3), stride=(1, 2), padding=(0, 1), groups=8, bias=False),
-            nn.Conv2d(C, C, (3, 1), stride=(2, 1), padding=(1, 0), groups=8, bias=False),
-            nn.BatchNorm2d(C, affine=affine),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, 1, bias=False),
-            nn.BatchNorm2d(C, affine=affine),
-        )
-
-    def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights | None = None, drop_prob: float | torch.Tensor = 0.0
-    ) -> torch.Tensor:
-        s0, s1 = self.preprocess0(s0), self.preprocess1(s1)
-        branches = [self.convs[0](s0), self.convs[1](s1), self.pools[0](s0), self.pools[1](s1)]
-        if drop_active(drop_prob):
-            branches = [drop_path(b, drop_prob) for b in branches]
-        return torch.cat(branches, dim=1)
+# ---- pictures ------------------------------------------------------------------------------------
+def cell_dots(genotype: Genotype) -> dict[str, str]:
+    """DOT source per picture: {"normal": ..., "reduction": ...}."""
+    reduction = (fixed_reduction_dot("reduction cell (fixed)") if genotype.fixed_reduction
+                 else cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell"))
+    return {"normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"), "reduction": reduction}
 
 
-class SearchNetwork(nn.Module):
-    """The DARTS search supernet: stem, ``layers`` search cells, global pool, linear classifier.
+# ---- configuration -------------------------------------------------------------------------------
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
-    All normal cells share ``alpha_normal`` [14, 8] and all reduction cells ``alpha_reduce``
-    (absent with ``fixed_reduction=True``, GDAS-FRC). ``relaxation`` is "softmax" (DARTS) or
-    "gumbel" (GDAS; one sample per forward pass, shared by all cells of a type).
 
-    forward: x [B, in_channels, H, W] -> logits [B, num_classes].
-    """
+def _primitives_ok(v: Any, get: Callable[[str], Any]) -> bool:
+    return len(v) >= 2 and set(v) <= set(PRIMITIVES) and len(set(v)) == len(v) and set(v) != {"none"}
 
-    def __init__(
-        self,
-        C: int = 16,
-        num_classes: int = 10,
-        layers: int = 8,
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
-        in_channels: int = 3,
-        relaxation: str = "softmax",
-        affine: bool = False,
-        drop_path_prob: float = 0.0,
-        fixed_reduction: bool = False,
-        primitives: Sequence[str] = PRIMITIVES,
-        alpha_init: str = "randn",
-        tau: float = 10.0,
-    ):
-        super().__init__()
-        if layers < 3:
-            raise ValueError(f"layers must be at least 3 (reductions sit at layers//3 and 2*layers//3), got {layers}")
-        if not 1 <= multiplier <= steps:
-            raise ValueError(f"multiplier must be in 1..steps={steps}, got {multiplier}")
-        if not 0.0 <= drop_path_prob < 1.0:
-            raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
-        unknown = [p for p in primitives if p not in PRIMITIVES]
-        if unknown:
-            raise ValueError(f"unknown primitives {unknown}; known: {list(PRIMITIVES)}")
-        self.C, self.num_classes, self.layers = C, num_classes, layers
-        self.steps, self.multiplier = steps, multiplier
-        self.primitives = tuple(primitives)
-        self.fixed_reduction = fixed_reduction
-        self.drop_path_prob = drop_path_prob
-        self.relaxation = make_relaxation(relaxation, tau=tau)
 
-        C_curr = stem_multiplier * C
-        # the stem BN keeps its affine parameters: it sits before any alpha, so it cannot rescale them
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        reductions = reduction_indices(layers)
-        self.cells = nn.ModuleList()
-        reduction_prev = False
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-            if reduction and fixed_reduction:
-                cell: nn.Module = FixedReductionCell(C_pp, C_p, C_curr, reduction_prev, affine)
-                out = FixedReductionCell.multiplier * C_curr
-            else:
-                cell = SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, primitives, affine)
-                out = multiplier * C_curr
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, out
-        self.global_pooling = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, num_classes)
+# (key under space., check(value, get other space key), what it must be)
+SEARCH_CHECKS: tuple[tuple[str, Callable[[Any, Callable[[str], Any]], bool], str], ...] = (
+    ("C", lambda v, get: _int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2"),
+    ("layers", lambda v, get: _int(v) and v >= 3, "must be an integer >= 3"),
+    ("steps", lambda v, get: _int(v) and v >= 1, "must be an integer >= 1"),
+    ("stem_multiplier", lambda v, get: _int(v) and v >= 1, "must be an integer >= 1 (the stem's channels are it times C)"),
+    ("affine", lambda v, get: isinstance(v, bool), "must be true or false"),
+    ("fixed_reduction", lambda v, get: isinstance(v, bool), "must be true or false"),
+    ("multiplier", lambda v, get: _int(v) and 1 <= v <= get("steps"), "must be in 1..space.steps"),
+    ("drop_path_prob", lambda v, get: isinstance(v, (int, float)) and 0 <= v < 1, "must be in [0, 1)"),
+    ("alpha_init", lambda v, get: v in ("randn", "zeros"), "must be randn or zeros"),
+    ("primitives", _primitives_ok, f"must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides none"),
+    ("C", lambda v, get: not get("fixed_reduction") or (_int(v) and (2 * v) % 8 == 0),
+     "must be a multiple of 4 with space.fixed_reduction"),
+)
 
-        shape = (num_edges(steps), len(primitives))
-        if alpha_init == "randn":  # the reference code's 1e-3 * N(0, 1)
-            init = lambda: 1e-3 * torch.randn(shape)  # noqa: E731
-        elif alpha_init == "zeros":  # the paper's text
-            init = lambda: torch.zeros(shape)  # noqa: E731
-        else:
-            raise ValueError(f"alpha_init must be 'randn' or 'zeros', got {alpha_init!r}")
-        self.alpha_normal = nn.Parameter(init())
-        self.alpha_reduce = None if fixed_reduction else nn.Parameter(init())
 
-    # ---- parameters --------------------------------------------------------------------------
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """The alphas: [alpha_normal, alpha_reduce], each [edges, ops] (alpha_normal alone with the fixed reduction cell)."""
-        return [p for p in (self.alpha_normal, self.alpha_reduce) if p is not None]
+def eval_network_options(train: Mapping[str, Any]) -> dict[str, Any]:
+    """EvalNetwork keyword arguments from the train config group (besides classes and input channels)."""
+    return {"C": train["C"], "layers": train["layers"], "auxiliary": train["auxiliary"],
+            "dataset": train["network_dataset"]}
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter but the alphas: what the weight optimiser trains."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
 
-    @property
-    def tau(self) -> float | None:
-        return self.relaxation.tau if isinstance(self.relaxation, GumbelRelaxation) else None
-
-    @tau.setter
-    def tau(self, value: float) -> None:
-        if not isinstance(self.relaxation, GumbelRelaxation):
-            raise AttributeError("tau applies to the gumbel relaxation only")
-        self.relaxation.tau = float(value)
-
-    # ---- forward -----------------------------------------------------------------------------
-    def edge_weights(self) -> tuple[EdgeWeights, EdgeWeights | None]:
-        normal = self.relaxation(self.alpha_normal)
-        reduce = None if self.alpha_reduce is None else self.relaxation(self.alpha_reduce)
-        return normal, reduce
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, C_in, H, W] -> logits [B, num_classes]."""
-        normal, reduce = self.edge_weights()
-        drop = self.drop_path_prob if self.training else 0.0
-        s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal, drop)
-        return self.classifier(self.global_pooling(s1).flatten(1))
-
-    # ---- architecture ------------------------------------------------------------------------
-    def op_probabilities(self) -> dict[str, torch.Tensor]:
-        """softmax(alpha) per cell type: {"normal": [E, O], "reduce": [E, O]} (detached)."""
-        out = {"normal": torch.softmax(self.alpha_normal.detach(), -1)}
-        if self.alpha_reduce is not None:
-            out["reduce"] = torch.softmax(self.alpha_reduce.detach(), -1)
-        return out
-
-    def genotype(self) -> Genotype:
-        """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op)."""
-        return Genotype.from_alphas(
-            self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives
-        )
+def check_train(train: Mapping[str, Any], genotype: Genotype | None, image_size: int | None) -> list[str]:
+    """Problems of the train group's network keys for this genotype (None: not known), as ``key=value: what it must be``."""
+    problems = []
+    C, layers = train.get("C"), train.get("layers")
+    if not (_int(C) and C >= 2 and C % 2 == 0):
+        problems.append(f"train.C={C!r}: must be an even integer >= 2")
+    elif genotype is not None and genotype.fixed_reduction and C % 4:
+        problems.append(f"train.C={C!r}: must be a multiple of 4 for a fixed-reduction genotype (8-group convs)")
+    if not (_int(layers) and layers >= 3):
+        problems.append(f"train.layers={layers!r}: must be an integer >= 3")
+    dataset = train.get("network_dataset")
+    if dataset not in ("cifar", "imagenet"):
+        problems.append(f"train.network_dataset={dataset!r}: must be cifar or imagenet")
+    elif train.get("auxiliary") is True and _int(image_size):
+        need = AuxiliaryHead.min_input_size(dataset == "imagenet")
+        got = EvalNetwork.aux_feature_size(image_size, dataset)
+        if got < need:
+            problems.append(
+                f"train.auxiliary=true: the auxiliary head needs a feature map of at least {need}x{need} at cell "
+                f"2*layers//3, and {image_size} px inputs give it {got}x{got}; set train.auxiliary=false or a larger "
+                "data.resolution"
+            )
+    return problems

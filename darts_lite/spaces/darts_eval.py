@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..genotype import Genotype
-from .darts import FixedReductionCell, reduction_indices
+from .darts_search import FixedReductionCell, reduction_indices
 from .ops import FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path, make_op
 
 

@@ -1,0 +1,267 @@
+"""The DARTS cell search space: mixed edges, search cells and the search network.
+
+A search cell has two inputs (the outputs of the two previous cells), ``steps`` intermediate
+nodes and one mixed edge from every earlier state to every node (2+3+4+5 = 14 edges for 4
+nodes); its output concatenates the last ``multiplier`` nodes along channels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..genotype import PRIMITIVES, Genotype
+from ..relax import EdgeWeights, GumbelRelaxation, make_relaxation
+from ..viz import edge_labels
+from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, make_op
+
+
+def num_edges(steps: int) -> int:
+    return sum(2 + i for i in range(steps))
+
+
+def reduction_indices(layers: int) -> tuple[int, ...]:
+    """Cells at 1/3 and 2/3 of the depth reduce (halve H, W; double C)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge; the relaxation decides which run and how they are weighted."""
+
+    def __init__(self, C: int, stride: int, primitives: Sequence[str], affine: bool):
+        super().__init__()
+        self.ops = nn.ModuleList(make_op(p, C, stride, affine, pool_bn=True) for p in primitives)
+        # ops whose output drop path may zero: not `none` (already zero) and not the identity
+        self._droppable = [not isinstance(op, (Zero, Identity)) for op in self.ops]
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
+        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all."""
+        if index is not None:
+            out = self.ops[index](x)
+            if drop_active(drop_prob) and self._droppable[index]:
+                out = drop_path(out, drop_prob)
+            return out * weights[index]
+        total = None
+        for op, w, droppable in zip(self.ops, weights, self._droppable):
+            if isinstance(op, Zero):
+                continue  # contributes exactly zero to the sum; its alpha still gets gradient via softmax
+            out = op(x)
+            if drop_active(drop_prob) and droppable:
+                out = drop_path(out, drop_prob)
+            total = out * w if total is None else total + out * w
+        return total
+
+
+class SearchCell(nn.Module):
+    def __init__(
+        self,
+        steps: int,
+        multiplier: int,
+        C_pp: int,
+        C_p: int,
+        C: int,
+        reduction: bool,
+        reduction_prev: bool,
+        primitives: Sequence[str],
+        affine: bool,
+    ):
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        self.preprocess0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine)
+        self.edges = nn.ModuleList()
+        for node in range(steps):
+            for j in range(node + 2):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedEdge(C, stride, primitives, affine))
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        e = 0
+        for _ in range(self.steps):
+            node = None
+            for h in states:
+                idx = None if ew.index is None else ew.index[e]
+                out = self.edges[e](h, ew.weights[e], idx, drop_prob)
+                node = out if node is None else node + out
+                e += 1
+            states.append(node)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+class FixedReductionCell(nn.Module):
+    """GDAS's hand-designed reduction cell: four stride-2 branches concatenated (output 4C).
+
+    On each input: ReLU, 1x3 conv (stride (1,2)), 3x1 conv (stride (2,1)), both with 8 groups,
+    BN, ReLU, 1x1 conv, BN; and on each input a 3x3 stride-2 max pool followed by BN.
+    """
+
+    multiplier = 4
+
+    def __init__(self, C_pp: int, C_p: int, C: int, reduction_prev: bool, affine: bool, drop_prob: float = 0.0):
+        super().__init__()
+        if C % 8:
+            raise ValueError(f"the fixed reduction cell uses 8-group convs; its channel count {C} must be a multiple of 8")
+        self.reduction = True
+        self.preprocess0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine)
+        self.convs = nn.ModuleList(self._conv_branch(C, affine) for _ in range(2))
+        self.pools = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.BatchNorm2d(C, affine=affine)) for _ in range(2)
+        )
+
+    @staticmethod
+    def _conv_branch(C: int, affine: bool) -> nn.Module:
+        return nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, (1, 3), stride=(1, 2), padding=(0, 1), groups=8, bias=False),
+            nn.Conv2d(C, C, (3, 1), stride=(2, 1), padding=(1, 0), groups=8, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C, C, 1, bias=False),
+            nn.BatchNorm2d(C, affine=affine),
+        )
+
+    def forward(
+        self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights | None = None, drop_prob: float | torch.Tensor = 0.0
+    ) -> torch.Tensor:
+        s0, s1 = self.preprocess0(s0), self.preprocess1(s1)
+        branches = [self.convs[0](s0), self.convs[1](s1), self.pools[0](s0), self.pools[1](s1)]
+        if drop_active(drop_prob):
+            branches = [drop_path(b, drop_prob) for b in branches]
+        return torch.cat(branches, dim=1)
+
+
+class SearchNetwork(nn.Module):
+    """The DARTS search supernet: stem, ``layers`` search cells, global pool, linear classifier.
+
+    All normal cells share ``alpha_normal`` [14, 8] and all reduction cells ``alpha_reduce``
+    (absent with ``fixed_reduction=True``, GDAS-FRC). ``relaxation`` is "softmax" (DARTS) or
+    "gumbel" (GDAS; one sample per forward pass, shared by all cells of a type).
+
+    forward: x [B, in_channels, H, W] -> logits [B, num_classes].
+    """
+
+    def __init__(
+        self,
+        C: int = 16,
+        num_classes: int = 10,
+        layers: int = 8,
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        in_channels: int = 3,
+        relaxation: str = "softmax",
+        affine: bool = False,
+        drop_path_prob: float = 0.0,
+        fixed_reduction: bool = False,
+        primitives: Sequence[str] = PRIMITIVES,
+        alpha_init: str = "randn",
+        tau: float = 10.0,
+    ):
+        super().__init__()
+        if layers < 3:
+            raise ValueError(f"layers must be at least 3 (reductions sit at layers//3 and 2*layers//3), got {layers}")
+        if not 1 <= multiplier <= steps:
+            raise ValueError(f"multiplier must be in 1..steps={steps}, got {multiplier}")
+        if not 0.0 <= drop_path_prob < 1.0:
+            raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
+        unknown = [p for p in primitives if p not in PRIMITIVES]
+        if unknown:
+            raise ValueError(f"unknown primitives {unknown}; known: {list(PRIMITIVES)}")
+        self.C, self.num_classes, self.layers = C, num_classes, layers
+        self.steps, self.multiplier = steps, multiplier
+        self.primitives = tuple(primitives)
+        self.fixed_reduction = fixed_reduction
+        self.drop_path_prob = drop_path_prob
+        self.relaxation = make_relaxation(relaxation, tau=tau)
+
+        C_curr = stem_multiplier * C
+        # the stem BN keeps its affine parameters: it sits before any alpha, so it cannot rescale them
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        reductions = reduction_indices(layers)
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                C_curr *= 2
+            if reduction and fixed_reduction:
+                cell: nn.Module = FixedReductionCell(C_pp, C_p, C_curr, reduction_prev, affine)
+                out = FixedReductionCell.multiplier * C_curr
+            else:
+                cell = SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, primitives, affine)
+                out = multiplier * C_curr
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, out
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+
+        shape = (num_edges(steps), len(primitives))
+        if alpha_init == "randn":  # the reference code's 1e-3 * N(0, 1)
+            init = lambda: 1e-3 * torch.randn(shape)  # noqa: E731
+        elif alpha_init == "zeros":  # the paper's text
+            init = lambda: torch.zeros(shape)  # noqa: E731
+        else:
+            raise ValueError(f"alpha_init must be 'randn' or 'zeros', got {alpha_init!r}")
+        self.alpha_normal = nn.Parameter(init())
+        self.alpha_reduce = None if fixed_reduction else nn.Parameter(init())
+
+    # ---- parameters --------------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The alphas: [alpha_normal, alpha_reduce], each [edges, ops] (alpha_normal alone with the fixed reduction cell)."""
+        return [p for p in (self.alpha_normal, self.alpha_reduce) if p is not None]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the alphas: what the weight optimiser trains."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    @property
+    def tau(self) -> float | None:
+        return self.relaxation.tau if isinstance(self.relaxation, GumbelRelaxation) else None
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        if not isinstance(self.relaxation, GumbelRelaxation):
+            raise AttributeError("tau applies to the gumbel relaxation only")
+        self.relaxation.tau = float(value)
+
+    # ---- forward -----------------------------------------------------------------------------
+    def edge_weights(self) -> tuple[EdgeWeights, EdgeWeights | None]:
+        normal = self.relaxation(self.alpha_normal)
+        reduce = None if self.alpha_reduce is None else self.relaxation(self.alpha_reduce)
+        return normal, reduce
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C_in, H, W] -> logits [B, num_classes]."""
+        normal, reduce = self.edge_weights()
+        drop = self.drop_path_prob if self.training else 0.0
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal, drop)
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    # ---- architecture ------------------------------------------------------------------------
+    def op_probabilities(self) -> dict[str, torch.Tensor]:
+        """softmax(alpha) per cell type: {"normal": [E, O], "reduce": [E, O]} (detached)."""
+        out = {"normal": torch.softmax(self.alpha_normal.detach(), -1)}
+        if self.alpha_reduce is not None:
+            out["reduce"] = torch.softmax(self.alpha_reduce.detach(), -1)
+        return out
+
+    def edge_labels(self) -> list[str]:
+        """One label per alpha row, "input->node" (c_{k-2}, c_{k-1} the cell inputs, 0.. the intermediate nodes)."""
+        return edge_labels(self.steps)
+
+    def genotype(self) -> Genotype:
+        """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op)."""
+        return Genotype.from_alphas(
+            self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives
+        )
