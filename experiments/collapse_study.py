@@ -62,6 +62,14 @@ def run(algorithm: str, seed: int, epochs: int | None, runs: Path, extra: list[s
     return folder
 
 
+def _shown(folder: Path) -> str:
+    """The run folder as the results name it: relative to the project when inside it."""
+    try:
+        return str(folder.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(folder)
+
+
 def per_epoch(folder: Path) -> dict[str, dict[int, float]]:
     """{metric: {epoch: value}} from a run's metrics.csv (the last value logged for an epoch wins)."""
     out: dict[str, dict[int, float]] = {m: {} for m in MEASURES}
@@ -101,7 +109,7 @@ def main() -> None:
         for seed in seeds:
             folder = run(algorithm, seed, args.epochs, args.runs, args.overrides)
             summary = json.loads((folder / "summary.json").read_text())
-            runs.append({"seed": seed, "folder": str(folder), "genotype": summary.get("genotype"),
+            runs.append({"seed": seed, "folder": _shown(folder), "genotype": summary.get("genotype"),
                          "wall_time_s": summary.get("wall_time_s"), "per_epoch": per_epoch(folder)})
         curves = {m: aggregate([r["per_epoch"][m] for r in runs]) for m in MEASURES}
         results[algorithm] = {"runs": runs, "curves": curves}
