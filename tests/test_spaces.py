@@ -130,3 +130,25 @@ def test_nb201_search_end_to_end_then_retrain_the_cell(tmp_path, search):
     assert summary["genotype"] == genotype.to_text()
     C, N = 16, 5  # train_quick's C and layers
     assert summary["params"] == nb201.EvalNetwork(genotype, C=C, N=N, num_classes=10, in_channels=1).num_parameters()
+
+
+def test_sweep_summary_of_nb201_searches_names_their_cell(tmp_path):
+    from darts_lite.sweep import write_sweep_summary
+
+    nb201 = get_space("nb201")
+    a = nb201.Genotype.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+    b = nb201.mutate(a, random.Random(0))
+    rows = [{"job": str(k), "overrides": f"seed={k}", "status": "done", "task": "search", "genotype": g.to_text(),
+             "val_acc": 0.9, "wall_time_s": 10.0, "cell_max_prob": 0.4, "cell_margin": 0.1, "cell_entropy": 1.2,
+             "cell_param_free_share": 1 / 6} for k, g in enumerate((a, a, b))]
+    files = write_sweep_summary(tmp_path, rows)
+    header = files["csv"].read_text().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith("cell_")] == ["cell_max_prob", "cell_margin", "cell_entropy",
+                                                              "cell_param_free_share"]
+    assert not any(c.startswith(("normal_", "reduce_")) for c in header)
+    md = files["md"].read_text()
+    shares = [1.0] * 6
+    changed = next(k for k in range(6) if a.cells()["cell"][k] != b.cells()["cell"][k])
+    shares[changed] = 2 / 3
+    assert "- cell: " + ", ".join(f"{s:.2f}" for s in shares) in md
+    assert "| 0 | cell | 0.400 | 0.100 | 1.200 | 0.17 |" in md
