@@ -177,6 +177,23 @@ class _Checker:
                     "stop the search. Lower guard.eigen_window or guard.eigen_every, or search longer"
                 )
 
+    def benchmark(self) -> None:
+        """benchmark.*: a look-up needs the NAS-Bench-201 space, the file and the nats_bench package."""
+        path = _get(self.cfg, "benchmark.path")
+        if path is None:
+            return
+        if _get(self.cfg, "space.name") != "nb201":
+            self.problems.append(f"benchmark.path={path}: the benchmark look-up holds NAS-Bench-201 cells; it needs "
+                                 f"space=nb201, not space={_get(self.cfg, 'space.name')}")
+        from .lookup import BenchmarkLookup, check_benchmark
+
+        hp, datasets = _get(self.cfg, "benchmark.hp"), list(_get(self.cfg, "benchmark.datasets") or [])
+        for check in (lambda: check_benchmark(path), lambda: BenchmarkLookup(path, hp, datasets)):
+            try:
+                check()
+            except ConfigError as e:
+                self.problems.extend(str(e).split("; "))
+
     def raise_if_any(self) -> None:
         if self.problems:
             raise ConfigError("invalid config:\n  " + "\n  ".join(self.problems))
@@ -262,6 +279,7 @@ def validate_search(cfg: DictConfig) -> None:
 
     check("trainer.max_epochs", lambda v: v == _get(cfg, "search.epochs"), "must equal search.epochs (set search.epochs)")
     check.guard()
+    check.benchmark()
     check.parts_fill_batches(split=_get(cfg, "data.split"))
     if _get(cfg, "search.compile") and (_get(cfg, "search.order") == 2 or _get(cfg, "search.relaxation") == "gumbel"):
         check.problems.append(

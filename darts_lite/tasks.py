@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from .config import validate_search, validate_train
 from .decision import decision, describe
 from .run.artifacts import SearchArtifacts, WandbDashboard
-from .run.build import build_datamodule, build_guard, build_search_module, build_train_module
+from .run.build import build_datamodule, build_guard, build_lookup, build_search_module, build_train_module
 from .run.checkpoints import resume_checkpoint
 from .run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from .run.loggers import wandb_run_ends_with_the_job
@@ -40,8 +40,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     dm = build_datamodule(cfg)
     module = build_search_module(cfg, dm)
     clock = WallClock()
-    guard = build_guard(cfg)
-    callbacks = [SearchArtifacts(out_dir), clock, *([guard] if guard else [])]
+    guard, lookup = build_guard(cfg), build_lookup(cfg)
+    callbacks = [SearchArtifacts(out_dir), clock, *(c for c in (guard, lookup) if c is not None)]
     trainer = build_trainer(cfg, out_dir, callbacks, ckpt)
     from pytorch_lightning.loggers import WandbLogger
 
@@ -57,11 +57,17 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
                    "decision": decided, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
         if guard is not None:
             summary["stopped"] = guard.stopped  # None: the search ran all its epochs
+        if lookup is not None and is_rank_zero():
+            found = lookup.lookup(genotype.to_text())  # the final cell (a resumed finished run looked nothing up)
+            summary["benchmark"] = None if found is None else {"index": found[0], "hp": lookup.hp, **found[1]}
         if write_summary(trainer, out_dir, summary):
             print(f"\nGenotype: {genotype.to_text()}")
             shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "search/train", "search/arch_acc"))}
             print(f"Final metrics: {shown}")
             print(f"Decision: {describe(decided)}")
+            if summary.get("benchmark"):
+                shown = {k: round(v, 2) for k, v in summary["benchmark"].items() if k.endswith("test_acc")}
+                print(f"Benchmark (test accuracy, %): {shown}")
             if guard is not None and guard.stopped:
                 print(f"Stopped early: {guard.stopped['reason']}")
             heatmaps = ", ".join(f"alphas_{cell}.png" for cell in module.net.op_probabilities())

@@ -28,6 +28,7 @@ CONFIG_PAGE = DOCS / "configuration.md"
 EXAMPLE_FILES = {
     "runs/search/2026-11-24_20-30-00/genotype.json": "the search run folder the Retrain and Resume guides use",
     "runs/search/2026-11-25_09-00-00/genotype.json": "a NAS-Bench-201 search run folder (Search spaces guide)",
+    "NATS-tss-v1_0-3ffb9-simple/meta.pickle.pbz2": "the benchmark folder of the look-up (a config check wants it to exist)",
 }
 NB201_EXAMPLE = "runs/search/2026-11-25_09-00-00/genotype.json"
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..data import SearchDataModule, TrainDataModule
+from ..lookup import BenchmarkLookup
 from ..search import SearchModule
 from ..spaces import parse_genotype
 from ..train import TrainModule
@@ -50,6 +52,18 @@ def build_guard(cfg: DictConfig) -> CollapseGuard | None:
     if guard.pop("name") == "none":
         return None
     return CollapseGuard(**guard)
+
+
+def build_lookup(cfg: DictConfig) -> BenchmarkLookup | None:
+    """The NAS-Bench-201 benchmark look-up when ``benchmark.path`` is set; else None, and on the NB201 space one
+    line saying how to switch it on."""
+    bench = cfg.get("benchmark")
+    if bench is None or bench.get("path") is None:
+        if cfg.space.get("name") == "nb201":
+            rank_zero_info("benchmark look-up off: with a NATS-Bench topology file, benchmark.path=<file or folder> "
+                           "logs each epoch's cell's published accuracies (pip install \"darts_lite[nb201]\")")
+        return None
+    return BenchmarkLookup(bench.path, bench.hp, list(bench.datasets))
 
 
 def build_train_module(cfg: DictConfig, dm: TrainDataModule, genotype: Any) -> TrainModule:
