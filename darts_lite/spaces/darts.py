@@ -15,6 +15,7 @@ from ..genotype import PRIMITIVES, Genotype
 from ..viz import cell_dot, fixed_reduction_dot
 from .darts_eval import AuxiliaryHead, EvalNetwork
 from .darts_search import FixedReductionCell, MixedEdge, SearchCell, SearchNetwork, num_edges, reduction_indices
+from .supernet import ALPHA_INITS
 
 NAME = "darts"
 GENOTYPE_PREFIXES: tuple[str, ...] = ("Genotype(",)
@@ -92,7 +93,7 @@ SEARCH_CHECKS: tuple[tuple[str, Callable[[Any, Callable[[str], Any]], bool], str
     ("fixed_reduction", lambda v, get: isinstance(v, bool), "must be true or false"),
     ("multiplier", lambda v, get: _int(v) and 1 <= v <= get("steps"), "must be in 1..space.steps"),
     ("drop_path_prob", lambda v, get: isinstance(v, (int, float)) and 0 <= v < 1, "must be in [0, 1)"),
-    ("alpha_init", lambda v, get: v in ("randn", "zeros"), "must be randn or zeros"),
+    ("alpha_init", lambda v, get: v in ALPHA_INITS, "must be randn or zeros"),
     ("primitives", _primitives_ok, f"must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides none"),
     ("C", lambda v, get: not get("fixed_reduction") or (_int(v) and (2 * v) % 8 == 0),
      "must be a multiple of 4 with space.fixed_reduction"),

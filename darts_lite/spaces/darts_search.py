@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from ..genotype import PRIMITIVES, Genotype
-from ..relax import EdgeWeights, GumbelRelaxation, make_relaxation
+from ..relax import EdgeWeights, make_relaxation
 from ..viz import edge_labels
 from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, make_op
+from .supernet import Supernet, new_alphas
 
 
 def num_edges(steps: int) -> int:
@@ -136,7 +137,7 @@ class FixedReductionCell(nn.Module):
         return torch.cat(branches, dim=1)
 
 
-class SearchNetwork(nn.Module):
+class SearchNetwork(Supernet):
     """The DARTS search supernet: stem, ``layers`` search cells, global pool, linear classifier.
 
     All normal cells share ``alpha_normal`` [14, 8] and all reduction cells ``alpha_reduce``
@@ -204,34 +205,13 @@ class SearchNetwork(nn.Module):
         self.classifier = nn.Linear(C_p, num_classes)
 
         shape = (num_edges(steps), len(primitives))
-        if alpha_init == "randn":  # the reference code's 1e-3 * N(0, 1)
-            init = lambda: 1e-3 * torch.randn(shape)  # noqa: E731
-        elif alpha_init == "zeros":  # the paper's text
-            init = lambda: torch.zeros(shape)  # noqa: E731
-        else:
-            raise ValueError(f"alpha_init must be 'randn' or 'zeros', got {alpha_init!r}")
-        self.alpha_normal = nn.Parameter(init())
-        self.alpha_reduce = None if fixed_reduction else nn.Parameter(init())
+        self.alpha_normal = new_alphas(shape, alpha_init)
+        self.alpha_reduce = None if fixed_reduction else new_alphas(shape, alpha_init)
 
     # ---- parameters --------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         """The alphas: [alpha_normal, alpha_reduce], each [edges, ops] (alpha_normal alone with the fixed reduction cell)."""
         return [p for p in (self.alpha_normal, self.alpha_reduce) if p is not None]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter but the alphas: what the weight optimiser trains."""
-        arch = {id(p) for p in self.arch_parameters()}
-        return [p for p in self.parameters() if id(p) not in arch]
-
-    @property
-    def tau(self) -> float | None:
-        return self.relaxation.tau if isinstance(self.relaxation, GumbelRelaxation) else None
-
-    @tau.setter
-    def tau(self, value: float) -> None:
-        if not isinstance(self.relaxation, GumbelRelaxation):
-            raise AttributeError("tau applies to the gumbel relaxation only")
-        self.relaxation.tau = float(value)
 
     # ---- forward -----------------------------------------------------------------------------
     def edge_weights(self) -> tuple[EdgeWeights, EdgeWeights | None]:

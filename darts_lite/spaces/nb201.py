@@ -28,8 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..relax import EdgeWeights, GumbelRelaxation, make_relaxation
+from ..relax import EdgeWeights, make_relaxation
 from ..viz import FAMILY_COLOURS, op_family
+from .ops import Identity, ReLUConvBN
+from .supernet import ALPHA_INITS, Supernet, new_alphas
 
 NAME = "nb201"
 
@@ -50,34 +52,17 @@ MAX_TEXT = 10_000
 
 
 # ---- ops ---------------------------------------------------------------------------------------
-class ReLUConvBN(nn.Sequential):
-    """ReLU, k x k conv, BN. Without BN affine parameters the conv keeps a bias, as the benchmark's networks do."""
-
-    def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True, track_running_stats: bool = True
-    ):
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=not affine),
-            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
-        )
-
-
 class AvgPool(nn.Module):
     """3x3 average pool (padding not counted); a 1x1 ReLUConvBN first matches channels when C_in != C_out."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, affine: bool = True, track_running_stats: bool = True):
         super().__init__()
-        self.preprocess = None if c_in == c_out else ReLUConvBN(c_in, c_out, 1, 1, 0, affine, track_running_stats)
+        self.preprocess = (None if c_in == c_out
+                           else ReLUConvBN(c_in, c_out, 1, 1, 0, affine, track_running_stats, conv_bias=not affine))
         self.pool = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x if self.preprocess is None else self.preprocess(x))
-
-
-class Identity(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
 
 class Zero(nn.Module):
@@ -132,9 +117,9 @@ def make_op(name: str, c_in: int, c_out: int, stride: int, affine: bool = True, 
             return Identity()
         return FactorizedReduce(c_in, c_out, stride, affine, track_running_stats)
     if name == "nor_conv_1x1":
-        return ReLUConvBN(c_in, c_out, 1, stride, 0, affine, track_running_stats)
+        return ReLUConvBN(c_in, c_out, 1, stride, 0, affine, track_running_stats, conv_bias=not affine)
     if name == "nor_conv_3x3":
-        return ReLUConvBN(c_in, c_out, 3, stride, 1, affine, track_running_stats)
+        return ReLUConvBN(c_in, c_out, 3, stride, 1, affine, track_running_stats, conv_bias=not affine)
     if name == "avg_pool_3x3":
         return AvgPool(c_in, c_out, stride, affine, track_running_stats)
     raise ValueError(f"unknown op {name!r}; NAS-Bench-201 ops: {', '.join(PRIMITIVES)}")
@@ -254,7 +239,7 @@ class SearchCell(nn.Module):
         return nodes[-1]
 
 
-class SearchNetwork(_Macro):
+class SearchNetwork(Supernet, _Macro):
     """The NAS-Bench-201 supernet: 3N search cells sharing one alpha [6, O], two residual blocks.
 
     ``relaxation`` is "softmax" (DARTS: every op runs, weighted) or "gumbel" (GDAS: one hard sample
@@ -297,13 +282,7 @@ class SearchNetwork(_Macro):
         self.relaxation = make_relaxation(relaxation, tau=tau)
         self._build(C, N, num_classes, in_channels)
 
-        shape = (len(EDGES), len(primitives))
-        if alpha_init == "randn":  # the reference code's 1e-3 * N(0, 1)
-            self.alphas = nn.Parameter(1e-3 * torch.randn(shape))
-        elif alpha_init == "zeros":
-            self.alphas = nn.Parameter(torch.zeros(shape))
-        else:
-            raise ValueError(f"alpha_init must be 'randn' or 'zeros', got {alpha_init!r}")
+        self.alphas = new_alphas((len(EDGES), len(primitives)), alpha_init)
 
     def _make_cell(self, c_in: int, c_out: int) -> nn.Module:
         return SearchCell(c_in, c_out, self.primitives, self.affine, self.track_running_stats, self.unsampled_weights)
@@ -312,20 +291,6 @@ class SearchNetwork(_Macro):
     def arch_parameters(self) -> list[nn.Parameter]:
         """The alphas: one [6, O] tensor shared by every cell."""
         return [self.alphas]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every parameter but the alphas: what the weight optimiser trains."""
-        return [p for p in self.parameters() if p is not self.alphas]
-
-    @property
-    def tau(self) -> float | None:
-        return self.relaxation.tau if isinstance(self.relaxation, GumbelRelaxation) else None
-
-    @tau.setter
-    def tau(self, value: float) -> None:
-        if not isinstance(self.relaxation, GumbelRelaxation):
-            raise AttributeError("tau applies to the gumbel relaxation only")
-        self.relaxation.tau = float(value)
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -598,7 +563,7 @@ SEARCH_CHECKS: tuple[tuple[str, Any, str], ...] = (
     ("affine", lambda v, get: isinstance(v, bool), "must be true or false"),
     ("track_running_stats", lambda v, get: isinstance(v, bool), "must be true or false"),
     ("unsampled_weights", lambda v, get: isinstance(v, bool), "must be true or false"),
-    ("alpha_init", lambda v, get: v in ("randn", "zeros"), "must be randn or zeros"),
+    ("alpha_init", lambda v, get: v in ALPHA_INITS, "must be randn or zeros"),
     ("primitives", _primitives_ok, f"must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides none"),
 )
 

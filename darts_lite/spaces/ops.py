@@ -13,11 +13,15 @@ from torch import nn
 
 
 class ReLUConvBN(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
+    """ReLU, k x k conv, BN. ``conv_bias``: the conv keeps a bias (NAS-Bench-201's, when its BN has no affine
+    parameters); ``track_running_stats`` as BatchNorm2d's."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True,
+                 track_running_stats: bool = True, conv_bias: bool = False):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
+            nn.Conv2d(c_in, c_out, kernel, stride, padding, bias=conv_bias),
+            nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
         )
 
 
