@@ -234,22 +234,29 @@ class Genotype:
     @classmethod
     def parse(cls, text: str) -> Genotype:
         """Parse the DARTS text format or JSON. Raises ValueError saying what is wrong and where."""
-        if not isinstance(text, str):
-            raise ValueError(f"genotype text must be a string, got {type(text).__name__}")
-        if len(text) > MAX_TEXT:
-            raise ValueError(f"genotype text is {len(text)} characters long; a genotype is under {MAX_TEXT}")
-        s = text.strip()
-        if s.startswith("{"):
-            try:
-                return cls.from_dict(json.loads(s))
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise ValueError(f"genotype JSON is malformed: {e}") from None
-        return cls.from_dict(_parse_darts_text(s))
+        source = read_genotype_source(text)
+        return cls.from_dict(source if isinstance(source, dict) else _parse_darts_text(source))
 
 
 # A genotype of any search space this library builds is a few hundred characters; the cap keeps
 # hostile input from costing time or memory.
 MAX_TEXT = 100_000
+
+
+def read_genotype_source(text: object, limit: int = MAX_TEXT) -> str | dict:
+    """Where every space's ``Genotype.parse`` starts: ``text`` stripped, or the JSON object it holds when it opens
+    with "{". ValueError for a non-string, text over ``limit`` characters or malformed JSON."""
+    if not isinstance(text, str):
+        raise ValueError(f"genotype text must be a string, got {type(text).__name__}")
+    if len(text) > limit:
+        raise ValueError(f"genotype text is {len(text)} characters long; a genotype is under {limit}")
+    s = text.strip()
+    if not s.startswith("{"):
+        return s
+    try:
+        return json.loads(s)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"genotype JSON is malformed: {e}") from None
 
 
 def _position(text: str, node: ast.AST, end: bool = False) -> int:

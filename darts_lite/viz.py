@@ -159,12 +159,14 @@ def write_cell_pictures(
 ) -> dict[str, list[Path]]:
     """Write a DARTS genotype's normal.dot and reduction.dot into ``out_dir`` and render each to ``formats``
     (see ``write_dot_pictures``)."""
-    if genotype.fixed_reduction:
-        reduction = fixed_reduction_dot("reduction cell (fixed)")
-    else:
-        reduction = cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell")
-    sources = {"normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"), "reduction": reduction}
-    return write_dot_pictures(sources, out_dir, formats)
+    return write_dot_pictures(cell_dots(genotype), out_dir, formats)
+
+
+def cell_dots(genotype: Genotype) -> dict[str, str]:
+    """DOT source per picture of a DARTS genotype: {"normal": ..., "reduction": ...}."""
+    reduction = (fixed_reduction_dot("reduction cell (fixed)") if genotype.fixed_reduction
+                 else cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell"))
+    return {"normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"), "reduction": reduction}
 
 
 def write_dot_pictures(

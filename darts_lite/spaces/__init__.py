@@ -19,9 +19,10 @@ through these names, so adding a space is one module here and one file in ``conf
 from __future__ import annotations
 
 import importlib
-import json
 from types import ModuleType
 from typing import Any
+
+from ..genotype import read_genotype_source
 
 # name -> module under darts_lite.spaces; imported on first use
 SPACES: tuple[str, ...] = ("darts", "nb201")
@@ -36,19 +37,14 @@ def get_space(name: str) -> ModuleType:
 
 def parse_genotype(text: str) -> tuple[ModuleType, Any]:
     """(space module, genotype) of genotype text or JSON in any space's format; ValueError says what is wrong."""
-    if not isinstance(text, str):
-        raise ValueError(f"genotype text must be a string, got {type(text).__name__}")
-    s = text.strip()
+    source = read_genotype_source(text)
     spaces = [get_space(name) for name in SPACES]
-    for space in spaces:
-        if s.startswith(space.GENOTYPE_PREFIXES):
-            return space, space.Genotype.parse(s)
-    if s.startswith("{"):
-        try:
-            data = json.loads(s)
-        except (json.JSONDecodeError, RecursionError) as e:
-            raise ValueError(f"genotype JSON is malformed: {e}") from None
-        named = data.get("space") if isinstance(data, dict) else None
+    if isinstance(source, str):
+        for space in spaces:
+            if source.startswith(space.GENOTYPE_PREFIXES):
+                return space, space.Genotype.parse(source)
+    else:
+        s, named = text.strip(), source.get("space")
         errors = []
         for space in spaces:
             if named not in (None, space.NAME):

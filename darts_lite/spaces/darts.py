@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..genotype import PRIMITIVES, Genotype
-from ..viz import cell_dot, fixed_reduction_dot
+from ..viz import cell_dots  # the DARTS cell pictures: {"normal", "reduction"}
 from .darts_eval import AuxiliaryHead, EvalNetwork
 from .darts_search import FixedReductionCell, MixedEdge, SearchCell, SearchNetwork, num_edges, reduction_indices
 from .supernet import ALPHA_INITS
@@ -64,14 +64,6 @@ def mutate(genotype: Genotype, rng: random.Random) -> Genotype:
 def _fields(genotype: Genotype) -> dict[str, Any]:
     return {"normal": genotype.normal, "normal_concat": genotype.normal_concat, "reduce": genotype.reduce,
             "reduce_concat": genotype.reduce_concat, "fixed_reduction": genotype.fixed_reduction}
-
-
-# ---- pictures ------------------------------------------------------------------------------------
-def cell_dots(genotype: Genotype) -> dict[str, str]:
-    """DOT source per picture: {"normal": ..., "reduction": ...}."""
-    reduction = (fixed_reduction_dot("reduction cell (fixed)") if genotype.fixed_reduction
-                 else cell_dot(genotype.reduce, genotype.reduce_concat, "reduction cell"))
-    return {"normal": cell_dot(genotype.normal, genotype.normal_concat, "normal cell"), "reduction": reduction}
 
 
 # ---- configuration -------------------------------------------------------------------------------

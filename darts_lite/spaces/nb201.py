@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..genotype import read_genotype_source
 from ..relax import EdgeWeights, make_relaxation
 from ..viz import FAMILY_COLOURS, op_family
 from .ops import Identity, ReLUConvBN
@@ -398,19 +399,11 @@ class Genotype:
     @classmethod
     def parse(cls, text: str) -> Genotype:
         """Read the benchmark's string or the JSON ``to_json`` writes. Raises ValueError saying what is wrong."""
-        if not isinstance(text, str):
-            raise ValueError(f"genotype text must be a string, got {type(text).__name__}")
-        if len(text) > MAX_TEXT:
-            raise ValueError(f"genotype text is {len(text)} characters long; a NAS-Bench-201 genotype is under 200")
-        s = text.strip()
+        s = read_genotype_source(text, MAX_TEXT)
+        if isinstance(s, dict):
+            return cls.from_dict(s)
         if not s:
             raise ValueError("genotype text is empty; expected e.g. '|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|'")
-        if s.startswith("{"):
-            try:
-                data = json.loads(s)
-            except (json.JSONDecodeError, RecursionError) as e:
-                raise ValueError(f"genotype JSON is malformed: {e}") from None
-            return cls.from_dict(data)
         nodes = s.split("+")
         if len(nodes) != NODES - 1:
             raise ValueError(f"expected {NODES - 1} nodes joined by '+', got {len(nodes)} in {_short(s)}")
