@@ -157,7 +157,8 @@ def write(results: dict[str, dict], seeds: list[int]) -> None:
             xs = sorted(curve)
             series[LABELS[algorithm]] = (xs, [curve[e]["mean"] for e in xs], [curve[e]["min"] for e in xs],
                                          [curve[e]["max"] for e in xs])
-        fig = curves(series, "epoch", MEASURES[metric], f"NAS-Bench-201 space, digits: {MEASURES[metric]}")
+        fig = curves(series, "epoch", MEASURES[metric],
+                     f"NAS-Bench-201 space, digits: {MEASURES[metric]}\n(mean over seeds; band: min-max)")
         save_figure(fig, RESULTS / f"collapse_nb201_{stem}.png")
     print((RESULTS / "collapse_nb201.md").read_text())
 
