@@ -11,14 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-
-def config_dir() -> str:
-    """The config tree: `conf/` beside the package in a checkout, else the copy inside the wheel."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "conf", here / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise FileNotFoundError(f"darts_lite: no config tree found next to {here}; reinstall the package")
+from .config import config_dir
 
 
 def resume_hint(cfg: DictConfig) -> str:
@@ -57,7 +50,15 @@ def main(cfg: DictConfig) -> object:
             return tasks.run_search(cfg)
         if cfg.task == "train":
             return tasks.run_train(cfg)
-        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train")
+        if cfg.task == "proxy_study":
+            from .econas.study import run_study
+
+            return run_study(cfg)
+        if cfg.task == "econas":
+            from .econas.evolution import run_evolution
+
+            return run_evolution(cfg)
+        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train, proxy_study, econas")
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         error, message, code = e, str(e), 2

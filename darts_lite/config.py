@@ -8,6 +8,7 @@ is allowed, so that a user fixes a config in one go.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +19,16 @@ from .errors import ConfigError
 from .relax import RELAXATIONS
 from .spaces import SPACES, get_space, parse_genotype
 
-__all__ = ["ConfigError", "validate_search", "validate_train"]
+__all__ = ["ConfigError", "config_dir", "validate_search", "validate_train"]
+
+
+def config_dir() -> str:
+    """The config tree: `conf/` beside the package in a checkout, else the copy inside the wheel."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "conf", here / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"darts_lite: no config tree found next to {here}; reinstall the package")
 
 
 # ---- resolvers: arithmetic the config files need (conf/proxy/econas.yaml) ------------------------

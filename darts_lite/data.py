@@ -570,20 +570,39 @@ class TrainDataModule(SearchDataModule):
     """The whole training set for retraining a genotype (no weight/architecture split), with cutout.
 
     Each step yields (x, y): x [batch_size, C, H, W] normalised, augmented, cut out.
+    val_split: 0 validates every epoch on the test split (the DARTS retraining recipe); a share in (0, 1) holds
+    that much of the training images out as the validation split (what an architecture search may read), and
+    the test split is only the test loader's.
     """
 
     has_arch_part = False
 
-    def __init__(self, cutout: int = 16, **kwargs):
+    def __init__(self, cutout: int = 16, val_split: float = 0.0, **kwargs):
         kwargs.pop("split", None)
         super().__init__(**kwargs)
         if cutout < 0:
             raise ValueError(f"cutout must be >= 0, got {cutout}")
-        self.cutout = cutout
+        if not 0 <= val_split < 1:
+            raise ValueError(f"val_split must be in [0, 1), got {val_split}")
+        self.cutout, self.val_split = cutout, val_split
 
     def _partition(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return perm, perm[:0]
+        held_out = int(round(self.val_split * len(perm)))
+        return perm[held_out:], perm[:held_out]
 
     def train_dataloader(self) -> _PlainBatches:  # type: ignore[override]
         super().train_dataloader()
         return _PlainBatches(self)
+
+    def val_dataloader(self) -> _EvalBatches:
+        if not self.val_split:
+            return super().val_dataloader()
+        self.setup()
+        self._to_training_device()
+        idx = self.arch_idx.to(self.device)
+        return _EvalBatches(self, self.train_x[idx], self.train_y[idx])
+
+    def test_dataloader(self) -> _EvalBatches:
+        self.setup()
+        self._to_training_device()
+        return _EvalBatches(self, self.test_x, self.test_y)

@@ -22,11 +22,9 @@ the network is never copied, and BatchNorm running statistics are left as they w
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -36,39 +34,13 @@ from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
 from .relax import linear_tau
+from .rng import rng_states, set_rng_states
 from .schedule import rebase_cosine
 from .spaces import get_space
 from .speed import SpeedSwitches
 
 # the second order's Hessian-vector product: exact (autograd), or the finite differences central (the paper's), forward
 HVP_ESTIMATORS = ("exact", "central", "forward")
-
-
-def rng_states() -> dict[str, Any]:
-    """Every RNG a run draws from, as tensors and plain values (loadable with weights_only=True)."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    states: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
-        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
-    }
-    if torch.cuda.is_available():
-        # this process's device only: under DDP rank 0 writes the checkpoint and every rank reads it,
-        # and the ranks' streams are the same (same seed, same draws), so each restores it to its own device
-        states["cuda"] = torch.cuda.get_rng_state()
-    return states
-
-
-def set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    n = states["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = states["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
-    if "cuda" in states and torch.cuda.is_available():
-        cuda = states["cuda"]
-        torch.cuda.set_rng_state(cuda[0] if isinstance(cuda, (list, tuple)) else cuda)
 
 
 def _total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:

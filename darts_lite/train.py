@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
 from .genotype import Genotype, zoo
+from .rng import rng_states, set_rng_states
 from .schedule import rebase_cosine
 from .spaces import SPACES, get_space, parse_genotype
 from .speed import SpeedSwitches
@@ -94,8 +95,7 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_top5 = MulticlassAccuracy(num_classes=n, top_k=5, average="micro") if n > 5 else None
-
-
+        self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -104,10 +104,18 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs, eta_min=hp.lr_min)
         return [opt], [{"scheduler": sched, "interval": "epoch"}]
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # drop path, augmentation and cutout draw from these: a resumed run continues the same streams
+        checkpoint["rng_states"] = rng_states()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
+        self._pending_rng = checkpoint.get("rng_states")  # applied when training starts (older checkpoints: none)
 
     def on_train_start(self) -> None:
+        if getattr(self, "_pending_rng", None) is not None:
+            set_rng_states(self._pending_rng)
+            self._pending_rng = None
         # resumed with another lr or more epochs: the restored schedule is re-based at the epoch reached
         saved, self._checkpoint_hparams = getattr(self, "_checkpoint_hparams", None), None
         if saved:
@@ -151,3 +159,8 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
         if self.val_top5 is not None:
             self.val_top5(logits, y)
             self.log("val/acc_top5", self.val_top5, on_step=False, on_epoch=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        self.test_acc(self(x), y)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)

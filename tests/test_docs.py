@@ -217,9 +217,20 @@ def test_doc_commands_compose_and_validate(path, hydra_compose, example_files):
         for overrides in command_overrides(command):
             try:
                 cfg = hydra_compose(overrides)
-                (validate_train if cfg.task == "train" else validate_search)(cfg)
+                validate(cfg)
             except Exception as e:
                 raise AssertionError(f"{path.name}: {command}\n  job {overrides}: {type(e).__name__}: {e}") from None
+
+
+def validate(cfg) -> None:
+    """The checks the task's run starts with (nothing is trained or written)."""
+    if cfg.task == "proxy_study":
+        from darts_lite.econas.study import check
+    elif cfg.task == "econas":
+        from darts_lite.econas.evolution import check
+    else:
+        check = validate_train if cfg.task == "train" else validate_search
+    check(cfg)
 
 
 PYTHON_EXAMPLES = [(path, n, source) for path in DOC_FILES

@@ -113,20 +113,35 @@ def make_loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None)
     loggers: list = []
     if cfg.logger.get("csv", True):
         loggers.append(csv_logger(out_dir, resume_from))
-    wb = cfg.logger.get("wandb")
-    if wb:
-        from pytorch_lightning.loggers import WandbLogger
-
-        # never block on a login prompt: without credentials the run is recorded offline
-        mode = wb.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
-        if mode == "offline" and is_rank_zero():
-            log.info("W&B offline: sync later with `wandb sync %s/wandb/offline-run-*`", out_dir)
-        name, group = _wandb_name_and_group(out_dir, wb)
-        tags = [*(wb.get("tags") or []), cfg.task, str(OmegaConf.select(cfg, "search.algorithm", default=""))]
-        # resume="allow": a new id starts a run, the id of a resumed run folder continues its W&B run
-        loggers.append(WandbLogger(
-            project=wb.get("project", "darts_lite"), entity=wb.get("entity"), save_dir=str(out_dir), mode=mode,
-            tags=[t for t in tags if t], name=name, group=group, config=OmegaConf.to_container(cfg, resolve=True),
-            id=wandb_run_id(out_dir, resuming=resume_from is not None), resume="allow",
-        ))
+    wandb_logger = _wandb_logger(cfg, out_dir, resuming=resume_from is not None)
+    if wandb_logger is not None:
+        loggers.append(wandb_logger)
     return loggers
+
+
+def _wandb_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
+    """The WandbLogger ``logger=wandb`` asks for (offline without credentials), or None."""
+    wb = cfg.logger.get("wandb")
+    if not wb:
+        return None
+    from pytorch_lightning.loggers import WandbLogger
+
+    # never block on a login prompt: without credentials the run is recorded offline
+    mode = wb.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
+    if mode == "offline" and is_rank_zero():
+        log.info("W&B offline: sync later with `wandb sync %s/wandb/offline-run-*`", out_dir)
+    name, group = _wandb_name_and_group(out_dir, wb)
+    tags = [*(wb.get("tags") or []), cfg.task, str(OmegaConf.select(cfg, "search.algorithm", default=""))]
+    # resume="allow": a new id starts a run, the id of a resumed run folder continues its W&B run
+    return WandbLogger(
+        project=wb.get("project", "darts_lite"), entity=wb.get("entity"), save_dir=str(out_dir), mode=mode,
+        tags=[t for t in tags if t], name=name, group=group, config=OmegaConf.to_container(cfg, resolve=True),
+        id=wandb_run_id(out_dir, resuming=resuming), resume="allow",
+    )
+
+
+def wandb_experiment(cfg: DictConfig, out_dir: Path, resuming: bool = False):
+    """The W&B run of a task without a Trainer (a study, an evolution), or None without ``logger=wandb``;
+    end it with ``wandb_run_ends_with_the_job``."""
+    logger = _wandb_logger(cfg, out_dir, resuming)
+    return None if logger is None else logger.experiment

@@ -36,10 +36,13 @@ def _random_cell(rng: random.Random, steps: int, ops: list[str]) -> tuple[tuple[
     return tuple(pairs)
 
 
-def sample(rng: random.Random, steps: int = 4) -> Genotype:
-    """A genotype drawn uniformly: per node two distinct inputs and a non-`none` op on each, both cell types."""
+def sample(rng: random.Random, steps: int = 4, fixed_reduction: bool = False) -> Genotype:
+    """A genotype drawn uniformly: per node two distinct inputs and a non-`none` op on each, both cell types
+    (fixed_reduction: the normal cell only, with the fixed reduction cell)."""
     ops = [p for p in PRIMITIVES if p != "none"]
     concat = tuple(range(2, steps + 2))
+    if fixed_reduction:
+        return Genotype(_random_cell(rng, steps, ops), concat, fixed_reduction=True)
     return Genotype(_random_cell(rng, steps, ops), concat, _random_cell(rng, steps, ops), concat)
 
 

@@ -1,0 +1,69 @@
+"""The EcoNAS tasks' shared parts from a composed config: the base recipe, the archive, the executor and the
+evaluator, each checked before anything is trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError
+from .archive import Archive
+from .evaluator import Evaluator
+from .executor import EXECUTORS, Executor
+from .settings import Base, base_from_config
+
+# what an evaluation reads of the train group besides C and layers (which the setting gives)
+_TRAIN_KEYS = ("auxiliary", "auxiliary_weight", "network_dataset", "cutout", "drop_path_prob", "lr_min", "momentum",
+               "nesterov", "weight_decay", "grad_clip", "channels_last")
+
+
+def base(cfg: DictConfig) -> Base:
+    try:
+        return base_from_config(cfg)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def archive_path(cfg: DictConfig) -> Path:
+    """``archive=PATH``, or archive.sqlite in the run folder."""
+    path = cfg.get("archive")
+    return Path(path).expanduser() if path else Path(cfg.run_dir) / "archive.sqlite"
+
+
+def check_common(cfg: DictConfig) -> None:
+    """The executor and evaluation keys: one ConfigError listing every bad value."""
+    problems = []
+    ex = cfg.get("executor")
+    if ex is None or ex.get("name") not in EXECUTORS:
+        problems.append(f"executor={None if ex is None else ex.get('name')!r}: must be one of {', '.join(EXECUTORS)}")
+    elif not (isinstance(ex.get("max_parallel"), int) and ex.max_parallel >= 1):
+        problems.append(f"executor.max_parallel={ex.get('max_parallel')!r}: must be an integer >= 1")
+    val_split = OmegaConf.select(cfg, "evaluation.val_split")
+    if not (isinstance(val_split, (int, float)) and 0 < val_split < 1):
+        problems.append(f"evaluation.val_split={val_split!r}: must be in (0, 1) (the held-out share of the training images "
+                        "that validates each epoch)")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def open_archive(cfg: DictConfig) -> Archive:
+    return Archive(archive_path(cfg))
+
+
+def evaluator(cfg: DictConfig, archive: Archive, seed: int | None = None) -> Evaluator:
+    """The evaluator over ``archive``: evaluation folders beside it, the executor of the executor group, the
+    run's seed unless another is given."""
+    ex: dict[str, Any] = OmegaConf.to_container(cfg.executor, resolve=True)
+    name = ex.pop("name")
+    max_parallel = ex.pop("max_parallel")
+    root = archive.path.parent
+    executor = Executor(name, folder=root / "submitit", max_parallel=max_parallel, **ex)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    trainer = {k: cfg.trainer[k] for k in ("accelerator", "precision", "deterministic") if k in cfg.trainer}
+    return Evaluator(archive, executor, data=data, train={k: train[k] for k in _TRAIN_KEYS if k in train},
+                     seed=cfg.seed if seed is None else seed,
+                     folder=root / "evaluations", val_split=float(cfg.evaluation.val_split), trainer=trainer,
+                     keep_checkpoints=bool(cfg.evaluation.get("keep_checkpoints", False)))

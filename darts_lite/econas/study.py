@@ -1,0 +1,292 @@
+"""The proxy-ranking study: how far a reduced training setting keeps the ranking of architectures.
+
+N architectures sampled from the space are each evaluated under a reference setting and under every proxy
+setting; per proxy, the Spearman and Kendall rank correlations of its accuracies with the reference's (with
+bootstrap confidence intervals over the architectures) and what it saves (measured wall time, and training
+FLOPs = forward FLOPs x images x epochs). ``task=proxy_study`` writes to the run folder:
+
+    proxy_study.csv   one row per proxy setting: setting, spearman, kendall, speedup, then the intervals and sizes
+    proxy_study.md    the same as a table, with the machine and what was measured
+    proxy_study.png   rank correlation against speed-up, one labelled point per setting
+    architectures.txt the sampled genotypes, one per line (DARTS text)
+    archive.sqlite    every evaluation (unless archive=PATH names another)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import platform
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
+
+from ..errors import ConfigError
+from ..spaces import get_space
+from . import build
+from .archive import genotype_hash
+from .evaluator import Request
+from .settings import Base, Setting, resolve_all
+
+MIN_ARCHITECTURES = 3  # a rank correlation of two points is always +-1
+CSV_COLUMNS = ("setting", "spearman", "kendall", "speedup", "flops_speedup", "spearman_low", "spearman_high",
+               "kendall_low", "kendall_high", "architectures", "mean_accuracy", "wall_time_s", "channels", "layers",
+               "resolution", "sample_ratio", "epochs", "batch_size", "lr")
+
+
+def rank_correlations(proxy: Sequence[float], reference: Sequence[float], bootstrap: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, float]:
+    """Spearman and Kendall (tau-b) correlation of two accuracy lists over the same architectures, and a
+    percentile bootstrap interval of each (architectures resampled with replacement; resamples without any
+    spread in either list are skipped). NaN where it is undefined."""
+    x = torch.tensor(list(proxy), dtype=torch.float64)
+    y = torch.tensor(list(reference), dtype=torch.float64)
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} proxy accuracies for {len(y)} reference ones")
+    out = {"spearman": _spearman(x, y), "kendall": _kendall(x, y)}
+    g = torch.Generator().manual_seed(seed)
+    draws: dict[str, list[float]] = {"spearman": [], "kendall": []}
+    for _ in range(bootstrap):
+        idx = torch.randint(0, len(x), (len(x),), generator=g)
+        xs, ys = x[idx], y[idx]
+        if xs.unique().numel() < 2 or ys.unique().numel() < 2:
+            continue
+        draws["spearman"].append(_spearman(xs, ys))
+        draws["kendall"].append(_kendall(xs, ys))
+    tail = (1 - level) / 2
+    for name, values in draws.items():
+        values = [v for v in values if not math.isnan(v)]
+        if values:
+            q = torch.tensor(values, dtype=torch.float64).quantile(torch.tensor([tail, 1 - tail], dtype=torch.float64))
+            out[f"{name}_low"], out[f"{name}_high"] = float(q[0]), float(q[1])
+        else:
+            out[f"{name}_low"] = out[f"{name}_high"] = float("nan")
+    return out
+
+
+def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    if x.unique().numel() < 2 or y.unique().numel() < 2:
+        return float("nan")
+    return float(spearman_corrcoef(x, y))
+
+
+def _kendall(x: torch.Tensor, y: torch.Tensor) -> float:
+    if x.unique().numel() < 2 or y.unique().numel() < 2:
+        return float("nan")
+    return float(kendall_rank_corrcoef(x, y, variant="b"))
+
+
+def sample_architectures(space_name: str, n: int, seed: int) -> list[Any]:
+    """``n`` distinct genotypes drawn from the space with a seeded generator (same seed, same list)."""
+    space = get_space(space_name)
+    rng = random.Random(seed)
+    out, seen = [], set()
+    for _ in range(100 * n):
+        g = space.sample(rng)
+        key = genotype_hash(g)
+        if key not in seen:
+            seen.add(key)
+            out.append(g)
+            if len(out) == n:
+                return out
+    raise ConfigError(f"study.architectures={n}: the space gave only {len(out)} distinct genotypes")
+
+
+def check(cfg: DictConfig) -> tuple[Base, Setting, list[Setting]]:
+    """Every study key, before anything is trained; returns the base and the resolved settings."""
+    build.check_common(cfg)
+    st = cfg.get("study")
+    if st is None:
+        raise ConfigError("task=proxy_study needs a study group: use +experiment=proxy_study or proxy_study_quick")
+    problems = []
+    n = st.get("architectures")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= MIN_ARCHITECTURES):
+        problems.append(f"study.architectures={n!r}: a rank correlation needs at least {MIN_ARCHITECTURES} architectures")
+    if st.get("metric") not in ("val_acc", "test_acc"):
+        problems.append(f"study.metric={st.get('metric')!r}: must be val_acc or test_acc")
+    b = st.get("bootstrap")
+    if not isinstance(st.get("repeat", False), bool):
+        problems.append(f"study.repeat={st.get('repeat')!r}: must be true or false")
+    if not (isinstance(b, int) and b >= 0):
+        problems.append(f"study.bootstrap={b!r}: must be an integer >= 0 (0 = no intervals)")
+    proxies = st.get("proxies")
+    if not proxies:
+        problems.append("study.proxies is empty: name at least one proxy setting, e.g. [c4r4s0e60]")
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if cfg.space.name != "darts":
+        raise ConfigError(f"space={cfg.space.name}: the study trains evaluation networks of the darts space")
+    base = build.base(cfg)
+    settings = resolve_all([st.reference, *proxies], base)
+    return base, settings[0], settings[1:]
+
+
+def run_study(cfg: DictConfig) -> dict[str, Any]:
+    """Sample, evaluate under every setting (through the archive: nothing is trained twice), correlate, write."""
+    from ..run.folder import start_run
+    from ..run.loggers import wandb_experiment, wandb_run_ends_with_the_job
+
+    base, reference, proxies = check(cfg)
+    archive = build.open_archive(cfg)  # a foreign or corrupt file is refused before the run folder is touched
+    out_dir = start_run(cfg)
+    st = cfg.study
+    genotypes = sample_architectures(cfg.space.name, st.architectures, cfg.seed)
+    (out_dir / "architectures.txt").write_text("".join(g.to_text() + "\n" for g in genotypes))
+    evaluator = build.evaluator(cfg, archive)
+    repeat = bool(st.get("repeat", False))
+    print(f"Proxy study: {len(genotypes)} architectures x {1 + len(proxies) + repeat} settings "
+          f"(reference {reference.name}{' twice' if repeat else ''}; proxies {', '.join(p.name for p in proxies)}); "
+          f"archive {archive.path}", flush=True)
+    results: dict[str, list[dict | None]] = {}
+    with wandb_run_ends_with_the_job():
+        run = wandb_experiment(cfg, out_dir, resuming=bool(cfg.get("resume")))
+        for setting in (reference, *proxies):
+            requests = [Request(g, setting, setting.epochs) for g in genotypes]
+            results[setting.name] = evaluator.evaluate(requests, label=f"{setting.name}: ")
+        compared = list(proxies)
+        if repeat:  # the reference against itself under the next seed: the most any proxy can keep
+            again = dataclasses.replace(reference, name=repeat_label(reference, cfg.seed + 1))
+            requests = [Request(g, reference, reference.epochs) for g in genotypes]
+            results[again.name] = build.evaluator(cfg, archive, seed=cfg.seed + 1).evaluate(requests, label=f"{again.name}: ")
+            compared.append(again)
+        table = study_table(results, reference, compared, base, st.metric, st.bootstrap, cfg.seed, cfg.evaluation.val_split)
+        files = write_study(out_dir, table, reference, len(genotypes), st.metric)
+        archive.export_csv(out_dir / "evaluations.csv")
+        if run is not None:
+            import wandb
+
+            from ..plots import wandb_image
+
+            run.log({"proxy_study/table": wandb.Table(columns=list(CSV_COLUMNS),
+                                                       data=[[r.get(c) for c in CSV_COLUMNS] for r in table]),
+                     "proxy_study/plot": wandb_image(study_plot(table, st.metric), caption="rank correlation vs speed-up")})
+    archive.close()
+    summary = {"task": "proxy_study", "status": "done", "reference": reference.name, "architectures": len(genotypes),
+               "table": table, "files": [str(f) for f in files], "run_dir": str(out_dir)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print((out_dir / "proxy_study.md").read_text())
+    print(f"Run folder: {out_dir.resolve()}  (proxy_study.csv, proxy_study.md, proxy_study.png, archive)")
+    return summary
+
+
+def repeat_label(reference: Setting, seed: int) -> str:
+    return f"{reference.name}@seed{seed}"
+
+
+def study_table(results: dict[str, list[dict | None]], reference: Setting, proxies: Sequence[Setting], base: Base,
+                metric: str, bootstrap: int, seed: int, val_split: float) -> list[dict[str, Any]]:
+    """One row per proxy over the architectures both it and the reference evaluated (failed ones left out)."""
+    ref_rows = results[reference.name]
+    table = []
+    for proxy in proxies:
+        pairs = [(p, r) for p, r in zip(results[proxy.name], ref_rows) if p is not None and r is not None]
+        row: dict[str, Any] = {"setting": proxy.name, "architectures": len(pairs)}
+        if len(pairs) >= MIN_ARCHITECTURES:
+            row.update(rank_correlations([p[metric] for p, _ in pairs], [r[metric] for _, r in pairs], bootstrap, seed))
+        else:
+            row.update({k: float("nan") for k in ("spearman", "kendall", "spearman_low", "spearman_high", "kendall_low",
+                                                   "kendall_high")})
+        proxy_time = sum(p["wall_time_s"] for p, _ in pairs)
+        row["speedup"] = sum(r["wall_time_s"] for _, r in pairs) / proxy_time if proxy_time else float("nan")
+        row["flops_speedup"] = (training_flops(reference, base, val_split, [r for _, r in pairs])
+                                / max(1, training_flops(proxy, base, val_split, [p for p, _ in pairs])))
+        row["mean_accuracy"] = sum(p[metric] for p, _ in pairs) / len(pairs) if pairs else float("nan")
+        row["wall_time_s"] = proxy_time
+        values = proxy.values()
+        row.update({k: values[k] for k in ("channels", "layers", "resolution", "sample_ratio", "epochs", "batch_size", "lr")})
+        table.append(row)
+    return table
+
+
+def training_flops(setting: Setting, base: Base, val_split: float, rows: Sequence[dict]) -> float:
+    """Forward FLOPs per image x training images x epochs, summed over the rows (the cost a GPU pays, roughly)."""
+    images = setting.images(base) * (1 - val_split)
+    return sum(r["flops"] * images * setting.epochs for r in rows)
+
+
+def study_plot(table: Sequence[dict[str, Any]], metric: str):
+    """Spearman against speed-up, one labelled point per setting, its 95% interval as a bar."""
+    from matplotlib.ticker import FuncFormatter
+
+    from ..plots import scatter
+
+    rows = [r for r in table if not (math.isnan(r["speedup"]) or math.isnan(r["spearman"]))]
+    fig = scatter([(r["speedup"], r["spearman"], r["setting"]) for r in rows],
+                  "speed-up over the reference (measured wall time)", f"Spearman rank correlation ({metric})",
+                  "Proxy settings: ranking kept vs time saved (bars: 95% intervals)", logx=True)
+    ax = fig.axes[0]
+    for r in rows:
+        if not (math.isnan(r.get("spearman_low", math.nan)) or math.isnan(r.get("spearman_high", math.nan))):
+            ax.errorbar([r["speedup"]], [r["spearman"]], yerr=[[r["spearman"] - r["spearman_low"]],
+                                                                 [r["spearman_high"] - r["spearman"]]],
+                        fmt="none", ecolor="tab:blue", alpha=0.35, capsize=3)
+    ax.set_ylim(-1.05, 1.05)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 4, 5, 20, 30, 50) else ""))
+    return fig
+
+
+def write_study(out_dir: Path, table: Sequence[dict[str, Any]], reference: Setting, n: int, metric: str) -> list[Path]:
+    from ..plots import save_figure
+
+    csv_path = out_dir / "proxy_study.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        writer.writerows([{k: _cell(r.get(k)) for k in CSV_COLUMNS} for r in table])
+    md = out_dir / "proxy_study.md"
+    md.write_text(study_markdown(table, reference, n, metric))
+    png = save_figure(study_plot(table, metric), out_dir / "proxy_study.png")
+    return [csv_path, md, *png]
+
+
+def _cell(v: Any) -> Any:
+    return round(v, 6) if isinstance(v, float) and not math.isnan(v) else ("" if isinstance(v, float) else v)
+
+
+def _share(ratio: float) -> str:
+    return "all" if ratio >= 1 else f"{ratio:g} of the"
+
+
+def study_markdown(table: Sequence[dict[str, Any]], reference: Setting, n: int, metric: str) -> str:
+    def num(v: float, fmt: str = ".3f") -> str:
+        return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    r = reference
+    lines = [
+        "# Proxy study",
+        "",
+        f"{n} architectures sampled from the DARTS space; reference setting `{r.name}` (C={r.channels}, {r.layers} cells, "
+        f"{r.resolution} px, {_share(r.sample_ratio)} training images, {r.epochs} epochs, batch {r.batch_size}, lr {r.lr:g}). "
+        f"Rank correlations of `{metric}` with the reference's, 95% bootstrap intervals over the architectures; "
+        "speed-up: the reference's measured wall time over the proxy's (same architectures), and training FLOPs "
+        "(forward FLOPs x images x epochs)."
+        + (f" The row `{reference.name}@seed<k>` is the reference trained again under the next seed: the rank "
+           "consistency of the reference with itself, the most a proxy can reach." if any("@seed" in t["setting"] for t in table)
+           else ""),
+        "",
+        f"Machine: {platform.node() or 'unknown'}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads{', CUDA' if torch.cuda.is_available() else ''}.",
+        "",
+        "| setting | C | cells | px | samples | epochs | Spearman [95% CI] | Kendall [95% CI] | speed-up (time) "
+        "| speed-up (FLOPs) | mean acc | n |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in table:
+        lines.append(
+            f"| {t['setting']} | {t['channels']} | {t['layers']} | {t['resolution']} | {t['sample_ratio']:g} | {t['epochs']} | "
+            f"{num(t['spearman'])} [{num(t['spearman_low'], '.2f')}, {num(t['spearman_high'], '.2f')}] | "
+            f"{num(t['kendall'])} [{num(t['kendall_low'], '.2f')}, {num(t['kendall_high'], '.2f')}] | "
+            f"{num(t['speedup'], '.1f')}x | {num(t['flops_speedup'], '.1f')}x | {num(t['mean_accuracy'], '.4f')} | "
+            f"{t['architectures']} |"
+        )
+    return "\n".join(lines) + "\n"
+
