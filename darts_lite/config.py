@@ -263,7 +263,7 @@ def validate_search(cfg: DictConfig) -> None:
     is_int, is_num = _is_int, _is_num
 
     check.space()
-    for key in ("search.nesterov", "search.channels_last", "search.compile"):
+    for key in ("search.nesterov", "search.channels_last", "search.compile", "search.checkpoint_cells"):
         check(key, _is_bool, "must be true or false")
 
     check("search.relaxation", lambda v: v in RELAXATIONS, f"must be one of {', '.join(RELAXATIONS)}")
@@ -284,6 +284,8 @@ def validate_search(cfg: DictConfig) -> None:
     check(
         "search.arch_betas", lambda v: len(v) == 2 and all(is_num(b) and 0 <= b < 1 for b in v), "must be two numbers in [0, 1)"
     )
+    check("search.bn_calibration", lambda v: is_int(v) and v >= 0,
+          "must be an integer >= 0 (training batches for val/acc_derived; 0 = off)")
     check("search.tau_min", lambda v: is_num(v) and v > 0, "must be > 0")
     check("search.tau_max", lambda v: is_num(v) and v >= _get(cfg, "search.tau_min"), "must be >= search.tau_min")
 

@@ -24,7 +24,14 @@ from omegaconf import DictConfig
 from .config import validate_search, validate_train
 from .decision import decision, describe
 from .run.artifacts import SearchArtifacts, WandbDashboard
-from .run.build import build_datamodule, build_guard, build_lookup, build_search_module, build_train_module
+from .run.build import (
+    build_datamodule,
+    build_derived_validation,
+    build_guard,
+    build_lookup,
+    build_search_module,
+    build_train_module,
+)
 from .run.checkpoints import resume_checkpoint
 from .run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from .run.loggers import wandb_run_ends_with_the_job
@@ -40,8 +47,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     dm = build_datamodule(cfg)
     module = build_search_module(cfg, dm)
     clock = WallClock()
-    guard, lookup = build_guard(cfg), build_lookup(cfg)
-    callbacks = [SearchArtifacts(out_dir), clock, *(c for c in (guard, lookup) if c is not None)]
+    guard, lookup, derived = build_guard(cfg), build_lookup(cfg), build_derived_validation(cfg)
+    callbacks = [SearchArtifacts(out_dir), clock, *(c for c in (guard, lookup, derived) if c is not None)]
     trainer = build_trainer(cfg, out_dir, callbacks, ckpt)
     from pytorch_lightning.loggers import WandbLogger
 

@@ -12,7 +12,7 @@ from ..lookup import BenchmarkLookup
 from ..search import SearchModule
 from ..spaces import parse_genotype
 from ..train import TrainModule
-from ..tricks import CollapseGuard
+from ..tricks import CollapseGuard, DerivedValidation
 
 _DATA_KEYS = (
     "name", "root", "batch_size", "eval_batch_size", "split", "sample_ratio", "resolution", "crop_padding",
@@ -39,7 +39,8 @@ def build_search_module(cfg: DictConfig, dm: SearchDataModule) -> SearchModule:
     """The SearchModule of ``cfg.space.name``'s supernet: every other key of the space group is a SearchNetwork argument."""
     space = OmegaConf.to_container(cfg.space, resolve=True)
     name = space.pop("name")
-    network = dict(space, relaxation=cfg.search.relaxation, in_channels=dm.in_channels, num_classes=dm.num_classes)
+    network = dict(space, relaxation=cfg.search.relaxation, in_channels=dm.in_channels, num_classes=dm.num_classes,
+                   checkpoint_cells=bool(cfg.search.get("checkpoint_cells", False)))
     search = OmegaConf.to_container(cfg.search, resolve=True)
     return SearchModule(network=network, space=name, **{k: search[k] for k in _SEARCH_KEYS})
 
@@ -52,6 +53,12 @@ def build_guard(cfg: DictConfig) -> CollapseGuard | None:
     if guard.pop("name") == "none":
         return None
     return CollapseGuard(**guard)
+
+
+def build_derived_validation(cfg: DictConfig) -> DerivedValidation | None:
+    """``val/acc_derived`` every epoch when ``search.bn_calibration`` > 0 (the calibration batches), else None."""
+    batches = cfg.search.get("bn_calibration", 0)
+    return DerivedValidation(batches) if batches else None
 
 
 def build_lookup(cfg: DictConfig) -> BenchmarkLookup | None:

@@ -163,8 +163,10 @@ class SearchNetwork(Supernet):
         primitives: Sequence[str] = PRIMITIVES,
         alpha_init: str = "randn",
         tau: float = 10.0,
+        checkpoint_cells: bool = False,
     ):
         super().__init__()
+        self.checkpoint_cells = bool(checkpoint_cells)
         if layers < 3:
             raise ValueError(f"layers must be at least 3 (reductions sit at layers//3 and 2*layers//3), got {layers}")
         if not 1 <= multiplier <= steps:
@@ -225,7 +227,7 @@ class SearchNetwork(Supernet):
         drop = self.drop_path_prob if self.training else 0.0
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, reduce if cell.reduction else normal, drop)
+            s0, s1 = s1, self.run_cell(cell, s0, s1, reduce if cell.reduction else normal, drop)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     # ---- architecture ------------------------------------------------------------------------

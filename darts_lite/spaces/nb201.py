@@ -265,8 +265,10 @@ class SearchNetwork(Supernet, _Macro):
         alpha_init: str = "randn",
         primitives: Sequence[str] = PRIMITIVES,
         unsampled_weights: bool = True,
+        checkpoint_cells: bool = False,
     ):
         super().__init__()
+        self.checkpoint_cells = bool(checkpoint_cells)
         if isinstance(primitives, str):
             raise ValueError(f"primitives must be a list of op names, got the string {primitives!r}")
         primitives = tuple(primitives)
@@ -299,7 +301,7 @@ class SearchNetwork(Supernet, _Macro):
         ew = self.relaxation(self.alphas)  # one sample per pass, shared by all cells, as GDAS does
         h = self.stem(x)
         for cell in self.cells:
-            h = cell(h, ew) if isinstance(cell, SearchCell) else cell(h)
+            h = self.run_cell(cell, h, ew) if isinstance(cell, SearchCell) else cell(h)
         return self._head(h)
 
     # ---- architecture --------------------------------------------------------------------------

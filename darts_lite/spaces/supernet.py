@@ -3,8 +3,15 @@ every other parameter, and the relaxation's temperature."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Iterator
+from typing import Any
+
 import torch
 from torch import nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
 from ..relax import GumbelRelaxation, Relaxation
 
@@ -20,10 +27,59 @@ def new_alphas(shape: tuple[int, ...], alpha_init: str) -> nn.Parameter:
     raise ValueError(f"alpha_init must be 'randn' or 'zeros', got {alpha_init!r}")
 
 
+@contextlib.contextmanager
+def _bn_statistics_frozen(module: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with the batch's statistics as in training but leave their running ones alone."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for bn, momentum, count in saved:
+            bn.momentum = momentum
+            bn.num_batches_tracked.copy_(count)
+
+
+def checkpointed(cell: nn.Module, *args: Any) -> torch.Tensor:
+    """``cell(*args)`` whose inner activations are recomputed in the backward pass instead of kept (non-reentrant
+    ``torch.utils.checkpoint``): the output and every gradient are those of ``cell(*args)``.
+
+    The recomputation draws the same random numbers (drop path masks: the RNG state is replayed), leaves the
+    BatchNorm running statistics as the first pass left them (they are updated once), and uses the weights the
+    first pass used, also when those were tensors substituted by ``torch.func.functional_call`` (the second
+    order's unrolled and perturbed weights) and the backward runs after that call has returned.
+    """
+    names = [name for name, _ in cell.named_parameters()]
+    weights = {name: functools.reduce(getattr, name.split("."), cell) for name in names}  # what forward sees now
+    passes = [0]
+
+    def run(*inputs: Any) -> torch.Tensor:
+        passes[0] += 1
+        if passes[0] == 1:
+            return cell(*inputs)
+        with _bn_statistics_frozen(cell):
+            return functional_call(cell, weights, inputs, strict=False)
+
+    return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True)
+
+
 class Supernet(nn.Module):
-    """Base of a space's SearchNetwork: it sets ``relaxation`` and defines ``arch_parameters()``."""
+    """Base of a space's SearchNetwork: it sets ``relaxation`` and defines ``arch_parameters()``.
+
+    ``checkpoint_cells``: recompute each cell's inner activations in the backward pass (less memory, about one
+    more forward pass of time); results are unchanged.
+    """
 
     relaxation: Relaxation
+    checkpoint_cells: bool = False
+
+    def run_cell(self, cell: nn.Module, *args: Any) -> torch.Tensor:
+        """``cell(*args)``, checkpointed when ``checkpoint_cells`` is on and a backward pass may follow."""
+        if self.checkpoint_cells and self.training and torch.is_grad_enabled():
+            return checkpointed(cell, *args)
+        return cell(*args)
 
     def arch_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
