@@ -284,6 +284,9 @@ def validate_search(cfg: DictConfig) -> None:
     check(
         "search.arch_betas", lambda v: len(v) == 2 and all(is_num(b) and 0 <= b < 1 for b in v), "must be two numbers in [0, 1)"
     )
+    check("search.perturb", lambda v: v in ("none", "random", "adversarial"), "must be one of none, random, adversarial")
+    check("search.perturb_epsilon", lambda v: is_num(v) and v >= 0, "must be >= 0 (the L-inf radius of the alpha perturbation)")
+    check("search.perturb_steps", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
     check("search.bn_calibration", lambda v: is_int(v) and v >= 0,
           "must be an integer >= 0 (training batches for val/acc_derived; 0 = off)")
     check("search.tau_min", lambda v: is_num(v) and v > 0, "must be > 0")

@@ -41,6 +41,8 @@ from .speed import SpeedSwitches
 
 # the second order's Hessian-vector product: exact (autograd), or the finite differences central (the paper's), forward
 HVP_ESTIMATORS = ("exact", "central", "forward")
+# SDARTS: how the weight step perturbs the alphas
+PERTURBATIONS = ("none", "random", "adversarial")
 
 
 def _total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -92,6 +94,10 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
     cross kinks and depend on eps: experiments/results/hvp_accuracy.md measures how far they are from exact.
     channels_last: run convolutions in NHWC memory layout (on this project's CPU benchmark a
     paper-size supernet's forward+backward took half the time; on GPUs it pays with mixed precision).
+    perturb: SDARTS (Chen & Hsieh, 2020): the weight step sees the alphas plus delta, |delta| <= perturb_epsilon
+    element-wise: "random" draws delta uniformly, "adversarial" takes perturb_steps projected sign-gradient steps
+    (step 2 * epsilon / steps, from a random start) that raise the weight batch's loss; "none" is plain DARTS. The
+    alphas themselves are restored exactly before anything else reads them.
     """
 
     def __init__(
@@ -116,8 +122,17 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         space: str = "darts",
+        perturb: str = "none",
+        perturb_epsilon: float = 0.03,
+        perturb_steps: int = 7,
     ):
         super().__init__()
+        if perturb not in PERTURBATIONS:
+            raise ValueError(f"perturb must be one of {', '.join(PERTURBATIONS)}, got {perturb!r}")
+        if not perturb_epsilon >= 0:
+            raise ValueError(f"perturb_epsilon must be >= 0, got {perturb_epsilon!r}")
+        if perturb_steps < 1:
+            raise ValueError(f"perturb_steps must be >= 1, got {perturb_steps!r}")
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         if hvp not in HVP_ESTIMATORS:
@@ -181,7 +196,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             self.log("search/arch_acc", self.arch_acc, on_step=False, on_epoch=True)
 
         opt_w.zero_grad(set_to_none=True)
-        with frozen(alphas):
+        with frozen(alphas), self._perturbed(alphas, x_w, y_w):
             logits = self.net(x_w)
             loss = F.cross_entropy(logits, y_w)
             self._check_finite(loss, "weight")
@@ -191,6 +206,52 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self.log("search/train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("search/train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss.detach()
+
+    @contextlib.contextmanager
+    def _perturbed(self, alphas: Sequence[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor) -> Iterator[None]:
+        """Inside: the alphas plus SDARTS's delta (see ``perturb``); on exit exactly the alphas they were."""
+        kind, eps = self.hparams.get("perturb", "none"), float(self.hparams.get("perturb_epsilon", 0.0))
+        if kind == "none" or eps == 0:
+            yield
+            return
+        saved = [a.detach().clone() for a in alphas]
+        deltas = [torch.empty_like(a).uniform_(-eps, eps) for a in saved]
+        if kind == "adversarial":
+            deltas = self._adversarial_deltas(alphas, saved, deltas, x, y, eps)
+        with torch.no_grad():
+            for a, a0, d in zip(alphas, saved, deltas):
+                a.copy_(a0 + d)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for a, a0 in zip(alphas, saved):
+                    a.copy_(a0)
+
+    def _adversarial_deltas(self, alphas: Sequence[torch.nn.Parameter], saved: list[torch.Tensor],
+                            deltas: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float) -> list[torch.Tensor]:
+        """Projected sign-gradient ascent of the weight batch's loss over delta in the eps box, in eval mode (no
+        BatchNorm statistics updated, no drop path); gradients reach the alphas only."""
+        steps = int(self.hparams.get("perturb_steps", 7))
+        size = 2 * eps / steps
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            for _ in range(steps):
+                with torch.no_grad():
+                    for a, a0, d in zip(alphas, saved, deltas):
+                        a.copy_(a0 + d)
+                with torch.enable_grad():
+                    for a in alphas:
+                        a.requires_grad_(True)
+                    loss = F.cross_entropy(self.net(x), y)
+                    grads = torch.autograd.grad(loss, list(alphas), allow_unused=True)
+                    for a in alphas:
+                        a.requires_grad_(False)
+                deltas = [d if g is None else (d + size * g.sign()).clamp(-eps, eps) for d, g in zip(deltas, grads)]
+        finally:
+            self.net.train(was_training)
+        return deltas
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this inside opt.step(), after a mixed-precision loss scaler has unscaled the

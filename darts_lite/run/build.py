@@ -21,6 +21,7 @@ _DATA_KEYS = (
 _SEARCH_KEYS = (
     "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "arch_lr",
     "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "hvp", "channels_last", "compile",
+    "perturb", "perturb_epsilon", "perturb_steps",
 )
 _TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "auxiliary_weight",
                "drop_path_prob", "channels_last", "compile")
