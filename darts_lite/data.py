@@ -557,10 +557,14 @@ class SearchDataModule(pl.LightningDataModule):
         self._check_part_sizes(devices=self.rank_and_world()[1])
         return _TrainBatches(self)
 
+    def _validates_on_held_out_part(self) -> bool:
+        """Whether validation reads the held-out part of the training images (arch_idx) rather than the test split."""
+        return self.has_arch_part and self.val_on == "arch"
+
     def val_dataloader(self) -> _EvalBatches:
         self.setup()
         self._to_training_device()
-        if self.has_arch_part and self.val_on == "arch":
+        if self._validates_on_held_out_part():
             idx = self.arch_idx.to(self.device)
             return _EvalBatches(self, self.train_x[idx], self.train_y[idx])
         return _EvalBatches(self, self.test_x, self.test_y)
@@ -594,13 +598,8 @@ class TrainDataModule(SearchDataModule):
         super().train_dataloader()
         return _PlainBatches(self)
 
-    def val_dataloader(self) -> _EvalBatches:
-        if not self.val_split:
-            return super().val_dataloader()
-        self.setup()
-        self._to_training_device()
-        idx = self.arch_idx.to(self.device)
-        return _EvalBatches(self, self.train_x[idx], self.train_y[idx])
+    def _validates_on_held_out_part(self) -> bool:
+        return bool(self.val_split)
 
     def test_dataloader(self) -> _EvalBatches:
         self.setup()

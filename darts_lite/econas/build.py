@@ -14,10 +14,6 @@ from .evaluator import Evaluator
 from .executor import EXECUTORS, Executor
 from .settings import Base, base_from_config
 
-# what an evaluation reads of the train group besides C and layers (which the setting gives)
-_TRAIN_KEYS = ("auxiliary", "auxiliary_weight", "network_dataset", "cutout", "drop_path_prob", "lr_min", "momentum",
-               "nesterov", "weight_decay", "grad_clip", "channels_last")
-
 
 def base(cfg: DictConfig) -> Base:
     try:
@@ -63,7 +59,7 @@ def evaluator(cfg: DictConfig, archive: Archive, seed: int | None = None) -> Eva
     data = OmegaConf.to_container(cfg.data, resolve=True)
     train = OmegaConf.to_container(cfg.train, resolve=True)
     trainer = {k: cfg.trainer[k] for k in ("accelerator", "precision", "deterministic") if k in cfg.trainer}
-    return Evaluator(archive, executor, data=data, train={k: train[k] for k in _TRAIN_KEYS if k in train},
+    return Evaluator(archive, executor, data=data, train=train,
                      seed=cfg.seed if seed is None else seed,
                      folder=root / "evaluations", val_split=float(cfg.evaluation.val_split), trainer=trainer,
                      keep_checkpoints=bool(cfg.evaluation.get("keep_checkpoints", False)))

@@ -21,15 +21,15 @@ from typing import Any
 import pytorch_lightning as pl
 
 from ..data import TrainDataModule
+from ..run.build import DATA_KEYS, TRAIN_KEYS
 from ..run.checkpoints import AtomicCheckpointIO
 from ..spaces import parse_genotype
 from ..train import TrainModule, count_flops
 
-# train group keys that are the recipe (the network keys go through the space's eval_network_options)
-_RECIPE_KEYS = ("lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "auxiliary_weight", "drop_path_prob",
-                "channels_last")
-_DATA_KEYS = ("name", "root", "download", "crop_padding", "flip", "eval_batch_size", "synthetic_samples",
-              "synthetic_classes", "synthetic_size", "synthetic_channels")
+# what the setting decides itself, of the data and train groups' keys (compile: each evaluation is a new
+# short-lived network, compiling it would cost more than it saves)
+_SETTING_DATA_KEYS = ("batch_size", "sample_ratio", "resolution", "split", "val_on")
+_SETTING_TRAIN_KEYS = ("epochs", "lr", "compile")
 
 
 @dataclass(frozen=True)
@@ -87,13 +87,13 @@ def run_evaluation(job: EvalJob) -> dict[str, Any]:
     if not 1 <= job.epochs <= s["epochs"]:
         raise ValueError(f"epochs={job.epochs}: an evaluation trains 1..{s['epochs']} epochs of setting {s['name']}")
     pl.seed_everything(job.seed, workers=True, verbose=False)
-    data = {k: job.data[k] for k in _DATA_KEYS if k in job.data}
+    data = {k: job.data[k] for k in DATA_KEYS if k in job.data and k not in _SETTING_DATA_KEYS}
     # the setting's side is absolute: equal to the images' own, nothing is resized
     dm = TrainDataModule(seed=job.seed, batch_size=s["batch_size"], sample_ratio=s["sample_ratio"],
                          resolution=s["resolution"], cutout=job.train.get("cutout", 0), val_split=job.val_split, **data)
     network = dict(space.eval_network_options({**job.train, "C": s["channels"], "layers": s["layers"]}),
                    num_classes=dm.num_classes, in_channels=dm.in_channels)
-    recipe = {k: job.train[k] for k in _RECIPE_KEYS if k in job.train}
+    recipe = {k: job.train[k] for k in TRAIN_KEYS if k in job.train and k not in _SETTING_TRAIN_KEYS}
     module = TrainModule(genotype.to_text(), network=network, epochs=s["epochs"], lr=s["lr"], **recipe)
     record = _Record()
     folder = Path(job.folder)

@@ -32,12 +32,10 @@ from .archive import Archive, genotype_hash
 from .evaluator import Request as EvalRequest
 from .settings import Setting, resolve_all
 
-# evolution keys each algorithm reads (the rest of the group belongs to the others)
-_OPTIONS = {
-    "hierarchical": ("stages", "initial", "promote", "parents", "tournament", "max_age", "cycles"),
-    "regularized": ("stages", "population", "sample_size", "batch", "budget"),
-    "random": ("stages", "batch", "budget"),
-}
+
+def _options(algorithm: str, evolution: dict[str, Any]) -> dict[str, Any]:
+    """The evolution keys ``algorithm`` reads: its engine options (the rest of the group belongs to the others)."""
+    return {k: evolution[k] for k in ALGORITHMS[algorithm].defaults if k in evolution}
 
 
 def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
@@ -51,11 +49,10 @@ def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
     if cfg.space.name not in ("darts",):
         raise ConfigError(f"space={cfg.space.name}: EcoNAS trains evaluation networks of the darts space")
     ev = OmegaConf.to_container(cfg.evolution, resolve=True)
-    options = {k: ev[k] for k in _OPTIONS[algorithm] if k in ev}
+    options = _options(algorithm, ev)
     if algorithm != "hierarchical" and options.get("budget") is None:
-        hier = {k: ev[k] for k in _OPTIONS["hierarchical"] if k in ev}
         try:
-            options["budget"] = stage_trainings("hierarchical", **hier)
+            options["budget"] = stage_trainings("hierarchical", **_options("hierarchical", ev))
         except ValueError as e:
             raise ConfigError(f"evolution: {e}") from None
     try:

@@ -64,8 +64,8 @@ class Executor:
                     job = running.pop(i)
                     try:
                         yield i, job.result(), None
-                    except Exception as e:  # raised in the worker, or the worker died / was pre-empted
-                        yield i, None, _describe(e, str(e))
+                    except Exception as e:  # raised in the worker (its traceback is in the message) or the worker died
+                        yield i, None, _describe(e)
         finally:
             for job in running.values():  # the driver stops (Ctrl-C, SIGTERM): do not leave orphans behind
                 try:
@@ -83,7 +83,8 @@ def _submitit_parameters(name: str, parameters: Mapping[str, Any]) -> dict[str, 
     return out
 
 
-def _describe(error: BaseException, detail: str) -> str:
+def _describe(error: BaseException, detail: str = "") -> str:
+    """The error's type and message, then the last lines of ``detail`` (a traceback) when there is one."""
     text = f"{type(error).__name__}: {error}"
     tail = detail.strip().splitlines()[-20:]
     return text if not tail else text + "\n" + "\n".join(tail)

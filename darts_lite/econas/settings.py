@@ -58,8 +58,10 @@ class Setting:
         return asdict(self)
 
     def images(self, base: Base) -> int:
-        """Training images one epoch reads (before any validation hold-out)."""
-        return sum(max(1, round(self.sample_ratio * n)) if self.sample_ratio < 1 else n for n in base.class_counts)
+        """Training images one epoch reads (before any validation hold-out): what the data module keeps."""
+        from ..data import part_sizes
+
+        return part_sizes(base.class_counts, None, self.sample_ratio)[0]
 
 
 def parse_name(name: str) -> tuple[int, int, int, int, int]:
@@ -94,15 +96,14 @@ def resolve(entry: str | Mapping[str, Any], base: Base, setting_dir: str | Path 
         raise ValueError(f"setting {entry['name']!r}: unknown keys {sorted(extra)}; a setting may set layers, batch_size, lr")
     name = entry["name"].strip()
     values = dict(entry)
-    if setting_dir is not None and not _NAME.match(name):
-        file = Path(setting_dir) / f"{name}.yaml"
-        if not file.is_file():
-            known = sorted(p.stem for p in Path(setting_dir).glob("*.yaml"))
-            raise ValueError(f"unknown setting {name!r}: not a c{{x}}r{{x}}s{{x}}e{{E}} name and not one of {', '.join(known)}")
-    if setting_dir is not None and (Path(setting_dir) / f"{name}.yaml").is_file():
-        stored = OmegaConf.to_container(OmegaConf.load(Path(setting_dir) / f"{name}.yaml"), resolve=True)
+    file = None if setting_dir is None else Path(setting_dir) / f"{name}.yaml"
+    if file is not None and file.is_file():
+        stored = OmegaConf.to_container(OmegaConf.load(file), resolve=True)
         values = {**stored, **{k: v for k, v in entry.items() if v is not None}}
         name = str(values.get("name", name))
+    elif file is not None and not _NAME.match(name):
+        known = sorted(p.stem for p in file.parent.glob("*.yaml"))
+        raise ValueError(f"unknown setting {name!r}: not a c{{x}}r{{x}}s{{x}}e{{E}} name and not one of {', '.join(known)}")
     c, r, s, e, n = parse_name(name)
     channels = base.channels // _factor(c)
     if channels < 1:

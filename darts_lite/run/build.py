@@ -14,7 +14,8 @@ from ..spaces import parse_genotype
 from ..train import TrainModule
 from ..tricks import CollapseGuard, DerivedValidation
 
-_DATA_KEYS = (
+# the data group's keys a data module takes, and the train group's keys TrainModule takes (besides the network)
+DATA_KEYS = (
     "name", "root", "batch_size", "eval_batch_size", "split", "sample_ratio", "resolution", "crop_padding",
     "flip", "download", "synthetic_samples", "synthetic_classes", "synthetic_size", "synthetic_channels", "val_on",
 )
@@ -23,14 +24,14 @@ _SEARCH_KEYS = (
     "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "hvp", "channels_last", "compile",
     "perturb", "perturb_epsilon", "perturb_steps",
 )
-_TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "auxiliary_weight",
+TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "auxiliary_weight",
                "drop_path_prob", "channels_last", "compile")
 
 
 def build_datamodule(cfg: DictConfig) -> SearchDataModule:
     """The data of ``cfg.task``: the search split (weights / architecture) or the retraining data."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    kwargs = {k: data[k] for k in _DATA_KEYS if k in data}
+    kwargs = {k: data[k] for k in DATA_KEYS if k in data}
     if cfg.task == "train":
         return TrainDataModule(seed=cfg.seed, cutout=cfg.train.cutout, **kwargs)
     return SearchDataModule(seed=cfg.seed, **kwargs)
@@ -79,4 +80,4 @@ def build_train_module(cfg: DictConfig, dm: TrainDataModule, genotype: Any) -> T
     train = OmegaConf.to_container(cfg.train, resolve=True)
     space, _ = parse_genotype(genotype.to_text())
     network = dict(space.eval_network_options(train), num_classes=dm.num_classes, in_channels=dm.in_channels)
-    return TrainModule(genotype.to_text(), network=network, **{k: train[k] for k in _TRAIN_KEYS})
+    return TrainModule(genotype.to_text(), network=network, **{k: train[k] for k in TRAIN_KEYS})

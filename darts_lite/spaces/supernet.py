@@ -27,10 +27,15 @@ def new_alphas(shape: tuple[int, ...], alpha_init: str) -> nn.Parameter:
     raise ValueError(f"alpha_init must be 'randn' or 'zeros', got {alpha_init!r}")
 
 
+def tracking_batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``module`` that keep running statistics (the others always use the batch's)."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
 @contextlib.contextmanager
 def _bn_statistics_frozen(module: nn.Module) -> Iterator[None]:
     """BatchNorm layers normalise with the batch's statistics as in training but leave their running ones alone."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    bns = tracking_batchnorms(module)
     saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in bns]
     for bn in bns:
         bn.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged

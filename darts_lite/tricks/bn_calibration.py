@@ -21,13 +21,7 @@ import torch
 from torch import nn
 
 from ..relax import EdgeWeights
-
-_BatchNorm = nn.modules.batchnorm._BatchNorm
-
-
-def tracking_batchnorms(module: nn.Module) -> list[_BatchNorm]:
-    """The BatchNorm layers of ``module`` that keep running statistics (the others always use the batch's)."""
-    return [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+from ..spaces.supernet import tracking_batchnorms
 
 
 @contextlib.contextmanager
