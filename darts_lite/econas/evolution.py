@@ -186,6 +186,8 @@ def run_evolution(cfg: DictConfig) -> dict[str, Any]:
 
 def write_progress(out_dir: Path, search: Search, stage_epochs: int) -> None:
     """evolution.csv and evolution.png from the search's history (rewritten every cycle)."""
+    from matplotlib.ticker import MaxNLocator
+
     from ..plots import curves, save_figure
 
     with open(out_dir / "evolution.csv", "w", newline="") as f:
@@ -198,6 +200,7 @@ def write_progress(out_dir: Path, search: Search, stage_epochs: int) -> None:
         x = [h["cycle"] for h in points]
         fig = curves({"best": (x, [h["best"] for h in points]), "median": (x, [h["median"] for h in points])},
                      "cycle", "validation accuracy (fully trained models)", f"EcoNAS search ({search.name})")
+        fig.axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # cycles are whole
         save_figure(fig, out_dir / "evolution.png")
 
 
