@@ -14,6 +14,9 @@ import torch
 
 from darts_lite import SearchModule
 
+# one worker runs the multi-process tests one after another: two DDP groups never race for ports or cores
+pytestmark = pytest.mark.xdist_group("ddp")
+
 
 @pytest.mark.parametrize("search", ["darts", "darts_v2", "gdas"])
 def test_ddp_search_on_two_processes(tmp_path, search):
