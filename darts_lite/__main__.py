@@ -50,6 +50,8 @@ def main(cfg: DictConfig) -> object:
             return tasks.run_search(cfg)
         if cfg.task == "train":
             return tasks.run_train(cfg)
+        if cfg.task == "select":
+            return tasks.run_select(cfg)
         if cfg.task == "proxy_study":
             from .econas.study import run_study
 
@@ -58,7 +60,7 @@ def main(cfg: DictConfig) -> object:
             from .econas.evolution import run_evolution
 
             return run_evolution(cfg)
-        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train, proxy_study, econas")
+        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train, select, proxy_study, econas")
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         error, message, code = e, str(e), 2

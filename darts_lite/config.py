@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .relax import RELAXATIONS
 from .spaces import SPACES, get_space, parse_genotype
 
-__all__ = ["ConfigError", "config_dir", "validate_search", "validate_train"]
+__all__ = ["ConfigError", "config_dir", "validate_search", "validate_select", "validate_train"]
 
 
 def config_dir() -> str:
@@ -187,6 +187,22 @@ class _Checker:
                     "stop the search. Lower guard.eigen_window or guard.eigen_every, or search longer"
                 )
 
+    def resource(self) -> None:
+        """search.resource*: the kind, lambda, target, and a latency table measured on another machine."""
+        from .tricks.resources import RESOURCES, UNITS, latency_table_problem
+
+        self("search.resource", lambda v: v in RESOURCES, f"must be one of {', '.join(RESOURCES)}")
+        self("search.resource_weight", lambda v: _is_num(v) and v >= 0, "must be >= 0 (lambda of the resource penalty)")
+        unit = UNITS.get(_get(self.cfg, "search.resource"), "the kind's unit")
+        self("search.resource_target", lambda v: v is None or (_is_num(v) and v > 0), f"must be null or > 0 ({unit})")
+        self("search.resource_latency_table", lambda v: v is None or (isinstance(v, str) and v != ""),
+             "must be null or a file path")
+        path = _get(self.cfg, "search.resource_latency_table")
+        if _get(self.cfg, "search.resource") == "latency" and isinstance(path, str) and path and Path(path).exists():
+            problem = latency_table_problem(path)
+            if problem:
+                self.problems.append(problem)
+
     def benchmark(self) -> None:
         """benchmark.*: a look-up needs the NAS-Bench-201 space, the file and the nats_bench package."""
         path = _get(self.cfg, "benchmark.path")
@@ -256,6 +272,30 @@ def validate_train(cfg: DictConfig) -> None:
     check.raise_if_any()
 
 
+def _check_pc_darts(check: _Checker, cfg: DictConfig) -> None:
+    """search.partial_channels (K dividing space.C) and search.edge_normalization: PC-DARTS, darts space only.
+    A missing key reads as off."""
+    k, norm = _get(cfg, "search.partial_channels"), _get(cfg, "search.edge_normalization")
+    if k is not None and not (_is_int(k) and k >= 1):
+        check.problems.append(f"search.partial_channels={k!r}: must be an integer >= 1 (1 = off)")
+        k = None
+    if norm is not None and not _is_bool(norm):
+        check.problems.append(f"search.edge_normalization={norm!r}: must be true or false")
+        norm = None
+    on = [f"search.partial_channels={k}"] * (k not in (None, 1)) + ["search.edge_normalization=true"] * (norm is True)
+    space = _get(cfg, "space.name")
+    if on and space in SPACES and space != "darts":
+        check.problems.append(f"{', '.join(on)}: PC-DARTS applies to the darts space only, not space={space}; "
+                              "set search.partial_channels=1 search.edge_normalization=false")
+        return
+    C = _get(cfg, "space.C")
+    if k not in (None, 1) and space == "darts" and _is_int(C) and C % k:
+        check.problems.append(
+            f"search.partial_channels={k}: must divide space.C={C} (each edge's ops get 1/{k} of its channels, in cells "
+            f"of C, 2C and 4C channels); divisors of {C}: {', '.join(str(d) for d in range(1, C + 1) if C % d == 0)}"
+        )
+
+
 def validate_search(cfg: DictConfig) -> None:
     """Raise ConfigError listing every invalid value of a search config."""
     check = _Checker(cfg)
@@ -287,10 +327,13 @@ def validate_search(cfg: DictConfig) -> None:
     check("search.perturb", lambda v: v in ("none", "random", "adversarial"), "must be one of none, random, adversarial")
     check("search.perturb_epsilon", lambda v: is_num(v) and v >= 0, "must be >= 0 (the L-inf radius of the alpha perturbation)")
     check("search.perturb_steps", lambda v: is_int(v) and v >= 1, "must be an integer >= 1")
+    check.resource()
     check("search.bn_calibration", lambda v: is_int(v) and v >= 0,
           "must be an integer >= 0 (training batches for val/acc_derived; 0 = off)")
+    _check_selection(check, cfg)
     check("search.tau_min", lambda v: is_num(v) and v > 0, "must be > 0")
     check("search.tau_max", lambda v: is_num(v) and v >= _get(cfg, "search.tau_min"), "must be >= search.tau_min")
+    _check_pc_darts(check, cfg)
 
     check("trainer.max_epochs", lambda v: v == _get(cfg, "search.epochs"), "must equal search.epochs (set search.epochs)")
     check.guard()
@@ -306,4 +349,76 @@ def validate_search(cfg: DictConfig) -> None:
             f"trainer.precision={precision!r}: second order takes gradients with torch.autograd.grad, which "
             "fp16 loss scaling does not cover; use bf16-mixed or 32-true"
         )
+    check.raise_if_any()
+
+
+def _check_selection(check: _Checker, cfg: DictConfig, relaxation: Any = None) -> None:
+    """search.selection and the fine-tuning keys of perturbation-based selection."""
+    from .tricks.selection import SELECTIONS, check_selection_options
+
+    check("search.selection", lambda v: v in SELECTIONS, f"must be one of {', '.join(SELECTIONS)}")
+    if _get(cfg, "search.selection") != "perturbation" and _get(cfg, "task") != "select":
+        return
+    check.problems.extend(check_selection_options(_get(cfg, "search.selection_epochs"), _get(cfg, "search.selection_batches")))
+    relaxation = _get(cfg, "search.relaxation") if relaxation is None else relaxation
+    if relaxation not in (None, "softmax"):
+        check.problems.append(f"search.selection=perturbation: removes one op from a supernet that mixes every op; it needs "
+                              f"the softmax relaxation (DARTS), and the search uses {relaxation!r}")
+
+
+def _select_checkpoint_problems(cfg: DictConfig, path: Any) -> list[str]:
+    """What stops task=select from using the checkpoint at ckpt_path: missing, unreadable, not a search's, another
+    space's, or a search whose data was split differently (selection measures on the search's held-out part)."""
+    from .run.checkpoints import FREE_INSIDE_FIXED, read_record, run_settings
+
+    how = f"ckpt_path={path}"
+    if not Path(str(path)).expanduser().is_file():
+        return [f"{how}: no such file; task=select needs the checkpoint of a finished search, e.g. "
+                "ckpt_path=runs/search/<run>/checkpoints/last.ckpt"]
+    try:
+        record = read_record(Path(str(path)).expanduser(), how)
+    except ConfigError as e:
+        return [str(e)]
+    if record.get("task") != "search":
+        return [f"{how}: a checkpoint of a task={record.get('task')} run; task=select needs a search's checkpoint "
+                "(runs/search/<run>/checkpoints/last.ckpt)"]
+    space = _get(cfg, "space.name")
+    if record.get("space") != space:
+        return [f"{how}: a checkpoint of a search in the {record.get('space')!r} space, and space={space!r}; add "
+                f"space={record.get('space')} (the network itself comes from the checkpoint)"]
+    saved, now = record["settings"], run_settings(cfg)
+    # where the data lives, how it is batched and augmented may change; what splits it may not
+    free = (*FREE_INSIDE_FIXED, "data.batch_size", "data.crop_padding", "data.flip")
+    differ = [f"{key}: {saved.get(key)!r} in the checkpoint, {now.get(key)!r} now"
+              for key in sorted(set(saved) | set(now))
+              if (key == "seed" or key.startswith("data.")) and key not in free and saved.get(key) != now.get(key)]
+    if differ:
+        return [f"{how}: the search split its data otherwise, and selection must measure on that search's held-out "
+                "part; set these as the search had them: " + "; ".join(differ)]
+    return []
+
+
+def validate_select(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every problem of a task=select config: the data and selection keys, and ckpt_path (a
+    readable search checkpoint of ``space.name`` whose data split matches the config's)."""
+    check = _Checker(cfg)
+    check.data()
+    check("space.name", lambda v: v in SPACES, f"must be one of {', '.join(SPACES)}")
+    path = _get(cfg, "ckpt_path")
+    if not path:
+        check.problems.append("ckpt_path=null: task=select needs the checkpoint of a finished search, e.g. "
+                              "ckpt_path=runs/search/<run>/checkpoints/last.ckpt")
+        _check_selection(check, cfg)
+    else:
+        problems = _select_checkpoint_problems(cfg, path)
+        check.problems.extend(problems)
+        relaxation = None
+        if not problems:
+            import torch
+
+            hp = torch.load(Path(str(path)).expanduser(), map_location="cpu", weights_only=True, mmap=True).get(
+                "hyper_parameters") or {}
+            relaxation = (hp.get("network") or {}).get("relaxation", "softmax")
+        _check_selection(check, cfg, relaxation)
+    check.parts_fill_batches(split=_get(cfg, "data.split"))
     check.raise_if_any()

@@ -110,16 +110,22 @@ class Genotype:
 
     # ---- derivation -------------------------------------------------------------------------
     @staticmethod
-    def cell_from_alphas(alphas: torch.Tensor, steps: int = 4, primitives: Sequence[str] = PRIMITIVES) -> list[Pair]:
+    def cell_from_alphas(alphas: torch.Tensor, steps: int = 4, primitives: Sequence[str] = PRIMITIVES,
+                         edge_scale: torch.Tensor | None = None) -> list[Pair]:
         """Derive one cell. alphas: [num_edges, num_ops] logits, edges ordered node by node.
 
         Per node keep the 2 incoming edges whose strongest non-`none` softmax weight is largest,
-        and on each the argmax op excluding `none` (DARTS, Sec. 2.4).
+        and on each the argmax op excluding `none` (DARTS, Sec. 2.4). ``edge_scale`` [num_edges] (PC-DARTS's edge
+        normalization: the node-softmaxed betas) multiplies each edge's strength before the two are chosen.
         """
         weights = torch.softmax(alphas.detach().float().cpu(), dim=-1)
         expected = sum(2 + i for i in range(steps))
         if weights.shape != (expected, len(primitives)):
             raise ValueError(f"alphas must be [{expected}, {len(primitives)}], got {list(weights.shape)}")
+        if edge_scale is not None:
+            edge_scale = edge_scale.detach().float().cpu()
+            if edge_scale.shape != (expected,):
+                raise ValueError(f"edge_scale must be [{expected}], got {list(edge_scale.shape)}")
         mask = torch.tensor([p != "none" for p in primitives])
         masked = weights.masked_fill(~mask, -1.0)
         pairs: list[Pair] = []
@@ -128,6 +134,8 @@ class Genotype:
             n_in = node + 2
             block = masked[start:start + n_in]
             best_w, best_op = block.max(dim=-1)
+            if edge_scale is not None:
+                best_w = best_w * edge_scale[start:start + n_in]
             # stable sort keeps the lower input first on ties, so derivation is deterministic
             order = sorted(range(n_in), key=lambda j: -best_w[j].item())[:2]
             for j in order:
@@ -143,13 +151,17 @@ class Genotype:
         steps: int = 4,
         multiplier: int = 4,
         primitives: Sequence[str] = PRIMITIVES,
+        normal_scale: torch.Tensor | None = None,
+        reduce_scale: torch.Tensor | None = None,
     ) -> Genotype:
-        """Genotype of a search network's alphas; ``alpha_reduce=None`` means a fixed reduction cell."""
+        """Genotype of a search network's alphas; ``alpha_reduce=None`` means a fixed reduction cell.
+        ``normal_scale`` / ``reduce_scale``: optional per-edge factors [num_edges] of the edge choice (see
+        ``cell_from_alphas``)."""
         concat = tuple(range(2 + steps - multiplier, steps + 2))
-        normal = cls.cell_from_alphas(alpha_normal, steps, primitives)
+        normal = cls.cell_from_alphas(alpha_normal, steps, primitives, normal_scale)
         if alpha_reduce is None:
             return cls(normal=tuple(normal), normal_concat=concat, fixed_reduction=True)
-        reduce = cls.cell_from_alphas(alpha_reduce, steps, primitives)
+        reduce = cls.cell_from_alphas(alpha_reduce, steps, primitives, reduce_scale)
         return cls(tuple(normal), concat, tuple(reduce), concat)
 
     # ---- text and JSON ----------------------------------------------------------------------

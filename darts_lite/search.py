@@ -98,6 +98,9 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
     element-wise: "random" draws delta uniformly, "adversarial" takes perturb_steps projected sign-gradient steps
     (step 2 * epsilon / steps, from a random start) that raise the weight batch's loss; "none" is plain DARTS. The
     alphas themselves are restored exactly before anything else reads them.
+    resource: "none", or a cost (flops, params, latency) whose expected value over the alphas, weighted by
+    resource_weight and hinged at resource_target when one is set, joins the architecture loss (see
+    ``darts_lite.tricks.resources``); resource_latency_table: a latency table file to reuse or write.
     """
 
     def __init__(
@@ -125,6 +128,10 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         perturb: str = "none",
         perturb_epsilon: float = 0.03,
         perturb_steps: int = 7,
+        resource: str = "none",
+        resource_weight: float = 1.0,
+        resource_target: float | None = None,
+        resource_latency_table: str | None = None,
     ):
         super().__init__()
         if perturb not in PERTURBATIONS:
@@ -149,6 +156,10 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.arch_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        from .tricks.resources import ResourcePenalty  # here: darts_lite.tricks imports this module
+
+        self.resource = None if resource == "none" else ResourcePenalty(
+            resource, resource_weight, resource_target, resource_latency_table)
 
 
 
@@ -179,17 +190,21 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         x_w, x_a = self._layout(x_w), self._layout(x_a)
         opt_w, opt_a = self.optimizers()
         weights, alphas = self.net.weight_parameters(), self.net.arch_parameters()
+        if self.resource is not None:
+            self._prepare_resource(x_a)
 
         if self.arch_updates_active:
             opt_a.zero_grad(set_to_none=True)
             if self.hparams.order == 2:
                 arch_loss, arch_logits = self._second_order_arch_grads(x_w, y_w, x_a, y_a, opt_w.optimizer)
+                self._add_resource_grads(alphas)
             else:
                 with frozen(weights):
                     arch_logits = self.net(x_a)
                     arch_loss = F.cross_entropy(arch_logits, y_a)
                     self._check_finite(arch_loss, "architecture")
-                    self.manual_backward(arch_loss)
+                    penalty = self._resource_penalty()
+                    self.manual_backward(arch_loss if penalty is None else arch_loss + penalty)
             opt_a.step()
             self.arch_acc(arch_logits.detach(), y_a)
             self.log("search/arch_loss", arch_loss.detach(), on_step=False, on_epoch=True, sync_dist=True)
@@ -206,6 +221,26 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self.log("search/train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
         self.log("search/train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss.detach()
+
+    # ---- resource-aware search ------------------------------------------------------------------
+    def _prepare_resource(self, x: torch.Tensor) -> None:
+        """The cost table, built once from the images' size x [B, C, H, W] (under DDP rank 0's, for all ranks)."""
+        if self.resource.table is None:
+            many = self.trainer.world_size > 1
+            self.resource.prepare(self.net, tuple(x.shape[1:]), self.trainer.default_root_dir if self.trainer.is_global_zero
+                                  else None, log=rank_zero_info, share=self.trainer.strategy.broadcast if many else None)
+
+    def _resource_penalty(self) -> torch.Tensor | None:
+        """The resource term of the architecture loss, or None when there is none (weight 0 adds nothing at all)."""
+        return self.resource.penalty(self.net) if self.resource is not None and self.resource.weight > 0 else None
+
+    def _add_resource_grads(self, alphas: Sequence[torch.nn.Parameter]) -> None:
+        """Second order: the penalty depends on the alphas alone, so its gradient adds to the unrolled one as it is."""
+        penalty = self._resource_penalty()
+        if penalty is not None:
+            for a, g in zip(alphas, torch.autograd.grad(penalty, list(alphas), allow_unused=True)):
+                if g is not None:
+                    a.grad += g
 
     @contextlib.contextmanager
     def _perturbed(self, alphas: Sequence[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor) -> Iterator[None]:
@@ -428,10 +463,16 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         }
         if self.net.tau is not None:
             metrics["search/tau"] = self.net.tau
+        if self.resource is not None and self.resource.table is not None:
+            metrics.update(self.resource.metrics(self.net))
         for cell, probs in self.net.op_probabilities().items():
             for e, row in enumerate(probs.tolist()):
                 for op, p in zip(self.net.primitives, row):
                     metrics[f"alpha/{cell}/edge{e:02d}/{op}"] = p
+        # PC-DARTS's edge normalization: each edge's share of its node (softmax of the betas over the node's inputs)
+        for cell, shares in getattr(self.net, "edge_probabilities", dict)().items():
+            for e, p in enumerate(shares.tolist()):
+                metrics[f"beta/{cell}/edge{e:02d}"] = p
         self.log_dict(metrics, on_step=False, on_epoch=True)
         sched.step()
 

@@ -12,16 +12,19 @@ A search run folder holds:
     summary.json           the final genotype, metrics and wall time (a failed job of a sweep: its error)
     wandb_run_id.txt       with logger=wandb: the W&B run that resume=true continues
     checkpoints/last.ckpt  the full training state, rewritten every epoch
+    selection.csv, genotype_perturbation.json/.txt   with search.selection=perturbation (and task=select): the
+                           accuracy of every candidate removal and the genotype those decisions give
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
 from omegaconf import DictConfig
 
-from .config import validate_search, validate_train
+from .config import validate_search, validate_select, validate_train
 from .decision import decision, describe
 from .run.artifacts import SearchArtifacts, WandbDashboard
 from .run.build import (
@@ -64,6 +67,13 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
                    "decision": decided, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
         if guard is not None:
             summary["stopped"] = guard.stopped  # None: the search ran all its epochs
+        if cfg.search.get("selection", "argmax") == "perturbation" and trainer.is_global_zero:
+            from .tricks.selection import perturbation_selection
+
+            chosen = perturbation_selection(module, dm, epochs=cfg.search.selection_epochs,
+                                            batches=cfg.search.selection_batches, seed=cfg.seed)
+            chosen.write(out_dir)  # selection.csv, genotype_perturbation.json/.txt
+            summary["genotype_perturbation"] = chosen.genotype.to_text()
         if lookup is not None and is_rank_zero():
             found = lookup.lookup(genotype.to_text())  # the final cell (a resumed finished run looked nothing up)
             summary["benchmark"] = None if found is None else {"index": found[0], "hp": lookup.hp, **found[1]}
@@ -72,6 +82,9 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
             shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "search/train", "search/arch_acc"))}
             print(f"Final metrics: {shown}")
             print(f"Decision: {describe(decided)}")
+            if "genotype_perturbation" in summary:
+                print(f"Genotype (perturbation-based selection): {summary['genotype_perturbation']}  "
+                      "(genotype_perturbation.json, selection.csv)")
             if summary.get("benchmark"):
                 shown = {k: round(v, 2) for k, v in summary["benchmark"].items() if k.endswith("test_acc")}
                 print(f"Benchmark (test accuracy, %): {shown}")
@@ -82,6 +95,34 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
                   "metrics.csv, checkpoints/last.ckpt)")
             sys.stdout.flush()
         return summary
+
+
+def run_select(cfg: DictConfig) -> dict[str, Any]:
+    """Perturbation-based selection on the supernet of a finished search's checkpoint (``ckpt_path``): writes the
+    argmax genotype.json/.txt, genotype_perturbation.json/.txt, selection.csv and summary.json into the run folder."""
+    from .tricks.selection import load_search_module, perturbation_selection, selection_device
+
+    validate_select(cfg)
+    out_dir = start_run(cfg)
+    clock = WallClock()
+    module = load_search_module(cfg.ckpt_path)
+    dm = build_datamodule(cfg)
+    argmax = module.net.genotype()
+    chosen = perturbation_selection(module, dm, epochs=cfg.search.selection_epochs, batches=cfg.search.selection_batches,
+                                    seed=cfg.seed, device=selection_device(cfg.trainer.get("accelerator")))
+    chosen.write(out_dir)
+    genotype = chosen.genotype
+    summary = {"task": "select", "status": "done", "ckpt_path": str(cfg.ckpt_path), "genotype": argmax.to_text(),
+               "genotype_perturbation": genotype.to_text(), "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
+    if is_rank_zero():
+        (out_dir / "genotype.json").write_text(argmax.to_json() + "\n")
+        (out_dir / "genotype.txt").write_text(argmax.to_text() + "\n")
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"\nGenotype (argmax of the alphas): {argmax.to_text()}")
+        print(f"Genotype (perturbation-based selection): {genotype.to_text()}")
+        print(f"Run folder: {out_dir.resolve()}  (genotype.json, genotype_perturbation.json, selection.csv, summary.json)")
+        sys.stdout.flush()
+    return summary
 
 
 def run_train(cfg: DictConfig) -> dict[str, Any]:

@@ -22,7 +22,7 @@ DATA_KEYS = (
 _SEARCH_KEYS = (
     "order", "epochs", "warmup_epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "arch_lr",
     "arch_betas", "arch_weight_decay", "tau_max", "tau_min", "unrolled_eps", "hvp", "channels_last", "compile",
-    "perturb", "perturb_epsilon", "perturb_steps",
+    "perturb", "perturb_epsilon", "perturb_steps", "resource", "resource_weight", "resource_target", "resource_latency_table",
 )
 TRAIN_KEYS = ("epochs", "lr", "lr_min", "momentum", "nesterov", "weight_decay", "grad_clip", "auxiliary_weight",
                "drop_path_prob", "channels_last", "compile")
@@ -43,6 +43,10 @@ def build_search_module(cfg: DictConfig, dm: SearchDataModule) -> SearchModule:
     name = space.pop("name")
     network = dict(space, relaxation=cfg.search.relaxation, in_channels=dm.in_channels, num_classes=dm.num_classes,
                    checkpoint_cells=bool(cfg.search.get("checkpoint_cells", False)))
+    # PC-DARTS's keywords only when switched on: the other spaces' networks do not take them (config checks say so)
+    for key, off in (("partial_channels", 1), ("edge_normalization", False)):
+        if cfg.search.get(key, off) != off:
+            network[key] = cfg.search[key]
     search = OmegaConf.to_container(cfg.search, resolve=True)
     return SearchModule(network=network, space=name, **{k: search[k] for k in _SEARCH_KEYS})
 

@@ -10,17 +10,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..genotype import PRIMITIVES, Genotype
 from ..relax import EdgeWeights, make_relaxation
 from ..viz import edge_labels
-from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, make_op
+from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, channel_shuffle, drop_active, drop_path, make_op, starts_with_relu
 from .supernet import Supernet, new_alphas
 
 
 def num_edges(steps: int) -> int:
     return sum(2 + i for i in range(steps))
+
+
+def node_softmax(beta: torch.Tensor, steps: int) -> torch.Tensor:
+    """Edge normalization's weights: beta [E] -> [E], a softmax over the incoming edges of each node."""
+    parts, start = [], 0
+    for node in range(steps):
+        parts.append(torch.softmax(beta[start:start + node + 2], dim=-1))
+        start += node + 2
+    return torch.cat(parts)
 
 
 def reduction_indices(layers: int) -> tuple[int, ...]:
@@ -29,26 +39,58 @@ def reduction_indices(layers: int) -> tuple[int, ...]:
 
 
 class MixedEdge(nn.Module):
-    """All candidate ops of one edge; the relaxation decides which run and how they are weighted."""
+    """All candidate ops of one edge; the relaxation decides which run and how they are weighted.
 
-    def __init__(self, C: int, stride: int, primitives: Sequence[str], affine: bool):
+    The ops that begin with a ReLU of the edge's input (sep_conv, dil_conv, the stride-2 skip_connect) share one
+    ReLU when several run (``share_relu``; off only to compare with running each op whole): one rectified input
+    kept for the backward pass instead of one per op, with the same outputs and gradients.
+
+    ``partial_channels`` K > 1 (PC-DARTS): the ops are built for C/K channels and see the first C/K channels of the
+    input; the other channels bypass them (max-pooled 2x2 when the edge has stride 2), and the two parts are
+    concatenated and channel-shuffled in K groups.
+    """
+
+    def __init__(self, C: int, stride: int, primitives: Sequence[str], affine: bool, partial_channels: int = 1,
+                 share_relu: bool = True):
         super().__init__()
-        self.ops = nn.ModuleList(make_op(p, C, stride, affine, pool_bn=True) for p in primitives)
+        if partial_channels < 1 or C % partial_channels:
+            raise ValueError(f"partial_channels={partial_channels} must be a positive divisor of the edge's {C} channels")
+        self.partial_channels, self.stride, self.share_relu = partial_channels, stride, share_relu
+        c = C // partial_channels
+        self.ops = nn.ModuleList(make_op(p, c, stride, affine, pool_bn=True) for p in primitives)
         # ops whose output drop path may zero: not `none` (already zero) and not the identity
         self._droppable = [not isinstance(op, (Zero, Identity)) for op in self.ops]
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
-        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all."""
+        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all -> [B, C, H/stride, W/stride]."""
+        k = self.partial_channels
+        if k == 1:
+            return self._mixed(x, weights, index, drop_prob)
+        c = x.shape[1] // k
+        out = self._mixed(x[:, :c], weights, index, drop_prob)
+        bypass = x[:, c:]
+        if self.stride == 2:
+            # ceil_mode matches the strided ops' ceil(H/2) on odd sizes; on even sizes it is PC-DARTS's 2x2 max pool
+            bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
+        return channel_shuffle(torch.cat([out, bypass], dim=1), k)
+
+    def _mixed(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
         if index is not None:
-            out = self.ops[index](x)
+            out = self.ops[index](x)  # one op: its own ReLU, if it has one, is the only one computed
             if drop_active(drop_prob) and self._droppable[index]:
                 out = drop_path(out, drop_prob)
             return out * weights[index]
         total = None
+        rectified = None
         for op, w, droppable in zip(self.ops, weights, self._droppable):
             if isinstance(op, Zero):
                 continue  # contributes exactly zero to the sum; its alpha still gets gradient via softmax
-            out = op(x)
+            if self.share_relu and starts_with_relu(op):
+                if rectified is None:
+                    rectified = op.leading_activation(x)
+                out = op.forward_rectified(rectified)
+            else:
+                out = op(x)
             if drop_active(drop_prob) and droppable:
                 out = drop_path(out, drop_prob)
             total = out * w if total is None else total + out * w
@@ -67,6 +109,7 @@ class SearchCell(nn.Module):
         reduction_prev: bool,
         primitives: Sequence[str],
         affine: bool,
+        partial_channels: int = 1,
     ):
         super().__init__()
         self.reduction = reduction
@@ -78,9 +121,12 @@ class SearchCell(nn.Module):
         for node in range(steps):
             for j in range(node + 2):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedEdge(C, stride, primitives, affine))
+                self.edges.append(MixedEdge(C, stride, primitives, affine, partial_channels))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights, drop_prob: float = 0.0) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights, drop_prob: float = 0.0,
+                edge_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """s0, s1: the two previous cells' outputs; edge_scale: None, or [E] factors of the edges' outputs (edge
+        normalization) -> [B, multiplier * C, H', W']."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for _ in range(self.steps):
@@ -88,6 +134,8 @@ class SearchCell(nn.Module):
             for h in states:
                 idx = None if ew.index is None else ew.index[e]
                 out = self.edges[e](h, ew.weights[e], idx, drop_prob)
+                if edge_scale is not None:
+                    out = out * edge_scale[e]
                 node = out if node is None else node + out
                 e += 1
             states.append(node)
@@ -144,6 +192,11 @@ class SearchNetwork(Supernet):
     (absent with ``fixed_reduction=True``, GDAS-FRC). ``relaxation`` is "softmax" (DARTS) or
     "gumbel" (GDAS; one sample per forward pass, shared by all cells of a type).
 
+    PC-DARTS (Xu et al., 2020): ``partial_channels`` K > 1 sends 1/K of each edge's channels through its ops and
+    lets the rest bypass them (K must divide C); ``edge_normalization`` adds ``beta_normal`` / ``beta_reduce`` [14],
+    softmaxed over each node's incoming edges, which scale the edges' outputs and weigh in the genotype's choice of
+    each node's two inputs.
+
     forward: x [B, in_channels, H, W] -> logits [B, num_classes].
     """
 
@@ -164,6 +217,8 @@ class SearchNetwork(Supernet):
         alpha_init: str = "randn",
         tau: float = 10.0,
         checkpoint_cells: bool = False,
+        partial_channels: int = 1,
+        edge_normalization: bool = False,
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)
@@ -173,6 +228,12 @@ class SearchNetwork(Supernet):
             raise ValueError(f"multiplier must be in 1..steps={steps}, got {multiplier}")
         if not 0.0 <= drop_path_prob < 1.0:
             raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
+        if isinstance(partial_channels, bool) or not isinstance(partial_channels, int) or partial_channels < 1 \
+                or C % partial_channels:
+            raise ValueError(
+                f"partial_channels={partial_channels!r} must be a positive integer that divides C={C} (the edges of "
+                f"the cells have C, 2C and 4C channels; 1/partial_channels of them go through the ops)"
+            )
         unknown = [p for p in primitives if p not in PRIMITIVES]
         if unknown:
             raise ValueError(f"unknown primitives {unknown}; known: {list(PRIMITIVES)}")
@@ -181,6 +242,7 @@ class SearchNetwork(Supernet):
         self.primitives = tuple(primitives)
         self.fixed_reduction = fixed_reduction
         self.drop_path_prob = drop_path_prob
+        self.partial_channels, self.edge_normalization = partial_channels, bool(edge_normalization)
         self.relaxation = make_relaxation(relaxation, tau=tau)
 
         C_curr = stem_multiplier * C
@@ -198,7 +260,8 @@ class SearchNetwork(Supernet):
                 cell: nn.Module = FixedReductionCell(C_pp, C_p, C_curr, reduction_prev, affine)
                 out = FixedReductionCell.multiplier * C_curr
             else:
-                cell = SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, primitives, affine)
+                cell = SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, primitives, affine,
+                                  partial_channels)
                 out = multiplier * C_curr
             self.cells.append(cell)
             reduction_prev = reduction
@@ -209,25 +272,39 @@ class SearchNetwork(Supernet):
         shape = (num_edges(steps), len(primitives))
         self.alpha_normal = new_alphas(shape, alpha_init)
         self.alpha_reduce = None if fixed_reduction else new_alphas(shape, alpha_init)
+        # created after the alphas and only when asked for, so the alphas (and the RNG) are those of the plain network
+        self.beta_normal = self.beta_reduce = None
+        if self.edge_normalization:
+            self.beta_normal = new_alphas(shape[:1], alpha_init)
+            self.beta_reduce = None if fixed_reduction else new_alphas(shape[:1], alpha_init)
 
     # ---- parameters --------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The alphas: [alpha_normal, alpha_reduce], each [edges, ops] (alpha_normal alone with the fixed reduction cell)."""
-        return [p for p in (self.alpha_normal, self.alpha_reduce) if p is not None]
+        """The alphas [alpha_normal, alpha_reduce], each [edges, ops], then with edge normalization the betas
+        [beta_normal, beta_reduce], each [edges] (the reduce ones absent with the fixed reduction cell)."""
+        params = (self.alpha_normal, self.alpha_reduce, self.beta_normal, self.beta_reduce)
+        return [p for p in params if p is not None]
 
     # ---- forward -----------------------------------------------------------------------------
     def edge_weights(self) -> tuple[EdgeWeights, EdgeWeights | None]:
-        normal = self.relaxation(self.alpha_normal)
-        reduce = None if self.alpha_reduce is None else self.relaxation(self.alpha_reduce)
+        normal = self.relax("normal", self.alpha_normal)
+        reduce = None if self.alpha_reduce is None else self.relax("reduce", self.alpha_reduce)
         return normal, reduce
+
+    def edge_scales(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Edge normalization's factors (normal, reduce), each [E] summing to 1 per node; (None, None) when off."""
+        return tuple(None if b is None else node_softmax(b, self.steps) for b in (self.beta_normal, self.beta_reduce))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C_in, H, W] -> logits [B, num_classes]."""
         normal, reduce = self.edge_weights()
+        scale_normal, scale_reduce = self.edge_scales()
         drop = self.drop_path_prob if self.training else 0.0
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, self.run_cell(cell, s0, s1, reduce if cell.reduction else normal, drop)
+            scale = scale_reduce if cell.reduction else scale_normal
+            extra = () if scale is None else (scale,)  # the fixed reduction cell takes no scale
+            s0, s1 = s1, self.run_cell(cell, s0, s1, reduce if cell.reduction else normal, drop, *extra)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     # ---- architecture ------------------------------------------------------------------------
@@ -238,12 +315,22 @@ class SearchNetwork(Supernet):
             out["reduce"] = torch.softmax(self.alpha_reduce.detach(), -1)
         return out
 
+    def edge_probabilities(self) -> dict[str, torch.Tensor]:
+        """Edge normalization's softmax(beta) over each node's incoming edges: {"normal": [E], "reduce": [E]}
+        (detached; no "reduce" with the fixed reduction cell); {} when edge normalization is off."""
+        scales = dict(zip(("normal", "reduce"), self.edge_scales()))
+        return {cell: s.detach() for cell, s in scales.items() if s is not None}
+
     def edge_labels(self) -> list[str]:
         """One label per alpha row, "input->node" (c_{k-2}, c_{k-1} the cell inputs, 0.. the intermediate nodes)."""
         return edge_labels(self.steps)
 
     def genotype(self) -> Genotype:
-        """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op)."""
+        """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op); with
+        edge normalization an edge's strength is its node-softmaxed beta times its strongest non-`none` op weight."""
+        with torch.no_grad():
+            scale_normal, scale_reduce = self.edge_scales()
         return Genotype.from_alphas(
-            self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives
+            self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives,
+            normal_scale=scale_normal, reduce_scale=scale_reduce,
         )

@@ -298,7 +298,7 @@ class SearchNetwork(Supernet, _Macro):
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C_in, H, W] -> logits [B, num_classes]."""
-        ew = self.relaxation(self.alphas)  # one sample per pass, shared by all cells, as GDAS does
+        ew = self.relax("cell", self.alphas)  # one sample per pass, shared by all cells, as GDAS does
         h = self.stem(x)
         for cell in self.cells:
             h = self.run_cell(cell, h, ew) if isinstance(cell, SearchCell) else cell(h)

@@ -2,6 +2,11 @@
 
 Every op maps [B, C, H, W] to [B, C, H/stride, W/stride]. ``affine`` switches the BatchNorm
 affine parameters: off in search (they would rescale the alphas), on in evaluation.
+
+The ops that begin with a ReLU of their input (``ReLUConvBN``, ``DilConv``, ``SepConv``, ``FactorizedReduce``) also
+have ``leading_activation`` (that first module) and ``forward_rectified(leading_activation(x))``, the op's output
+from an input already rectified, so that a search edge can compute one ReLU for all of them (``starts_with_relu``).
+Their modules, and so their state_dict keys, are the same either way.
 """
 
 from __future__ import annotations
@@ -10,6 +15,30 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+
+def _after_first(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    modules = iter(seq)
+    next(modules)  # the leading ReLU, already applied by the caller
+    for module in modules:
+        x = module(x)
+    return x
+
+
+def starts_with_relu(op: nn.Module) -> bool:
+    """Whether ``op(x)`` equals ``op.forward_rectified(relu(x))``: its first module is a ReLU of its input. Asked at
+    every forward pass, so an op whose leading module was swapped for another activation is run whole."""
+    return isinstance(getattr(op, "leading_activation", None), nn.ReLU)
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` equal channel blocks: x [B, C, H, W] -> [B, C, H, W], input channel g * C/groups + i
+    goes to output channel i * groups + g. Keeps a channels-last input channels-last."""
+    b, c, h, w = x.shape
+    out = x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
 
 
 class ReLUConvBN(nn.Sequential):
@@ -24,6 +53,14 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
         )
 
+    @property
+    def leading_activation(self) -> nn.Module:
+        return self[0]
+
+    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for ``x`` = relu(input): every module but the leading ReLU."""
+        return _after_first(self, x)
+
 
 class DilConv(nn.Sequential):
     """ReLU, depthwise k x k conv with dilation, 1x1 conv, BN."""
@@ -36,6 +73,14 @@ class DilConv(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine),
         )
 
+    @property
+    def leading_activation(self) -> nn.Module:
+        return self[0]
+
+    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for ``x`` = relu(input): every module but the leading ReLU."""
+        return _after_first(self, x)
+
 
 class SepConv(nn.Sequential):
     """Two dilation-1 DilConv blocks; only the first carries the stride."""
@@ -45,6 +90,15 @@ class SepConv(nn.Sequential):
             DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
             DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
         )
+
+    @property
+    def leading_activation(self) -> nn.Module:
+        return self[0][0]
+
+    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for ``x`` = relu(input): the first block without its ReLU, then the second block whole."""
+        first, second = self.children()
+        return second(first.forward_rectified(x))
 
 
 class Identity(nn.Module):
@@ -77,8 +131,15 @@ class FactorizedReduce(nn.Module):
         self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
+    @property
+    def leading_activation(self) -> nn.Module:
+        return self.relu
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
+        return self.forward_rectified(self.relu(x))
+
+    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for ``x`` = relu(input)."""
         a = self.conv_1(x)
         # the shifted view sees the odd pixels; pad back when H or W is odd so both halves align
         shifted = x[:, :, 1:, 1:]

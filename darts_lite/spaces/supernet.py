@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from ..relax import GumbelRelaxation, Relaxation
+from ..relax import EdgeWeights, GumbelRelaxation, Relaxation
 
 ALPHA_INITS = ("randn", "zeros")  # what new_alphas takes
 
@@ -75,10 +75,20 @@ class Supernet(nn.Module):
 
     ``checkpoint_cells``: recompute each cell's inner activations in the backward pass (less memory, about one
     more forward pass of time); results are unchanged.
+
+    ``edge_weight_transform``: None, or ``f(cell_type, EdgeWeights) -> EdgeWeights`` applied to the relaxation's
+    output of each cell type ("normal", "reduce"; NB201: "cell") before the cells use it: how architecture
+    selection fixes decided edges or removes one op from the supernet without touching the alphas.
     """
 
     relaxation: Relaxation
     checkpoint_cells: bool = False
+    edge_weight_transform: Callable[[str, EdgeWeights], EdgeWeights] | None = None
+
+    def relax(self, cell_type: str, alphas: torch.Tensor) -> EdgeWeights:
+        """The op weights of ``cell_type``'s cells: the relaxation of ``alphas`` [E, O], then the transform if one is set."""
+        ew = self.relaxation(alphas)
+        return ew if self.edge_weight_transform is None else self.edge_weight_transform(cell_type, ew)
 
     def run_cell(self, cell: nn.Module, *args: Any) -> torch.Tensor:
         """``cell(*args)``, checkpointed when ``checkpoint_cells`` is on and a backward pass may follow."""
