@@ -60,7 +60,11 @@ def main(cfg: DictConfig) -> object:
             from .econas.evolution import run_evolution
 
             return run_evolution(cfg)
-        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train, select, proxy_study, econas")
+        if cfg.task == "surrogate":
+            from .surrogate.task import run_surrogate
+
+            return run_surrogate(cfg)
+        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train, select, proxy_study, econas, surrogate")
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         error, message, code = e, str(e), 2

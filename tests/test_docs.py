@@ -228,6 +228,8 @@ def validate(cfg) -> None:
         from darts_lite.econas.study import check
     elif cfg.task == "econas":
         from darts_lite.econas.evolution import check
+    elif cfg.task == "surrogate":
+        from darts_lite.surrogate.task import check
     else:
         check = validate_train if cfg.task == "train" else validate_search
     check(cfg)

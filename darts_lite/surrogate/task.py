@@ -1,0 +1,228 @@
+"""``task=surrogate`` (``+experiment=surrogate surrogate.data=PATH``): fit every model of ``surrogate.models`` on a
+table of evaluated genotypes, judge each on genotypes it did not see, and save it fitted on the whole table.
+
+The run folder gets:
+
+    surrogate_report.md             the data (rows read, skipped, averaged), the scores, the learning curve, the files
+    surrogate_report.csv            one row per model: model, r2, kendall_tau, sparse_kendall_tau, spearman (held-out),
+                                    then top_k_hit_rate, the K-fold means and spreads, sizes, times, version, file
+    surrogate_scatter.png           predicted against true accuracy of the held-out genotypes, one panel per model
+    surrogate_learning_curve.png    held-out sparse Kendall tau against the number of training genotypes
+    surrogate_learning_curve.csv    the same numbers, every metric
+    models/<kind>.json              each model fitted on every row, with its held-out and K-fold scores
+    summary.json                    the scores, files and wall time
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError
+from .data import FORMATS, METRICS, UNITS, Table, load_table, table_format
+from .metrics import METRIC_NAMES, heldout, kfold, learning_curve
+from .models import MODELS, lightgbm_available, make_surrogate
+
+REPORT_COLUMNS = ("model", "r2", "kendall_tau", "sparse_kendall_tau", "spearman", "top_k_hit_rate")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check(cfg: DictConfig) -> dict[str, Any]:
+    """The surrogate keys as a plain dict, every one checked (all problems in one ConfigError); reads no file."""
+    if cfg.get("surrogate") is None:
+        raise ConfigError("task=surrogate needs the surrogate keys: use +experiment=surrogate surrogate.data=PATH")
+    opts = OmegaConf.to_container(cfg.surrogate, resolve=True)
+    problems = []
+    data = opts.get("data")
+    if not isinstance(data, str) or not data:
+        problems.append(f"surrogate.data={data!r}: give the table of evaluated genotypes, surrogate.data=PATH: {FORMATS}")
+    unit = opts.get("accuracy_unit")
+    if unit is not None and unit not in UNITS:
+        problems.append(f"surrogate.accuracy_unit={unit!r}: must be fraction or percent (null for an archive or "
+                        "NAS-Bench-301 results, whose unit is known)")
+    elif unit is None and isinstance(data, str) and data.lower().endswith((".csv", ".jsonl")):
+        problems.append(f"surrogate.accuracy_unit=null: {data} is a CSV/JSONL table; say whether its accuracy column holds "
+                        "fractions (0.93) or percentages (93.0): surrogate.accuracy_unit=fraction or percent")
+    if opts.get("metric") not in METRICS:
+        problems.append(f"surrogate.metric={opts.get('metric')!r}: must be one of {', '.join(METRICS)}")
+    setting = opts.get("setting")
+    if setting is not None and not (isinstance(setting, str) and setting):
+        problems.append(f"surrogate.setting={setting!r}: must be null or a setting name such as c4r4s0e60")
+    models = opts.get("models")
+    if not (isinstance(models, list) and models and all(m in MODELS for m in models) and len(set(models)) == len(models)):
+        problems.append(f"surrogate.models={models!r}: must be a non-empty list of distinct kinds from {', '.join(MODELS)}")
+        models = []
+    if "lgbm" in models and not lightgbm_available():
+        problems.append('surrogate.models: lgbm needs LightGBM: pip install "darts_lite[surrogates]", or leave lgbm out')
+    folds = opts.get("folds")
+    if not (_is_int(folds) and folds >= 2):
+        problems.append(f"surrogate.folds={folds!r}: must be an integer >= 2")
+    fraction = opts.get("test_fraction")
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction < 1):
+        problems.append(f"surrogate.test_fraction={fraction!r}: must be in (0, 1)")
+    if not (_is_int(opts.get("top_k")) and opts["top_k"] >= 1):
+        problems.append(f"surrogate.top_k={opts.get('top_k')!r}: must be an integer >= 1")
+    curve = opts.get("learning_curve")
+    if not (isinstance(curve, list) and curve and all(isinstance(f, (int, float)) and not isinstance(f, bool)
+                                                       and 0 < f <= 1 for f in curve)):
+        problems.append(f"surrogate.learning_curve={curve!r}: must be a non-empty list of fractions in (0, 1]")
+    for kind in MODELS:
+        options = opts.get(kind) or {}
+        if not isinstance(options, dict):
+            problems.append(f"surrogate.{kind}={options!r}: must be a mapping of the {kind} model's options")
+            continue
+        problems += MODELS[kind].check_options(options, prefix=f"surrogate.{kind}.")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return opts
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def _scatter(points: dict[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from ..plots import save_figure
+
+    fig = Figure(figsize=(4.2 * len(points), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(points), squeeze=False)[0]
+    for ax, (label, (true, pred)) in zip(axes, points.items()):
+        t, p = 100 * np.asarray(true), 100 * np.asarray(pred)
+        ax.scatter(t, p, s=10, alpha=0.6)
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], color="gray", linewidth=1, linestyle="--")
+        ax.set_xlabel("true accuracy (%)")
+        ax.set_ylabel("predicted accuracy (%)")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    save_figure(fig, path)
+
+
+def _markdown(table: Table, opts: dict[str, Any], rows: list[dict[str, Any]], curve: list[dict[str, Any]],
+              test_rows: int, seed: int, read: str) -> str:
+    lines = ["# Surrogate report", "", "## Data", ""] + [f"    {line}" for line in table.report()]
+    acc = 100 * table.accuracies
+    lines += ["", f"Accuracy read: {read}; {len(table)} genotypes, accuracies {acc.min():.2f}% to {acc.max():.2f}% "
+              f"(mean {acc.mean():.2f}%).", "",
+              "## Held-out scores", "",
+              f"Fitted on {len(table) - test_rows} genotypes, scored on {test_rows} it never saw (seed {seed}); sparse Kendall "
+              f"tau rounds true and predicted accuracies to 0.1 percentage point first; top-k: the share of the "
+              f"{opts['top_k']} best held-out genotypes that the model also puts in its top {opts['top_k']}.", "",
+              "| model | version | R^2 | Kendall tau | sparse Kendall tau | Spearman | top-k hit rate |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['version']} | " + " | ".join(_fmt(r[k]) for k in METRIC_NAMES) + " |")
+    lines += ["", f"## {opts['folds']}-fold cross-validation", "",
+              "Mean +- standard deviation over the folds; every genotype is predicted once by a model that did not see it.",
+              "", "| model | R^2 | Kendall tau | sparse Kendall tau | Spearman | top-k hit rate |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | " + " | ".join(f"{_fmt(r[f'kfold_{k}_mean'])} +- {_fmt(r[f'kfold_{k}_std'])}"
+                                                     for k in METRIC_NAMES) + " |")
+    lines += ["", "## Learning curve", "", "Held-out sparse Kendall tau against the genotypes fitted on "
+              "(`surrogate_learning_curve.png`, every metric in `surrogate_learning_curve.csv`).", "",
+              "| model | " + " | ".join(str(p["train_rows"]) for p in curve if p["model"] == rows[0]["model"]) + " |",
+              "| --- | " + " | ".join("---" for p in curve if p["model"] == rows[0]["model"]) + " |"]
+    for r in rows:
+        lines.append(f"| {r['model']} | " + " | ".join(_fmt(p["sparse_kendall_tau"]) for p in curve if p["model"] == r["model"])
+                     + " |")
+    lines += ["", "## Files", "", "Each model in `models/` is fitted on all the genotypes and records its version, the hash "
+              "of the table and these scores. Its outputs are predictions, not measured accuracies: state the model's "
+              "version with any number it gives.", ""]
+    lines += [f"- `{r['file']}`: {r['version']}" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_surrogate(cfg: DictConfig) -> dict[str, Any]:
+    """Fit, judge and save every model of ``surrogate.models``; returns the summary."""
+    from ..run.folder import start_run
+
+    opts = check(cfg)
+    started = time.time()
+    table = load_table(opts["data"], opts.get("accuracy_unit"), opts.get("setting"), opts["metric"])
+    for line in table.report():
+        print(line, flush=True)
+    out_dir = start_run(cfg)
+    seed, k = int(cfg.seed), opts["top_k"]
+    rows: list[dict[str, Any]] = []
+    curve: list[dict[str, Any]] = []
+    points: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for kind in opts["models"]:
+        options = opts.get(kind) or {}
+
+        def factory(kind: str = kind, options: dict = options) -> Any:
+            return make_surrogate(kind, seed, **options)
+
+        def progress(what: str, kind: str = kind) -> None:
+            print(f"[{kind}] {what}", flush=True)
+
+        progress(f"held-out: fitting on {len(table) - round(len(table) * opts['test_fraction'])} genotypes")
+        held = heldout(factory, table, opts["test_fraction"], seed, k)
+        progress("held-out: " + ", ".join(f"{name} {_fmt(v)}" for name, v in held.scores.items()))
+        folds = kfold(factory, table, opts["folds"], seed, k,
+                      progress=lambda w, kind=kind: progress(f"{opts['folds']}-fold: {w}"))
+        progress(f"learning curve over {opts['learning_curve']} of the training part")
+        for point in learning_curve(factory, table, opts["learning_curve"], opts["test_fraction"], seed, k, progress=progress):
+            curve.append({"model": kind, **point})
+        progress(f"fitting on all {len(table)} genotypes")
+        fit_started = time.time()
+        model = factory().fit(table)
+        fit_s = time.time() - fit_started
+        model.evaluation = {"heldout": held.scores, "kfold_mean": folds.mean(), "kfold_std": folds.std(),
+                            "folds": opts["folds"], "test_fraction": opts["test_fraction"], "seed": seed, "top_k": k}
+        file = model.save(out_dir / "models" / f"{kind}.json")
+        points[f"{model.version}: sparse Kendall tau {_fmt(held.scores['sparse_kendall_tau'])}"] = (
+            table.accuracies[held.test], held.predictions)
+        rows.append({"model": kind, **held.scores, **{f"kfold_{m}_mean": v for m, v in folds.mean().items()},
+                     **{f"kfold_{m}_std": v for m, v in folds.std().items()}, "train_rows": len(held.train),
+                     "test_rows": len(held.test), "rows": len(table), "fit_s": round(fit_s, 3), "version": model.version,
+                     "file": str(file.relative_to(out_dir))})
+
+    columns = list(REPORT_COLUMNS) + [c for c in rows[0] if c not in REPORT_COLUMNS]
+    with open(out_dir / "surrogate_report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out_dir / "surrogate_learning_curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "fraction", "train_rows", *METRIC_NAMES])
+        writer.writeheader()
+        writer.writerows(curve)
+    test_rows = rows[0]["test_rows"]
+    fmt = table_format(opts["data"])
+    source = "the archive" if fmt == "archive" else "the NAS-Bench-301 results"
+    read = "the accuracy column" if fmt in ("csv", "jsonl") else f"{opts['metric']} of {source}"
+    (out_dir / "surrogate_report.md").write_text(_markdown(table, opts, rows, curve, test_rows, seed, read))
+    _scatter(points, out_dir / "surrogate_scatter.png")
+    from ..plots import curves, save_figure
+
+    series = {kind: ([p["train_rows"] for p in curve if p["model"] == kind],
+                     [p["sparse_kendall_tau"] for p in curve if p["model"] == kind]) for kind in opts["models"]}
+    save_figure(curves(series, "training genotypes", "held-out sparse Kendall tau", "Surrogate learning curve"),
+                out_dir / "surrogate_learning_curve.png")
+    summary = {"task": "surrogate", "status": "done", "data": opts["data"], "rows": len(table),
+               "skipped": len(table.skipped), "duplicates": len(table.duplicates),
+               "models": {r["model"]: {k: r[k] for k in columns if k != "model"} for r in rows},
+               "run_dir": str(out_dir), "wall_time_s": time.time() - started}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n" + "\n".join(f"{r['model']}: held-out sparse Kendall tau {_fmt(r['sparse_kendall_tau'])}, "
+                           f"R^2 {_fmt(r['r2'])}" for r in rows))
+    print(f"Run folder: {out_dir.resolve()}  (surrogate_report.md, surrogate_report.csv, surrogate_scatter.png, "
+          "surrogate_learning_curve.png, models/)", flush=True)
+    return summary
+
+
+__all__ = ["REPORT_COLUMNS", "check", "run_surrogate"]
