@@ -19,7 +19,7 @@ from .errors import ConfigError
 from .relax import RELAXATIONS
 from .spaces import SPACES, get_space, parse_genotype
 
-__all__ = ["ConfigError", "config_dir", "validate_search", "validate_select", "validate_train"]
+__all__ = ["ConfigError", "config_dir", "data_problems", "validate_search", "validate_select", "validate_train"]
 
 
 def config_dir() -> str:
@@ -231,6 +231,15 @@ def _image_size(cfg: DictConfig) -> int | None:
         return _get(cfg, "data.resolution")
     name = _get(cfg, "data.name")
     return native_size(name, _get(cfg, "data.synthetic_size")) if name in DATASETS else None
+
+
+def data_problems(cfg: DictConfig) -> list[str]:
+    """Every invalid value of the data keys, as validate_train finds them (all the training images one part), for
+    tasks that check their own keys (``task=ofa``)."""
+    check = _Checker(cfg)
+    check.data()
+    check.parts_fill_batches(split=None)
+    return check.problems
 
 
 def validate_train(cfg: DictConfig) -> None:

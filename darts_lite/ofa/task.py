@@ -1,0 +1,291 @@
+"""``task=ofa``: progressive shrinking, phase after phase, in one run folder.
+
+    <run>/config.yaml             the resolved config
+    <run>/<phase>/                one folder per phase (full, kernel, depth1, depth2, expand1, expand2):
+        checkpoints/last.ckpt     the phase's training state, rewritten every epoch; the next phase starts from
+                                  the finished one
+        metrics.csv, summary.json the phase's metrics (val/acc_max, val/acc_min) and wall time
+    <run>/network.pt              the trained network of the last finished phase: {"config", "state_dict", "phase"}
+                                  (``load_network`` rebuilds it)
+    <run>/summary.json            every phase's final metrics and the wall time
+
+``resume=true`` with the run folder skips finished phases, continues an interrupted one from its last epoch
+and starts the rest. ``ofa.phase=NAME`` runs one phase; it needs the finished checkpoints of the phase before
+it (and of ``full``, the distillation teacher) in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import data_problems
+from ..data import TrainDataModule
+from ..errors import ConfigError
+from ..run.build import DATA_KEYS
+from ..run.checkpoints import FREE_INSIDE_FIXED, read_record, run_settings
+from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
+from ..run.loggers import wandb_run_ends_with_the_job
+from ..run.trainer import build_trainer
+from .network import OFANetwork
+from .shrinking import PHASE_NAMES, PHASES, Phase, ShrinkingModule
+
+# settings a phase checkpoint must share with the run that continues from it: they shape the network or the data
+FIXED_SETTINGS = ("seed", "data", "ofa.network", "ofa.val_split")
+PER_PHASE = ("epochs", "lr", "subnets")  # lists with one value per phase, in PHASES' order
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def build_datamodule(cfg: DictConfig) -> TrainDataModule:
+    """The training images (``ofa.val_split`` of them held out for validation), augmented, no cutout."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return TrainDataModule(seed=cfg.seed, cutout=0, val_split=float(cfg.ofa.val_split),
+                           **{k: data[k] for k in DATA_KEYS if k in data})
+
+
+def network_options(cfg: DictConfig, dm: TrainDataModule) -> dict[str, Any]:
+    """OFANetwork arguments: the ofa.network keys, the data's classes and channels."""
+    return dict(OmegaConf.to_container(cfg.ofa.network, resolve=True), num_classes=dm.num_classes,
+                in_channels=dm.in_channels)
+
+
+def check(cfg: DictConfig) -> dict[str, Any]:
+    """Every ofa and data key checked before anything is built: one ConfigError listing each bad value.
+    Returns the ofa group as plain values."""
+    problems = data_problems(cfg)
+    if cfg.get("ofa") is None:
+        raise ConfigError("task=ofa needs the ofa group: use +experiment=ofa (CIFAR-10, GPU) or +experiment=ofa_quick")
+    ofa = OmegaConf.to_container(cfg.ofa, resolve=True)
+
+    def need(key: str, ok, allowed: str) -> None:
+        value = ofa.get(key)
+        try:
+            good = ok(value)
+        except TypeError:
+            good = False
+        if not good:
+            problems.append(f"ofa.{key}={value!r}: {allowed}")
+
+    n = len(PHASES)
+    need("phase", lambda v: v is None or v in PHASE_NAMES, f"must be null (every phase) or one of {', '.join(PHASE_NAMES)}")
+    need("epochs", lambda v: len(v) == n and all(_is_int(e) and e >= 1 for e in v),
+         f"must be {n} integers >= 1, one per phase ({', '.join(PHASE_NAMES)})")
+    need("lr", lambda v: len(v) == n and all(_is_num(e) and e > 0 for e in v), f"must be {n} numbers > 0, one per phase")
+    need("subnets", lambda v: len(v) == n and all(_is_int(e) and e >= 1 for e in v),
+         f"must be {n} integers >= 1 (sub-networks per step), one per phase")
+    need("resolutions", lambda v: len(v) >= 1 and all(_is_int(r) and r >= 4 for r in v),
+         "must be a list of input sides, each an integer >= 4")
+    for key in ("lr_min", "momentum", "weight_decay", "kd_weight"):
+        need(key, lambda v: _is_num(v) and v >= 0, "must be >= 0")
+    need("nesterov", lambda v: isinstance(v, bool), "must be true or false")
+    need("grad_clip", lambda v: v is None or (_is_num(v) and v > 0), "must be null or > 0")
+    need("bn_calibration", lambda v: _is_int(v) and v >= 1,
+         "must be an integer >= 1 (training batches that recalibrate BatchNorm before a sub-network is measured)")
+    need("val_split", lambda v: _is_num(v) and 0 <= v < 1,
+         "must be in [0, 1): the share of the training images held out for validation (0: validate on the test split)")
+    if cfg.get("ckpt_path"):
+        problems.append(f"ckpt_path={cfg.ckpt_path!r}: task=ofa continues its phases with resume=true and "
+                        "hydra.run.dir=<the run folder>, not from one checkpoint file")
+    if not any(p.startswith("data.") for p in problems):
+        split = ofa.get("val_split")
+        if _is_num(split) and 0 <= split < 1:
+            dm = build_datamodule(cfg)
+            try:
+                OFANetwork(**network_options(cfg, dm))
+            except (TypeError, ValueError) as e:
+                problems.append(f"ofa.network: {e}")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return ofa
+
+
+def _phase_dir(out: Path, phase: Phase | str) -> Path:
+    return out / (phase if isinstance(phase, str) else phase.name)
+
+
+def last_checkpoint(out: Path, phase: Phase | str) -> Path:
+    return _phase_dir(out, phase) / "checkpoints" / "last.ckpt"
+
+
+def _epochs_done(path: Path) -> int:
+    """Epochs a phase checkpoint holds (it is written at the end of each epoch)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"]) + 1
+
+
+def check_same_run(cfg: DictConfig, path: Path) -> None:
+    """ConfigError unless the checkpoint at ``path`` is a task=ofa checkpoint made with the same network, data
+    and seed as ``cfg`` (its record says; the file is not changed)."""
+    record = read_record(path, f"phase checkpoint {path}")
+    if record.get("task") != "ofa":
+        raise ConfigError(f"{path}: a checkpoint of a task={record.get('task')} run, not of task=ofa. The file was left "
+                          "as it is.")
+    saved, now = record["settings"], run_settings(cfg)
+    differ = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in sorted(set(saved) | set(now))
+              if any(k == f or k.startswith(f + ".") for f in FIXED_SETTINGS) and k not in FREE_INSIDE_FIXED
+              and saved.get(k) != now.get(k)]
+    if differ:
+        command = shlex.join(["python", "-m", "darts_lite", *record.get("overrides", []), "resume=true",
+                              f"hydra.run.dir={record.get('run_dir')}"])
+        raise ConfigError(f"{path}: made with other settings that shape the network or the data:\n  " + "\n  ".join(differ)
+                          + f"\nContinue the run as it was made with:\n  {command}\nThe file was left as it is.")
+
+
+def plan(cfg: DictConfig, ofa: dict[str, Any], out: Path) -> list[tuple[Phase, str]]:
+    """(phase, "done" | "resume" | "start") for each phase to run, every checkpoint checked first: nothing is
+    written when a phase could not run (a missing predecessor, a folder already used, another run's file)."""
+    selected = PHASES if ofa["phase"] is None else (PHASES[PHASE_NAMES.index(ofa["phase"])],)
+    steps = []
+    for phase in selected:
+        last = last_checkpoint(out, phase)
+        if not last.is_file():
+            steps.append((phase, "start"))
+            continue
+        if not cfg.get("resume"):
+            raise ConfigError(f"{_phase_dir(out, phase)} already holds a checkpoint of phase {phase.name}; continue the run "
+                              "with resume=true, or give a new hydra.run.dir")
+        check_same_run(cfg, last)
+        done = _epochs_done(last) >= ofa["epochs"][PHASES.index(phase)]
+        steps.append((phase, "done" if done else "resume"))
+    if cfg.get("resume") and all(action == "start" for _, action in steps):
+        raise ConfigError(f"resume=true: no phase checkpoint in {out}; pass the run folder to continue, e.g. "
+                          "`python -m darts_lite <same overrides> resume=true hydra.run.dir=runs/ofa/<run>`")
+    planned = [phase.name for phase, _ in steps]
+    for phase, action in steps:
+        if action != "start" or phase.name == "full":
+            continue
+        index = PHASES.index(phase)
+        needs = [PHASES[index - 1].name] + (["full"] if ofa["kd_weight"] > 0 else [])
+        for name in dict.fromkeys(needs):
+            if name in planned[:planned.index(phase.name)]:
+                continue  # this run finishes it first
+            _check_predecessor(cfg, ofa, out, phase.name, name)
+    return steps
+
+
+def _check_predecessor(cfg: DictConfig, ofa: dict[str, Any], out: Path, phase: str, name: str) -> None:
+    path = last_checkpoint(out, name)
+    teacher = name == "full" and PHASE_NAMES.index(phase) > 1
+    why = (f"ofa.phase={phase} distils from the network of phase full" if teacher
+           else f"ofa.phase={phase} starts from the final weights of the phase before it, {name}")
+    epochs = ofa["epochs"][PHASE_NAMES.index(name)]
+    if not path.is_file():
+        found = "does not exist"
+    else:
+        check_same_run(cfg, path)
+        done = _epochs_done(path)
+        found = None if done >= epochs else f"holds {done} of the phase's {epochs} epochs: that phase did not finish"
+    if found is not None:
+        raise ConfigError(
+            f"{why}, and {path} {found}. Run phase "
+            f"{name} into this folder first (ofa.phase={name} hydra.run.dir={out}; resume=true continues it), or run "
+            "every phase in order (ofa.phase=null)")
+
+
+def _net_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The elastic network's weights in a phase checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+
+
+def _phase_cfg(cfg: DictConfig, epochs: int) -> DictConfig:
+    """The run's config with the phase's epochs for the Trainer."""
+    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    resolved.trainer.max_epochs = epochs
+    return resolved
+
+
+def phase_module(ofa: dict[str, Any], network: dict[str, Any], phase: Phase, seed: int) -> ShrinkingModule:
+    """The ShrinkingModule of ``phase`` with the ofa group's values for it."""
+    i = PHASES.index(phase)
+    return ShrinkingModule(network, phase.name, epochs=ofa["epochs"][i], lr=ofa["lr"][i], subnets=ofa["subnets"][i],
+                           lr_min=ofa["lr_min"], momentum=ofa["momentum"], nesterov=ofa["nesterov"],
+                           weight_decay=ofa["weight_decay"], grad_clip=ofa["grad_clip"], kd_weight=ofa["kd_weight"],
+                           resolutions=ofa["resolutions"], bn_calibration=ofa["bn_calibration"], seed=seed)
+
+
+def save_network(net: OFANetwork, phase: str, path: Path) -> None:
+    """The trained elastic network as a file ``load_network`` reads (weights_only loadable)."""
+    torch.save({"config": net.config, "state_dict": net.state_dict(), "phase": phase}, path)
+
+
+def load_network(path: str | Path) -> OFANetwork:
+    """The OFANetwork in ``network.pt`` (or in a phase checkpoint's run folder file), in eval mode."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    net = OFANetwork(**saved["config"])
+    net.load_state_dict(saved["state_dict"])
+    return net.eval()
+
+
+def run_ofa(cfg: DictConfig) -> dict[str, Any]:
+    """Run the phases ``cfg.ofa`` asks for (all by default) into the run folder; returns the summary."""
+    ofa = check(cfg)
+    out = Path(cfg.run_dir)
+    steps = plan(cfg, ofa, out)
+    start_run(cfg)
+    dm = build_datamodule(cfg)
+    network = network_options(cfg, dm)
+    summary: dict[str, Any] = {"task": "ofa", "status": "done", "phases": {}, "run_dir": str(out), "wall_time_s": 0.0}
+    finished: tuple[str, OFANetwork] | None = None
+    for phase, action in steps:
+        folder, last = _phase_dir(out, phase), last_checkpoint(out, phase)
+        i = PHASES.index(phase)
+        if action == "done":
+            done = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+            summary["phases"][phase.name] = done.get("metrics", {})
+            summary["wall_time_s"] += float(done.get("wall_time_s", 0.0))
+            print(f"Phase {phase.name}: finished before, skipped", flush=True)
+            continue
+        pl.seed_everything(cfg.seed + i, workers=True, verbose=False)  # each phase its own stream, whatever ran before
+        module = phase_module(ofa, network, phase, cfg.seed)
+        if action == "start" and phase.name != "full":
+            previous = PHASES[i - 1]
+            teacher = _net_weights(last_checkpoint(out, "full")) if module.teacher is not None else None
+            module.start_from(_net_weights(last_checkpoint(out, previous)), teacher,
+                              keep=previous.choices(module.net)["expand_list"])
+        choices = ", ".join(f"{k.removesuffix('_list')} {v}" for k, v in module.choices.items())
+        print(f"Phase {phase.name} ({i + 1}/{len(PHASES)}): {choices}; {ofa['epochs'][i]} epochs, "
+              f"{ofa['subnets'][i]} sub-network(s) per step" + (", resumed" if action == "resume" else ""), flush=True)
+        clock = WallClock()
+        trainer = build_trainer(_phase_cfg(cfg, ofa["epochs"][i]), folder, [clock],
+                                str(last) if action == "resume" else None)
+        with wandb_run_ends_with_the_job(), warnings.catch_warnings():
+            # the teacher is in eval mode on purpose: its BatchNorm statistics stay those of the full network
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if action == "resume" else None)
+        metrics = final_metrics(trainer)
+        phase_summary = {"phase": phase.name, "status": "done", "metrics": metrics, "wall_time_s": clock.elapsed_s()}
+        write_summary(trainer, folder, phase_summary)
+        summary["phases"][phase.name] = metrics
+        summary["wall_time_s"] += clock.elapsed_s()
+        shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith("val/")}
+        print(f"Phase {phase.name} done: {shown}", flush=True)
+        finished = (phase.name, module.net)
+    if not is_rank_zero():
+        return summary
+    if finished is None and steps:  # every phase was done before: the network file is the last phase's
+        name = steps[-1][0].name
+        finished = (name, OFANetwork(**network))
+        finished[1].load_state_dict(_net_weights(last_checkpoint(out, name)))
+    if finished is not None:
+        save_network(finished[1], finished[0], out / "network.pt")
+        summary["network"] = {"file": str(out / "network.pt"), "phase": finished[0]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"Run folder: {out.resolve()}  (network.pt, summary.json, one folder per phase with its checkpoints and "
+          "metrics.csv)")
+    sys.stdout.flush()
+    return summary
