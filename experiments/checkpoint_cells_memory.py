@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from step_memory import measure_step
 
 RESULTS = Path(__file__).parent / "results" / "checkpoint_cells_memory.md"
 
@@ -43,30 +42,7 @@ def one_case(args: argparse.Namespace) -> dict:
         net.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
 
-    rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # network and batch built, nothing run
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    step()  # warm-up
-    saved = [0]
-
-    def pack(t):
-        saved[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-    times = []
-    for _ in range(args.reps):
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_base)
-    return {"checkpoint": args.checkpoint, "step_s": statistics.median(times), "peak_mib": peak,
-            "saved_mib": saved[0] / 2**20, "measure": "max allocated (CUDA)" if cuda else "max RSS growth (CPU)"}
+    return {"checkpoint": args.checkpoint, **measure_step(step, args.reps)}
 
 
 def main() -> None:

@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from step_memory import measure_step
 
 RESULTS = Path(__file__).parent / "results" / "pc_darts_memory.md"
 
@@ -61,31 +62,7 @@ def one_case(args: argparse.Namespace) -> dict:
         net.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
 
-    rss_base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # network and batch built, nothing run
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    step()  # warm-up
-    storages: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        net.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
-    times = []
-    for _ in range(args.reps):
-        start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_base)
-    return {"case": args.case, "step_s": statistics.median(times), "peak_mib": peak,
-            "saved_mib": sum(storages.values()) / 2**20, "measure": "max allocated (CUDA)" if cuda else "max RSS growth (CPU)"}
+    return {"case": args.case, **measure_step(step, args.reps, per_use=False)}
 
 
 def ab_relu(args: argparse.Namespace) -> str:

@@ -10,8 +10,10 @@ allocated on CUDA) is its own.
 
     python experiments/search_step_benchmark.py                 # all cases, CPU or GPU (auto)
     python experiments/search_step_benchmark.py --sizes proxy --steps 10
+    python experiments/search_step_benchmark.py --algorithms darts1,pc_darts,sdarts_rs,sdarts_adv,resource,checkpoint \
+        --sizes paper,proxy --name search_step_tricks             # the bag of tricks' rows
 
-Writes experiments/results/search_step_<device>.json and .md and prints the table.
+Writes experiments/results/<name>_<device>.json and .md (--name, default search_step) and prints the table.
 """
 
 from __future__ import annotations
@@ -40,6 +42,15 @@ ALGORITHMS = {
     "darts2f": dict(relaxation="softmax", order=2, hvp="forward", label="DARTS 2nd order, hvp=forward"),
     "darts2e": dict(relaxation="softmax", order=2, hvp="exact", label="DARTS 2nd order, hvp=exact"),
     "gdas": dict(relaxation="gumbel", order=1, label="GDAS"),
+    # the bag of tricks: first-order DARTS with one switch each (python ... --algorithms darts1,pc_darts,...)
+    "pc_darts": dict(relaxation="softmax", order=1, network=dict(partial_channels=4, edge_normalization=True),
+                     label="PC-DARTS (K=4, edge normalization)"),
+    "sdarts_rs": dict(relaxation="softmax", order=1, module=dict(perturb="random"), label="SDARTS random smoothing"),
+    "sdarts_adv": dict(relaxation="softmax", order=1, module=dict(perturb="adversarial"), label="SDARTS adversarial"),
+    "resource": dict(relaxation="softmax", order=1, module=dict(resource="flops", resource_weight=1.0),
+                     label="resource-aware (FLOPs)"),
+    "checkpoint": dict(relaxation="softmax", order=1, network=dict(checkpoint_cells=True),
+                       label="checkpointed cells"),
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,9 +67,11 @@ def run_case(algorithm: str, size: str, device: str, steps: int, warmup: int) ->
     s, a = SIZES[size], ALGORITHMS[algorithm]
     cuda = device == "cuda"
     module = SearchModule(
-        network=dict(C=s["C"], layers=s["layers"], num_classes=10, in_channels=s["channels"], relaxation=a["relaxation"]),
+        network=dict(C=s["C"], layers=s["layers"], num_classes=10, in_channels=s["channels"], relaxation=a["relaxation"],
+                     **a.get("network", {})),
         order=a["order"],
         hvp=a.get("hvp", "central"),
+        **a.get("module", {}),
     )
     dev = torch.device(device)
 
@@ -193,6 +206,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per case (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--name", default="search_step", help="writes results/<name>_<device>.md and .json")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: ALGORITHM:SIZE in this process
     p.add_argument("--json-out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -222,7 +236,7 @@ def main() -> None:
                 rows.append(json.loads(Path(out.name).read_text()))
     info = machine(device, torch.get_num_threads() if not args.threads else args.threads)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"search_step_{device}.json").write_text(json.dumps({"machine": info, "cases": rows}, indent=2) + "\n")
+    (RESULTS / f"{args.name}_{device}.json").write_text(json.dumps({"machine": info, "cases": rows}, indent=2) + "\n")
     md = "\n".join([
         f"# Search step benchmark ({device})", "",
         f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
@@ -230,7 +244,7 @@ def main() -> None:
         f"Median of {args.steps} steps after {args.warmup} warm-up; memory: {rows[0]['memory_measure']}.", "",
         table(rows), "", *[f"- {t}" for t in targets(rows)], "",
     ])
-    (RESULTS / f"search_step_{device}.md").write_text(md)
+    (RESULTS / f"{args.name}_{device}.md").write_text(md)
     print(md)
 
 

@@ -1,0 +1,146 @@
+"""darts_lite's DARTS supernet beside NNI 3.0's, one forward+backward step each: time and peak memory.
+
+    python -m venv --system-site-packages /tmp/nni-venv && /tmp/nni-venv/bin/pip install nni==3.0
+    python experiments/nni_side_by_side.py --nni-python /tmp/nni-venv/bin/python
+
+NNI is never a dependency of darts_lite: its case runs under the interpreter given by ``--nni-python`` (a virtual
+environment that sees this torch and adds nni). Both supernets are the paper's size (C=16, 8 cells, 4 nodes, the
+DARTS ops, CIFAR-sized 32 px input, batch 64 by default) with each framework's defaults otherwise: darts_lite's search
+runs convolutions channels-last (search.channels_last, on by default) and its BatchNorm affine-free; NNI's
+``nni.nas.hub.pytorch.DARTS`` space made differentiable by ``nni.nas.strategy.DARTS().mutate_model``. A step is the
+weight step's work: forward, cross-entropy, backward into every parameter (alphas included, as each framework's
+first-order step does).
+
+Each case runs in its own process, so its peak is its own: the process's max RSS growth over its steps from after
+the network and the batch were built (CPU), and the median time of ``--reps`` steps after a warm-up step; also the
+bytes autograd keeps for the backward pass (saved tensors, per use), which does not depend on the allocator.
+Writes results/nni_side_by_side.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from step_memory import measure_step
+
+RESULTS = Path(__file__).parent / "results" / "nni_side_by_side.md"
+CASES = {
+    "darts_lite": "darts_lite, defaults (channels_last)",
+    "darts_lite_nchw": "darts_lite, channels_last off",
+    "darts_lite_checkpoint": "darts_lite, checkpoint_cells=True",
+    "nni": "NNI 3.0 DARTS, defaults",
+}
+
+
+def build(case: str, args: argparse.Namespace):
+    """(network, parameters that train) of ``case``."""
+    import torch
+
+    if case == "nni":
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        from nni.nas.hub.pytorch import DARTS as DartsSpace
+        from nni.nas.strategy import DARTS as DartsStrategy
+
+        strategy = DartsStrategy()
+        net = strategy.mutate_model(DartsSpace(width=args.C, num_cells=args.layers, dataset="cifar"))
+        alphas = list(strategy._arch_parameters.values())
+        return net, [*net.parameters(), *alphas]
+    from darts_lite.spaces.darts_search import SearchNetwork
+
+    net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, checkpoint_cells=case == "darts_lite_checkpoint")
+    if case != "darts_lite_nchw":
+        net = net.to(memory_format=torch.channels_last)
+    return net, list(net.parameters())
+
+
+def one_case(case: str, args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    net, params = build(case, args)
+    net.train()
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    if case.startswith("darts_lite") and case != "darts_lite_nchw":
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch,))
+
+    def step() -> None:
+        for p in params:
+            p.grad = None
+        F.cross_entropy(net(x), y).backward()
+
+    measured = measure_step(step, args.reps)
+    alphas_with_grad = sum(1 for p in params if p.grad is not None)
+    return {"case": case, **measured,
+            "weights": sum(p.numel() for p in net.parameters()), "with_grad": alphas_with_grad,
+            "params": len(params), "torch": torch.__version__, "threads": torch.get_num_threads()}
+
+
+def goals(rows: dict[str, dict]) -> list[str]:
+    """The memory-lean supernet's goals against NNI, each met or not."""
+    nni, plain, lean = rows["nni"], rows["darts_lite"], rows["darts_lite_checkpoint"]
+    checks = [("defaults: time", plain["step_s"] / nni["step_s"], 0.6),
+              ("defaults: peak memory", plain["peak_mib"] / nni["peak_mib"], 0.9),
+              ("checkpoint_cells: peak memory", lean["peak_mib"] / nni["peak_mib"], 0.4),
+              ("checkpoint_cells: time", lean["step_s"] / nni["step_s"], 1.0)]
+    return [f"- {what} {ratio:.2f}x NNI's (goal <= {goal}x): {'met' if ratio <= goal else 'NOT met'}"
+            for what, ratio, goal in checks]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nni-python", default=sys.executable, help="an interpreter that imports nni==3.0 and this torch")
+    parser.add_argument("--C", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--one", choices=list(CASES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one_case(args.one, args)))
+        return
+    shared = ["--C", str(args.C), "--layers", str(args.layers), "--batch", str(args.batch), "--size", str(args.size),
+              "--reps", str(args.reps)]
+    repo = str(Path(__file__).resolve().parent.parent)
+    rows = {}
+    for case in CASES:
+        python = args.nni_python if case == "nni" else sys.executable
+        out = subprocess.run([python, __file__, "--one", case, *shared], capture_output=True, text=True,
+                             env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}, check=False)
+        if out.returncode:
+            raise SystemExit(f"case {case} failed under {python}:\n{out.stderr[-3000:]}")
+        rows[case] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(rows[case], flush=True)
+    nni = rows["nni"]
+
+    lines = [
+        "# darts_lite beside NNI 3.0: the DARTS supernet's forward+backward",
+        "",
+        f"`python experiments/nni_side_by_side.py --nni-python <venv with nni==3.0> --C {args.C} --layers {args.layers} "
+        f"--batch {args.batch} --size {args.size} --reps {args.reps}`; {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, {platform.python_version()}, torch {nni['torch']}, "
+        f"{nni['threads']} threads, no GPU; one run, each case in its own process, one after the other. "
+        "Peak: max RSS growth over the steps (CPU).",
+        "",
+        "| case | parameters | kept for backward (MiB) | peak memory (MiB) | step (s) | time vs NNI | peak vs NNI |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {CASES[c]} | {r['weights']:,} | {r['saved_mib']:.0f} | {r['peak_mib']:.0f} | {r['step_s']:.2f} | "
+          f"{r['step_s'] / nni['step_s']:.2f}x | {r['peak_mib'] / nni['peak_mib']:.2f}x |" for c, r in rows.items()],
+        "",
+        *goals(rows),
+    ]
+    RESULTS.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
