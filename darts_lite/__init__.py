@@ -1,6 +1,7 @@
 """darts_lite: differentiable neural architecture search (DARTS, GDAS) on PyTorch Lightning."""
 
 from . import config as _config  # noqa: F401  (registers the OmegaConf resolvers that conf/ uses)
+from ._version import __version__
 from .genotype import PRIMITIVES, Genotype
 from .relax import GumbelRelaxation, SoftmaxRelaxation
 from .search import SearchModule
@@ -9,6 +10,7 @@ from .spaces.darts_search import SearchNetwork
 from .train import TrainModule
 
 __all__ = [
+    "__version__",
     "PRIMITIVES",
     "EvalNetwork",
     "Genotype",
@@ -18,4 +20,3 @@ __all__ = [
     "SoftmaxRelaxation",
     "TrainModule",
 ]
-__version__ = "0.2.0"

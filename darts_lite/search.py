@@ -37,7 +37,9 @@ from .relax import linear_tau
 from .rng import rng_states, set_rng_states
 from .schedule import rebase_cosine
 from .spaces import get_space
+from .spaces.supernet import frozen
 from .speed import SpeedSwitches
+from .tricks.resources import ResourcePenalty
 
 # the second order's Hessian-vector product: exact (autograd), or the finite differences central (the paper's), forward
 HVP_ESTIMATORS = ("exact", "central", "forward")
@@ -67,19 +69,6 @@ class _RngSnapshot:
         torch.set_rng_state(self.cpu)
         if self.device is not None:
             torch.cuda.set_rng_state(self.cuda, self.device)
-
-
-@contextlib.contextmanager
-def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
-    """Stop autograd from computing gradients for ``params`` inside the block (saves backward work)."""
-    flags = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
 
 
 class SearchModule(SpeedSwitches, pl.LightningModule):
@@ -156,8 +145,6 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.arch_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
-        from .tricks.resources import ResourcePenalty  # here: darts_lite.tricks imports this module
-
         self.resource = None if resource == "none" else ResourcePenalty(
             resource, resource_weight, resource_target, resource_latency_table)
 

@@ -100,7 +100,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
 def run_select(cfg: DictConfig) -> dict[str, Any]:
     """Perturbation-based selection on the supernet of a finished search's checkpoint (``ckpt_path``): writes the
     argmax genotype.json/.txt, genotype_perturbation.json/.txt, selection.csv and summary.json into the run folder."""
-    from .tricks.selection import load_search_module, perturbation_selection, selection_device
+    from .run.checkpoints import load_search_module
+    from .tricks.selection import perturbation_selection, selection_device
 
     validate_select(cfg)
     out_dir = start_run(cfg)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..errors import ConfigError
+from ..search import SearchModule
 from .folder import is_rank_zero
 
 log = logging.getLogger("darts_lite")
@@ -135,7 +136,7 @@ def _task_overrides() -> list[str]:
 
 def run_record(cfg: DictConfig) -> dict[str, Any]:
     """What a checkpoint of this run records about how it was made."""
-    from .. import __version__
+    from .._version import __version__
 
     return {"format": RECORD_FORMAT, "version": __version__, "task": str(cfg.task), "space": _space_name(cfg),
             "settings": run_settings(cfg), "overrides": _task_overrides(), "run_dir": str(Path(cfg.run_dir).resolve())}
@@ -219,3 +220,12 @@ def check_resume(cfg: DictConfig, path: str) -> list[str]:
                           f"{command}\n(epochs, learning rates, logger, progress bar and devices may change on resume). "
                           "The file was left as it is.")
     return free
+
+
+def load_search_module(path: str | Path) -> SearchModule:
+    """The SearchModule a search checkpoint holds, rebuilt from its own hyper-parameters (space, network) and
+    loaded without unpickling code (``weights_only``); on the CPU."""
+    checkpoint = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    module = SearchModule(**dict(checkpoint.get("hyper_parameters") or {}))
+    module.load_state_dict(checkpoint["state_dict"])
+    return module

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -30,6 +30,19 @@ def new_alphas(shape: tuple[int, ...], alpha_init: str) -> nn.Parameter:
 def tracking_batchnorms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of ``module`` that keep running statistics (the others always use the batch's)."""
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@contextlib.contextmanager
+def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
+    """Stop autograd from computing gradients for ``params`` inside the block (saves backward work); restored on exit."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
 
 
 @contextlib.contextmanager

@@ -128,7 +128,7 @@ class Surrogate:
         """Write the model as one JSON file (see the module docstring); returns the path."""
         if self.trained_on is None:
             raise ValueError(f"the {self.kind} surrogate is not fitted; nothing to save")
-        from .. import __version__
+        from .._version import __version__
 
         record = {"format": FORMAT, "kind": self.kind, "version": self.version, "encoding": self.encoding,
                   "options": self.options, "seed": self.seed, **self.trained_on, "evaluation": self.evaluation,

@@ -27,7 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ..decision import edge_decision, param_free_share
 from ..errors import ConfigError
-from ..search import frozen
+from ..spaces.supernet import frozen
 
 log = logging.getLogger("darts_lite")
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from ..relax import EdgeWeights, SoftmaxRelaxation
 from ..spaces import get_space
+from ..spaces.supernet import frozen
 from .bn_calibration import preserved_bn_statistics
 
 SELECTIONS = ("argmax", "perturbation")
@@ -266,7 +267,6 @@ class FineTuner:
         self.epoch = 0
 
     def __call__(self) -> None:
-        from ..search import frozen  # here, not at the top: darts_lite.search imports this package
 
         device = next(self.net.parameters()).device
         was_training = self.net.training
@@ -370,17 +370,6 @@ def expected_rows(net: nn.Module, space: str) -> int:
     layout = _layout(net, space)
     per_cell = len(layout.labels) * len(layout.candidates) + sum(len(es) for es in layout.nodes.values())
     return per_cell * len(layout.cells)
-
-
-def load_search_module(path: str | Path) -> nn.Module:
-    """The SearchModule a search checkpoint holds, rebuilt from its own hyper-parameters (space, network) and
-    loaded without unpickling code (``weights_only``); on the CPU."""
-    from ..search import SearchModule
-
-    checkpoint = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    module = SearchModule(**dict(checkpoint.get("hyper_parameters") or {}))
-    module.load_state_dict(checkpoint["state_dict"])
-    return module
 
 
 def selection_device(accelerator: Any) -> torch.device:
