@@ -230,6 +230,8 @@ def validate(cfg) -> None:
         from darts_lite.econas.evolution import check
     elif cfg.task == "surrogate":
         from darts_lite.surrogate.task import check
+    elif cfg.task == "surrogate_search":
+        from darts_lite.surrogate.benchmark import check
     elif cfg.task == "ofa":
         from darts_lite.ofa.task import check
     else:
