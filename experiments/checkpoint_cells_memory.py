@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from step_memory import measure_step
+from step_memory import add_size_arguments, measure_step
 
 RESULTS = Path(__file__).parent / "results" / "checkpoint_cells_memory.md"
 
@@ -47,12 +47,8 @@ def one_case(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--C", type=int, default=16)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=32)
+    add_size_arguments(parser)
     parser.add_argument("--relaxation", default="softmax")
-    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--checkpoint", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from step_memory import measure_step
+from step_memory import add_size_arguments, measure_step
 
 RESULTS = Path(__file__).parent / "results" / "nni_side_by_side.md"
 CASES = {
@@ -98,11 +98,7 @@ def goals(rows: dict[str, dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nni-python", default=sys.executable, help="an interpreter that imports nni==3.0 and this torch")
-    parser.add_argument("--C", type=int, default=16)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--reps", type=int, default=3)
+    add_size_arguments(parser)
     parser.add_argument("--one", choices=list(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:

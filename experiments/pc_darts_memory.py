@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from step_memory import measure_step
+from step_memory import add_size_arguments, measure_step
 
 RESULTS = Path(__file__).parent / "results" / "pc_darts_memory.md"
 
@@ -93,12 +93,8 @@ def ab_relu(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--C", type=int, default=16)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=32)
+    add_size_arguments(parser)
     parser.add_argument("--relaxation", default="softmax")
-    parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--case", choices=list(CASES), help=argparse.SUPPRESS)
     parser.add_argument("--ab-relu", action="store_true", help="time shared vs own ReLU in one process, interleaved")
     args = parser.parse_args()

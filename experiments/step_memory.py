@@ -7,10 +7,20 @@ the steps from just before the first one (the network and the batch already buil
 
 from __future__ import annotations
 
+import argparse
 import resource
 import statistics
 import time
 from collections.abc import Callable
+
+
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """The supernet and batch a memory benchmark measures; the defaults are the DARTS paper's search size."""
+    parser.add_argument("--C", type=int, default=16)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--reps", type=int, default=3)
 
 
 def measure_step(step: Callable[[], None], reps: int, per_use: bool = True) -> dict:
