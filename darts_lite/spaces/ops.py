@@ -17,12 +17,18 @@ import torch
 from torch import nn
 
 
-def _after_first(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    modules = iter(seq)
-    next(modules)  # the leading ReLU, already applied by the caller
-    for module in modules:
-        x = module(x)
-    return x
+class _ReLUFirst(nn.Sequential):
+    """A sequence whose first module is the ReLU of its input (``ReLUConvBN``, ``DilConv``)."""
+
+    @property
+    def leading_activation(self) -> nn.Module:
+        return self[0]
+
+    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
+        """The output for ``x`` = relu(input): every module but the leading ReLU."""
+        for module in list(self)[1:]:
+            x = module(x)
+        return x
 
 
 def starts_with_relu(op: nn.Module) -> bool:
@@ -41,7 +47,7 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return out
 
 
-class ReLUConvBN(nn.Sequential):
+class ReLUConvBN(_ReLUFirst):
     """ReLU, k x k conv, BN. ``conv_bias``: the conv keeps a bias (NAS-Bench-201's, when its BN has no affine
     parameters); ``track_running_stats`` as BatchNorm2d's."""
 
@@ -53,16 +59,8 @@ class ReLUConvBN(nn.Sequential):
             nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats),
         )
 
-    @property
-    def leading_activation(self) -> nn.Module:
-        return self[0]
 
-    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
-        """The output for ``x`` = relu(input): every module but the leading ReLU."""
-        return _after_first(self, x)
-
-
-class DilConv(nn.Sequential):
+class DilConv(_ReLUFirst):
     """ReLU, depthwise k x k conv with dilation, 1x1 conv, BN."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True):
@@ -72,14 +70,6 @@ class DilConv(nn.Sequential):
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )
-
-    @property
-    def leading_activation(self) -> nn.Module:
-        return self[0]
-
-    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
-        """The output for ``x`` = relu(input): every module but the leading ReLU."""
-        return _after_first(self, x)
 
 
 class SepConv(nn.Sequential):
