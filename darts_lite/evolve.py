@@ -6,8 +6,9 @@ only through an evaluator, ``evaluate(requests: list[Request]) -> list[float | N
 It never trains, reads files or touches a database: the EcoNAS search, the surrogate benchmark and
 Once-for-All each bring their own Moves and evaluator.
 
-Three algorithms share one shape (`Search`): `HierarchicalEvolution` (EcoNAS's hierarchical proxy strategy),
-`RegularizedEvolution` (aging evolution, Real et al. 2019) and `RandomSearch`. Each cycle makes exactly one
+Four algorithms share one shape (`Search`): `HierarchicalEvolution` (EcoNAS's hierarchical proxy strategy),
+`RegularizedEvolution` (aging evolution, Real et al. 2019), `RandomSearch` and `GeneticEvolution` (generations
+of mutation and crossover, as Once-for-All's specialisation; it needs `Moves.crossover`). Each cycle makes exactly one
 ``evaluate`` call with a batch of requests; all randomness comes from one ``random.Random(seed)``, so a seed and
 a deterministic evaluator fix the whole run, and ``state_dict()`` taken between cycles resumes it exactly.
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
-    "ALGORITHMS", "DEFAULT_BUDGET", "Evaluator", "HierarchicalEvolution", "Member", "Moves", "RandomSearch",
+    "ALGORITHMS", "DEFAULT_BUDGET", "Evaluator", "GeneticEvolution", "HierarchicalEvolution", "Member", "Moves", "RandomSearch",
     "RegularizedEvolution", "Request", "Search", "stage_trainings",
 ]
 
@@ -45,6 +46,7 @@ class Moves:
     key: Callable[[Any], str]  # a canonical identity (equal candidates -> equal key)
     to_state: Callable[[Any], Any]  # JSON-able form (for state_dict)
     from_state: Callable[[Any], Any]  # back
+    crossover: Callable[[Any, Any, random.Random], Any] | None = None  # a child mixing two parents (GeneticEvolution)
 
 
 @dataclass(frozen=True)
@@ -479,6 +481,80 @@ class RandomSearch(_FinalStageSearch):
         self._evaluate_new(candidates)
 
 
+class GeneticEvolution(Search):
+    """Generations of a fixed-size population (the evolutionary search of Once-for-All's specialisation).
+
+    Cycle 0 evaluates `population` random candidates. Each later cycle keeps the `parents` fittest living
+    models and breeds `population - parents` children: round(mutation_share x that) by mutating a parent drawn
+    uniformly, the rest by `Moves.crossover` of two distinct parents drawn uniformly; the children are evaluated
+    (one evaluate() call) and the population becomes the parents plus the children that did not fail. A
+    constraint belongs in the Moves: sample, mutate and crossover return only candidates that meet it.
+
+    Options: stages=1, population=100, parents=25, mutation_share=0.5, generations=20 (cycles after the first).
+    population 100, parents a quarter and half the children mutated are the values Once-for-All publishes for
+    its search; they cost nothing with a predictor as the evaluator.
+    """
+
+    name = "genetic"
+    defaults: ClassVar[dict[str, Any]] = dict(stages=1, population=100, parents=25, mutation_share=0.5, generations=20)
+    extendable = ("generations",)
+
+    @classmethod
+    def _check(cls, options: dict[str, Any]) -> dict[str, Any]:
+        n = cls.name
+        population = _integer(n, "population", options["population"], 2)
+        parents = _integer(n, "parents", options["parents"], 1)
+        if parents >= population:
+            raise ValueError(f"{n} option parents={parents}: must be below population={population} (room for children)")
+        share = options["mutation_share"]
+        if isinstance(share, bool) or not isinstance(share, numbers.Real) or not 0 <= share <= 1:
+            raise ValueError(f"{n} option mutation_share={share!r}: must be a number in [0, 1]")
+        return dict(stages=_integer(n, "stages", options["stages"], 1), population=population, parents=parents,
+                    mutation_share=float(share), generations=_integer(n, "generations", options["generations"], 0))
+
+    def __init__(self, moves: Moves, evaluate: Evaluator, seed: int, **options: Any) -> None:
+        super().__init__(moves, evaluate, seed, **options)
+        if moves.crossover is None and self._mutations() < self.options["population"] - self.options["parents"]:
+            raise ValueError(f"{self.name} search with mutation_share={self.options['mutation_share']}: breeds children by "
+                             "crossover, and these Moves have none (give Moves.crossover, or mutation_share=1)")
+
+    def _mutations(self) -> int:
+        return round(self.options["mutation_share"] * (self.options["population"] - self.options["parents"]))
+
+    @classmethod
+    def planned_stage_trainings(cls, options: Mapping[str, Any]) -> int:
+        children = options["population"] - options["parents"]
+        return options["stages"] * (options["population"] + options["generations"] * children)
+
+    @property
+    def done(self) -> bool:
+        return self.cycle > self.options["generations"]
+
+    def _step(self) -> None:
+        stages = self.final_stage
+        if self.cycle == 0 or not self._members:  # nothing survived: start again from random candidates
+            children = [self._child(None) for _ in range(self.options["population"])]
+            parents: list[Member] = []
+        else:
+            parents = sorted(self._members, key=_rank)[:self.options["parents"]]
+            count = self.options["population"] - len(parents)
+            mutations = min(count, self._mutations())
+            children = [self._child(self._rng.choice(parents)) for _ in range(mutations)]
+            for _ in range(count - mutations):
+                if len(parents) == 1:
+                    children.append(self._child(parents[0]))  # no second parent to cross with
+                    continue
+                a, b = self._rng.sample(parents, 2)
+                children.append(self._fresh(lambda a=a, b=b: self.moves.crossover(a.candidate, b.candidate, self._rng)))
+        results = self._evaluate_batch([Request(c, stages) for c in children], [stages] * len(children))
+        self._members = list(parents)
+        for candidate, fitness in zip(children, results):
+            if fitness is not None:
+                self._add(candidate, stages, fitness)
+
+
+# the algorithms a search over trained models chooses from (GeneticEvolution needs crossover, which not every
+# Moves has: it is used by name where it applies)
 ALGORITHMS: dict[str, type[Search]] = {
     "hierarchical": HierarchicalEvolution, "regularized": RegularizedEvolution, "random": RandomSearch,
 }

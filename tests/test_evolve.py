@@ -11,6 +11,7 @@ import pytest
 from darts_lite.evolve import (
     ALGORITHMS,
     DEFAULT_BUDGET,
+    GeneticEvolution,
     HierarchicalEvolution,
     Moves,
     RandomSearch,
@@ -379,3 +380,63 @@ def test_moves_are_the_only_view_of_candidates():
     search.run(on_cycle=lambda s: json.dumps(s.state_dict()))
     assert random.getstate() == before  # all randomness comes from the search's own generator
     assert search.best(1)[0][1] > -5
+
+
+# ---- (f) genetic: generations of mutation and crossover -------------------------------------------------------
+def _crossover(a, b, rng):
+    return tuple(rng.choice(pair) for pair in zip(a, b))
+
+
+GENETIC_MOVES = Moves(sample=MOVES.sample, mutate=MOVES.mutate, key=MOVES.key, to_state=list, from_state=tuple,
+                      crossover=_crossover)
+
+
+def test_genetic_keeps_the_fittest_parents_and_breeds_mutations_and_crossovers():
+    rec = Recorder()
+    search = GeneticEvolution(GENETIC_MOVES, rec, 3, population=12, parents=4, mutation_share=0.5, generations=3)
+    search.run()
+    assert [len(b) for b in rec.batches] == [12, 8, 8, 8]
+    assert all(r.stages == 1 for batch in rec.batches for r in batch)
+    assert search.evaluations == GeneticEvolution.planned_stage_trainings(search.options) == 12 + 3 * 8
+    # generation 1's parents: the 4 fittest of generation 0; its 4 mutants are one change from a parent, and each
+    # crossover child takes every position from one of the parents
+    first = {MOVES.key(r.candidate): v for r, v in zip(rec.batches[0], rec.results[0])}
+    parents = [tuple(int(v) for v in k.split(",")) for k in _top(first, 4)]
+    children = [r.candidate for r in rec.batches[1]]
+    assert all(min(distance(c, p) for p in parents) == 1 for c in children[:4])
+    assert all(all(any(c[i] == p[i] for p in parents) for i in range(6)) for c in children[4:])
+    assert len(search.population) == 12
+    assert search.best(1)[0][1] == max(v for batch in rec.results for v in batch)
+
+
+def test_genetic_climbs_above_random_search_on_equal_evaluations():
+    moves = toy_moves(12)
+    moves = Moves(moves.sample, moves.mutate, moves.key, list, tuple, crossover=_crossover)
+    genetic, random_ = [], []
+    for seed in range(4):
+        g = GeneticEvolution(moves, Recorder(), seed, population=20, parents=5, generations=8)
+        g.run()
+        r = RandomSearch(moves, Recorder(), seed, stages=1, batch=20, budget=g.evaluations)
+        r.run()
+        genetic.append(sum(g.best(1)[0][0]))
+        random_.append(sum(r.best(1)[0][0]))
+    assert statistics.mean(genetic) >= statistics.mean(random_) + 4
+
+
+def test_genetic_resumes_exactly_and_refuses_moves_without_crossover():
+    def run(steps_first):
+        rec = Recorder()
+        search = GeneticEvolution(GENETIC_MOVES, rec, 5, population=10, parents=3, generations=4)
+        for _ in range(steps_first):
+            search.step()
+        again = GeneticEvolution(GENETIC_MOVES, rec, 0, population=10, parents=3, generations=4)
+        again.load_state_dict(json.loads(json.dumps(search.state_dict())))
+        again.run()
+        return rec.log(), again.history
+
+    assert run(2) == run(0)
+    with pytest.raises(ValueError, match="crossover"):
+        GeneticEvolution(MOVES, Recorder(), 0, population=10, parents=3)
+    GeneticEvolution(MOVES, Recorder(), 0, population=10, parents=3, mutation_share=1).run()  # mutation only: fine
+    with pytest.raises(ValueError, match="parents=10: must be below population=10"):
+        GeneticEvolution(GENETIC_MOVES, Recorder(), 0, population=10, parents=10)

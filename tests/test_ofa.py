@@ -147,7 +147,7 @@ def compose_cfg(run_dir, *overrides):
             "ofa.network.widths=[4,8]", "ofa.network.strides=[1,2]", "ofa.network.acts=[relu,hswish]",
             "ofa.network.head_channels=16", "ofa.resolutions=[6,8]", "ofa.bn_calibration=1", "ofa.val_split=0.2",
             "ofa.epochs=[1,1,1,1,1,1]", "ofa.subnets=[1,1,2,2,2,2]", "trainer.enable_progress_bar=false",
-            "+trainer.enable_model_summary=false", f"run_dir={run_dir}"]
+            "+trainer.enable_model_summary=false", "ofa.constraint.flops=null", f"run_dir={run_dir}"]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name="config", overrides=[*tiny, *overrides])
 

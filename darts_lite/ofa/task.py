@@ -8,10 +8,13 @@
     <run>/network.pt              the trained network of the last finished phase: {"config", "state_dict", "phase"}
                                   (``load_network`` rebuilds it)
     <run>/summary.json            every phase's final metrics and the wall time
+    <run>/specialise/             with ofa.constraint.flops or latency_ms: the sub-network of highest predicted
+                                  accuracy within it (subnet.json, subnet.pt, front.png; see specialise.py)
 
 ``resume=true`` with the run folder skips finished phases, continues an interrupted one from its last epoch
 and starts the rest. ``ofa.phase=NAME`` runs one phase; it needs the finished checkpoints of the phase before
-it (and of ``full``, the distillation teacher) in the run folder.
+it (and of ``full``, the distillation teacher) in the run folder. ``ofa.phase=specialise`` runs only the
+specialisation, on the run folder's network.pt (another budget: another ``ofa.constraint``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from ..config import data_problems
 from ..data import TrainDataModule
@@ -35,8 +39,12 @@ from ..run.checkpoints import FREE_INSIDE_FIXED, read_record, run_settings
 from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from ..run.loggers import wandb_run_ends_with_the_job
 from ..run.trainer import build_trainer
+from .costs import CostTableError, SubnetCosts, read_latency_table
 from .network import OFANetwork
 from .shrinking import PHASE_NAMES, PHASES, Phase, ShrinkingModule
+from .specialise import constraints, latency_table_path, option_problems, smallest_problems, specialise
+
+SPECIALISE = "specialise"  # ofa.phase value: the specialisation alone, on the run folder's network.pt
 
 # settings a phase checkpoint must share with the run that continues from it: they shape the network or the data
 FIXED_SETTINGS = ("seed", "data", "ofa.network", "ofa.val_split")
@@ -82,7 +90,8 @@ def check(cfg: DictConfig) -> dict[str, Any]:
             problems.append(f"ofa.{key}={value!r}: {allowed}")
 
     n = len(PHASES)
-    need("phase", lambda v: v is None or v in PHASE_NAMES, f"must be null (every phase) or one of {', '.join(PHASE_NAMES)}")
+    need("phase", lambda v: v is None or v in (*PHASE_NAMES, SPECIALISE),
+         f"must be null (every phase) or one of {', '.join(PHASE_NAMES)}, or {SPECIALISE} (the search alone)")
     need("epochs", lambda v: len(v) == n and all(_is_int(e) and e >= 1 for e in v),
          f"must be {n} integers >= 1, one per phase ({', '.join(PHASE_NAMES)})")
     need("lr", lambda v: len(v) == n and all(_is_num(e) and e > 0 for e in v), f"must be {n} numbers > 0, one per phase")
@@ -98,6 +107,10 @@ def check(cfg: DictConfig) -> dict[str, Any]:
          "must be an integer >= 1 (training batches that recalibrate BatchNorm before a sub-network is measured)")
     need("val_split", lambda v: _is_num(v) and 0 <= v < 1,
          "must be in [0, 1): the share of the training images held out for validation (0: validate on the test split)")
+    problems += option_problems(ofa)
+    if ofa.get("phase") == SPECIALISE and not constraints(ofa):
+        problems.append("ofa.phase=specialise: give a budget, ofa.constraint.flops=<M multiply-adds> or "
+                        "ofa.constraint.latency_ms=<ms>")
     if cfg.get("ckpt_path"):
         problems.append(f"ckpt_path={cfg.ckpt_path!r}: task=ofa continues its phases with resume=true and "
                         "hydra.run.dir=<the run folder>, not from one checkpoint file")
@@ -106,12 +119,38 @@ def check(cfg: DictConfig) -> dict[str, Any]:
         if _is_num(split) and 0 <= split < 1:
             dm = build_datamodule(cfg)
             try:
-                OFANetwork(**network_options(cfg, dm))
+                net = OFANetwork(**network_options(cfg, dm))
             except (TypeError, ValueError) as e:
                 problems.append(f"ofa.network: {e}")
+            else:
+                problems += _budget_problems(cfg, ofa, net, problems)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return ofa
+
+
+def _budget_problems(cfg: DictConfig, ofa: dict[str, Any], net: OFANetwork, problems: list[str]) -> list[str]:
+    """Before any training: a FLOPs budget no sub-network meets (FLOPs do not depend on the weights), and a latency
+    table measured on another machine or for another network."""
+    if any(p.startswith(("ofa.constraint", "ofa.specialise", "ofa.resolutions")) for p in problems):
+        return []
+    out = []
+    limits = constraints(ofa)
+    if "flops" in limits:
+        out += smallest_problems(SubnetCosts(net), ofa["resolutions"], {"flops": limits["flops"]})
+    if limits:
+        try:
+            run_dir = Path(cfg.run_dir)
+        except InterpolationResolutionError:  # composed outside a Hydra run (the docs' checks): only a given table can be read
+            run_dir = Path("unused-run-folder")
+        path = latency_table_path(ofa, run_dir)
+        if path.is_file():
+            origin = SubnetCosts(net, ofa["specialise"]["latency_batch"]).origin
+            try:
+                read_latency_table(path, origin)
+            except CostTableError as e:
+                out.append(str(e))
+    return out
 
 
 def _phase_dir(out: Path, phase: Phase | str) -> Path:
@@ -148,6 +187,12 @@ def check_same_run(cfg: DictConfig, path: Path) -> None:
 def plan(cfg: DictConfig, ofa: dict[str, Any], out: Path) -> list[tuple[Phase, str]]:
     """(phase, "done" | "resume" | "start") for each phase to run, every checkpoint checked first: nothing is
     written when a phase could not run (a missing predecessor, a folder already used, another run's file)."""
+    if ofa["phase"] == SPECIALISE:
+        if not (out / "network.pt").is_file():
+            raise ConfigError(f"ofa.phase=specialise searches the trained network {out / 'network.pt'}, which does not "
+                              "exist: train it first (every phase: ofa.phase=null), with hydra.run.dir pointing at its run "
+                              "folder")
+        return []
     selected = PHASES if ofa["phase"] is None else (PHASES[PHASE_NAMES.index(ofa["phase"])],)
     steps = []
     for phase in selected:
@@ -236,10 +281,15 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     ofa = check(cfg)
     out = Path(cfg.run_dir)
     steps = plan(cfg, ofa, out)
-    start_run(cfg)
+    if ofa["phase"] == SPECIALISE:  # the run folder's config.yaml stays the training's
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    else:
+        start_run(cfg)
     dm = build_datamodule(cfg)
     network = network_options(cfg, dm)
     summary: dict[str, Any] = {"task": "ofa", "status": "done", "phases": {}, "run_dir": str(out), "wall_time_s": 0.0}
+    if not steps and (out / "summary.json").is_file():  # the specialisation alone: the training's summary goes on
+        summary = json.loads((out / "summary.json").read_text())
     finished: tuple[str, OFANetwork] | None = None
     for phase, action in steps:
         folder, last = _phase_dir(out, phase), last_checkpoint(out, phase)
@@ -284,6 +334,12 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     if finished is not None:
         save_network(finished[1], finished[0], out / "network.pt")
         summary["network"] = {"file": str(out / "network.pt"), "phase": finished[0]}
+    if constraints(ofa):
+        network_file = out / "network.pt"
+        record = specialise(load_network(network_file), dm, ofa, out, cfg.seed, network_file,
+                            log=lambda m: print(m, flush=True))
+        summary["specialise"] = {k: record[k] for k in ("setting", "resolution", "flops", "latency_ms", "accuracy",
+                                                        "predicted_accuracy", "constraint")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"Run folder: {out.resolve()}  (network.pt, summary.json, one folder per phase with its checkpoints and "
           "metrics.csv)")
