@@ -68,12 +68,14 @@ def main(cfg: DictConfig) -> object:
             from .surrogate.benchmark import run_surrogate_search
 
             return run_surrogate_search(cfg)
+        if cfg.task == "surrogate_predict":
+            return tasks.run_surrogate_predict(cfg)
         if cfg.task == "ofa":
             from .ofa.task import run_ofa
 
             return run_ofa(cfg)
         raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train, select, proxy_study, econas, "
-                          "surrogate, surrogate_search, ofa")
+                          "surrogate, surrogate_search, surrogate_predict, ofa")
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         error, message, code = e, str(e), 2

@@ -158,3 +158,10 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
             print(f"Run folder: {out_dir.resolve()}  (summary.json, metrics.csv, checkpoints/last.ckpt)")
             sys.stdout.flush()
     return summary
+
+
+def run_surrogate_predict(cfg: DictConfig) -> dict[str, Any]:
+    """Score genotypes with a saved surrogate (``task=surrogate_predict``): the work is in darts_lite.surrogate.predict."""
+    from .surrogate.predict import run_surrogate_predict as score_with_surrogate
+
+    return score_with_surrogate(cfg)

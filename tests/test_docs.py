@@ -232,6 +232,8 @@ def validate(cfg) -> None:
         from darts_lite.surrogate.task import check
     elif cfg.task == "surrogate_search":
         from darts_lite.surrogate.benchmark import check
+    elif cfg.task == "surrogate_predict":
+        from darts_lite.surrogate.predict import check
     elif cfg.task == "ofa":
         from darts_lite.ofa.task import check
     else:

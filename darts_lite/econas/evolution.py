@@ -12,16 +12,28 @@ archive, which keeps the engine's state after every cycle: a search killed at an
     evolution.png      best and median accuracy of the fully trained models per cycle
     evolution.csv      the same per cycle, with evaluations and epochs spent
     summary.json       the top genotypes, epochs and wall time spent
+    prefilter.csv      with ``evolution.prefilter.model``: every new genotype the surrogate chose, its predicted
+                       accuracy, the mean prediction of the candidates it beat, and the accuracy its training measured
+
+With ``evolution.prefilter.model=PATH`` (a surrogate saved by ``task=surrogate``) the search draws
+``evolution.prefilter.factor`` candidates wherever it would draw one (a random genotype, a mutation of a parent) and
+trains only the one the surrogate predicts best (`Prefilter`): the engine is unchanged and the choice uses the
+engine's own random generator, so a seeded run repeats and a resumed one continues exactly.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
+import random
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
@@ -59,6 +71,7 @@ def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
         ALGORITHMS[algorithm].check_options(**options)
     except ValueError as e:
         raise ConfigError(f"evolution: {e}") from None
+    check_prefilter(ev)
     top = ev.get("top")
     if not (isinstance(top, int) and top >= 1):
         raise ConfigError(f"evolution.top={top!r}: must be an integer >= 1 (the genotypes written for retraining)")
@@ -68,6 +81,83 @@ def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
         raise ConfigError(f"setting {setting.name}: its {setting.epochs} epochs do not split into evolution.stages={stages} "
                           "equal stages; choose a setting whose epochs are a multiple of the stages")
     return setting, algorithm, options, setting.epochs // stages
+
+
+def check_prefilter(ev: dict[str, Any]) -> tuple[str | None, int]:
+    """(the surrogate file, factor) of ``evolution.prefilter``; (None, 1) when it is off. Reads no file."""
+    prefilter = ev.get("prefilter") or {}
+    if not isinstance(prefilter, dict):
+        raise ConfigError(f"evolution.prefilter={prefilter!r}: must be a mapping with model and factor")
+    unknown = sorted(set(prefilter) - {"model", "factor"})
+    if unknown:
+        raise ConfigError(f"evolution.prefilter: unknown key(s) {', '.join(unknown)}; keys: model, factor")
+    model, factor = prefilter.get("model"), prefilter.get("factor", 4)
+    if model is not None and not (isinstance(model, str) and model):
+        raise ConfigError(f"evolution.prefilter.model={model!r}: must be null (off) or a surrogate file saved by "
+                          "+experiment=surrogate, e.g. runs/surrogate/2026-11-30_14-00-00/models/gin.json")
+    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+        raise ConfigError(f"evolution.prefilter.factor={factor!r}: must be an integer >= 1 (candidates drawn per genotype "
+                          "trained; 1 = off)")
+    return (model, factor) if model and factor > 1 else (None, 1)
+
+
+class Prefilter:
+    """The space's moves with a surrogate in front: ``sample`` and ``mutate`` draw `factor` candidates each (with the
+    engine's generator) and return the one of highest predicted accuracy, the first of them on a tie.
+
+    ``moves`` is what the engine takes. ``record(requests, results, cycle)``, called with every evaluation batch,
+    turns the choices that were trained into ``rows`` (a choice the engine drops as already seen is not trained)."""
+
+    def __init__(self, moves: Moves, predict: Callable[[list[Any]], Sequence[float]], factor: int) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"factor={factor!r}: must be an integer >= 1")
+        self.base, self.predict, self.factor = moves, predict, factor
+        self.moves = dataclasses.replace(moves, sample=self.sample, mutate=self.mutate)
+        # id -> (the chosen object, its record) since the last evaluation: the engine asks to train the very object it
+        # got, so identity tells a new genotype from a promotion of an equal one, and drops choices it discarded
+        self._pending: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def sample(self, rng: random.Random) -> Any:
+        return self._best([self.base.sample(rng) for _ in range(self.factor)], "sample")
+
+    def mutate(self, parent: Any, rng: random.Random) -> Any:
+        return self._best([self.base.mutate(parent, rng) for _ in range(self.factor)], "mutate")
+
+    def _best(self, candidates: list[Any], move: str) -> Any:
+        values = np.asarray(self.predict(candidates), dtype=np.float64).reshape(-1)
+        if values.shape != (len(candidates),):
+            raise ValueError(f"the surrogate gave {values.size} predictions for {len(candidates)} genotypes")
+        best = int(np.argmax(values))  # the first of equal maxima: the choice depends on the draws only
+        chosen = candidates[best]
+        self._pending[id(chosen)] = (chosen, {"move": move, "predicted_accuracy": float(values[best]),
+                                              "candidates_mean": float(values.mean()), "candidates": len(candidates)})
+        return chosen
+
+    def record(self, requests: Sequence[Request], results: Sequence[float | None], cycle: int) -> None:
+        """Rows for the requests that train a genotype this pre-filter chose (each once); forgets every other choice."""
+        for request, result in zip(requests, results):
+            chosen, choice = self._pending.pop(id(request.candidate), (None, None))
+            if chosen is request.candidate:
+                self.rows.append({"cycle": cycle, "genotype_hash": self.base.key(chosen), "genotype": chosen.to_text(),
+                                  **choice, "stages": request.stages, "val_acc": result})
+        self._pending.clear()
+
+
+PREFILTER_COLUMNS = ("cycle", "genotype_hash", "genotype", "move", "predicted_accuracy", "candidates_mean", "candidates",
+                     "stages", "val_acc")
+
+
+def write_prefilter(out_dir: Path, prefilter: Prefilter) -> None:
+    """Append the pre-filter's new rows to prefilter.csv (a resumed run continues the file)."""
+    path = out_dir / "prefilter.csv"
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(PREFILTER_COLUMNS))
+        if new:
+            writer.writeheader()
+        writer.writerows(prefilter.rows)
+    prefilter.rows = []
 
 
 def space_moves(space_name: str) -> Moves:
@@ -84,13 +174,18 @@ class _Fitness:
     def __init__(self, evaluator, setting: Setting, stage_epochs: int, continues: bool):
         self.evaluator, self.setting, self.stage_epochs, self.continues = evaluator, setting, stage_epochs, continues
         self.label = ""
+        self.cycle = 0
+        self.prefilter: Prefilter | None = None
 
     def __call__(self, requests: list[Request]) -> list[float | None]:
         asks = [EvalRequest(r.candidate, self.setting, r.stages * self.stage_epochs,
                             after=(r.stages - 1) * self.stage_epochs if self.continues and r.stages > 1 else None)
                 for r in requests]
         rows = self.evaluator.evaluate(asks, label=self.label)
-        return [None if row is None else row["val_acc"] for row in rows]
+        results = [None if row is None else row["val_acc"] for row in rows]
+        if self.prefilter is not None:
+            self.prefilter.record(requests, results, self.cycle)
+        return results
 
 
 def _state_name(algorithm: str, seed: int) -> str:
@@ -110,10 +205,19 @@ def run_evolution(cfg: DictConfig) -> dict[str, Any]:
 
     setting, algorithm, options, stage_epochs = check(cfg)
     search_cls = ALGORITHMS[algorithm]
+    model_path, factor = check_prefilter(OmegaConf.to_container(cfg.evolution, resolve=True))
+    surrogate = None
+    if model_path is not None:  # a missing or foreign file stops the run before the archive or run folder is touched
+        from ..surrogate.predict import load_model
+
+        surrogate = load_model(model_path, "evolution.prefilter.model", space=cfg.space.name)
     archive = build.open_archive(cfg)
     name = _state_name(algorithm, cfg.seed)
     saved = archive.load_state(name)
     fixed = _fixed_config(cfg, setting, options, search_cls)
+    if surrogate is not None:  # another surrogate or factor would choose other genotypes: a resume must keep them
+        fixed["prefilter"] = {"factor": factor, "version": surrogate.version,
+                              "sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest()}
     if saved is not None and not cfg.get("resume"):
         raise ConfigError(f"archive {archive.path} already holds a {algorithm} search with seed {cfg.seed} (cycle "
                           f"{saved['search']['cycle']}); continue it with resume=true, or give another archive=PATH or seed")
@@ -125,7 +229,14 @@ def run_evolution(cfg: DictConfig) -> dict[str, Any]:
     out_dir = start_run(cfg)
     evaluator = build.evaluator(cfg, archive)
     fitness = _Fitness(evaluator, setting, stage_epochs, continues=algorithm == "hierarchical")
-    search = search_cls(space_moves(cfg.space.name), fitness, seed=cfg.seed, **options)
+    moves = space_moves(cfg.space.name)
+    prefilter = None
+    if surrogate is not None:
+        prefilter = Prefilter(moves, surrogate.predict, factor)
+        fitness.prefilter, moves = prefilter, prefilter.moves
+        print(f"Pre-filter on: surrogate {surrogate.describe()} from {model_path}; every new genotype is the best "
+              f"predicted of {factor} candidates (prefilter.csv)", flush=True)
+    search = search_cls(moves, fitness, seed=cfg.seed, **options)
     spent_before = 0.0
     if saved is not None:
         search.load_state_dict(saved["search"])
@@ -143,6 +254,8 @@ def run_evolution(cfg: DictConfig) -> dict[str, Any]:
         def after_cycle(s: Search) -> None:
             wall = spent_before + time.time() - started
             archive.save_state(name, {"config": fixed, "search": s.state_dict(), "wall_time_s": wall})
+            if prefilter is not None:
+                write_prefilter(out_dir, prefilter)
             h = s.history[-1]
             best = "n/a" if h["best"] is None else f"{h['best']:.4f}"
             median = "n/a" if h["median"] is None else f"{h['median']:.4f}"
@@ -155,20 +268,23 @@ def run_evolution(cfg: DictConfig) -> dict[str, Any]:
                         step=h["cycle"])
 
         def cycle_label(s: Search) -> None:
-            fitness.label = f"cycle {s.cycle}: "
+            fitness.label, fitness.cycle = f"cycle {s.cycle}: ", s.cycle
 
         while not search.done:
             cycle_label(search)
             search.step()
             after_cycle(search)
         wall = spent_before + time.time() - started
-        top = write_top(out_dir, search, archive, setting, cfg.seed, int(cfg.evolution.top))
+        top = write_top(out_dir, search, archive, setting, cfg.seed, int(cfg.evolution.top),
+                        predict=None if surrogate is None else surrogate.predict)
         archive.export_csv(out_dir / "evaluations.csv")
     archive.close()
     epochs = search.stages_used * stage_epochs
     summary = {"task": "econas", "status": "done", "search_algo": algorithm, "setting": setting.values(),
                "cycles": search.cycle, "evaluations": search.evaluations, "epochs_trained": epochs,
                "wall_time_s": wall, "top": top, "run_dir": str(out_dir), "archive": str(archive.path)}
+    if surrogate is not None:
+        summary["prefilter"] = {"model": model_path, "version": surrogate.version, "factor": factor}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if top:
         print(f"\nTop {len(top)} (validation accuracy under {setting.name}; retrain each with the full recipe):")
@@ -180,7 +296,8 @@ def run_evolution(cfg: DictConfig) -> dict[str, Any]:
     print(f"Spent: {epochs} epochs of training under {setting.name} (GPU-epochs when run on GPUs), {wall:.0f} s here")
     if top:
         print(f"Retrain the best: python -m darts_lite +experiment=train genotype={out_dir.resolve()}/top/rank1.json")
-    print(f"Run folder: {out_dir.resolve()}  (top.csv, top/, evolution.png, evolution.csv, evaluations.csv, archive)")
+    extra = ", prefilter.csv" if surrogate is not None else ""
+    print(f"Run folder: {out_dir.resolve()}  (top.csv, top/, evolution.png, evolution.csv, evaluations.csv{extra}, archive)")
     return summary
 
 
@@ -204,20 +321,26 @@ def write_progress(out_dir: Path, search: Search, stage_epochs: int) -> None:
         save_figure(fig, out_dir / "evolution.png")
 
 
-def write_top(out_dir: Path, search: Search, archive: Archive, setting: Setting, seed: int, k: int) -> list[dict[str, Any]]:
-    """top.csv and top/rank{i}.json of the best fully trained genotypes."""
+def write_top(out_dir: Path, search: Search, archive: Archive, setting: Setting, seed: int, k: int,
+              predict: Callable[[list[Any]], Sequence[float]] | None = None) -> list[dict[str, Any]]:
+    """top.csv and top/rank{i}.json of the best fully trained genotypes; with `predict` (the pre-filter's surrogate)
+    also each one's predicted accuracy beside the measured one."""
     top = []
     folder = out_dir / "top"
     folder.mkdir(exist_ok=True)
-    for rank, (genotype, accuracy, _) in enumerate(search.best(k), start=1):
+    best = search.best(k)
+    predicted = [float(v) for v in predict([g for g, _, _ in best])] if predict is not None and best else []
+    for rank, (genotype, accuracy, _) in enumerate(best, start=1):
         row = archive.find(genotype_hash(genotype), setting.name, seed, setting.epochs) or {}
         top.append({"rank": rank, "genotype": genotype.to_text(), "accuracy": accuracy, "epochs": setting.epochs,
                     "test_accuracy": row.get("test_acc"), "params": row.get("params"), "flops": row.get("flops"),
                     "setting": setting.name, "genotype_hash": genotype_hash(genotype)})
+        if predicted:
+            top[-1]["predicted_accuracy"] = predicted[rank - 1]
         (folder / f"rank{rank}.json").write_text(genotype.to_json() + "\n")
     with open(out_dir / "top.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["rank", "genotype", "accuracy", "epochs", "test_accuracy", "params", "flops",
-                                               "setting", "genotype_hash"])
+                                               "setting", "genotype_hash", *(["predicted_accuracy"] if predicted else [])])
         writer.writeheader()
         writer.writerows(top)
     return top

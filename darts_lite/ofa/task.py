@@ -342,6 +342,6 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
                                                         "predicted_accuracy", "constraint")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"Run folder: {out.resolve()}  (network.pt, summary.json, one folder per phase with its checkpoints and "
-          "metrics.csv)")
+          "metrics.csv" + (", specialise/ with the sub-network for the budget" if constraints(ofa) else "") + ")")
     sys.stdout.flush()
     return summary

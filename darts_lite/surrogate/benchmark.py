@@ -9,7 +9,8 @@ with the surrogate and stops answering when the budget is spent. The run folder 
     surrogate_search.csv     algorithm, queries, best_mean, best_min, best_max, then best per seed (fractions):
                              the best predicted accuracy among the first `queries` queries
     surrogate_search.png     the same, mean over seeds with the min-max band, in percent
-    surrogate_zoo.csv        the published genotypes scored by the surrogate (predictions, not measured accuracies)
+    surrogate_zoo.csv        the published genotypes scored by the surrogate (predictions, not measured accuracies), in
+                             the columns of task=surrogate_predict's predictions.csv
     surrogate_search.md      the final best per algorithm, the zoo table and the surrogate's version
     summary.json             the same numbers and the wall time
 """
@@ -31,9 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..evolve import HierarchicalEvolution, Moves, RandomSearch, RegularizedEvolution, Request, Search, _FinalStageSearch
 from ..genotype import Genotype
+from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
 
 ALGORITHMS = ("random", "regularized", "local", "hierarchical")
-ZOO = ("DARTS_V1", "DARTS_V2", "GDAS_V1", "PC_DARTS", "P_DARTS")
 NO_SURROGATE = ("task=surrogate_search needs a surrogate, and a shipped data set of evaluated genotypes is not yet "
                 "available: pass surrogate.model=PATH (a file saved by +experiment=surrogate, e.g. <run>/models/gin.json) "
                 "or surrogate.data=PATH (a table of evaluated genotypes; a surrogate.fit model is fitted on it first)")
@@ -178,12 +179,6 @@ def benchmark(predict: Callable[[list[Genotype]], Sequence[float]], algorithms: 
     return curves
 
 
-def score_zoo(predict: Callable[[list[Genotype]], Sequence[float]]) -> list[tuple[str, float]]:
-    """(name, predicted accuracy) of the published genotypes, in ZOO order."""
-    genotypes = [Genotype.named(name) for name in ZOO]
-    return [(name, float(v)) for name, v in zip(ZOO, predict(genotypes))]
-
-
 def write_curves(curves: dict[str, np.ndarray], seeds: Sequence[int], out_dir: Path) -> tuple[Path, Path]:
     """surrogate_search.csv and surrogate_search.png from `benchmark`'s curves."""
     from ..plots import curves as plot_curves
@@ -287,23 +282,45 @@ def _surrogate(cfg: DictConfig, source: str, out_dir: Path) -> tuple[Any, str]:
 
 
 def run_surrogate_search(cfg: DictConfig) -> dict[str, Any]:
-    """Fit or load the surrogate, run every algorithm for every seed, write the curves and the zoo scores."""
+    """Fit or load the surrogate, run every algorithm for every seed, write the curves and the zoo scores. With
+    ``logger=wandb`` the W&B run gets the plot (``surrogate_search/curve``), the curves, the final best per algorithm
+    and the zoo's predictions as tables, and each algorithm's final mean."""
     from ..run.folder import start_run
+    from ..run.loggers import wandb_experiment, wandb_run_ends_with_the_job
 
     opts = check(cfg)
     started = time.time()
     out_dir = start_run(cfg)
+    with wandb_run_ends_with_the_job():
+        run = wandb_experiment(cfg, out_dir, resuming=False)
+        summary = _search_and_report(cfg, opts, out_dir, started)
+        if run is not None:
+            from .task import log_to_wandb
+
+            with open(out_dir / "surrogate_search.csv", newline="") as f:
+                reader = csv.DictReader(f)
+                curve_rows = [{k: (v if k == "algorithm" else float(v)) for k, v in r.items()} for r in reader]
+            final = [{"algorithm": a, **f} for a, f in summary["final_best_predicted"].items()]
+            zoo = [{"name": name, "predicted_accuracy": v} for name, v in summary["zoo_predicted"].items()]
+            log_to_wandb(run, {"surrogate_search/curves": (list(curve_rows[0]), curve_rows),
+                               "surrogate_search/final": (["algorithm", "mean", "min", "max"], final),
+                               "surrogate_search/zoo": (["name", "predicted_accuracy"], zoo)},
+                         {"surrogate_search/curve": out_dir / "surrogate_search.png"},
+                         {f"surrogate_search/{a}/best_mean": f["mean"] for a, f in summary["final_best_predicted"].items()})
+    return summary
+
+
+def _search_and_report(cfg: DictConfig, opts: dict[str, Any], out_dir: Path, started: float) -> dict[str, Any]:
     model, origin = _surrogate(cfg, opts["source"], out_dir)
     predict = model.predict
     seeds = [int(s) for s in opts["seeds"]]
     curves = benchmark(predict, opts["algorithms"], opts["budget"], seeds,
                        {a: opts.get(a) or {} for a in opts["algorithms"]}, progress=lambda w: print(w, flush=True))
     write_curves(curves, seeds, out_dir)
-    zoo = score_zoo(predict)
-    with open(out_dir / "surrogate_zoo.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["name", "predicted_accuracy"])
-        writer.writerows([name, f"{v:.6f}"] for name, v in zoo)
+    items = zoo_items()  # scored as task=surrogate_predict scores them, into the same columns
+    zoo_rows = prediction_rows(items, score(predict, items), model)
+    write_predictions(zoo_rows, out_dir / "surrogate_zoo.csv")
+    zoo = [(r["name"], r["predicted_accuracy"]) for r in zoo_rows]
     final = {a: {"mean": float(runs[:, -1].mean()), "min": float(runs[:, -1].min()), "max": float(runs[:, -1].max())}
              for a, runs in curves.items()}
     lines = ["# Search algorithms on a surrogate", "",

@@ -11,6 +11,10 @@ The run folder gets:
     surrogate_learning_curve.csv    the same numbers, every metric
     models/<kind>.json              each model fitted on every row, with its held-out and K-fold scores
     summary.json                    the scores, files and wall time
+
+With ``logger=wandb`` the W&B run gets the report (``surrogate/report``, a table), the learning curve's numbers
+(``surrogate/learning_curve_table``), both plots (``surrogate/scatter``, ``surrogate/learning_curve``) and each
+model's held-out scores (``surrogate/<model>/<metric>``).
 """
 
 from __future__ import annotations
@@ -147,9 +151,24 @@ def _markdown(table: Table, opts: dict[str, Any], rows: list[dict[str, Any]], cu
     return "\n".join(lines) + "\n"
 
 
+def log_to_wandb(run: Any, tables: dict[str, tuple[list[str], list[dict[str, Any]]]], images: dict[str, Path],
+                 scalars: dict[str, float] | None = None) -> None:
+    """Log ``tables`` ({key: (columns, rows)}) as wandb.Table, ``images`` (PNG files) as wandb.Image and ``scalars`` into
+    the W&B run ``run`` of a task without a Trainer, in one step; the scalars also go into the run's summary."""
+    import wandb
+
+    payload: dict[str, Any] = {key: wandb.Table(columns=list(columns), data=[[r.get(c) for c in columns] for r in rows])
+                               for key, (columns, rows) in tables.items()}
+    payload.update({key: wandb.Image(str(path)) for key, path in images.items()})
+    payload.update(scalars or {})
+    run.log(payload)
+
+
 def run_surrogate(cfg: DictConfig) -> dict[str, Any]:
-    """Fit, judge and save every model of ``surrogate.models``; returns the summary."""
+    """Fit, judge and save every model of ``surrogate.models``; returns the summary. With ``logger=wandb`` the report
+    table, the scatter and the learning curve go to W&B too (keys ``surrogate/...``)."""
     from ..run.folder import start_run
+    from ..run.loggers import wandb_experiment, wandb_run_ends_with_the_job
 
     opts = check(cfg)
     started = time.time()
@@ -157,6 +176,21 @@ def run_surrogate(cfg: DictConfig) -> dict[str, Any]:
     for line in table.report():
         print(line, flush=True)
     out_dir = start_run(cfg)
+    with wandb_run_ends_with_the_job():
+        run = wandb_experiment(cfg, out_dir, resuming=False)
+        summary, rows, columns, curve = _fit_and_report(cfg, opts, table, out_dir, started)
+        if run is not None:
+            scores = {f"surrogate/{r['model']}/{m}": r[m] for r in rows for m in METRIC_NAMES if not math.isnan(r[m])}
+            log_to_wandb(run, {"surrogate/report": (columns, rows),
+                               "surrogate/learning_curve_table": (["model", "fraction", "train_rows", *METRIC_NAMES], curve)},
+                         {"surrogate/scatter": out_dir / "surrogate_scatter.png",
+                          "surrogate/learning_curve": out_dir / "surrogate_learning_curve.png"}, scores)
+    return summary
+
+
+def _fit_and_report(cfg: DictConfig, opts: dict[str, Any], table: Table, out_dir: Path, started: float
+                    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], list[dict[str, Any]]]:
+    """Fit and judge every model, write the run folder; (summary, report rows, report columns, learning curve)."""
     seed, k = int(cfg.seed), opts["top_k"]
     rows: list[dict[str, Any]] = []
     curve: list[dict[str, Any]] = []
@@ -222,7 +256,7 @@ def run_surrogate(cfg: DictConfig) -> dict[str, Any]:
                            f"R^2 {_fmt(r['r2'])}" for r in rows))
     print(f"Run folder: {out_dir.resolve()}  (surrogate_report.md, surrogate_report.csv, surrogate_scatter.png, "
           "surrogate_learning_curve.png, models/)", flush=True)
-    return summary
+    return summary, rows, columns, curve
 
 
-__all__ = ["REPORT_COLUMNS", "check", "run_surrogate"]
+__all__ = ["REPORT_COLUMNS", "check", "log_to_wandb", "run_surrogate"]
