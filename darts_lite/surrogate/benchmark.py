@@ -35,9 +35,11 @@ from ..genotype import Genotype
 from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
 
 ALGORITHMS = ("random", "regularized", "local", "hierarchical")
-NO_SURROGATE = ("task=surrogate_search needs a surrogate, and a shipped data set of evaluated genotypes is not yet "
-                "available: pass surrogate.model=PATH (a file saved by +experiment=surrogate, e.g. <run>/models/gin.json) "
-                "or surrogate.data=PATH (a table of evaluated genotypes; a surrogate.fit model is fitted on it first)")
+# the evaluated genotypes darts_lite ships (experiments/make_surrogate_data.py; how they were made: the .json beside)
+SHIPPED_DATA = Path(__file__).resolve().parent / "data" / "digits_c0r0s0e2.csv"
+NO_SURROGATE = (f"task=surrogate_search without surrogate.model or surrogate.data fits on the shipped data set {SHIPPED_DATA}, "
+                "which is missing from this installation: reinstall darts_lite, or pass surrogate.model=PATH (a file saved "
+                "by +experiment=surrogate, e.g. <run>/models/gin.json) or surrogate.data=PATH (a table of evaluated genotypes)")
 
 
 class LocalSearch(_FinalStageSearch):
@@ -218,8 +220,12 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     if model and data:
         raise ConfigError(f"surrogate.model={model} and surrogate.data={data}: give one of them, a saved surrogate or a "
                           "table to fit one on")
-    if not model and not data:
-        raise ConfigError(NO_SURROGATE)
+    shipped = not model and not data
+    if shipped:  # a small real table: genotypes trained on the digits (the .json beside it says how)
+        if not SHIPPED_DATA.is_file():
+            raise ConfigError(NO_SURROGATE)
+        data = str(SHIPPED_DATA)
+        cfg = OmegaConf.merge(cfg, {"surrogate": {"data": data, "accuracy_unit": "fraction", "setting": None}})
     problems = []
     budget = opts.get("budget")
     if not (_is_int(budget) and budget >= 1):
@@ -258,7 +264,7 @@ def check(cfg: DictConfig) -> dict[str, Any]:
                          str(e).removeprefix("invalid config:\n  ").split("\n  ")]
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
-    return {**opts, "source": "model" if model else "data"}
+    return {**opts, "source": "model" if model else "shipped" if shipped else "data"}
 
 
 def _surrogate(cfg: DictConfig, source: str, out_dir: Path) -> tuple[Any, str]:
@@ -270,6 +276,10 @@ def _surrogate(cfg: DictConfig, source: str, out_dir: Path) -> tuple[Any, str]:
     if source == "model":
         model = load_surrogate(s["model"])
         return model, f"loaded from {s['model']}"
+    if source == "shipped":
+        s.update(data=str(SHIPPED_DATA), accuracy_unit="fraction", setting=None)
+        print(f"No surrogate.model or surrogate.data: fitting on the shipped data set {SHIPPED_DATA.name} (300 genotypes "
+              "trained twice on the digits; see its .json)", flush=True)
     table = load_table(s["data"], s.get("accuracy_unit"), s.get("setting"), s["metric"])
     for line in table.report():
         print(line, flush=True)
