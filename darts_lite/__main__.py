@@ -57,9 +57,7 @@ def main(cfg: DictConfig) -> object:
 
             return run_study(cfg)
         if cfg.task == "econas":
-            from .econas.evolution import run_evolution
-
-            return run_evolution(cfg)
+            return tasks.run_econas(cfg)
         if cfg.task == "surrogate":
             from .surrogate.task import run_surrogate
 

@@ -165,3 +165,12 @@ def run_surrogate_predict(cfg: DictConfig) -> dict[str, Any]:
     from .surrogate.predict import run_surrogate_predict as score_with_surrogate
 
     return score_with_surrogate(cfg)
+
+
+def run_econas(cfg: DictConfig) -> dict:
+    """EcoNAS's evolution (``task=econas``); its optional pre-filter reads surrogate files with the surrogate package's
+    reader, handed over here so that the two packages stay independent."""
+    from .econas.evolution import run_evolution
+    from .surrogate.predict import load_model
+
+    return run_evolution(cfg, load_surrogate=load_model)

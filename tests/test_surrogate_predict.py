@@ -216,16 +216,16 @@ TINY = ["+experiment=econas_quick", "data=synthetic", "train.C=4", "train.layers
 
 
 def test_econas_with_a_prefilter_end_to_end(surrogate_file, tmp_path, capsys):
-    from darts_lite.econas.evolution import run_evolution
+    from darts_lite.tasks import run_econas
 
     run = tmp_path / "run"
     missing = compose_cfg(*TINY, f"run_dir={run}", f"evolution.prefilter.model={tmp_path / 'gone.json'}")
     with pytest.raises(ConfigError, match="evolution.prefilter.model: surrogate file .*gone.json: no such file"):
-        run_evolution(missing)
+        run_econas(missing)
     assert not run.exists()  # refused before the archive or the run folder
 
     cfg = compose_cfg(*TINY, f"run_dir={run}", f"evolution.prefilter.model={surrogate_file}", "evolution.prefilter.factor=3")
-    summary = run_evolution(cfg)
+    summary = run_econas(cfg)
     printed = capsys.readouterr().out
     assert "Pre-filter on: surrogate dl-forest-v1" in printed and "best predicted of 3 candidates" in printed
     model = load_model(str(surrogate_file), "m")
@@ -239,7 +239,7 @@ def test_econas_with_a_prefilter_end_to_end(surrogate_file, tmp_path, capsys):
     assert summary["prefilter"]["factor"] == 3 and summary["evaluations"] == 5
     # another factor would choose other genotypes: the search refuses to resume with it
     with pytest.raises(ConfigError, match="prefilter"):
-        run_evolution(compose_cfg(*TINY, f"run_dir={run}", "resume=true", f"evolution.prefilter.model={surrogate_file}",
+        run_econas(compose_cfg(*TINY, f"run_dir={run}", "resume=true", f"evolution.prefilter.model={surrogate_file}",
                                   "evolution.prefilter.factor=2"))
 
 

@@ -199,7 +199,10 @@ def _fixed_config(cfg: DictConfig, setting: Setting, options: dict[str, Any], se
                                   "val_split": float(cfg.evaluation.val_split), "space": cfg.space.name}))
 
 
-def run_evolution(cfg: DictConfig) -> dict[str, Any]:
+def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) the evolution ``cfg`` asks for. ``load_surrogate(path, key, space=)``: how the pre-filter's
+    surrogate file is read (``darts_lite.surrogate.predict.load_model``; the task wiring passes it, so EcoNAS does
+    not depend on the surrogate package); needed only with ``evolution.prefilter.model``."""
     from ..run.folder import start_run
     from ..run.loggers import wandb_experiment, wandb_run_ends_with_the_job
 
@@ -208,9 +211,10 @@ def run_evolution(cfg: DictConfig) -> dict[str, Any]:
     model_path, factor = check_prefilter(OmegaConf.to_container(cfg.evolution, resolve=True))
     surrogate = None
     if model_path is not None:  # a missing or foreign file stops the run before the archive or run folder is touched
-        from ..surrogate.predict import load_model
-
-        surrogate = load_model(model_path, "evolution.prefilter.model", space=cfg.space.name)
+        if load_surrogate is None:
+            raise ConfigError("evolution.prefilter.model: this caller of run_evolution gave no surrogate reader "
+                              "(load_surrogate=darts_lite.surrogate.predict.load_model)")
+        surrogate = load_surrogate(model_path, "evolution.prefilter.model", space=cfg.space.name)
     archive = build.open_archive(cfg)
     name = _state_name(algorithm, cfg.seed)
     saved = archive.load_state(name)
