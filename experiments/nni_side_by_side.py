@@ -14,7 +14,9 @@ first-order step does).
 Each case runs in its own process, so its peak is its own: the process's max RSS growth over its steps from after
 the network and the batch were built (CPU), and the median time of ``--reps`` steps after a warm-up step; also the
 bytes autograd keeps for the backward pass (saved tensors, per use), which does not depend on the allocator.
-Writes results/nni_side_by_side.md.
+Writes results/nni_side_by_side.md whole, or ``--out``: the file keeps earlier runs below the newest table (whose
+lines 5-16 the search guide includes), so write a new run elsewhere and merge it by hand. ``--threads`` sets each
+case's torch threads (torch's default otherwise).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from step_memory import add_size_arguments, measure_step
 RESULTS = Path(__file__).parent / "results" / "nni_side_by_side.md"
 CASES = {
     "darts_lite": "darts_lite, defaults (channels_last)",
+    "darts_lite_nn_conv": "darts_lite, defaults, depthwise convs as nn.Conv2d (before 2026-11-30)",
     "darts_lite_nchw": "darts_lite, channels_last off",
     "darts_lite_checkpoint": "darts_lite, checkpoint_cells=True",
     "nni": "NNI 3.0 DARTS, defaults",
@@ -54,6 +57,13 @@ def build(case: str, args: argparse.Namespace):
         return net, [*net.parameters(), *alphas]
     from darts_lite.spaces.darts_search import SearchNetwork
 
+    if case == "darts_lite_nn_conv":
+        # the step as it was before DepthwiseConv2d's fast path (the strided dilated convs run as such)
+        from torch import nn
+
+        from darts_lite.spaces.ops import DepthwiseConv2d
+
+        DepthwiseConv2d.forward = nn.Conv2d.forward
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, checkpoint_cells=case == "darts_lite_checkpoint")
     if case != "darts_lite_nchw":
         net = net.to(memory_format=torch.channels_last)
@@ -64,6 +74,8 @@ def one_case(case: str, args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     net, params = build(case, args)
     net.train()
@@ -99,13 +111,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nni-python", default=sys.executable, help="an interpreter that imports nni==3.0 and this torch")
     add_size_arguments(parser)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of each case (0: torch's default)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the table (default: %(default)s)")
     parser.add_argument("--one", choices=list(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one_case(args.one, args)))
         return
     shared = ["--C", str(args.C), "--layers", str(args.layers), "--batch", str(args.batch), "--size", str(args.size),
-              "--reps", str(args.reps)]
+              "--reps", str(args.reps), "--threads", str(args.threads)]
     repo = str(Path(__file__).resolve().parent.parent)
     rows = {}
     for case in CASES:
@@ -122,7 +136,8 @@ def main() -> None:
         "# darts_lite beside NNI 3.0: the DARTS supernet's forward+backward",
         "",
         f"`python experiments/nni_side_by_side.py --nni-python <venv with nni==3.0> --C {args.C} --layers {args.layers} "
-        f"--batch {args.batch} --size {args.size} --reps {args.reps}`; {platform.node()}, "
+        f"--batch {args.batch} --size {args.size} --reps {args.reps}{f' --threads {args.threads}' if args.threads else ''}`; "
+        f"{platform.node()}, "
         f"{platform.processor() or platform.machine()}, {platform.python_version()}, torch {nni['torch']}, "
         f"{nni['threads']} threads, no GPU; one run, each case in its own process, one after the other. "
         "Peak: max RSS growth over the steps (CPU).",
@@ -134,7 +149,7 @@ def main() -> None:
         "",
         *goals(rows),
     ]
-    RESULTS.write_text("\n".join(lines) + "\n")
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

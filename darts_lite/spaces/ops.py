@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -60,13 +61,30 @@ class ReLUConvBN(_ReLUFirst):
         )
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise conv (``groups`` = channels): nn.Conv2d's module, parameters and output, run faster where it can.
+
+    With stride s = dilation d > 1 and padding d * (k - 1) / 2 (dil_conv on a reduction edge) every tap of every
+    output pixel reads a pixel whose row and column are multiples of s, so the conv equals the undilated stride-1
+    conv of x[:, :, ::s, ::s] with padding (k - 1) / 2: the same products summed, and a backward pass several times
+    faster on the CPU than the strided dilated one.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, d, (k, _) = self.stride[0], self.dilation[0], self.kernel_size
+        if (s > 1 and self.stride == self.dilation == (s, s) and self.kernel_size == (k, k) and k % 2
+                and self.padding == (d * (k - 1) // 2,) * 2 and self.padding_mode == "zeros"):
+            return F.conv2d(x[:, :, ::s, ::s], self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
+        return super().forward(x)
+
+
 class DilConv(_ReLUFirst):
     """ReLU, depthwise k x k conv with dilation, 1x1 conv, BN."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
-            nn.Conv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
+            DepthwiseConv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
             nn.Conv2d(c_in, c_out, 1, bias=False),
             nn.BatchNorm2d(c_out, affine=affine),
         )

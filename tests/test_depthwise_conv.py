@@ -1,0 +1,73 @@
+"""DepthwiseConv2d: nn.Conv2d's outputs and gradients, with a strided dilated conv run as the undilated conv of the
+input's even pixels."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from darts_lite.spaces import ops
+from darts_lite.spaces.darts_search import SearchNetwork
+from darts_lite.spaces.ops import DepthwiseConv2d
+
+
+def _twins(c, kernel, stride, padding, dilation):
+    torch.manual_seed(0)
+    fast = DepthwiseConv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False).double()
+    plain = nn.Conv2d(c, c, kernel, stride, padding, dilation=dilation, groups=c, bias=False).double()
+    plain.load_state_dict(fast.state_dict())
+    return fast, plain
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_strided_dilated_conv_equals_nn_conv2d(monkeypatch, kernel, size, channels_last):
+    fast, plain = _twins(4, kernel, 2, kernel - 1, 2)  # dil_conv on a reduction edge
+    x = torch.randn(3, 4, size, size, dtype=torch.float64)
+    if channels_last:
+        x, fast, plain = x.contiguous(memory_format=torch.channels_last), fast.to(memory_format=torch.channels_last), \
+            plain.to(memory_format=torch.channels_last)
+    x_fast, x_plain = x.clone().requires_grad_(), x.clone().requires_grad_()
+    dilations = []
+    conv2d = F.conv2d
+
+    def recording(*args):
+        dilations.append(args[5])
+        return conv2d(*args)
+
+    monkeypatch.setattr(ops.F, "conv2d", recording)
+    out = fast(x_fast)
+    assert dilations == [1]  # the undilated conv ran
+    expected = plain(x_plain)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    out.backward(g)
+    expected.backward(g)
+    torch.testing.assert_close(x_fast.grad, x_plain.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,dilation", [(3, 1, 2, 2), (5, 2, 2, 1), (3, 2, 1, 1), (3, 2, 1, 2)])
+def test_other_convs_run_as_nn_conv2d(kernel, stride, padding, dilation):
+    fast, plain = _twins(4, kernel, stride, padding, dilation)
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64)
+    assert torch.equal(fast(x), plain(x))
+
+
+def test_the_supernet_computes_what_plain_convs_compute(monkeypatch):
+    torch.manual_seed(0)
+    net = SearchNetwork(C=4, layers=3, num_classes=3).double()  # two reduction cells: 16 strided dil_conv edges
+    x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 3, (4,))
+    results = []
+    for forward in (DepthwiseConv2d.forward, nn.Conv2d.forward):
+        monkeypatch.setattr(DepthwiseConv2d, "forward", forward)
+        net.zero_grad()
+        torch.manual_seed(1)
+        out = net(x)
+        F.cross_entropy(out, y).backward()
+        results.append((out.detach(), [p.grad.clone() for p in net.parameters()]))
+    (out_fast, grads_fast), (out_plain, grads_plain) = results
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads_fast, grads_plain):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
