@@ -259,10 +259,11 @@ def _sample_candidates(space: SubnetSpace, n: int, seed: int) -> list[Candidate]
 
 
 def fit_predictor(net: OFANetwork, dm: Any, sides: Sequence[int], sp: dict[str, Any], bn_batches: int, seed: int,
-                  folder: Path, network_file: Path | None, log: Callable[[str], None] = print
+                  folder: Path, network_file: Path | None, costs: SubnetCosts, log: Callable[[str], None] = print
                   ) -> tuple[AccuracyPredictor, list[dict[str, Any]]]:
     """The accuracy predictor and its measured sub-networks: reused from ``folder`` when they were made from the
-    same network file with the same measuring settings, measured and fitted otherwise."""
+    same network file with the same measuring settings, measured and fitted otherwise. ``costs``: the run's cost
+    tables (the measured rows record their FLOPs)."""
     encoding = SubnetEncoding.of(net, sides)
     record = {"network": _file_hash(network_file) if network_file and network_file.is_file() else None,
               "samples": sp["samples"], "sides": list(encoding.sides), "bn_calibration": bn_batches, "seed": seed,
@@ -283,7 +284,6 @@ def fit_predictor(net: OFANetwork, dm: Any, sides: Sequence[int], sp: dict[str, 
     space = SubnetSpace(net, sides)
     candidates = _sample_candidates(space, sp["samples"], seed)
     val = list(dm.val_dataloader())
-    costs = SubnetCosts(net)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     for i, c in enumerate(candidates):
@@ -336,7 +336,8 @@ def specialise(net: OFANetwork, dm: Any, ofa: dict[str, Any], out: Path, seed: i
     if costs.measured_now:
         log(f"Specialise: latency of {costs.measured_now} parts measured on this machine (batch {costs.batch})")
     started = time.perf_counter()
-    predictor, measured = fit_predictor(net, dm, sides, sp, ofa["bn_calibration"], seed, folder, network_file, log)
+    predictor, measured = fit_predictor(net, dm, sides, sp, ofa["bn_calibration"], seed, folder, network_file,
+                                       costs, log)
 
     def feasible(c: Candidate) -> bool:
         if not limits:

@@ -136,8 +136,9 @@ def _budget_problems(cfg: DictConfig, ofa: dict[str, Any], net: OFANetwork, prob
         return []
     out = []
     limits = constraints(ofa)
+    costs = SubnetCosts(net, ofa["specialise"]["latency_batch"])
     if "flops" in limits:
-        out += smallest_problems(SubnetCosts(net), ofa["resolutions"], {"flops": limits["flops"]})
+        out += smallest_problems(costs, ofa["resolutions"], {"flops": limits["flops"]})
     if limits:
         try:
             run_dir = Path(cfg.run_dir)
@@ -145,9 +146,8 @@ def _budget_problems(cfg: DictConfig, ofa: dict[str, Any], net: OFANetwork, prob
             run_dir = Path("unused-run-folder")
         path = latency_table_path(ofa, run_dir)
         if path.is_file():
-            origin = SubnetCosts(net, ofa["specialise"]["latency_batch"]).origin
             try:
-                read_latency_table(path, origin)
+                read_latency_table(path, costs.origin)
             except CostTableError as e:
                 out.append(str(e))
     return out
