@@ -33,6 +33,23 @@ def resume_hint(cfg: DictConfig) -> str:
     return hint
 
 
+# Nodes that build a user's own class by _target_: their keys are that class's arguments, which the config files
+# cannot list beforehand, so an override may add one without Hydra's "+" (search.relaxation.temperature=0.5)
+PLUGIN_NODES = ("search.relaxation", "data.train", "data.test")
+
+
+def _plugin_overrides(args: list[str]) -> list[str]:
+    """The command-line arguments with each ``key=value`` inside a plug-in node written as Hydra's add-or-override
+    (``++key=value``); everything else as it was."""
+    out = []
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" in arg and not arg.startswith(("+", "~", "-")) and key.startswith(tuple(f"{n}." for n in PLUGIN_NODES)):
+            arg = "++" + arg
+        out.append(arg)
+    return out
+
+
 @hydra.main(config_path=config_dir(), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> object:
     from hydra.core.hydra_config import HydraConfig
@@ -44,36 +61,9 @@ def main(cfg: DictConfig) -> object:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
 
     try:
-        from . import tasks
+        from .run.tasks import TASKS
 
-        if cfg.task == "search":
-            return tasks.run_search(cfg)
-        if cfg.task == "train":
-            return tasks.run_train(cfg)
-        if cfg.task == "select":
-            return tasks.run_select(cfg)
-        if cfg.task == "proxy_study":
-            from .econas.study import run_study
-
-            return run_study(cfg)
-        if cfg.task == "econas":
-            return tasks.run_econas(cfg)
-        if cfg.task == "surrogate":
-            from .surrogate.task import run_surrogate
-
-            return run_surrogate(cfg)
-        if cfg.task == "surrogate_search":
-            from .surrogate.benchmark import run_surrogate_search
-
-            return run_surrogate_search(cfg)
-        if cfg.task == "surrogate_predict":
-            return tasks.run_surrogate_predict(cfg)
-        if cfg.task == "ofa":
-            from .ofa.task import run_ofa
-
-            return run_ofa(cfg)
-        raise ConfigError(f"task={cfg.task!r}: unknown task; valid: search, train, select, proxy_study, econas, "
-                          "surrogate, surrogate_search, surrogate_predict, ofa")
+        return TASKS[cfg.task].runner()(cfg)
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         error, message, code = e, str(e), 2
@@ -104,5 +94,11 @@ def main(cfg: DictConfig) -> object:
     return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """``python -m darts_lite`` and the ``darts-lite`` command."""
+    sys.argv[1:] = _plugin_overrides(sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    entry()

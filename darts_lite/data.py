@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -25,8 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, OneOf, checked
 
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+# "dataset": a user's own, any map-style torch Dataset given by _target_ (ImageDataModule's train and test)
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "dataset")
 
 # (classes, channels, native size) known before loading, so networks can be built first
 _SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "digits": (10, 1, 8)}
@@ -45,6 +48,8 @@ def native_size(name: str, synthetic_size: int | None = None) -> int:
     """Side of a dataset's images before any data.resolution resize."""
     if name == "synthetic":
         return synthetic_size
+    if name == "dataset":
+        raise ValueError("data=dataset: the side of your dataset's images is known once it is read; set data.resolution")
     if name not in _SHAPES:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return _SHAPES[name][2]
@@ -61,6 +66,8 @@ def train_class_counts(name: str, synthetic_samples: int = 512, synthetic_classe
     if name == "synthetic":  # labels are arange(samples) % classes
         return tuple(synthetic_samples // synthetic_classes + (c < synthetic_samples % synthetic_classes)
                      for c in range(synthetic_classes))
+    if name == "dataset":
+        raise ValueError("data=dataset: the size of your dataset is known once it is read")
     raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
@@ -295,6 +302,82 @@ def _make_synthetic(samples: int, classes: int, size: int, channels: int) -> dic
     return {"train": draw(samples), "test": draw(max(classes, samples // 4)), "num_classes": classes}
 
 
+# a user's dataset is read whole into tensors, as darts_lite's own; this many images at most, so that a mistake (a
+# dataset of a million images) stops with a message instead of filling the memory
+MAX_DATASET_IMAGES = 2_000_000
+
+
+def _dataset_problem(which: str, why: str) -> DatasetUnavailable:
+    return DatasetUnavailable(f"data.{which}: {why}; it must build a map-style torch Dataset whose items are (image tensor "
+                              "[C, H, W], int label), see docs/extending.md")
+
+
+def read_dataset(dataset: Any, which: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """A map-style Dataset of (image [C, H, W], int label) read whole: (x [N, C, H, W] float32 or uint8, y [N]
+    int64). DatasetUnavailable names the first item that is not such a pair, or a shape that differs."""
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise _dataset_problem(which, f"{type(dataset).__name__} has no len(), so it is not a map-style Dataset") from None
+    if n == 0:
+        raise _dataset_problem(which, "the dataset is empty")
+    if n > MAX_DATASET_IMAGES:
+        raise _dataset_problem(which, f"{n} images, more than the {MAX_DATASET_IMAGES} darts_lite reads into memory")
+    images, labels, shape = [], [], None
+    for i in range(n):
+        item = dataset[i]
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise _dataset_problem(which, f"item {i} is a {type(item).__name__}, not an (image, label) pair")
+        x, y = item
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.is_complex():
+            raise _dataset_problem(which, f"item {i}'s image is {type(x).__name__}"
+                                   f"{' of shape ' + str(list(x.shape)) if isinstance(x, torch.Tensor) else ''}, "
+                                   "not a tensor [C, H, W]")
+        if shape is None:
+            shape = tuple(x.shape)
+        elif tuple(x.shape) != shape:
+            raise _dataset_problem(which, f"item {i}'s image is {list(x.shape)}, item 0's {list(shape)}: every image must "
+                                   "have the same shape (resize them in the dataset)")
+        if isinstance(y, torch.Tensor) and y.numel() == 1 and not y.is_floating_point():
+            y = int(y.item())
+        if isinstance(y, bool) or not isinstance(y, int) or y < 0:
+            raise _dataset_problem(which, f"item {i}'s label is {y!r}, not an integer >= 0")
+        images.append(x if x.dtype == torch.uint8 else x.float())
+        labels.append(y)
+    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+def _build_dataset(node: Any, which: str) -> Any:
+    """The Dataset the config node ``data.train`` / ``data.test`` builds (its _target_ and arguments)."""
+    if node is None:
+        raise _dataset_problem(which, "not set (data=dataset needs data.train._target_ and data.test._target_)")
+    if not (isinstance(node, dict) and "_target_" in node):
+        return node  # a Dataset object, from Python
+    from .schema import build
+
+    try:
+        return build(node, f"data.{which}")
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise _dataset_problem(which, f"building it failed ({type(e).__name__}: {e})") from None
+
+
+def load_user_datasets(train: Any, test: Any) -> dict:
+    """{"train": (x, y), "test": (x, y), "num_classes": int} from a user's two datasets (configs or Datasets); the
+    classes are the labels 0..max, the same channels and size in both."""
+    x, y = read_dataset(_build_dataset(train, "train"), "train")
+    tx, ty = read_dataset(_build_dataset(test, "test"), "test")
+    if tx.shape[1:] != x.shape[1:]:
+        raise _dataset_problem("test", f"its images are {list(tx.shape[1:])} and the training images {list(x.shape[1:])}")
+    classes = int(max(y.max(), ty.max())) + 1
+    missing = sorted(set(range(classes)) - set(y.tolist()))
+    if missing:
+        raise _dataset_problem("train", f"no training image of class {missing[0]} (labels run 0..{classes - 1}; "
+                               f"{len(missing)} classes have none)")
+    return {"train": (x, y), "test": (tx, ty), "num_classes": classes}
+
+
 def load_dataset(name: str, root: str | Path = "data", download: bool = True, **synthetic: int) -> dict:
     """{"train": (x, y), "test": (x, y), "num_classes": int}; x [N, C, H, W] uint8 (CIFAR) or float, y int64."""
     if name in ARCHIVES:
@@ -326,7 +409,7 @@ def augment(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
 class _TrainBatches:
     """One epoch per iter(): pairs of (weight batch, architecture batch), sliced on the device."""
 
-    def __init__(self, dm: SearchDataModule):
+    def __init__(self, dm: ImageDataModule):
         self.dm = dm
 
     def __len__(self) -> int:
@@ -367,7 +450,7 @@ def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
 class _PlainBatches:
     """One epoch per iter(): shuffled training batches (x, y) with augmentation and cutout."""
 
-    def __init__(self, dm: TrainDataModule):
+    def __init__(self, dm: ImageDataModule):
         self.dm = dm
 
     def __len__(self) -> int:
@@ -388,7 +471,7 @@ class _PlainBatches:
 class _EvalBatches:
     """Unaugmented batches in order: the test split, or (search, val_on="arch") the architecture part."""
 
-    def __init__(self, dm: SearchDataModule, x: torch.Tensor, y: torch.Tensor):
+    def __init__(self, dm: ImageDataModule, x: torch.Tensor, y: torch.Tensor):
         self.dm, self.x, self.y = dm, x, y
 
     def __len__(self) -> int:
@@ -400,51 +483,50 @@ class _EvalBatches:
             yield self.dm.normalise(self.x[sl]), self.y[sl]
 
 
-class SearchDataModule(pl.LightningDataModule):
-    """Training data split into a weight part and an architecture part.
+class ImageDataModule(pl.LightningDataModule):
+    """A dataset's training images, split for a bilevel search or kept whole for retraining, and its test split.
 
-    Each training step yields ((x_w, y_w), (x_a, y_a)): x [batch_size, C, H, W] float, normalised.
-    val_on: what the per-epoch validation reads: "arch", the architecture part (as the DARTS
-    reference code's search does: the test split stays unseen), or "test", the test split.
+    bilevel=True (a search): the training images split into a weight part (``split`` of them) and an architecture
+    part; each training step yields ((x_w, y_w), (x_a, y_a)), x [batch_size, C, H, W] float, normalised.
+    ``val_on``: what the per-epoch validation reads: "arch", the architecture part (as the DARTS reference code's
+    search does: the test split stays unseen), or "test", the test split.
+
+    bilevel=False (retraining): every training image trains the weights; each step yields (x, y), augmented and
+    with ``cutout``. ``val_split``: 0 validates every epoch on the test split (the DARTS retraining recipe); a share
+    in (0, 1) holds that much of the training images out as the validation split (what an architecture search may
+    read), and the test split is only the test loader's.
+
+    The config's data group builds it (``_target_: darts_lite.data.ImageDataModule``); the task adds ``seed``,
+    ``bilevel`` and, for retraining, ``cutout`` and ``val_split``.
     """
 
-    has_arch_part = True
-
+    @checked
     def __init__(
         self,
-        name: str = "digits",
-        root: str = "data",
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        split: float = 0.5,
-        sample_ratio: float = 1.0,
-        resolution: int | None = None,
-        crop_padding: int = 4,
+        name: Annotated[str, OneOf(DATASETS)] = "digits",
+        root: Annotated[str, MinLen(1), Allowed("a folder path")] = "data",
+        batch_size: Annotated[int, Ge(1)] = 64,
+        eval_batch_size: Annotated[Annotated[int, Ge(1)] | None, Allowed("null (= batch_size) or an integer >= 1")] = None,
+        split: Annotated[float, Gt(0), Lt(1), Hint("the fraction of the training images that trains the weights")] = 0.5,
+        sample_ratio: Annotated[float, Gt(0), Le(1)] = 1.0,
+        resolution: Annotated[int, Ge(4)] | None = None,
+        crop_padding: Annotated[int, Ge(0)] = 4,
         flip: bool = True,
-        seed: int = 0,
         download: bool = True,
-        synthetic_samples: int = 512,
-        synthetic_classes: int = 4,
-        synthetic_size: int = 8,
-        synthetic_channels: int = 3,
-        val_on: str = "arch",
+        synthetic_samples: Annotated[int, Ge(1)] = 512,
+        synthetic_classes: Annotated[int, Ge(2)] = 4,
+        synthetic_size: Annotated[int, Ge(4), Hint("as resolution")] = 8,
+        synthetic_channels: Annotated[int, Ge(1)] = 3,
+        val_on: Literal["arch", "test"] = "arch",
+        train: Any = None,
+        test: Any = None,
+        seed: int = 0,
+        bilevel: bool = True,
+        cutout: Annotated[int, Ge(0)] = 0,
+        val_split: Annotated[float, Ge(0), Lt(1)] = 0.0,
     ):
         super().__init__()
-        if val_on not in ("arch", "test"):
-            raise ValueError(f"val_on must be 'arch' or 'test', got {val_on!r}")
-        self.val_on = val_on
-        if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-        if not 0 < split < 1:
-            raise ValueError(f"split must be in (0, 1) (fraction of training data for weights), got {split}")
-        if not 0 < sample_ratio <= 1:
-            raise ValueError(f"sample_ratio must be in (0, 1], got {sample_ratio}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if eval_batch_size is not None and eval_batch_size < 1:
-            raise ValueError(f"eval_batch_size must be >= 1 or None (= batch_size), got {eval_batch_size}")
-        if resolution is not None and resolution < 1:
-            raise ValueError(f"resolution must be >= 1 or None, got {resolution}")
+        self.bilevel, self.val_on, self.cutout, self.val_split = bilevel, val_on, cutout, val_split
         self.name, self.root, self.download = name, root, download
         self.batch_size = batch_size
         self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
@@ -452,7 +534,18 @@ class SearchDataModule(pl.LightningDataModule):
         self.crop_padding, self.flip, self.seed = crop_padding, flip, seed
         self.synthetic = dict(samples=synthetic_samples, classes=synthetic_classes, size=synthetic_size,
                               channels=synthetic_channels)
-        if name == "synthetic":
+        self._data = None
+        if name == "dataset":
+            # a user's dataset: read now, as its classes, channels and size size the network built before training
+            self._data = load_user_datasets(train, test)
+            x = self._data["train"][0]
+            self.num_classes, self.in_channels, native = self._data["num_classes"], x.shape[1], x.shape[-1]
+            if x.shape[-2] != x.shape[-1] and resolution is None:
+                raise ConfigError(f"data.resolution=null: the dataset's images are {x.shape[-2]}x{x.shape[-1]}; set "
+                                  "data.resolution to the side to resize them to (the networks take square images)")
+        elif train is not None or test is not None:
+            raise ConfigError(f"data.train and data.test are for data=dataset (a dataset of your own), not name={name}")
+        elif name == "synthetic":
             self.num_classes, self.in_channels, native = synthetic_classes, synthetic_channels, synthetic_size
         else:
             self.num_classes, self.in_channels, native = _SHAPES[name]
@@ -465,7 +558,8 @@ class SearchDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._loaded:
             return
-        data = load_dataset(self.name, self.root, self.download, **self.synthetic)
+        data = self._data or load_dataset(self.name, self.root, self.download, **self.synthetic)
+        self._data = None  # the tensors live on in the module's own attributes
         train_x, train_y = data["train"]
         test_x, test_y = data["test"]
         if self.resolution is not None and self.resolution != train_x.shape[-1]:
@@ -484,13 +578,17 @@ class SearchDataModule(pl.LightningDataModule):
         self._loaded = True
 
     def _partition(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_weight = _weight_share(len(perm), self.split)
-        return perm[:n_weight], perm[n_weight:]
+        """(weight part, held-out part): a search's architecture part, or retraining's validation split."""
+        if self.bilevel:
+            n_weight = _weight_share(len(perm), self.split)
+            return perm[:n_weight], perm[n_weight:]
+        held_out = int(round(self.val_split * len(perm)))
+        return perm[held_out:], perm[:held_out]
 
     def _check_part_sizes(self, devices: int) -> None:
         """ConfigError when a part cannot fill a batch: config.validate_* predicts this from the known
         dataset sizes, this catches it from the real ones (e.g. for users of the Python API)."""
-        split = self.split if self.has_arch_part else None
+        split = self.split if self.bilevel else None
         arch = None if split is None else len(self.arch_idx)
         problem = too_few_samples(self.name, len(self.weight_idx), arch, self.batch_size, split, self.sample_ratio, devices)
         if problem:
@@ -551,15 +649,15 @@ class SearchDataModule(pl.LightningDataModule):
         self.epoch += 1
         return self.epoch - 1
 
-    def train_dataloader(self) -> _TrainBatches:
+    def train_dataloader(self) -> _TrainBatches | _PlainBatches:
         self.setup()
         self._to_training_device()
         self._check_part_sizes(devices=self.rank_and_world()[1])
-        return _TrainBatches(self)
+        return _TrainBatches(self) if self.bilevel else _PlainBatches(self)
 
     def _validates_on_held_out_part(self) -> bool:
         """Whether validation reads the held-out part of the training images (arch_idx) rather than the test split."""
-        return self.has_arch_part and self.val_on == "arch"
+        return self.val_on == "arch" if self.bilevel else bool(self.val_split)
 
     def val_dataloader(self) -> _EvalBatches:
         self.setup()
@@ -569,39 +667,22 @@ class SearchDataModule(pl.LightningDataModule):
             return _EvalBatches(self, self.train_x[idx], self.train_y[idx])
         return _EvalBatches(self, self.test_x, self.test_y)
 
-
-class TrainDataModule(SearchDataModule):
-    """The whole training set for retraining a genotype (no weight/architecture split), with cutout.
-
-    Each step yields (x, y): x [batch_size, C, H, W] normalised, augmented, cut out.
-    val_split: 0 validates every epoch on the test split (the DARTS retraining recipe); a share in (0, 1) holds
-    that much of the training images out as the validation split (what an architecture search may read), and
-    the test split is only the test loader's.
-    """
-
-    has_arch_part = False
-
-    def __init__(self, cutout: int = 16, val_split: float = 0.0, **kwargs):
-        kwargs.pop("split", None)
-        super().__init__(**kwargs)
-        if cutout < 0:
-            raise ValueError(f"cutout must be >= 0, got {cutout}")
-        if not 0 <= val_split < 1:
-            raise ValueError(f"val_split must be in [0, 1), got {val_split}")
-        self.cutout, self.val_split = cutout, val_split
-
-    def _partition(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        held_out = int(round(self.val_split * len(perm)))
-        return perm[held_out:], perm[:held_out]
-
-    def train_dataloader(self) -> _PlainBatches:  # type: ignore[override]
-        super().train_dataloader()
-        return _PlainBatches(self)
-
-    def _validates_on_held_out_part(self) -> bool:
-        return bool(self.val_split)
-
     def test_dataloader(self) -> _EvalBatches:
         self.setup()
         self._to_training_device()
         return _EvalBatches(self, self.test_x, self.test_y)
+
+
+class SearchDataModule(ImageDataModule):
+    """The data of a search from Python: an ``ImageDataModule`` with ``bilevel=True`` (the same arguments)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, bilevel=True, **kwargs)
+
+
+class TrainDataModule(ImageDataModule):
+    """The data of a retraining from Python: an ``ImageDataModule`` with ``bilevel=False``, cutout 16 unless given
+    (``split`` and ``val_on``, which only a search reads, may be given and change nothing)."""
+
+    def __init__(self, *args: Any, cutout: int = 16, **kwargs: Any):
+        super().__init__(*args, bilevel=False, cutout=cutout, **kwargs)

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .registry import Registry
+
 __all__ = [
     "ALGORITHMS", "DEFAULT_BUDGET", "Evaluator", "GeneticEvolution", "HierarchicalEvolution", "Member", "Moves", "RandomSearch",
     "RegularizedEvolution", "Request", "Search", "stage_trainings",
@@ -555,9 +557,9 @@ class GeneticEvolution(Search):
 
 # the algorithms a search over trained models chooses from (GeneticEvolution needs crossover, which not every
 # Moves has: it is used by name where it applies)
-ALGORITHMS: dict[str, type[Search]] = {
-    "hierarchical": HierarchicalEvolution, "regularized": RegularizedEvolution, "random": RandomSearch,
-}
+ALGORITHMS: Registry[type[Search]] = Registry("evolution algorithm")
+for _search in (HierarchicalEvolution, RegularizedEvolution, RandomSearch):
+    ALGORITHMS.register(_search.name, _search)
 
 
 def stage_trainings(algorithm: str, **options: Any) -> int:

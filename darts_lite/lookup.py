@@ -93,7 +93,9 @@ class BenchmarkLookup(pl.Callback):
 
     # ---- hooks ------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        space = getattr(module, "hparams", {}).get("space", "darts")
+        from .spaces import space_of
+
+        space = space_of(module.net).NAME if hasattr(module, "net") else None
         if space != SPACE:
             raise ConfigError(f"the benchmark look-up (benchmark.path) covers the NAS-Bench-201 space only: set space={SPACE} "
                               f"or leave benchmark.path empty (the search runs space={space})")

@@ -1,19 +1,36 @@
 """Relaxations: how an edge turns its alphas into op weights. The only place DARTS and GDAS differ.
 
-A relaxation maps alphas [E, O] (E edges, O ops) to an ``EdgeWeights``:
-- ``weights`` [E, O]: the multiplier of each op's output;
-- ``index``: ``None`` when every op runs (softmax), else one op index per edge, the only op the
-  edge computes (hard Gumbel).
+A relaxation is called with the alphas [E, O] of one cell type (E edges, O ops) and returns an ``EdgeWeights``:
 
-Adding PC-DARTS, SNAS or DrNAS should mean adding a relaxation here, not a new network.
+- ``weights`` [E, O]: the multiplier of each op's output;
+- ``index``: ``None`` when every op runs (softmax), else one op index per edge, the only op the edge computes
+  (hard Gumbel).
+
+Any class that does this is a relaxation, also one of a user's own: the config selects it by import path,
+``search.relaxation._target_=my_module.MyRelaxation``, with its keyword arguments as sibling keys (see
+docs/extending.md). ``Relaxation`` is a base with the optional parts filled in:
+
+- ``hard``: True when each edge computes a single op per forward pass (the supernet's graph changes every step:
+  no ``torch.compile``, no perturbation-based selection);
+- ``set_epoch(epoch, epochs)``: called at the start of every search epoch, for schedules (GDAS's temperature);
+  returns the values to log as ``search/<name>``.
+
+The built-in relaxations are registered by name in ``RELAXATIONS`` (``relaxation="gumbel"`` in Python).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+
+from .registry import Registry
+from .schema import Gt, Hint, checked
+
+__all__ = ["RELAXATIONS", "EdgeWeights", "GumbelRelaxation", "Relaxation", "SoftmaxRelaxation", "linear_tau",
+           "make_relaxation", "relaxation_class"]
 
 
 @dataclass
@@ -22,28 +39,69 @@ class EdgeWeights:
     index: list[int] | None = None  # per edge, the single op to run; None = run all
 
 
-class SoftmaxRelaxation:
-    """DARTS: a softmax over all ops of an edge; the edge outputs the weighted sum."""
+class Relaxation:
+    """Base of a relaxation: subclasses define ``__call__(alphas [E, O]) -> EdgeWeights``."""
 
-    name = "softmax"
+    hard: bool = False
+
+    def __call__(self, alphas: torch.Tensor) -> EdgeWeights:
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
+        """Start of search epoch ``epoch`` (0-based) of ``epochs``: update schedules; the values to log."""
+        return {}
+
+
+RELAXATIONS: Registry[type] = Registry("relaxation")
+
+
+@RELAXATIONS.register("softmax")
+class SoftmaxRelaxation(Relaxation):
+    """DARTS: a softmax over all ops of an edge; the edge outputs the weighted sum."""
 
     def __call__(self, alphas: torch.Tensor) -> EdgeWeights:
         return EdgeWeights(F.softmax(alphas, dim=-1))
 
 
-class GumbelRelaxation:
+def linear_tau(epoch: int, epochs: int, tau_max: float = 10.0, tau_min: float = 0.1) -> float:
+    """GDAS's temperature: tau_max at epoch 0, tau_min at the last epoch (epochs - 1), linear between."""
+    if epochs <= 1:
+        return float(tau_max)
+    epoch = min(max(epoch, 0), epochs - 1)
+    return tau_max - (tau_max - tau_min) * epoch / (epochs - 1)
+
+
+@RELAXATIONS.register("gumbel")
+class GumbelRelaxation(Relaxation):
     """GDAS: a hard Gumbel-softmax sample per edge; only the sampled op runs.
 
     probs = softmax((log_softmax(alpha) + g) / tau), g = -log(Exponential(1));
     weights = one_hot(argmax probs) - probs.detach() + probs, so the forward value of the sampled
     op's weight is exactly 1 while its gradient reaches every alpha of the edge through probs.
+
+    tau falls linearly per epoch from tau_max (epoch 0) to tau_min (the last epoch): ``linear_tau``. The public
+    code's tau_min is 0.1, the paper's text says 1.
     """
 
-    name = "gumbel"
+    hard = True
     max_resamples = 100
 
-    def __init__(self, tau: float = 10.0):
-        self.tau = float(tau)
+    @checked
+    def __init__(self, tau_max: Annotated[float, Gt(0)] = 10.0,
+                 tau_min: Annotated[float, Gt(0), Hint("the temperature of the last epoch")] = 0.1):
+        self.tau_max, self.tau_min = float(tau_max), float(tau_min)
+        self.tau = self.tau_max
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        v = rules.values
+        if v["tau_max"] < v["tau_min"]:
+            return [f"{rules.key('tau_max')}={v['tau_max']}: must be >= {rules.key('tau_min')}"]
+        return []
+
+    def set_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
+        self.tau = linear_tau(epoch, epochs, self.tau_max, self.tau_min)
+        return {"tau": self.tau}
 
     def __call__(self, alphas: torch.Tensor) -> EdgeWeights:
         log_p = F.log_softmax(alphas, dim=-1)
@@ -62,22 +120,30 @@ class GumbelRelaxation:
         )
 
 
-Relaxation = SoftmaxRelaxation | GumbelRelaxation
+def relaxation_class(spec: Any) -> Any:
+    """The class a relaxation spec names (a registered name, or a config with ``_target_``); None when there is no
+    spec or its class cannot be imported (a config check reports that)."""
+    from .registry import load_path
 
-RELAXATIONS = {"softmax": SoftmaxRelaxation, "gumbel": GumbelRelaxation}
-
-
-def make_relaxation(name: str, **kwargs) -> Relaxation:
     try:
-        cls = RELAXATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown relaxation {name!r}; choose one of: {', '.join(RELAXATIONS)}") from None
-    return cls(**kwargs) if cls is GumbelRelaxation else cls()
+        if isinstance(spec, str):
+            return RELAXATIONS[spec]
+        if isinstance(spec, dict) or hasattr(spec, "keys"):
+            return load_path(spec.get("_target_"))
+    except (ImportError, ValueError):
+        return None
+    return None if spec is None else type(spec)
 
 
-def linear_tau(epoch: int, epochs: int, tau_max: float = 10.0, tau_min: float = 0.1) -> float:
-    """GDAS's temperature: tau_max at epoch 0, tau_min at the last epoch (epochs - 1), linear between."""
-    if epochs <= 1:
-        return float(tau_max)
-    epoch = min(max(epoch, 0), epochs - 1)
-    return tau_max - (tau_max - tau_min) * epoch / (epochs - 1)
+def make_relaxation(spec: Any = "softmax") -> Any:
+    """A relaxation from a registered name ("softmax", "gumbel"), a config ({"_target_": "pkg.Class", **kwargs}),
+    or a relaxation object (returned as it is)."""
+    if isinstance(spec, str):
+        return RELAXATIONS[spec]()
+    if isinstance(spec, dict) or hasattr(spec, "keys"):
+        from .schema import build
+
+        return build(dict(spec), "relaxation")
+    if not callable(spec):
+        raise TypeError(f"a relaxation is a name, a config with _target_ or a callable, not {spec!r}")
+    return spec

@@ -1,146 +1,125 @@
-"""SearchModule: bilevel architecture search (DARTS first/second order, GDAS) as a LightningModule.
+"""SearchModule: bilevel architecture search over a space's supernet as a LightningModule.
 
-Each training step takes a weight batch and an architecture batch. After ``warmup_epochs`` it
-first updates the alphas on the architecture batch, then (always) the weights on the weight
-batch, as the DARTS reference loop does.
+Each training step takes a weight batch and an architecture batch. After ``warmup_epochs`` it first updates the
+alphas on the architecture batch (first order, or DARTS's unrolled second order: ``darts_lite.bilevel``, which
+holds the algorithm), then (always) the weights on the weight batch, as the DARTS reference loop does. Around that
+step: SDARTS's perturbed alphas for the weight step (``darts_lite.tricks.perturb``), the resource penalty of a
+resource-aware search (``darts_lite.tricks.resources``), checks for non-finite losses and, under DDP, the averaging
+of the architecture gradients and a check that every rank holds the same alphas.
 
-Second order (DARTS eq. 7-8) follows REFERENCE.md to the formula:
-
-    w'    = w - xi * (momentum * buf + grad_w L_train(w, a) + wd * w),   xi = current weight lr
-    g_a   = grad_a L_val(w', a) - xi * H v,   H v = grad_a (grad_w L_train(w, a) . v),   v = grad_w' L_val(w', a)
-
-H v, the mixed second derivative of the training loss applied to v, is taken by one of:
-
-    exact     forward-over-reverse automatic differentiation at w (no eps)
-    central   (grad_a L_train(w+, a) - grad_a L_train(w-, a)) / (2 eps),  w+- = w +- eps v,  eps = 0.01 / ||v||
-    forward   (grad_a L_train(w+, a) - grad_a L_train(w, a)) / eps
-
-The unrolled and perturbed weights are plain tensors passed to ``torch.func.functional_call``:
-the network is never copied, and BatchNorm running statistics are left as they were.
+The config's search group builds it (``_target_: darts_lite.search.SearchModule``); its arguments are the group's
+keys, declared once in the signature below with their constraints (``darts_lite.schema``).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
-from torch.func import functional_call
 from torchmetrics.classification import MulticlassAccuracy
 
-from .relax import linear_tau
+from .bilevel import HVP_ESTIMATORS, architecture_loss, total_norm, unrolled_architecture_gradients
+from .registry import load_path
+from .relax import relaxation_class
 from .rng import rng_states, set_rng_states
 from .schedule import rebase_cosine
-from .spaces import get_space
+from .schema import Allowed, Ge, Gt, Hint, Lt, MinLen, OneOf, checked
 from .spaces.supernet import frozen
 from .speed import SpeedSwitches
-from .tricks.resources import ResourcePenalty
+from .tricks.perturb import perturbed
+from .tricks.resources import RESOURCES, ResourcePenalty
+from .tricks.selection import SELECTIONS
 
-# the second order's Hessian-vector product: exact (autograd), or the finite differences central (the paper's), forward
-HVP_ESTIMATORS = ("exact", "central", "forward")
-# SDARTS: how the weight step perturbs the alphas
-PERTURBATIONS = ("none", "random", "adversarial")
+__all__ = ["DEFAULT_NETWORK", "HVP_ESTIMATORS", "SearchModule", "build_network"]
 
+# the supernet a ``network`` config without ``_target_`` builds: the DARTS space's
+DEFAULT_NETWORK = "darts_lite.spaces.darts.SearchNetwork"
 
-def _total_norm(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """L2 norm of all the tensors together, as one flat vector."""
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
-
-
-def _zeros_for_missing(inputs: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> list[torch.Tensor]:
-    # GDAS leaves unsampled ops out of the graph: their gradient is zero, not missing
-    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+_Beta = Annotated[float, Ge(0), Lt(1)]
 
 
-class _RngSnapshot:
-    """The RNG state at one moment, to replay the same random draws (drop path, Gumbel samples) later."""
-
-    def __init__(self, device: torch.device):
-        self.cpu = torch.get_rng_state()
-        self.device = device if device.type == "cuda" else None
-        self.cuda = torch.cuda.get_rng_state(device) if self.device is not None else None
-
-    def restore(self) -> None:
-        torch.set_rng_state(self.cpu)
-        if self.device is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
+def build_network(network: dict[str, Any] | None, relaxation: Any = None) -> torch.nn.Module:
+    """The supernet ``network`` describes ({"_target_": a SearchNetwork class, **its arguments}; no ``_target_``:
+    the DARTS space's), with ``relaxation`` (a name or a config) in place of the one it names, if given."""
+    kwargs = dict(network or {})
+    target = kwargs.pop("_target_", DEFAULT_NETWORK)
+    if relaxation is not None:
+        kwargs["relaxation"] = relaxation
+    return load_path(target)(**kwargs)
 
 
 class SearchModule(SpeedSwitches, pl.LightningModule):
     """Bilevel search over a search space's supernet.
 
-    space: the registered space (``darts_lite.spaces.SPACES``) whose SearchNetwork is searched.
-    network: keyword arguments of that SearchNetwork (C, layers, relaxation, ...).
-    order: 1 (first-order DARTS, also GDAS) or 2 (unrolled, second-order DARTS).
-    hvp: how the second order takes its Hessian-vector product (see HVP_ESTIMATORS). "exact" by automatic
-    differentiation; "central" the paper's finite difference (two extra passes, error O(eps^2) on smooth
-    networks); "forward" one extra pass (error O(eps)). On ReLU/max-pool supernets the finite differences
-    cross kinks and depend on eps: experiments/results/hvp_accuracy.md measures how far they are from exact.
-    channels_last: run convolutions in NHWC memory layout (on this project's CPU benchmark a
-    paper-size supernet's forward+backward took half the time; on GPUs it pays with mixed precision).
-    perturb: SDARTS (Chen & Hsieh, 2020): the weight step sees the alphas plus delta, |delta| <= perturb_epsilon
-    element-wise: "random" draws delta uniformly, "adversarial" takes perturb_steps projected sign-gradient steps
-    (step 2 * epsilon / steps, from a random start) that raise the weight batch's loss; "none" is plain DARTS. The
-    alphas themselves are restored exactly before anything else reads them.
-    resource: "none", or a cost (flops, params, latency) whose expected value over the alphas, weighted by
-    resource_weight and hinged at resource_target when one is set, joins the architecture loss (see
-    ``darts_lite.tricks.resources``); resource_latency_table: a latency table file to reuse or write.
+    network: the supernet, as a config: {"_target_": a space's SearchNetwork class, **its arguments} (without
+    ``_target_``: the DARTS space's). From the command line darts_lite builds it from the space group and the data.
+    relaxation: how the supernet's edges mix their ops: a registered name ("softmax", "gumbel") or a config
+    {"_target_": a relaxation class, **its arguments}; None keeps the network's.
+    method: the method's name (search=darts, gdas, ...), for the logs and dashboards.
+    order: 1 (first-order DARTS, also GDAS) or 2 (unrolled, second-order DARTS) with the Hessian-vector product
+    ``hvp`` (``darts_lite.bilevel``: "exact" by automatic differentiation; "central" the paper's finite difference,
+    two extra passes; "forward" one extra pass). On ReLU/max-pool supernets the finite differences cross kinks and
+    depend on eps: experiments/results/hvp_accuracy.md measures how far they are from exact.
+    channels_last: run convolutions in NHWC memory layout. compile: torch.compile the supernet (first order only).
+    checkpoint_cells: recompute each cell's activations in the backward pass (less memory, same results).
+    perturb, perturb_epsilon, perturb_steps: SDARTS (``darts_lite.tricks.perturb``).
+    resource, resource_weight, resource_target, resource_latency_table: a cost (flops, params, latency) whose
+    expected value over the alphas joins the architecture loss (``darts_lite.tricks.resources``).
+    bn_calibration: > 0 logs ``val/acc_derived`` every epoch (``darts_lite.tricks.bn_calibration``).
+    selection, selection_epochs, selection_batches: how the task chooses the final genotype after the search
+    (``darts_lite.tricks.selection``).
     """
 
+    @checked
     def __init__(
         self,
         network: dict[str, Any] | None = None,
-        order: int = 1,
-        epochs: int = 50,
-        warmup_epochs: int = 0,
-        lr: float = 0.025,
-        lr_min: float = 0.001,
-        momentum: float = 0.9,
+        relaxation: Annotated[str | dict[str, Any], Allowed("a relaxation name or a _target_ node")] | None = None,
+        method: str = "darts",
+        order: Literal[1, 2] = 1,
+        epochs: Annotated[int, Ge(1)] = 50,
+        warmup_epochs: Annotated[int, Ge(0), Hint("epochs that train the weights only")] = 0,
+        lr: Annotated[float, Gt(0)] = 0.025,
+        lr_min: Annotated[float, Ge(0)] = 0.001,
+        momentum: Annotated[float, Ge(0)] = 0.9,
         nesterov: bool = False,
-        weight_decay: float = 3e-4,
-        grad_clip: float | None = 5.0,
-        arch_lr: float = 3e-4,
-        arch_betas: Sequence[float] = (0.5, 0.999),
-        arch_weight_decay: float = 1e-3,
-        tau_max: float = 10.0,
-        tau_min: float = 0.1,
-        unrolled_eps: float = 0.01,
-        hvp: str = "central",
+        weight_decay: Annotated[float, Ge(0)] = 3e-4,
+        grad_clip: Annotated[float, Gt(0)] | None = 5.0,
+        arch_lr: Annotated[float, Ge(0), Hint("0 leaves the alphas as they start")] = 3e-4,
+        arch_betas: Annotated[tuple[_Beta, _Beta], Allowed("two numbers in [0, 1)")] = (0.5, 0.999),
+        arch_weight_decay: Annotated[float, Ge(0)] = 1e-3,
+        unrolled_eps: Annotated[float, Gt(0)] = 0.01,
+        hvp: Literal["exact", "central", "forward"] = "central",
         channels_last: bool = True,
         compile: bool = False,
-        space: str = "darts",
-        perturb: str = "none",
-        perturb_epsilon: float = 0.03,
-        perturb_steps: int = 7,
-        resource: str = "none",
-        resource_weight: float = 1.0,
-        resource_target: float | None = None,
-        resource_latency_table: str | None = None,
+        checkpoint_cells: bool = False,
+        perturb: Literal["none", "random", "adversarial"] = "none",
+        perturb_epsilon: Annotated[float, Ge(0), Hint("the L-inf radius of the alpha perturbation")] = 0.03,
+        perturb_steps: Annotated[int, Ge(1)] = 7,
+        resource: Annotated[str, OneOf(("none",), RESOURCES)] = "none",
+        resource_weight: Annotated[float, Ge(0), Hint("lambda of the resource penalty")] = 1.0,
+        resource_target: Annotated[float, Gt(0)] | None = None,
+        resource_latency_table: Annotated[str, MinLen(1), Allowed("a file path")] | None = None,
+        bn_calibration: Annotated[int, Ge(0), Hint("training batches for val/acc_derived; 0 = off")] = 0,
+        selection: Annotated[str, OneOf(SELECTIONS)] = "argmax",
+        selection_epochs: Annotated[int, Ge(0), Hint("fine-tuning epochs between two decisions")] = 5,
+        selection_batches: Annotated[int, Ge(1), Allowed("null (whole epochs) or an integer >= 1")] | None = None,
     ):
         super().__init__()
-        if perturb not in PERTURBATIONS:
-            raise ValueError(f"perturb must be one of {', '.join(PERTURBATIONS)}, got {perturb!r}")
-        if not perturb_epsilon >= 0:
-            raise ValueError(f"perturb_epsilon must be >= 0, got {perturb_epsilon!r}")
-        if perturb_steps < 1:
-            raise ValueError(f"perturb_steps must be >= 1, got {perturb_steps!r}")
-        if order not in (1, 2):
-            raise ValueError(f"order must be 1 or 2, got {order!r}")
-        if hvp not in HVP_ESTIMATORS:
-            raise ValueError(f"hvp must be one of {', '.join(HVP_ESTIMATORS)}, got {hvp!r}")
-        if compile and (order == 2 or (network or {}).get("relaxation") == "gumbel"):
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.net = build_network(network, relaxation)
+        if checkpoint_cells:  # a switch of the supernet's (off unless the network or the search turns it on)
+            self.net.checkpoint_cells = True
+        if compile and (order == 2 or getattr(self.net.relaxation, "hard", False)):
             raise ValueError(
                 "compile works with first-order DARTS only: second order swaps in new weight tensors every step "
                 "and GDAS samples a different graph every step, and either would recompile each time"
             )
-        self.save_hyperparameters()
-        self.automatic_optimization = False
-        self.net = get_space(space).SearchNetwork(**(network or {}))
         n = self.net.num_classes
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.arch_acc = MulticlassAccuracy(num_classes=n, average="micro")
@@ -148,7 +127,35 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self.resource = None if resource == "none" else ResourcePenalty(
             resource, resource_weight, resource_target, resource_latency_table)
 
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        """The rules between the arguments (each argument alone is checked by its annotation)."""
+        v, key = rules.values, rules.key
+        problems = []
+        if v["warmup_epochs"] >= v["epochs"]:
+            problems.append(f"{key('warmup_epochs')}={v['warmup_epochs']}: must be an integer in [0, {key('epochs')}): "
+                            "with no epoch left after warm-up the alphas never train")
+        if v["lr_min"] > v["lr"]:
+            problems.append(f"{key('lr_min')}={v['lr_min']}: must be <= {key('lr')}")
+        relaxation = relaxation_class(v.get("relaxation"))
+        hard = bool(getattr(relaxation, "hard", False))
+        if v["compile"] and (v["order"] == 2 or hard):
+            problems.append(f"{key('compile')}=true: works with first-order DARTS only (second order and GDAS change the "
+                            "graph every step)")
+        if v["selection"] == "perturbation" and hard:
+            problems.append(f"{key('selection')}=perturbation: removes one op from a supernet that mixes every op; it needs "
+                            "a relaxation that runs every op (DARTS's softmax), and the search uses "
+                            f"{relaxation.__name__}, which samples one op per edge")
+        return problems
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """``val/acc_derived`` every epoch when ``bn_calibration`` > 0: the argmax cell inside the supernet, measured
+        with BatchNorm statistics recomputed on that many training batches."""
+        if not self.hparams.bn_calibration:
+            return []
+        from .tricks.bn_calibration import DerivedValidation
+
+        return [DerivedValidation(self.hparams.bn_calibration)]
 
     # ---- optimisers --------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -168,15 +175,15 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
 
     # ---- training ----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        if self.net.tau is not None:
-            hp = self.hparams
-            self.net.tau = linear_tau(self.current_epoch, hp.epochs, hp.tau_max, hp.tau_min)
+        # the relaxation's schedules (GDAS's temperature) follow the epoch
+        set_epoch = getattr(self.net.relaxation, "set_epoch", None)
+        self._relaxation_metrics = set_epoch(self.current_epoch, self.hparams.epochs) if set_epoch else {}
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         (x_w, y_w), (x_a, y_a) = batch
         x_w, x_a = self._layout(x_w), self._layout(x_a)
         opt_w, opt_a = self.optimizers()
-        weights, alphas = self.net.weight_parameters(), self.net.arch_parameters()
+        alphas = self.net.arch_parameters()
         if self.resource is not None:
             self._prepare_resource(x_a)
 
@@ -186,19 +193,20 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
                 arch_loss, arch_logits = self._second_order_arch_grads(x_w, y_w, x_a, y_a, opt_w.optimizer)
                 self._add_resource_grads(alphas)
             else:
-                with frozen(weights):
-                    arch_logits = self.net(x_a)
-                    arch_loss = F.cross_entropy(arch_logits, y_a)
+                with frozen(self.net.weight_parameters()):
+                    arch_loss, arch_logits = architecture_loss(self.net, x_a, y_a)
                     self._check_finite(arch_loss, "architecture")
                     penalty = self._resource_penalty()
                     self.manual_backward(arch_loss if penalty is None else arch_loss + penalty)
+                arch_loss, arch_logits = arch_loss.detach(), arch_logits.detach()
             opt_a.step()
-            self.arch_acc(arch_logits.detach(), y_a)
-            self.log("search/arch_loss", arch_loss.detach(), on_step=False, on_epoch=True, sync_dist=True)
+            self.arch_acc(arch_logits, y_a)
+            self.log("search/arch_loss", arch_loss, on_step=False, on_epoch=True, sync_dist=True)
             self.log("search/arch_acc", self.arch_acc, on_step=False, on_epoch=True)
 
         opt_w.zero_grad(set_to_none=True)
-        with frozen(alphas), self._perturbed(alphas, x_w, y_w):
+        hp = self.hparams
+        with frozen(alphas), perturbed(self.net, hp.perturb, hp.perturb_epsilon, hp.perturb_steps, x_w, y_w):
             logits = self.net(x_w)
             loss = F.cross_entropy(logits, y_w)
             self._check_finite(loss, "weight")
@@ -229,52 +237,6 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
                 if g is not None:
                     a.grad += g
 
-    @contextlib.contextmanager
-    def _perturbed(self, alphas: Sequence[torch.nn.Parameter], x: torch.Tensor, y: torch.Tensor) -> Iterator[None]:
-        """Inside: the alphas plus SDARTS's delta (see ``perturb``); on exit exactly the alphas they were."""
-        kind, eps = self.hparams.get("perturb", "none"), float(self.hparams.get("perturb_epsilon", 0.0))
-        if kind == "none" or eps == 0:
-            yield
-            return
-        saved = [a.detach().clone() for a in alphas]
-        deltas = [torch.empty_like(a).uniform_(-eps, eps) for a in saved]
-        if kind == "adversarial":
-            deltas = self._adversarial_deltas(alphas, saved, deltas, x, y, eps)
-        with torch.no_grad():
-            for a, a0, d in zip(alphas, saved, deltas):
-                a.copy_(a0 + d)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for a, a0 in zip(alphas, saved):
-                    a.copy_(a0)
-
-    def _adversarial_deltas(self, alphas: Sequence[torch.nn.Parameter], saved: list[torch.Tensor],
-                            deltas: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, eps: float) -> list[torch.Tensor]:
-        """Projected sign-gradient ascent of the weight batch's loss over delta in the eps box, in eval mode (no
-        BatchNorm statistics updated, no drop path); gradients reach the alphas only."""
-        steps = int(self.hparams.get("perturb_steps", 7))
-        size = 2 * eps / steps
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            for _ in range(steps):
-                with torch.no_grad():
-                    for a, a0, d in zip(alphas, saved, deltas):
-                        a.copy_(a0 + d)
-                with torch.enable_grad():
-                    for a in alphas:
-                        a.requires_grad_(True)
-                    loss = F.cross_entropy(self.net(x), y)
-                    grads = torch.autograd.grad(loss, list(alphas), allow_unused=True)
-                    for a in alphas:
-                        a.requires_grad_(False)
-                deltas = [d if g is None else (d + size * g.sign()).clamp(-eps, eps) for d, g in zip(deltas, grads)]
-        finally:
-            self.net.train(was_training)
-        return deltas
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Lightning calls this inside opt.step(), after a mixed-precision loss scaler has unscaled the
         # gradients: clipping before that would clip the scaled gradients and shrink every fp16 update
@@ -287,7 +249,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         if self.hparams.grad_clip:
             norm = torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hparams.grad_clip, foreach=True)
         else:
-            norm = _total_norm(grads)
+            norm = total_norm(grads)
         # with an fp16 loss scaler an overflow is routine (the scaler skips that step); otherwise a
         # non-finite gradient would make the weights non-finite: stop before the step
         if getattr(self.trainer.precision_plugin, "scaler", None) is None and not torch.isfinite(norm):
@@ -312,109 +274,12 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         )
 
     def _second_order_arch_grads(self, x_w, y_w, x_a, y_a, opt_w: torch.optim.SGD):
-        """Set alpha.grad to the second-order DARTS architecture gradient; returns (L_val(w'), logits).
-
-        The Hessian-vector product takes passes on the training batch at w (or w +- eps v): they replay
-        the unrolling pass's random draws (drop path masks, Gumbel samples), or the difference of two
-        draws (divided by eps, for the finite differences) would swamp the Hessian term. All passes run
-        in fp32 even under autocast: the finite difference at eps = 0.01 / ||v|| is below bf16's
-        resolution, and exact keeps the same precision so that the estimators compare like with like.
-        """
-        with torch.autocast(device_type=x_w.device.type, enabled=False):
-            return self._second_order_fp32(x_w, y_w, x_a, y_a, opt_w)
-
-    def _second_order_fp32(self, x_w, y_w, x_a, y_a, opt_w: torch.optim.SGD):
-        group = opt_w.param_groups[0]
-        xi, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        alphas, weights = self.net.arch_parameters(), self.net.weight_parameters()
-        names = {id(p): n for n, p in self.net.named_parameters()}
-        w_names = [names[id(p)] for p in weights]
-        # these extra forward passes must not move BatchNorm running statistics: restore them after
-        buffers = list(self.net.buffers())
-        saved = [b.clone() for b in buffers]
-
-        def call(w_tensors: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.net, dict(zip(w_names, w_tensors)), (x,), strict=False)
-
-        def grads_or_zeros(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-            return _zeros_for_missing(inputs, torch.autograd.grad(loss, inputs, allow_unused=True))
-
-        w = [p.detach() for p in weights]
-        hvp = self.hparams.hvp
-        rng = _RngSnapshot(x_w.device)
-        # 1. one virtual SGD step on the training batch, exactly as torch.optim.SGD would take it:
-        # per weight, d = grad + wd * w (+ momentum * buffer once SGD has one), and a weight that gets
-        # no gradient (an op GDAS did not sample) is left alone, as SGD skips it. With search.nesterov the real
-        # step adds the momentum look-ahead; the virtual step keeps the form above, as the reference code's does.
-        # The forward difference also needs grad_alpha L_train(w), which this same pass gives
-        # almost for free; the others do not, so the alphas stay out of their backward
-        if hvp == "forward":
-            raw = torch.autograd.grad(F.cross_entropy(self.net(x_w), y_w), [*weights, *alphas], allow_unused=True)
-            g_at_w = _zeros_for_missing(alphas, raw[len(weights):])
-            raw = raw[: len(weights)]
-        else:
-            with frozen(alphas):
-                raw = torch.autograd.grad(F.cross_entropy(self.net(x_w), y_w), weights, allow_unused=True)
-        used = [k for k, g in enumerate(raw) if g is not None]
-        d = [raw[k] for k in used]
-        torch._foreach_add_(d, [w[k] for k in used], alpha=wd)
-        if momentum:
-            bufs = [opt_w.state.get(weights[k], {}).get("momentum_buffer") for k in used]
-            have = [i for i, b in enumerate(bufs) if b is not None]
-            if have:
-                torch._foreach_add_([d[i] for i in have], [bufs[i] for i in have], alpha=momentum)
-        stepped = dict(zip(used, torch._foreach_add([w[k] for k in used], d, alpha=-xi)))
-        # a weight SGD would skip stays as it is, as a leaf of its own (not a view of the parameter)
-        unrolled = [(stepped[k] if k in stepped else w[k].clone()).requires_grad_() for k in range(len(w))]
-
-        # 2. validation loss at the unrolled weights: gradient for alphas and v for the weights
-        logits = call(unrolled, x_a)
-        val_loss = F.cross_entropy(logits, y_a)
-        self._check_finite(val_loss, "architecture")
-        grads = grads_or_zeros(val_loss, [*alphas, *unrolled])
-        g_alpha, v = grads[: len(alphas)], grads[len(alphas):]
-
-        # 3. H v on the training batch, with step 1's draws
-        rng_after = _RngSnapshot(x_w.device)
-        rng.restore()
-        if hvp == "exact":
-            hv = self._exact_hvp(call, w, v, x_w, y_w, alphas)
-        else:
-            # central (g(w + eps v) - g(w - eps v)) / 2 eps, or forward (g(w + eps v) - g(w)) / eps
-            eps = self.hparams.unrolled_eps / max(_total_norm(v).item(), 1e-12)
-            g_plus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=eps), x_w), y_w), alphas)
-            if hvp == "forward":
-                g_minus, step = g_at_w, eps
-            else:
-                rng.restore()
-                g_minus = grads_or_zeros(F.cross_entropy(call(torch._foreach_add(w, v, alpha=-eps), x_w), y_w), alphas)
-                step = 2 * eps
-            hv = [(gp - gm) / step for gp, gm in zip(g_plus, g_minus)]
-        for a, ga, h in zip(alphas, g_alpha, hv):
-            a.grad = ga - xi * h
-        rng_after.restore()  # the weight step draws afresh, not a replay of step 1's draws
-        torch._foreach_copy_(buffers, saved)
-        self._all_reduce_arch_grads(alphas)
-        return val_loss.detach(), logits.detach()
-
-    @staticmethod
-    def _exact_hvp(call, w: list[torch.Tensor], v: list[torch.Tensor], x_w, y_w, alphas) -> list[torch.Tensor]:
-        """grad_alpha (grad_w L_train(w, alpha) . v), each [E, O], by forward-over-reverse differentiation.
-
-        The weights enter as dual tensors with tangent v: the forward pass and the backward pass to the
-        alphas carry the tangents along, and the tangent of grad_alpha L_train(w) is the mixed second
-        derivative applied to v, with no eps. This one pass takes about the time of central's two, but
-        holds a tangent beside every saved activation (experiments/search_step_benchmark.py). A double
-        backward through the unrolling pass measured slower and larger still: it keeps that pass's graph
-        alive through step 2, and PyTorch takes the second derivative of a grouped (depthwise) convolution
-        one channel group at a time.
-        """
-        with fwAD.dual_level():
-            dual = [fwAD.make_dual(wk, vk) for wk, vk in zip(w, v)]
-            grads = torch.autograd.grad(F.cross_entropy(call(dual, x_w), y_w), alphas, allow_unused=True)
-            # no gradient, or one that does not depend on the weights: its derivative along v is zero
-            tangents = [None if g is None else fwAD.unpack_dual(g).tangent for g in grads]
-        return _zeros_for_missing(alphas, tangents)
+        """Set alpha.grad to the second-order architecture gradient (``darts_lite.bilevel``), averaged over DDP ranks;
+        returns (L_val(w'), logits), detached."""
+        loss, logits = unrolled_architecture_gradients(self.net, opt_w, x_w, y_w, x_a, y_a, self.hparams.hvp,
+                                                       self.hparams.unrolled_eps, self._check_finite)
+        self._all_reduce_arch_grads(self.net.arch_parameters())
+        return loss, logits
 
     def _all_reduce_arch_grads(self, alphas: Sequence[torch.nn.Parameter]) -> None:
         # gradients taken with torch.autograd.grad bypass DDP's reducer; average them by hand so
@@ -448,8 +313,7 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
             "search/arch_lr": opt_a.optimizer.param_groups[0]["lr"],
             "search/arch_active": float(self.arch_updates_active),
         }
-        if self.net.tau is not None:
-            metrics["search/tau"] = self.net.tau
+        metrics.update({f"search/{k}": v for k, v in getattr(self, "_relaxation_metrics", {}).items()})
         if self.resource is not None and self.resource.table is not None:
             metrics.update(self.resource.metrics(self.net))
         for cell, probs in self.net.op_probabilities().items():

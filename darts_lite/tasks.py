@@ -6,7 +6,8 @@ A search run folder holds:
     genotype.txt           the same in the DARTS text format
     genotype_history.jsonl the genotype and op probabilities after every epoch
     normal.dot/.png, reduction.dot/.png   cell pictures (PNG when graphviz's `dot` is installed)
-    alphas.pt              the final alphas {"normal": [E, O], "reduce": [E, O]}
+    alphas.pt              the final alphas themselves {"normal": [E, O], "reduce": [E, O]} (NAS-Bench-201: {"cell"})
+    op_probabilities.pt    softmax of each edge's alphas, the same shapes: what the heatmaps and the decision show
     alphas_normal.png/.svg, alphas_reduce.png/.svg   heatmaps of the final op probabilities
     metrics.csv            every logged metric, per epoch
     summary.json           the final genotype, metrics and wall time (a failed job of a sweep: its error)
@@ -27,14 +28,7 @@ from omegaconf import DictConfig
 from .config import validate_search, validate_select, validate_train
 from .decision import decision, describe
 from .run.artifacts import SearchArtifacts, WandbDashboard
-from .run.build import (
-    build_datamodule,
-    build_derived_validation,
-    build_guard,
-    build_lookup,
-    build_search_module,
-    build_train_module,
-)
+from .run.build import build_datamodule, build_guard, build_lookup, build_search_module, build_train_module
 from .run.checkpoints import resume_checkpoint
 from .run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from .run.loggers import wandb_run_ends_with_the_job
@@ -47,12 +41,12 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
     validate_search(cfg)
     ckpt = resume_checkpoint(cfg)  # checked before the run folder is touched
     out_dir = start_run(cfg)
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(cfg, bilevel=True)
     module = build_search_module(cfg, dm)
     clock = WallClock()
-    guard, lookup, derived = build_guard(cfg), build_lookup(cfg), build_derived_validation(cfg)
-    callbacks = [SearchArtifacts(out_dir), clock, *(c for c in (guard, lookup, derived) if c is not None)]
-    trainer = build_trainer(cfg, out_dir, callbacks, ckpt)
+    guard, lookup = build_guard(cfg), build_lookup(cfg)
+    callbacks = [SearchArtifacts(out_dir), clock, *(c for c in (guard, lookup) if c is not None)]
+    trainer = build_trainer(cfg, out_dir, callbacks, ckpt, max_epochs=module.hparams.epochs)
     from pytorch_lightning.loggers import WandbLogger
 
     for logger in trainer.loggers:
@@ -67,11 +61,12 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
                    "decision": decided, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
         if guard is not None:
             summary["stopped"] = guard.stopped  # None: the search ran all its epochs
-        if cfg.search.get("selection", "argmax") == "perturbation" and trainer.is_global_zero:
+        hp = module.hparams
+        if hp.selection == "perturbation" and trainer.is_global_zero:
             from .tricks.selection import perturbation_selection
 
-            chosen = perturbation_selection(module, dm, epochs=cfg.search.selection_epochs,
-                                            batches=cfg.search.selection_batches, seed=cfg.seed)
+            chosen = perturbation_selection(module, dm, epochs=hp.selection_epochs, batches=hp.selection_batches,
+                                            seed=cfg.seed)
             chosen.write(out_dir)  # selection.csv, genotype_perturbation.json/.txt
             summary["genotype_perturbation"] = chosen.genotype.to_text()
         if lookup is not None and is_rank_zero():
@@ -107,7 +102,7 @@ def run_select(cfg: DictConfig) -> dict[str, Any]:
     out_dir = start_run(cfg)
     clock = WallClock()
     module = load_search_module(cfg.ckpt_path)
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(cfg, bilevel=True)
     argmax = module.net.genotype()
     chosen = perturbation_selection(module, dm, epochs=cfg.search.selection_epochs, batches=cfg.search.selection_batches,
                                     seed=cfg.seed, device=selection_device(cfg.trainer.get("accelerator")))
@@ -132,7 +127,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     genotype = resolve_genotype(cfg.genotype)
     ckpt = resume_checkpoint(cfg)
     out_dir = start_run(cfg)
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(cfg, bilevel=False, cutout=cfg.train.cutout)
     module = build_train_module(cfg, dm, genotype)
     params = module.net.num_parameters()
     flops = count_flops(module.net, (dm.in_channels, dm.image_size, dm.image_size))
@@ -144,7 +139,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     if is_rank_zero():
         (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
     clock = WallClock()
-    trainer = build_trainer(cfg, out_dir, [clock], ckpt)
+    trainer = build_trainer(cfg, out_dir, [clock], ckpt, max_epochs=module.hparams.epochs)
     with wandb_run_ends_with_the_job():
         for logger in trainer.loggers:
             logger.log_hyperparams({"model/" + k: v for k, v in size.items()})
@@ -158,13 +153,6 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
             print(f"Run folder: {out_dir.resolve()}  (summary.json, metrics.csv, checkpoints/last.ckpt)")
             sys.stdout.flush()
     return summary
-
-
-def run_surrogate_predict(cfg: DictConfig) -> dict[str, Any]:
-    """Score genotypes with a saved surrogate (``task=surrogate_predict``): the work is in darts_lite.surrogate.predict."""
-    from .surrogate.predict import run_surrogate_predict as score_with_surrogate
-
-    return score_with_surrogate(cfg)
 
 
 def run_econas(cfg: DictConfig) -> dict:

@@ -7,7 +7,7 @@ ramped linearly as drop_path_prob * epoch / epochs (cutout lives in the data mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from .genotype import Genotype, zoo
 from .rng import rng_states, set_rng_states
 from .schedule import rebase_cosine
+from .schema import Ge, Gt, Hint, Lt, checked
 from .spaces import SPACES, get_space, parse_genotype
 from .speed import SpeedSwitches
 
@@ -70,19 +71,20 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
     network: that space's EvalNetwork keyword arguments besides the genotype.
     """
 
+    @checked
     def __init__(
         self,
-        genotype: str,
+        genotype: Any,
         network: dict[str, Any] | None = None,
-        epochs: int = 600,
-        lr: float = 0.025,
-        lr_min: float = 0.0,
-        momentum: float = 0.9,
+        epochs: Annotated[int, Ge(1)] = 600,
+        lr: Annotated[float, Gt(0)] = 0.025,
+        lr_min: Annotated[float, Ge(0)] = 0.0,
+        momentum: Annotated[float, Ge(0)] = 0.9,
         nesterov: bool = False,
-        weight_decay: float = 3e-4,
-        grad_clip: float | None = 5.0,
-        auxiliary_weight: float = 0.4,
-        drop_path_prob: float = 0.2,
+        weight_decay: Annotated[float, Ge(0)] = 3e-4,
+        grad_clip: Annotated[float, Gt(0)] | None = 5.0,
+        auxiliary_weight: Annotated[float, Ge(0)] = 0.4,
+        drop_path_prob: Annotated[float, Ge(0), Lt(1), Hint("ramped linearly: drop_path_prob * epoch / epochs")] = 0.2,
         channels_last: bool = True,
         compile: bool = False,
     ):

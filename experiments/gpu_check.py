@@ -545,7 +545,7 @@ def cli_search(spec: dict, deadline: Deadline, ctx: Context) -> dict:
     cfg = OmegaConf.load(run / "config.yaml")
     data.update(C=cfg.space.C, layers=cfg.space.layers, batch=cfg.data.batch_size,
                 resolution=cfg.data.resolution or cfg.data.synthetic_size,
-                order=cfg.search.order, relaxation=cfg.search.relaxation, command=_shown(cmd))
+                order=cfg.search.order, relaxation=cfg.search.relaxation._target_, command=_shown(cmd))
     for key, want in spec.get("expect", {}).items():
         if OmegaConf.select(cfg, key) != want:
             raise CaseFailed(f"the run's config has {key}={OmegaConf.select(cfg, key)!r}, expected {want!r}", data)
@@ -735,7 +735,7 @@ def experiment_facts(experiment: str) -> dict:
 
     cfg = compose(experiment, [])
     weight, arch = part_sizes(train_class_counts(cfg.data.name), cfg.data.split, cfg.data.sample_ratio)
-    algorithm = "gdas" if cfg.search.relaxation == "gumbel" else f"darts{cfg.search.order}"
+    algorithm = "gdas" if cfg.search.relaxation._target_.endswith("GumbelRelaxation") else f"darts{cfg.search.order}"
     return {
         "experiment": experiment, "size": "proxy" if cfg.proxy.name != "none" else "paper", "algorithm": algorithm,
         "epochs": cfg.search.epochs, "warmup_epochs": cfg.search.warmup_epochs, "batch": cfg.data.batch_size,

@@ -10,7 +10,7 @@ For each size and state, on a few batch pairs, this reports the relative differe
 - the full architecture gradient: ||g_est - g_exact|| / ||g_exact||
 - the second-order term alone: ||Hv_est - Hv_exact|| / ||Hv_exact||
 at the published unrolled_eps = 0.01 and at 0.001 (eps / 10). Each estimator runs in the module's own
-code path (SearchModule._second_order_arch_grads) on the same weights, alphas, batches and random draws.
+code path (darts_lite.bilevel.unrolled_architecture_gradients) on the same weights, alphas, batches and random draws.
 
 Sizes: the quickstart's supernet (C=8, 5 cells, batch 64, scikit-learn's 8x8 digits) at initialisation
 and after the quickstart's 3 weight-only warm-up epochs; the DARTS paper's (C=16, 8 cells, batch 64,
@@ -36,7 +36,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from darts_lite import SearchModule
+from darts_lite import SearchModule, bilevel
 from darts_lite.data import SearchDataModule
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,14 +110,14 @@ def measure(m: SearchModule, opt: torch.optim.SGD, pair, seed: int) -> dict:
     alphas = m.net.arch_parameters()
     xi = opt.param_groups[0]["lr"]
     recorded = []
-    exact_hvp = SearchModule._exact_hvp
+    exact_hvp = bilevel.exact_hvp
 
     def recording(*args):
         hv = exact_hvp(*args)
         recorded.append(flat(hv))
         return hv
 
-    m._exact_hvp = recording  # called as self._exact_hvp(...): the instance attribute is used unbound
+    bilevel.exact_hvp = recording  # the unrolled step calls the module's function: record what it returns
 
     def arch_grad(hvp: str, unrolled_eps: float = 0.01) -> torch.Tensor:
         m.hparams.hvp, m.hparams.unrolled_eps = hvp, unrolled_eps
@@ -125,9 +125,11 @@ def measure(m: SearchModule, opt: torch.optim.SGD, pair, seed: int) -> dict:
         m._second_order_arch_grads(x_w, y_w, x_a, y_a, opt)
         return flat(a.grad for a in alphas)
 
-    g_exact = arch_grad("exact")
+    try:
+        g_exact = arch_grad("exact")
+    finally:
+        bilevel.exact_hvp = exact_hvp
     hv_exact = recorded[-1]
-    del m._exact_hvp
     g_val = g_exact + xi * hv_exact  # grad_a L_val(w'), the same in every estimator's code path
     out = {"second_order_share": (xi * hv_exact.norm() / g_val.norm()).item(), "estimates": {}}
     for hvp, unrolled_eps in ESTIMATES:

@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from conftest import tiny_darts_args
 
 from darts_lite.data import SearchDataModule
 from darts_lite.search import SearchModule
@@ -71,8 +72,7 @@ def test_less_is_kept_for_the_backward_pass():
 
 def _search(order, hvp, relaxation, checkpoint_cells):
     pl.seed_everything(0, verbose=False)
-    module = SearchModule(network=dict(C=4, layers=3, num_classes=4, in_channels=3, relaxation=relaxation,
-                                       drop_path_prob=0.2, checkpoint_cells=checkpoint_cells),
+    module = SearchModule(network=tiny_darts_args(relaxation=relaxation, drop_path_prob=0.2, checkpoint_cells=checkpoint_cells),
                           epochs=1, order=order, hvp=hvp, channels_last=False)
     dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=1, flip=True, seed=0, synthetic_samples=64,
                           synthetic_classes=4, synthetic_size=8)

@@ -12,23 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import compose_cfg, run_cli
 from hydra import compose, initialize_config_dir
 
 from darts_lite import Genotype
 from darts_lite.__main__ import config_dir
 from darts_lite.config import ConfigError, validate_search
-
-
-def run_cli(*args, cwd, timeout=600):
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
-    return subprocess.run(
-        [sys.executable, "-m", "darts_lite", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def test_quickstart_search_end_to_end(tmp_path):
@@ -39,7 +28,8 @@ def test_quickstart_search_end_to_end(tmp_path):
     assert "Genotype: Genotype(normal=[" in proc.stdout and str(run) in proc.stdout
 
     for name in ("config.yaml", "genotype.json", "genotype.txt", "genotype_history.jsonl", "metrics.csv",
-                 "normal.dot", "reduction.dot", "alphas.pt", "alphas_normal.png", "alphas_reduce.png", "alphas_normal.svg",
+                 "normal.dot", "reduction.dot", "alphas.pt", "op_probabilities.pt",
+                 "alphas_normal.png", "alphas_reduce.png", "alphas_normal.svg",
                  "checkpoints/last.ckpt"):
         assert (run / name).is_file(), f"{name} missing from the run folder"
     if shutil.which("dot"):
@@ -58,8 +48,11 @@ def test_quickstart_search_end_to_end(tmp_path):
     per_epoch = [float(r["decision/normal/max_prob"]) for r in rows if r.get("decision/normal/max_prob")]
     assert len(per_epoch) == 4 and all(1 / 8 <= p <= 1 for p in per_epoch)
     decided = json.loads((run / "summary.json").read_text())["decision"]
-    final = torch.load(run / "alphas.pt", weights_only=True)["normal"]
+    final = torch.load(run / "op_probabilities.pt", weights_only=True)["normal"]
     assert decided["normal"]["max_prob"] == pytest.approx(final.max(-1).values.mean().item(), rel=1e-5)
+    alphas = torch.load(run / "alphas.pt", weights_only=True)  # the alphas themselves, of which those are the softmax
+    torch.testing.assert_close(torch.softmax(alphas["normal"], -1), final)
+    assert not torch.allclose(alphas["normal"].sum(-1), torch.ones(14))
     assert decided["normal"]["param_free_share"] == sum(op in ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
                                                        for op, _ in genotype.normal) / 8
     assert "Decision: normal cell: largest op probability" in proc.stdout
@@ -76,13 +69,13 @@ def test_experiments_compose_and_validate(experiment):
 
 def test_gdas_experiment_is_gdas_with_the_econas_proxy():
     cfg = compose_cfg("+experiment=gdas")
-    assert cfg.search.relaxation == "gumbel" and cfg.search.epochs == 250
+    assert cfg.search.relaxation._target_ == "darts_lite.relax.GumbelRelaxation" and cfg.search.epochs == 250
     assert cfg.data.name == "cifar10" and cfg.proxy.name.startswith("econas")
     assert cfg.space.C == 8 and cfg.data.resolution == 16  # channels and resolution halved
     assert cfg.space.layers == 8 and cfg.data.sample_ratio == 1.0  # depth and data kept
     assert cfg.data.batch_size > 64
     frc = compose_cfg("+experiment=gdas_frc")
-    assert frc.space.fixed_reduction and frc.search.relaxation == "gumbel"
+    assert frc.space.fixed_reduction and frc.search.relaxation._target_ == "darts_lite.relax.GumbelRelaxation"
     assert compose_cfg("+experiment=darts_v2").search.order == 2
 
 
@@ -90,7 +83,9 @@ def test_gdas_experiment_is_gdas_with_the_econas_proxy():
     "override,message",
     [
         ("search.epochs=-1", "search.epochs=-1"),
-        ("search.tau_min=20", "search.tau_max=10.0: must be >= search.tau_min"),
+        ("search=gdas,search.relaxation.tau_min=20", "search.relaxation.tau_max=10.0: must be >= search.relaxation.tau_min"),
+        ("+search.relaxation.temperature=2",
+         "search.relaxation.temperature: unknown option of darts_lite.relax.SoftmaxRelaxation"),
         ("data.split=1.5", "data.split=1.5: must be in (0, 1)"),
         ("data.sample_ratio=0", "data.sample_ratio=0: must be in (0, 1]"),
         ("search.warmup_epochs=50", "search.warmup_epochs=50"),
@@ -99,7 +94,7 @@ def test_gdas_experiment_is_gdas_with_the_econas_proxy():
     ],
 )
 def test_bad_values_are_rejected_with_a_message(override, message):
-    cfg = compose_cfg("+experiment=quickstart", override)
+    cfg = compose_cfg("+experiment=quickstart", *override.split(","))
     with pytest.raises(ConfigError) as info:
         validate_search(cfg)
     assert message in str(info.value)
@@ -140,7 +135,7 @@ def test_configs_ship_in_the_wheel(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "darts_lite", "+experiment=gdas", "--cfg", "job"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "relaxation: gumbel" in proc.stdout and "name: econas_c2r2s0" in proc.stdout
+    assert "_target_: darts_lite.relax.GumbelRelaxation" in proc.stdout and "name: econas_c2r2s0" in proc.stdout
 
 
 def wandb_run_records(run_file: Path) -> list:
@@ -391,7 +386,7 @@ def test_edge_agreement_ignores_the_order_of_a_nodes_two_edges():
         (["data.split=0.02"], "leave 29 digits training samples for the weights and 1409 for the architecture"),
         (["trainer=ddp", "trainer.accelerator=cpu", "data.batch_size=400"], "on each of 2 devices, 800 in all"),
         (["data=synthetic", "data.synthetic_samples=20"], "leave 10 synthetic training samples for the weights"),
-        (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be null (= data.batch_size) or an integer >= 1"),
+        (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be null (= batch_size) or an integer >= 1"),
         (["data.eval_batch_size=-5"], "data.eval_batch_size=-5: must be null"),
         (["data.flip=yes"], "data.flip='yes': must be true or false"),
         (["data=synthetic", "data.synthetic_classes=0"], "data.synthetic_classes=0: must be an integer >= 2"),
@@ -442,7 +437,7 @@ def test_econas_proxy_divides_the_space_channels_and_the_native_resolution():
     assert cfg.space.C == 16 // 2 and cfg.data.resolution == 8 // 2  # digits are 8 px: reduced, never upsampled
     assert cfg.space.layers == 8 and cfg.data.sample_ratio == 1.0  # depth and data kept
     assert cfg.data.batch_size == 256 and cfg.data.crop_padding == 0  # an eighth of 4 px: no crop
-    dm = build_datamodule(cfg)
+    dm = build_datamodule(cfg, bilevel=True)
     dm.setup()
     (x, _), _ = next(iter(dm.train_dataloader()))
     assert x.shape == (256, 1, 4, 4)

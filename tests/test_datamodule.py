@@ -102,14 +102,14 @@ def test_augmentation_crops_and_flips_per_image():
 @pytest.mark.parametrize(
     "kw,message",
     [
-        ({"split": 1.0}, "split must be in (0, 1)"),
-        ({"split": 0}, "split must be in (0, 1)"),
-        ({"sample_ratio": 0}, "sample_ratio must be in (0, 1]"),
-        ({"sample_ratio": 1.5}, "sample_ratio must be in (0, 1]"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"eval_batch_size": 0}, "eval_batch_size must be >= 1 or None"),
-        ({"eval_batch_size": -5}, "eval_batch_size must be >= 1 or None"),
-        ({"name": "mnist"}, "unknown dataset 'mnist'"),
+        ({"split": 1.0}, "split=1.0: must be in (0, 1)"),
+        ({"split": 0}, "split=0: must be in (0, 1)"),
+        ({"sample_ratio": 0}, "sample_ratio=0: must be in (0, 1]"),
+        ({"sample_ratio": 1.5}, "sample_ratio=1.5: must be in (0, 1]"),
+        ({"batch_size": 0}, "batch_size=0: must be an integer >= 1"),
+        ({"eval_batch_size": 0}, "eval_batch_size=0: must be null (= batch_size) or an integer >= 1"),
+        ({"eval_batch_size": -5}, "eval_batch_size=-5: must be null (= batch_size) or an integer >= 1"),
+        ({"name": "mnist"}, "name='mnist': must be one of cifar10, cifar100, digits, synthetic, dataset"),
     ],
 )
 def test_bad_arguments(kw, message):

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+from conftest import run_cli
 
 from darts_lite import SearchModule
 
@@ -21,12 +22,9 @@ pytestmark = pytest.mark.xdist_group("ddp")
 @pytest.mark.parametrize("search", ["darts", "darts_v2", "gdas"])
 def test_ddp_search_on_two_processes(tmp_path, search):
     run = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "darts_lite", "+experiment=quickstart", "data=synthetic", f"search={search}",
-         "search.epochs=2", "search.warmup_epochs=0", "space.C=4", "space.layers=3", "trainer=ddp",
-         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}"],
-        cwd=tmp_path, env=dict(os.environ, WANDB_MODE="offline"), capture_output=True, text=True, timeout=600,
-    )
+    proc = run_cli("+experiment=quickstart", "data=synthetic", f"search={search}", "search.epochs=2",
+                   "search.warmup_epochs=0", "space.C=4", "space.layers=3", "trainer=ddp", "trainer.accelerator=cpu",
+                   "trainer.devices=2", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (run / "train_ddp_process_1.log").is_file()  # a second rank really ran
     # alphas were compared across ranks after every step (SearchModule raises if they differ);

@@ -4,10 +4,10 @@ input's even pixels."""
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_darts_network
 from torch import nn
 
 from darts_lite.spaces import ops
-from darts_lite.spaces.darts_search import SearchNetwork
 from darts_lite.spaces.ops import DepthwiseConv2d
 
 
@@ -57,7 +57,7 @@ def test_other_convs_run_as_nn_conv2d(kernel, stride, padding, dilation):
 
 def test_the_supernet_computes_what_plain_convs_compute(monkeypatch):
     torch.manual_seed(0)
-    net = SearchNetwork(C=4, layers=3, num_classes=3).double()  # two reduction cells: 16 strided dil_conv edges
+    net = tiny_darts_network().double()  # two reduction cells: 16 strided dil_conv edges
     x, y = torch.randn(4, 3, 8, 8, dtype=torch.float64), torch.randint(0, 3, (4,))
     results = []
     for forward in (DepthwiseConv2d.forward, nn.Conv2d.forward):

@@ -15,7 +15,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from darts_lite import Genotype
 from darts_lite.__main__ import config_dir
-from darts_lite.config import validate_search, validate_train
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -29,6 +28,7 @@ EXAMPLE_FILES = {
     "runs/search/2026-11-24_20-30-00/genotype.json": "the search run folder the Retrain and Resume guides use",
     "runs/search/2026-11-25_09-00-00/genotype.json": "a NAS-Bench-201 search run folder (Search spaces guide)",
     "NATS-tss-v1_0-3ffb9-simple/meta.pickle.pbz2": "the benchmark folder of the look-up (a config check wants it to exist)",
+    "runs/search/2026-11-24_20-30-00/checkpoints/last.ckpt": "the finished search task=select selects from",
 }
 NB201_EXAMPLE = "runs/search/2026-11-25_09-00-00/genotype.json"
 
@@ -62,7 +62,8 @@ def conf_keys_and_options() -> tuple[set[str], set[str]]:
     for path in sorted(CONF.rglob("*.yaml")):
         data = yaml.safe_load(path.read_text()) or {}
         data.pop("defaults", None)
-        keys |= {k for k in _leaf_keys(data, _package(path)) if k}
+        if data:  # an option without keys (guard=none) sets none
+            keys |= {k for k in _leaf_keys(data, _package(path)) if k}
         if path != CONF / "config.yaml":
             options.add(f"{path.relative_to(CONF).parent.as_posix()}={path.stem}")
     return keys, options
@@ -77,7 +78,11 @@ _OPTION = re.compile(r"^\+?[\w/]+=\w+$")
 def documented_keys_and_options(page: Path = CONFIG_PAGE) -> tuple[list[str], list[str], list[str]]:
     """From the page's tables: the keys and `group=option`s in first cells, and first cells that are neither."""
     keys, options, unknown = [], [], []
+    section = ""
     for line in page.read_text().splitlines():
+        section = line if line.startswith("## ") else section
+        if section == "## Tasks":
+            continue  # the task names (test_every_task_is_documented...), not keys
         match = _FIRST_CELL.match(line)
         if not match:
             continue
@@ -188,8 +193,33 @@ def hydra_compose():
         yield lambda overrides: compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
+@pytest.fixture(scope="module")
+def search_checkpoint(tmp_path_factory):
+    """The checkpoint of a finished quickstart search (its data and split as the docs' quickstart commands have
+    them), shrunk to one batch of one epoch: what task=select commands name."""
+    import pytorch_lightning as pl
+    from hydra.core.global_hydra import GlobalHydra
+
+    from darts_lite.tasks import run_search
+
+    run = tmp_path_factory.mktemp("search") / "run"
+    overrides = ["+experiment=quickstart", "search.epochs=1", "search.warmup_epochs=0", "space.C=4", "space.layers=3",
+                 "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+                 f"run_dir={run}"]
+    if GlobalHydra.instance().is_initialized():  # inside hydra_compose's module-wide initialisation
+        cfg = compose(config_name="config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    pl.seed_everything(0, verbose=False)
+    run_search(cfg)
+    return run / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture
-def example_files(tmp_path, monkeypatch):
+def example_files(tmp_path, monkeypatch, search_checkpoint):
+    import shutil
+
     from darts_lite.spaces import nb201
 
     darts = Genotype.named("DARTS_V2").to_json()
@@ -197,7 +227,10 @@ def example_files(tmp_path, monkeypatch):
     for relative in EXAMPLE_FILES:
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text((best.to_json() if relative == NB201_EXAMPLE else darts) + "\n")
+        if relative.endswith(".ckpt"):
+            shutil.copy(search_checkpoint, path)
+        else:
+            path.write_text((best.to_json() if relative == NB201_EXAMPLE else darts) + "\n")
     monkeypatch.chdir(tmp_path)
 
 
@@ -223,22 +256,27 @@ def test_doc_commands_compose_and_validate(path, hydra_compose, example_files):
 
 
 def validate(cfg) -> None:
-    """The checks the task's run starts with (nothing is trained or written)."""
-    if cfg.task == "proxy_study":
-        from darts_lite.econas.study import check
-    elif cfg.task == "econas":
-        from darts_lite.econas.evolution import check
-    elif cfg.task == "surrogate":
-        from darts_lite.surrogate.task import check
-    elif cfg.task == "surrogate_search":
-        from darts_lite.surrogate.benchmark import check
-    elif cfg.task == "surrogate_predict":
-        from darts_lite.surrogate.predict import check
-    elif cfg.task == "ofa":
-        from darts_lite.ofa.task import check
-    else:
-        check = validate_train if cfg.task == "train" else validate_search
-    check(cfg)
+    """The checks the task's run starts with (nothing is trained or written): the task registry's own."""
+    from darts_lite.run.tasks import TASKS
+
+    TASKS[cfg.task].checker()(cfg)
+
+
+# ---- the tasks -------------------------------------------------------------------------------------------------
+def documented_tasks(page: Path = CONFIG_PAGE) -> list[str]:
+    """The first cells of the rows of the configuration page's "Tasks" table."""
+    text = page.read_text()
+    section = text[text.index("## Tasks"):]
+    section = section[: section.index("\n## ", 1)]
+    return [m.group(1) for line in section.splitlines() if (m := _FIRST_CELL.match(line))]
+
+
+def test_every_task_is_documented_and_every_documented_task_exists():
+    from darts_lite.run.tasks import TASKS
+
+    assert documented_tasks() == list(TASKS), "the Tasks table of docs/configuration.md must list TASKS, in its order"
+    for name in TASKS:  # and each entry's run and check functions load
+        assert callable(TASKS[name].runner()) and callable(TASKS[name].checker()), name
 
 
 PYTHON_EXAMPLES = [(path, n, source) for path in DOC_FILES

@@ -7,14 +7,12 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import TINY_ECONAS, compose_cfg, start_cli
 
 from darts_lite.config import config_dir
 from darts_lite.econas import evaluator as evaluator_module
@@ -28,13 +26,6 @@ from darts_lite.genotype import PRIMITIVES, Genotype
 from darts_lite.spaces import darts
 
 CIFAR = Base(channels=36, layers=20, resolution=32, class_counts=(5000,) * 10, batch_size=96, lr=0.025, dataset="cifar10")
-# a tiny base on generated data: C=4, 3 cells, 8 px, 4 classes
-TINY = ["data=synthetic", "train.C=4", "train.layers=3", "data.batch_size=16"]
-
-
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 # ---- settings ---------------------------------------------------------------------------------------------
@@ -206,7 +197,7 @@ def test_rank_correlations_match_a_hand_computation_with_ties():
 def test_a_two_setting_study_on_generated_data(tmp_path, capsys):
     from darts_lite.econas.study import run_study
 
-    cfg = compose_cfg("+experiment=proxy_study_quick", *TINY, "study.architectures=4", "study.reference=c0r0s0e2",
+    cfg = compose_cfg("+experiment=proxy_study_quick", *TINY_ECONAS, "study.architectures=4", "study.reference=c0r0s0e2",
                       "study.proxies=[c2r0s0e1]", "study.bootstrap=50", f"run_dir={tmp_path / 'run'}")
     summary = run_study(cfg)
     run = tmp_path / "run"
@@ -246,7 +237,7 @@ def test_a_two_setting_study_on_generated_data(tmp_path, capsys):
 def test_bad_study_inputs_are_refused_before_anything_is_trained(overrides, message):
     from darts_lite.econas.study import check
 
-    cfg = compose_cfg("+experiment=proxy_study_quick", *TINY, *overrides)
+    cfg = compose_cfg("+experiment=proxy_study_quick", *TINY_ECONAS, *overrides)
     with pytest.raises(ConfigError) as e:
         check(cfg)
     assert message in str(e.value)
@@ -262,7 +253,7 @@ def test_a_corrupt_or_foreign_archive_is_refused_and_left_as_it_was(tmp_path):
     text.write_text("not a database\n")
     for path in (foreign, text):
         before = path.read_bytes()
-        cfg = compose_cfg("+experiment=proxy_study_quick", *TINY, "study.proxies=[c2r0s0e1]", f"archive={path}",
+        cfg = compose_cfg("+experiment=proxy_study_quick", *TINY_ECONAS, "study.proxies=[c2r0s0e1]", f"archive={path}",
                           f"run_dir={tmp_path / 'run'}")
         with pytest.raises(ArchiveError, match=str(path)):
             run_study(cfg)
@@ -271,14 +262,8 @@ def test_a_corrupt_or_foreign_archive_is_refused_and_left_as_it_was(tmp_path):
 
 
 # ---- the evolution -----------------------------------------------------------------------------------------
-EVOLUTION = ["+experiment=econas_quick", *TINY, "setting.name=c0r0s0e3", "evolution.initial=3", "evolution.promote=[2,1]",
+EVOLUTION = ["+experiment=econas_quick", *TINY_ECONAS, "setting.name=c0r0s0e3", "evolution.initial=3", "evolution.promote=[2,1]",
              "evolution.parents=[1,1,1]", "evolution.tournament=2", "evolution.top=2"]
-
-
-def run_cli(*args, cwd):
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
-    return subprocess.Popen([sys.executable, "-m", "darts_lite", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
 
 
 def _archive_rows(path):
@@ -311,11 +296,11 @@ def test_one_evolution_cycle_promotes_and_breeds(tmp_path):
 
 def test_a_killed_evolution_resumes_to_the_same_archive_and_top(tmp_path):
     args = [*EVOLUTION, "evolution.cycles=1"]
-    straight = run_cli(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    straight = start_cli(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
     out, err = straight.communicate(timeout=600)
     assert straight.returncode == 0, err[-3000:]
     killed_dir = tmp_path / "killed"
-    killed = run_cli(*args, f"hydra.run.dir={killed_dir}", cwd=tmp_path)
+    killed = start_cli(*args, f"hydra.run.dir={killed_dir}", cwd=tmp_path)
     deadline = time.time() + 300
     while time.time() < deadline and killed.poll() is None:  # kill it in cycle 1, after some evaluations
         db = killed_dir / "archive.sqlite"
@@ -326,7 +311,7 @@ def test_a_killed_evolution_resumes_to_the_same_archive_and_top(tmp_path):
     os.kill(killed.pid, signal.SIGKILL)
     killed.communicate()
     done_before = len(_try_rows(killed_dir / "archive.sqlite"))
-    resumed = run_cli(*args, "resume=true", f"hydra.run.dir={killed_dir}", cwd=tmp_path)
+    resumed = start_cli(*args, "resume=true", f"hydra.run.dir={killed_dir}", cwd=tmp_path)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err[-3000:]
     assert "Resuming the hierarchical search at cycle" in out
@@ -335,7 +320,7 @@ def test_a_killed_evolution_resumes_to_the_same_archive_and_top(tmp_path):
     assert _archive_rows(killed_dir / "archive.sqlite") == _archive_rows(tmp_path / "straight" / "archive.sqlite")
     assert (killed_dir / "top.csv").read_text() == (tmp_path / "straight" / "top.csv").read_text()
     # started again without resume=true, the search refuses to replace what the archive holds
-    again = run_cli(*args, f"hydra.run.dir={killed_dir}", cwd=tmp_path)
+    again = start_cli(*args, f"hydra.run.dir={killed_dir}", cwd=tmp_path)
     _, err = again.communicate(timeout=300)
     assert again.returncode == 2 and "continue it with resume=true" in err
 

@@ -13,6 +13,7 @@ import nats_bench
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import compose_cfg
 from pytorch_lightning.loggers import CSVLogger
 
 from darts_lite.data import SearchDataModule
@@ -175,7 +176,8 @@ def _fit(tmp_path, callbacks, epochs, space="nb201", logger=False):
     else:
         network = dict(C=4, layers=3, num_classes=10, in_channels=1)
     # a zero architecture rate keeps the alphas exactly as the schedule sets them
-    module = SearchModule(space=space, network=network, epochs=epochs, arch_lr=0.0, arch_weight_decay=0.0,
+    network["_target_"] = f"darts_lite.spaces.{space}.SearchNetwork"
+    module = SearchModule(network=network, epochs=epochs, arch_lr=0.0, arch_weight_decay=0.0,
                           channels_last=False)
     dm = SearchDataModule(name="digits", root=str(tmp_path / "data"), batch_size=64, crop_padding=0, flip=False, seed=0)
     trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=logger, enable_checkpointing=False,
@@ -249,21 +251,16 @@ def test_bad_settings_are_refused(tmp_path, kw, message):
 
 
 def test_config_checks_refuse_a_lookup_outside_nb201_or_without_its_file(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from darts_lite.__main__ import config_dir
     from darts_lite.config import validate_search
 
     folder = tmp_path / "bench"
     folder.mkdir()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        ok = compose(config_name="config", overrides=["+experiment=nb201_quick", f"benchmark.path={folder}"])
-        validate_search(ok)  # the file is only opened when the search starts
-        darts = compose(config_name="config", overrides=["+experiment=quickstart", f"benchmark.path={folder}"])
-        with pytest.raises(ConfigError, match="it needs space=nb201, not space=darts"):
-            validate_search(darts)
-        missing = compose(config_name="config", overrides=["+experiment=nb201_quick", f"benchmark.path={tmp_path / 'no'}",
-                                                           "benchmark.hp=100"])
-        with pytest.raises(ConfigError, match="does not exist") as e:
-            validate_search(missing)
-        assert "benchmark.hp must be one of" in str(e.value)
+    ok = compose_cfg("+experiment=nb201_quick", f"benchmark.path={folder}")
+    validate_search(ok)  # the file is only opened when the search starts
+    darts = compose_cfg("+experiment=quickstart", f"benchmark.path={folder}")
+    with pytest.raises(ConfigError, match="it needs space=nb201, not space=darts"):
+        validate_search(darts)
+    missing = compose_cfg("+experiment=nb201_quick", f"benchmark.path={tmp_path / 'no'}", "benchmark.hp=100")
+    with pytest.raises(ConfigError, match="does not exist") as e:
+        validate_search(missing)
+    assert "benchmark.hp must be one of" in str(e.value)

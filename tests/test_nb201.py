@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from darts_lite.relax import GumbelRelaxation
 from darts_lite.search import SearchModule
 from darts_lite.spaces import nb201
 
@@ -168,7 +169,7 @@ def test_search_network_api():
     assert net.tau is None
     with pytest.raises(AttributeError):
         net.tau = 1.0
-    gumbel = _tiny(relaxation="gumbel", tau=5.0)
+    gumbel = _tiny(relaxation=GumbelRelaxation(tau_max=5.0))
     assert gumbel.tau == 5.0
     gumbel.tau = 0.5
     assert gumbel.tau == 0.5 and gumbel.relaxation.tau == 0.5
@@ -181,12 +182,12 @@ def test_primitives_subset_and_bad_options():
     assert net.alphas.shape == (6, 2) and net(torch.randn(2, 3, 8, 8)).shape == (2, 3)
     assert set(net.genotype().ops) <= {"skip_connect", "nor_conv_3x3"}
     for bad, match in (
-        (dict(primitives=["none", "sep_conv_3x3"]), "unknown primitives"),
-        (dict(primitives=["none"]), "besides 'none'"),
-        (dict(primitives=["skip_connect", "skip_connect"]), "twice"),
-        (dict(alpha_init="ones"), "alpha_init"),
-        (dict(relaxation="snas"), "relaxation"),
-        (dict(N=0), "N must be"),
+        (dict(primitives=["none", "sep_conv_3x3"]), "primitives=.*must be distinct ops from none, skip_connect"),
+        (dict(primitives=["none"]), "at least one besides none"),
+        (dict(primitives=["skip_connect", "skip_connect"]), "must be distinct ops"),
+        (dict(alpha_init="ones"), "alpha_init='ones': must be one of randn, zeros"),
+        (dict(relaxation="snas"), "relaxation 'snas': unknown; relaxations: softmax, gumbel"),
+        (dict(N=0), "N=0: must be an integer >= 1"),
     ):
         with pytest.raises(ValueError, match=match):
             _tiny(**bad)
@@ -229,7 +230,8 @@ def _exact_alpha_grad(net, opt, x_w, y_w, x_a, y_a):
 @pytest.mark.parametrize("relaxation", ["softmax", "gumbel"])
 def test_second_order_search_step_is_exact_with_channels_last(relaxation):
     torch.manual_seed(4)
-    module = SearchModule(space="nb201", network=dict(C=4, N=1, num_classes=3, in_channels=1, relaxation=relaxation),
+    module = SearchModule(network=dict(_target_="darts_lite.spaces.nb201.SearchNetwork", C=4, N=1, num_classes=3,
+                                       in_channels=1, relaxation=relaxation),
                           order=2, hvp="exact").double()
     net = module.net
     assert isinstance(net, nb201.SearchNetwork)

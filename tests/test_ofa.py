@@ -9,36 +9,15 @@ import random
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import ofa_cfg, tiny_ofa_network
 
-from darts_lite.__main__ import config_dir
 from darts_lite.errors import ConfigError
-from darts_lite.ofa import OFANetwork
 from darts_lite.ofa.elastic import ElasticDepthwiseConv, centre_crop
 from darts_lite.ofa.task import check, load_network, run_ofa
 
-TINY = dict(num_classes=5, in_channels=3, stem_channels=4, first_channels=4, widths=(4, 8), strides=(1, 2),
-            acts=("relu", "hswish"), head_channels=16)
-
-
-def tiny_network(seed: int = 0) -> OFANetwork:
-    """A tiny network whose BatchNorm statistics and kernel transformations are not at their initial values."""
-    torch.manual_seed(seed)
-    net = OFANetwork(**TINY)
-    with torch.no_grad():
-        for block in net.blocks:
-            for k in (3, 5):
-                block.dw.transform(k).add_(0.2 * torch.randn(k * k, k * k))
-    rng = random.Random(seed)
-    net.train()
-    for _ in range(4):  # BatchNorm running statistics from a few sampled sub-networks
-        net.sample_active_subnet(rng)
-        net(torch.randn(8, 3, 8, 8))
-    return net
-
 
 def test_the_standalone_subnet_equals_the_elastic_network_for_random_settings():
-    net = tiny_network()
+    net = tiny_ofa_network()
     rng = random.Random(1)
     x = torch.randn(6, 3, 8, 8)
     sizes = set()
@@ -78,7 +57,7 @@ def test_identity_transformations_give_the_centre_crop_and_others_mix_as_specifi
 
 
 def test_reordering_by_l1_importance_keeps_the_function_and_sorts_channels():
-    net = tiny_network()
+    net = tiny_ofa_network()
     net.eval()
     x = torch.randn(6, 3, 8, 8)
     net.set_max_net()
@@ -97,7 +76,7 @@ def test_reordering_by_l1_importance_keeps_the_function_and_sorts_channels():
 
     # keep=[4]: the channel set of expand ratio 4 stays, each segment sorted within
     torch.manual_seed(3)
-    net = tiny_network(seed=3)
+    net = tiny_ofa_network(seed=3)
     net.eval()
     block = net.blocks[1]
     w4 = block.width(4)
@@ -112,7 +91,7 @@ def test_reordering_by_l1_importance_keeps_the_function_and_sorts_channels():
 
 
 def test_depth_runs_the_first_d_blocks_of_each_unit():
-    net = tiny_network()
+    net = tiny_ofa_network()
     net.eval()
     ran = []
     for u, unit in enumerate(net.units):
@@ -129,7 +108,7 @@ def test_depth_runs_the_first_d_blocks_of_each_unit():
 
 
 def test_unknown_values_are_refused_with_one_message():
-    net = tiny_network()
+    net = tiny_ofa_network()
     before = net.setting()
     with pytest.raises(ValueError) as e:
         net.set_active_subnet(ks=4, e=[3, 4, 5, 6, 3, 4, 6, 6], d=1)
@@ -141,33 +120,22 @@ def test_unknown_values_are_refused_with_one_message():
 
 
 # ---- progressive shrinking through task=ofa --------------------------------------------------------------------
-def compose_cfg(run_dir, *overrides):
-    tiny = ["+experiment=ofa_quick", "data=synthetic", "data.synthetic_samples=48", "data.synthetic_classes=3",
-            "data.batch_size=16", "ofa.network.stem_channels=4", "ofa.network.first_channels=4",
-            "ofa.network.widths=[4,8]", "ofa.network.strides=[1,2]", "ofa.network.acts=[relu,hswish]",
-            "ofa.network.head_channels=16", "ofa.resolutions=[6,8]", "ofa.bn_calibration=1", "ofa.val_split=0.2",
-            "ofa.epochs=[1,1,1,1,1,1]", "ofa.subnets=[1,1,2,2,2,2]", "trainer.enable_progress_bar=false",
-            "+trainer.enable_model_summary=false", "ofa.constraint.flops=null", f"run_dir={run_dir}"]
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=[*tiny, *overrides])
-
-
 def test_a_phase_starts_from_its_predecessor_and_resumes(tmp_path, capsys):
     run = tmp_path / "run"
-    run_ofa(compose_cfg(run, "ofa.phase=full"))
+    run_ofa(ofa_cfg(run, "ofa.phase=full"))
     full = load_network(run / "network.pt")
     # another epoch of the full phase: resumed from its checkpoint, not started again
-    run_ofa(compose_cfg(run, "ofa.phase=full", "ofa.epochs=[2,1,1,1,1,1]", "resume=true"))
+    run_ofa(ofa_cfg(run, "ofa.phase=full", "ofa.epochs=[2,1,1,1,1,1]", "resume=true"))
     epochs = [r["epoch"] for r in csv.DictReader(open(run / "full" / "metrics.csv")) if r.get("val/acc_max")]
     assert epochs == ["0", "1"]
     assert torch.load(run / "full/checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
     resumed = load_network(run / "network.pt")
     assert not torch.equal(resumed.head.classifier.weight, full.head.classifier.weight)
-    run_ofa(compose_cfg(run, "ofa.phase=full", "ofa.epochs=[2,1,1,1,1,1]", "resume=true"))
+    run_ofa(ofa_cfg(run, "ofa.phase=full", "ofa.epochs=[2,1,1,1,1,1]", "resume=true"))
     assert "full: finished before, skipped" in capsys.readouterr().out
 
     # the kernel phase, at a learning rate too small to move anything, ends where the full phase did
-    run_ofa(compose_cfg(run, "ofa.phase=kernel", "ofa.epochs=[2,1,1,1,1,1]", "ofa.lr=[0.1,1e-12,0.1,0.1,0.1,0.1]"))
+    run_ofa(ofa_cfg(run, "ofa.phase=kernel", "ofa.epochs=[2,1,1,1,1,1]", "ofa.lr=[0.1,1e-12,0.1,0.1,0.1,0.1]"))
     kernel = load_network(run / "network.pt")
     assert json.loads((run / "summary.json").read_text())["network"]["phase"] == "kernel"
     for (name, a), b in zip(resumed.named_parameters(), kernel.parameters()):
@@ -179,7 +147,7 @@ def test_a_phase_starts_from_its_predecessor_and_resumes(tmp_path, capsys):
 def test_a_phase_without_its_predecessors_checkpoint_stops_before_writing(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ConfigError) as e:
-        run_ofa(compose_cfg(run, "ofa.phase=depth1"))
+        run_ofa(ofa_cfg(run, "ofa.phase=depth1"))
     message = str(e.value)
     assert "the phase before it, kernel" in message and "does not exist" in message
     assert f"ofa.phase=kernel hydra.run.dir={run}" in message
@@ -188,9 +156,9 @@ def test_a_phase_without_its_predecessors_checkpoint_stops_before_writing(tmp_pa
 
 def test_bad_ofa_values_are_listed_together():
     with pytest.raises(ConfigError) as e:
-        check(compose_cfg("unused", "ofa.epochs=[1,1]", "ofa.resolutions=[2,8]", "ofa.phase=width",
-                          "ofa.network.ks_list=[4]"))
+        check(ofa_cfg("unused", "ofa.epochs=[1,1]", "ofa.resolutions=[2,8]", "ofa.phase=width",
+                      "ofa.network.ks_list=[4]"))
     message = str(e.value)
     for part in ("ofa.epochs=[1, 1]", "ofa.resolutions=[2, 8]", "ofa.phase='width'"):
         assert part in message
-    check(compose_cfg("unused"))  # the tiny config itself is valid
+    check(ofa_cfg("unused"))  # the tiny config itself is valid

@@ -9,7 +9,7 @@ import random
 
 import pytest
 import torch
-from test_ofa import TINY, compose_cfg, tiny_network
+from conftest import TINY_OFA, ofa_cfg, tiny_ofa_network
 
 from darts_lite.errors import ConfigError
 from darts_lite.evolve import GeneticEvolution
@@ -20,7 +20,7 @@ from darts_lite.ofa.specialise import SubnetSpace, load_subnet
 from darts_lite.ofa.task import check, run_ofa, save_network
 from darts_lite.tricks.resources import op_flops
 
-SMALL = dict(TINY, ks_list=(3, 5), expand_list=(2, 3), depth_list=(1, 2))  # 2 units of 2 blocks: 2048 (setting, side)
+SMALL = dict(TINY_OFA, ks_list=(3, 5), expand_list=(2, 3), depth_list=(1, 2))  # 2 units of 2 blocks: 2048 (setting, side)
 
 
 def all_settings(net: OFANetwork, sides):
@@ -34,7 +34,7 @@ def all_settings(net: OFANetwork, sides):
 
 # ---- costs ------------------------------------------------------------------------------------------------------
 def test_part_flops_add_up_to_the_count_on_the_standalone_subnet():
-    net = tiny_network()
+    net = tiny_ofa_network()
     costs = SubnetCosts(net)
     rng = random.Random(0)
     for side in (6, 7, 8, 9):
@@ -55,7 +55,7 @@ def test_smallest_cost_is_the_minimum_over_every_setting():
 
 
 def test_the_latency_table_is_saved_reused_and_refused_from_elsewhere(tmp_path):
-    net = tiny_network()
+    net = tiny_ofa_network()
     path = tmp_path / "latency.json"
     costs = SubnetCosts(net, latency_table=path)
     setting = net.setting()
@@ -72,7 +72,7 @@ def test_the_latency_table_is_saved_reused_and_refused_from_elsewhere(tmp_path):
     data["origin"]["machine"] = costs.origin["machine"]
     path.write_text(json.dumps(data))
     with pytest.raises(CostTableError, match="another network \\(differs in widths\\)"):
-        read_latency_table(path, SubnetCosts(OFANetwork(**dict(TINY, widths=(4, 12)))).origin)
+        read_latency_table(path, SubnetCosts(OFANetwork(**dict(TINY_OFA, widths=(4, 12)))).origin)
 
 
 # ---- the predictor ----------------------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def known_accuracy(setting, side):
 
 
 def test_encoding_ignores_skipped_blocks_and_marks_the_side():
-    net = tiny_network()
+    net = tiny_ofa_network()
     enc = SubnetEncoding.of(net, (8, 6))
     a = {"ks": [3] * 8, "e": [3] * 8, "d": [2, 2]}
     b = {"ks": [3, 3, 7, 7, 3, 3, 5, 5], "e": [3, 3, 6, 6, 3, 3, 4, 4], "d": [2, 2]}
@@ -93,7 +93,7 @@ def test_encoding_ignores_skipped_blocks_and_marks_the_side():
 
 
 def test_the_predictor_learns_a_known_function_and_round_trips(tmp_path):
-    net = tiny_network()
+    net = tiny_ofa_network()
     enc = SubnetEncoding.of(net, (6, 8))
     rng = random.Random(0)
     items = [(net.sample_active_subnet(rng), rng.choice((6, 8))) for _ in range(160)]
@@ -116,7 +116,7 @@ def test_the_predictor_learns_a_known_function_and_round_trips(tmp_path):
 
 # ---- the constrained search -------------------------------------------------------------------------------------
 def test_every_candidate_of_the_search_meets_the_constraint_and_it_climbs():
-    net = tiny_network()
+    net = tiny_ofa_network()
     costs = SubnetCosts(net)
     limit = 0.5 * (costs.smallest((6, 8), "flops") + costs.cost({"ks": [7] * 8, "e": [6] * 8, "d": [4, 4]}, 8,
                                                                  latency=False)["flops"])
@@ -149,9 +149,9 @@ SPEC = ["ofa.phase=specialise", "ofa.specialise.samples=10", "ofa.specialise.pop
 def test_specialise_alone_writes_the_subnet_within_its_budget_and_reuses_the_predictor(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    net = OFANetwork(**dict(TINY, num_classes=3))  # as compose_cfg's data: 3 classes
+    net = OFANetwork(**dict(TINY_OFA, num_classes=3))  # as ofa_cfg's data: 3 classes
     save_network(net, "expand2", run / "network.pt")
-    summary = run_ofa(compose_cfg(run, *SPEC, "ofa.constraint.flops=0.05"))
+    summary = run_ofa(ofa_cfg(run, *SPEC, "ofa.constraint.flops=0.05"))
     folder = run / "specialise" / "flops-0.05"
     record = json.loads((folder / "subnet.json").read_text())
     assert record["flops"] <= 0.05 and record["constraint"] == {"flops": 0.05, "latency_ms": None}
@@ -162,7 +162,7 @@ def test_specialise_alone_writes_the_subnet_within_its_budget_and_reuses_the_pre
         assert (folder / name).is_file()
     assert (run / "specialise" / "latency_table.json").is_file() and (run / "specialise" / "measured.csv").is_file()
     subnet, saved = load_subnet(folder / "subnet.pt")  # the standalone weights: the same function as the elastic net's
-    elastic = OFANetwork(**dict(TINY, num_classes=3))
+    elastic = OFANetwork(**dict(TINY_OFA, num_classes=3))
     elastic.load_state_dict(net.state_dict())
     elastic.set_active_subnet(**saved["setting"])
     x = torch.randn(4, 3, saved["resolution"], saved["resolution"])
@@ -173,7 +173,7 @@ def test_specialise_alone_writes_the_subnet_within_its_budget_and_reuses_the_pre
     torch.testing.assert_close(subnet(x), reference.eval()(x))
     assert op_flops(subnet, (1, 3, saved["resolution"], saved["resolution"]))[0] == pytest.approx(record["flops"])
     capsys.readouterr()
-    run_ofa(compose_cfg(run, *SPEC, "ofa.constraint.flops=0.08"))  # another budget: the predictor is reused
+    run_ofa(ofa_cfg(run, *SPEC, "ofa.constraint.flops=0.08"))  # another budget: the predictor is reused
     assert "predictor reused" in capsys.readouterr().out
     assert json.loads((run / "specialise" / "flops-0.08" / "subnet.json").read_text())["flops"] <= 0.08
 
@@ -181,19 +181,19 @@ def test_specialise_alone_writes_the_subnet_within_its_budget_and_reuses_the_pre
 def test_bad_budgets_and_missing_network_stop_before_anything_runs(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match="ofa.constraint.flops=0.001: below the smallest sub-network's"):
-        check(compose_cfg(run, "ofa.constraint.flops=0.001"))
+        check(ofa_cfg(run, "ofa.constraint.flops=0.001"))
     with pytest.raises(ConfigError) as e:
-        check(compose_cfg(run, "ofa.constraint.latency_ms=-1", "ofa.specialise.parents=9", "ofa.specialise.population=8",
-                          "+ofa.constraint.watts=3"))
+        check(ofa_cfg(run, "ofa.constraint.latency_ms=-1", "ofa.specialise.parents=9", "ofa.specialise.population=8",
+                      "+ofa.constraint.watts=3"))
     for part in ("ofa.constraint.latency_ms=-1", "ofa.specialise.parents=9", "unknown key(s) watts"):
         assert part in str(e.value)
     with pytest.raises(ConfigError, match="give a budget"):
-        check(compose_cfg(run, "ofa.phase=specialise"))
+        check(ofa_cfg(run, "ofa.phase=specialise"))
     with pytest.raises(ConfigError, match="network.pt, which does not exist"):
-        run_ofa(compose_cfg(run, *SPEC, "ofa.constraint.flops=0.05"))
+        run_ofa(ofa_cfg(run, *SPEC, "ofa.constraint.flops=0.05"))
     assert not run.exists()
     table = tmp_path / "elsewhere.json"
     table.write_text(json.dumps({"origin": {"version": "dl-ofa-latency-v1", "machine": {"node": "gpu-box"},
                                             "network": {}, "batch": 1}, "entries": {}}))
     with pytest.raises(ConfigError, match="measured on gpu-box"):
-        check(compose_cfg(run, "ofa.constraint.latency_ms=5", f"ofa.specialise.latency_table={table}"))
+        check(ofa_cfg(run, "ofa.constraint.latency_ms=5", f"ofa.specialise.latency_table={table}"))

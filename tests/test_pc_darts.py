@@ -7,20 +7,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg, tiny_darts_args, tiny_darts_network
 
-from darts_lite.config import ConfigError, config_dir, validate_search
+from darts_lite.config import ConfigError, validate_search
 from darts_lite.data import SearchDataModule
 from darts_lite.genotype import PRIMITIVES, Genotype
 from darts_lite.run.build import build_search_module
 from darts_lite.search import SearchModule
 from darts_lite.spaces.darts_search import MixedEdge, SearchNetwork, node_softmax
 from darts_lite.spaces.ops import channel_shuffle
-
-
-def _compose(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def _step(net, x, y, seed):
@@ -37,8 +32,7 @@ def _step(net, x, y, seed):
 def test_shared_relu_gives_the_outputs_and_gradients_of_running_each_op_whole(relaxation, partial_channels):
     # layers=3: normal, reduction, reduction cells, so stride-1 and stride-2 edges (FactorizedReduce) are covered
     torch.manual_seed(0)
-    shared = SearchNetwork(C=4, layers=3, num_classes=3, relaxation=relaxation, drop_path_prob=0.2,
-                           partial_channels=partial_channels).double()
+    shared = tiny_darts_network(relaxation=relaxation, drop_path_prob=0.2, partial_channels=partial_channels).double()
     with torch.no_grad():
         for a in shared.arch_parameters():
             a.normal_(0, 1.0)
@@ -118,9 +112,9 @@ def test_partial_channel_network_shapes_and_ops_built_for_c_over_k():
 
 def test_k1_without_edge_normalization_is_exactly_the_plain_network():
     torch.manual_seed(0)
-    plain = SearchNetwork(C=4, layers=3, num_classes=3)
+    plain = tiny_darts_network()
     torch.manual_seed(0)
-    same = SearchNetwork(C=4, layers=3, num_classes=3, partial_channels=1, edge_normalization=False)
+    same = tiny_darts_network(partial_channels=1, edge_normalization=False)
     assert len(same.arch_parameters()) == 2 and same.edge_probabilities() == {}
     for (name, a), b in zip(plain.state_dict().items(), same.state_dict().values()):
         assert torch.equal(a, b), name
@@ -164,7 +158,7 @@ def test_only_c_over_k_channels_reach_the_ops_and_the_rest_bypass_them_unchanged
 # ---- edge normalization ------------------------------------------------------------------------------------
 def test_edge_normalization_betas_scale_edges_and_are_arch_parameters():
     torch.manual_seed(0)
-    net = SearchNetwork(C=4, layers=3, num_classes=3, edge_normalization=True)
+    net = tiny_darts_network(edge_normalization=True)
     params = net.arch_parameters()
     assert [tuple(p.shape) for p in params] == [(14, 8), (14, 8), (14,), (14,)]
     assert params[2] is net.beta_normal and params[3] is net.beta_reduce
@@ -200,7 +194,7 @@ def test_the_genotype_picks_edges_by_beta_times_op_weight():
     with pytest.raises(ValueError, match="edge_scale"):
         Genotype.cell_from_alphas(alphas, edge_scale=torch.ones(13))
     # the network hands its betas to the genotype
-    net = SearchNetwork(C=4, layers=3, num_classes=3, edge_normalization=True)
+    net = tiny_darts_network(edge_normalization=True)
     with torch.no_grad():
         net.alpha_normal.copy_(alphas)
         net.beta_normal.copy_(beta)
@@ -212,8 +206,7 @@ def test_checkpoint_cells_keep_pc_darts_exact():
     nets = []
     for flag in (False, True):
         torch.manual_seed(0)
-        nets.append(SearchNetwork(C=4, layers=3, num_classes=3, partial_channels=2, edge_normalization=True,
-                                  checkpoint_cells=flag, drop_path_prob=0.2))
+        nets.append(tiny_darts_network(partial_channels=2, edge_normalization=True, checkpoint_cells=flag, drop_path_prob=0.2))
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4,))
     assert torch.equal(_step(nets[0], x, y, 1), _step(nets[1], x, y, 1))
     for a, b in zip(nets[0].arch_parameters(), nets[1].arch_parameters()):
@@ -222,7 +215,7 @@ def test_checkpoint_cells_keep_pc_darts_exact():
 
 def test_second_order_gives_finite_gradients_to_alphas_and_betas():
     pl.seed_everything(0, verbose=False)
-    network = dict(C=4, layers=3, num_classes=4, in_channels=3, partial_channels=2, edge_normalization=True)
+    network = tiny_darts_args(partial_channels=2, edge_normalization=True)
     module = SearchModule(network=network, order=2, epochs=1, channels_last=False)
     dm = SearchDataModule(name="synthetic", batch_size=8, crop_padding=0, flip=False, seed=0, synthetic_samples=32,
                           synthetic_classes=4, synthetic_size=8)
@@ -243,26 +236,29 @@ def test_second_order_gives_finite_gradients_to_alphas_and_betas():
 
 # ---- configuration ------------------------------------------------------------------------------------------
 def test_quickstart_with_search_pc_darts_validates_and_builds_the_network():
-    cfg = _compose("+experiment=quickstart", "search=pc_darts")
+    cfg = compose_cfg("+experiment=quickstart", "search=pc_darts")
     validate_search(cfg)
-    assert cfg.search.partial_channels == 4 and cfg.search.edge_normalization and cfg.space.C % 4 == 0
+    assert cfg.space.partial_channels == 4 and cfg.space.edge_normalization and cfg.space.C % 4 == 0
     module = build_search_module(cfg, SimpleNamespace(in_channels=1, num_classes=10))
     assert module.net.partial_channels == 4 and len(module.net.arch_parameters()) == 4
     assert module.net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
-    paper = _compose("+experiment=pc_darts")
+    paper = compose_cfg("+experiment=pc_darts")
     validate_search(paper)
     assert (paper.data.batch_size, paper.search.lr, paper.search.arch_lr, paper.search.epochs,
             paper.search.warmup_epochs) == (256, 0.1, 6e-4, 50, 15)
 
 
 def test_bad_partial_channels_stop_with_one_clear_message():
-    with pytest.raises(ValueError, match="must be a positive integer that divides C=6"):
+    with pytest.raises(ValueError, match="partial_channels=4: must divide C=6"):
         SearchNetwork(C=6, layers=3, partial_channels=4)
-    cfg = _compose("+experiment=quickstart", "space.C=16", "search.partial_channels=3")
-    with pytest.raises(ConfigError, match=r"search.partial_channels=3: must divide space.C=16") as err:
+    cfg = compose_cfg("+experiment=quickstart", "space.C=16", "space.partial_channels=3")
+    with pytest.raises(ConfigError, match=r"space.partial_channels=3: must divide space.C=16") as err:
         validate_search(cfg)
     assert str(err.value).count("partial_channels") == 1
-    cfg = _compose("+experiment=nb201_quick", "search.partial_channels=2")
-    with pytest.raises(ConfigError, match="darts space only"):
+    # PC-DARTS is an argument of the darts space's supernet: NAS-Bench-201's does not take it
+    cfg = compose_cfg("+experiment=nb201_quick", "+space.partial_channels=2")
+    with pytest.raises(ConfigError, match="space.partial_channels: unknown option of darts_lite.spaces.nb201.SearchNetwork"):
         validate_search(cfg)
-    validate_search(_compose("+experiment=nb201_quick"))  # the default (off) still works on NB201
+    with pytest.raises(ConfigError, match="space.partial_channels: unknown option"):
+        validate_search(compose_cfg("+experiment=nb201_quick", "search=pc_darts"))
+    validate_search(compose_cfg("+experiment=nb201_quick"))  # the default (off) still works on NB201

@@ -6,6 +6,7 @@ import json
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import compose_cfg
 
 from darts_lite.config import ConfigError, validate_search
 from darts_lite.data import SearchDataModule
@@ -145,7 +146,8 @@ def test_penalty_forms_and_the_derived_cost():
 def _fit(space="darts", relaxation="softmax", order=1, steps=2, **resource):
     pl.seed_everything(0, verbose=False)
     network = dict(C=8, layers=3) if space == "darts" else dict(C=4, N=1)
-    module = SearchModule(network=dict(network, num_classes=4, in_channels=3, relaxation=relaxation), space=space,
+    target = f"darts_lite.spaces.{space}.SearchNetwork"
+    module = SearchModule(network=dict(network, _target_=target, num_classes=4, in_channels=3, relaxation=relaxation),
                           order=order, epochs=1, channels_last=False, arch_lr=0.1, hvp="forward", **resource)
     dm = SearchDataModule(name="synthetic", batch_size=8, crop_padding=0, flip=False, seed=0, synthetic_samples=32,
                           synthetic_classes=4, synthetic_size=8)
@@ -216,16 +218,7 @@ def test_latency_table_round_trip_and_refusals(tmp_path):
     with pytest.raises(LatencyTableError, match="measured on elsewhere"):
         LatencyTable.load(path)
     with pytest.raises(ConfigError, match="latencies do not carry over"):
-        validate_search(_compose("search.resource=latency", f"search.resource_latency_table={path}"))
-
-
-def _compose(*overrides):
-    from hydra import compose, initialize_config_dir
-
-    from darts_lite.config import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=["+experiment=quickstart", *overrides])
+        validate_search(compose_cfg("+experiment=quickstart", "search.resource=latency", f"search.resource_latency_table={path}"))
 
 
 @pytest.mark.parametrize("override,message", [("search.resource=watts", "search.resource="),
@@ -233,8 +226,9 @@ def _compose(*overrides):
                                               ("search.resource_target=0", "search.resource_target")])
 def test_bad_resource_settings_stop_before_training(override, message):
     with pytest.raises(ConfigError, match=message):
-        validate_search(_compose(override))
-    validate_search(_compose("search.resource=flops", "search.resource_weight=0.5", "search.resource_target=0.2"))
+        validate_search(compose_cfg("+experiment=quickstart", override))
+    validate_search(compose_cfg("+experiment=quickstart", "search.resource=flops", "search.resource_weight=0.5",
+                                "search.resource_target=0.2"))
 
 
 @pytest.mark.parametrize("kwargs,message", [(dict(kind="watts"), "search.resource"),

@@ -2,13 +2,12 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import torch
+from conftest import run_cli, start_cli
 
 from darts_lite import Genotype
 
@@ -18,21 +17,17 @@ ARGS = ["+experiment=quickstart", "data=synthetic", "data.crop_padding=1", "data
         "trainer.enable_progress_bar=false"]
 
 
-def _cmd(run, *extra):
-    return [sys.executable, "-m", "darts_lite", *ARGS, f"hydra.run.dir={run}", *extra]
-
-
-def _env():
-    return dict(os.environ, WANDB_MODE="offline")
+def _args(run, *extra):
+    return [*ARGS, f"hydra.run.dir={run}", *extra]
 
 
 def test_killed_search_resumes_to_the_same_result(tmp_path):
     straight = tmp_path / "straight"
-    done = subprocess.run(_cmd(straight), cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    done = run_cli(*_args(straight), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(killed), cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli(*_args(killed), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = killed / "genotype_history.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -51,8 +46,7 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
     state["callbacks"]["WallClock"]["elapsed_s"] = 1e6
     torch.save(state, ckpt_path)
 
-    resumed = subprocess.run(_cmd(killed, "resume=true"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                             timeout=600)
+    resumed = run_cli(*_args(killed, "resume=true"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # summary.json's wall time covers the whole run, not just the part after the resume
     assert 1e6 < json.loads((killed / "summary.json").read_text())["wall_time_s"] < 1e6 + 600
@@ -77,8 +71,7 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
 
 
 def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
-    proc = subprocess.run(_cmd(tmp_path / "new", "resume=true"), cwd=tmp_path, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli(*_args(tmp_path / "new", "resume=true"), cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and "no checkpoint at" in proc.stderr and "hydra.run.dir=" in proc.stderr
 
 

@@ -4,10 +4,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from conftest import compose_cfg, tiny_darts_args
 
 from darts_lite.config import ConfigError, validate_search
 from darts_lite.data import SearchDataModule
 from darts_lite.search import SearchModule
+from darts_lite.tricks.perturb import adversarial_deltas
 
 
 class _Seen(pl.Callback):
@@ -26,7 +28,7 @@ class _Seen(pl.Callback):
 
 def _run(perturb, epsilon=0.05, steps=3, batches=2):
     pl.seed_everything(0, verbose=False)
-    module = SearchModule(network=dict(C=4, layers=3, num_classes=4, in_channels=3), epochs=1, channels_last=False,
+    module = SearchModule(network=tiny_darts_args(), epochs=1, channels_last=False,
                           arch_lr=0.05, perturb=perturb, perturb_epsilon=epsilon, perturb_steps=steps)
     dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=0, flip=False, seed=0, synthetic_samples=64,
                           synthetic_classes=4, synthetic_size=8)
@@ -69,7 +71,7 @@ def test_the_adversarial_perturbation_raises_the_loss():
     with torch.no_grad():
         clean = F.cross_entropy(module.net(x), y)
     start = [torch.zeros_like(a) for a in saved]
-    deltas = module._adversarial_deltas(alphas, saved, start, x, y, 0.5)
+    deltas = adversarial_deltas(module.net, alphas, saved, start, x, y, 0.5, steps=5)
     with torch.no_grad():
         for a, a0, d in zip(alphas, saved, deltas):
             a.copy_(a0 + d)
@@ -83,11 +85,6 @@ def test_the_adversarial_perturbation_raises_the_loss():
                                               ("search.perturb_epsilon=-0.1", "search.perturb_epsilon"),
                                               ("search.perturb_steps=0", "search.perturb_steps")])
 def test_bad_perturbation_settings_stop_before_training(override, message):
-    from hydra import compose, initialize_config_dir
-
-    from darts_lite.config import config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["+experiment=quickstart", override])
+    cfg = compose_cfg("+experiment=quickstart", override)
     with pytest.raises(ConfigError, match=message):
         validate_search(cfg)

@@ -3,6 +3,7 @@
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import tiny_darts_args
 
 from darts_lite import SearchModule
 from darts_lite.data import SearchDataModule
@@ -22,7 +23,7 @@ def _fit(module, epochs, callbacks=(), **data):
 
 
 def _module(**kw):
-    network = dict(C=4, layers=3, num_classes=4, in_channels=3, **kw.pop("network", {}))
+    network = tiny_darts_args(**kw.pop("network", {}))
     return SearchModule(network=network, **kw)
 
 
@@ -54,7 +55,8 @@ def test_warmup_leaves_alphas_unchanged_then_they_move():
 
 
 def test_cosine_schedule_and_tau_schedule_per_epoch():
-    module = _module(epochs=3, lr=0.1, lr_min=0.01, tau_max=10.0, tau_min=0.1, network=dict(relaxation="gumbel"))
+    module = _module(epochs=3, lr=0.1, lr_min=0.01,
+                     network=dict(relaxation=dict(_target_="darts_lite.relax.GumbelRelaxation", tau_max=10.0, tau_min=0.1)))
     snaps = _Snapshots()
     _fit(module, 3, [snaps])
     assert snaps.tau == pytest.approx([10.0, 5.05, 0.1])
@@ -102,7 +104,7 @@ def test_non_finite_gradient_stops_before_the_weights_take_it():
 
 
 def test_weight_gradients_are_clipped_before_each_step():
-    module = _module(epochs=1, warmup_epochs=1, grad_clip=1e-3)
+    module = _module(epochs=2, warmup_epochs=1, grad_clip=1e-3)  # one epoch is fitted: weights only
     norms, clip = [], module.on_before_optimizer_step
 
     def clip_then_measure(optimizer):
@@ -122,7 +124,7 @@ def test_fp16_loss_scaling_does_not_shrink_weight_updates():
 
     def weight_change(plugins):
         pl.seed_everything(0, verbose=False)
-        module = _module(epochs=1, warmup_epochs=1, channels_last=False)
+        module = _module(epochs=2, warmup_epochs=1, channels_last=False)  # one epoch is fitted: weights only
         before = [p.detach().clone() for p in module.net.weight_parameters()]
         dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=0, flip=False, synthetic_samples=64,
                               synthetic_classes=4, synthetic_size=8)

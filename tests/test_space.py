@@ -121,7 +121,7 @@ def test_gumbel_runs_only_sampled_op_and_grads_reach_all_alphas():
 def test_gumbel_weights_are_hard_one_hot_with_soft_gradient():
     torch.manual_seed(1)
     alphas = torch.randn(14, 8, requires_grad=True)
-    ew = GumbelRelaxation(tau=1.0)(alphas)
+    ew = GumbelRelaxation(tau_max=1.0)(alphas)
     assert torch.equal(ew.weights.detach().sum(-1), torch.ones(14))
     assert ew.weights.detach().max(-1).values.eq(1).all()
     assert ew.weights.detach().argmax(-1).tolist() == ew.index
@@ -141,13 +141,13 @@ def test_gumbel_resamples_non_finite_noise(monkeypatch):
         return out
 
     monkeypatch.setattr(torch.Tensor, "exponential_", flaky)
-    ew = GumbelRelaxation(tau=1.0)(torch.zeros(3, 4))
+    ew = GumbelRelaxation(tau_max=1.0)(torch.zeros(3, 4))
     assert calls["n"] == 2 and torch.isfinite(ew.weights).all()
 
 
 def test_gumbel_sampling_follows_alphas():
     torch.manual_seed(0)
-    relax = GumbelRelaxation(tau=0.5)
+    relax = GumbelRelaxation(tau_max=0.5)
     alphas = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
     counts = torch.bincount(torch.tensor([relax(alphas).index[0] for _ in range(4000)]), minlength=3)
     # argmax of (log p + Gumbel) samples exactly from p, whatever tau
@@ -177,7 +177,7 @@ def test_fixed_reduction_cell():
     assert net(torch.randn(2, 3, 8, 8)).shape == (2, 10)
     g = net.genotype()
     assert g.fixed_reduction and g.reduce == ()
-    with pytest.raises(ValueError, match="multiple of 8"):
+    with pytest.raises(ValueError, match="C=2: must be a multiple of 4 with fixed_reduction"):
         SearchNetwork(C=2, layers=3, fixed_reduction=True)
 
 

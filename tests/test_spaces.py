@@ -2,34 +2,37 @@
 
 import csv
 import json
-import os
 import random
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 import torch
+from conftest import run_cli
 
-from darts_lite.spaces import SPACES, get_space, parse_genotype
+from darts_lite.spaces import INTERFACE, SPACES, get_space, parse_genotype, space_of
 
 SEARCH_SIZES = {"darts": dict(C=4, layers=3), "nb201": dict(C=4, N=1)}
 EVAL_SIZES = {"darts": dict(C=4, layers=3, auxiliary=False), "nb201": dict(C=4, N=1)}
 
 
+BUILT_IN = ("darts", "nb201")
+
+
 def test_registry_names_every_space_and_refuses_others():
-    assert SPACES == ("darts", "nb201")
-    for name in SPACES:
+    assert tuple(SPACES)[:2] == BUILT_IN
+    for name in BUILT_IN:
         assert get_space(name).NAME == name
-    with pytest.raises(ValueError, match="unknown search space 'nb301'; spaces: darts, nb201"):
+        assert space_of(get_space(name).SearchNetwork).NAME == name  # and a network knows its space
+    with pytest.raises(ValueError, match="space 'nb301': unknown; spaces: darts, nb201"):
         get_space("nb301")
+    with pytest.raises(ValueError, match="space 'darts_lite.relax': not a space module; it lacks NAME"):
+        get_space("darts_lite.relax")
 
 
-@pytest.mark.parametrize("name", SPACES)
+@pytest.mark.parametrize("name", BUILT_IN)
 def test_every_space_provides_the_interface(name):
     space = get_space(name)
-    for attr in ("NAME", "PRIMITIVES", "GENOTYPE_PREFIXES", "SearchNetwork", "Genotype", "EvalNetwork", "sample", "mutate",
-                 "cell_dots", "SEARCH_CHECKS", "check_train", "eval_network_options"):
+    for attr in INTERFACE:
         assert hasattr(space, attr), f"{name} lacks {attr}"
     torch.manual_seed(0)
     net = space.SearchNetwork(num_classes=3, in_channels=1, relaxation="softmax", **SEARCH_SIZES[name])
@@ -47,7 +50,7 @@ def test_every_space_provides_the_interface(name):
     assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in alphas)
 
 
-@pytest.mark.parametrize("name", SPACES)
+@pytest.mark.parametrize("name", BUILT_IN)
 def test_sampled_and_mutated_genotypes_are_valid_round_trip_and_build(name):
     space = get_space(name)
     rng = random.Random(0)
@@ -93,12 +96,6 @@ def test_darts_cells_put_a_nodes_two_edges_in_input_order():
 
 
 # ---- the NAS-Bench-201 space through the command line ------------------------------------------------------
-def run_cli(*args, cwd):
-    env = dict(os.environ, WANDB_MODE="offline", HYDRA_FULL_ERROR="0")
-    return subprocess.run([sys.executable, "-m", "darts_lite", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
-
-
 @pytest.mark.parametrize("search", ["darts", "darts_v2", "gdas"])
 def test_nb201_search_end_to_end_then_retrain_the_cell(tmp_path, search):
     run = tmp_path / "search"

@@ -10,11 +10,10 @@ import random
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg
 from sklearn.ensemble import RandomForestRegressor
 
 from darts_lite import Genotype
-from darts_lite.__main__ import config_dir
 from darts_lite.econas import Archive, genotype_hash
 from darts_lite.errors import ConfigError
 from darts_lite.spaces.darts import sample
@@ -334,33 +333,29 @@ def test_archive_tables_take_one_setting_at_its_full_epochs(tmp_path):
 
 
 # ---- the task ----------------------------------------------------------------------------------------------
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=["+experiment=surrogate", *overrides])
-
-
 def test_task_checks_every_key_before_reading_anything():
     with pytest.raises(ConfigError) as e:
-        check(compose_cfg("surrogate.data=t.csv", "surrogate.models=[lgbm,svm]", "surrogate.folds=1",
-                          "surrogate.test_fraction=1.5", "surrogate.gin.epochs=0", "+surrogate.forest.depth=3"))
+        check(compose_cfg("+experiment=surrogate", "surrogate.data=t.csv", "surrogate.models=[lgbm,svm]",
+                          "surrogate.folds=1", "surrogate.test_fraction=1.5", "surrogate.gin.epochs=0",
+                          "+surrogate.forest.depth=3"))
     message = str(e.value)
     for expected in ("surrogate.accuracy_unit=null: t.csv is a CSV/JSONL table", "surrogate.models=['lgbm', 'svm']",
                      "surrogate.folds=1", "surrogate.test_fraction=1.5", "surrogate.gin.epochs=0",
                      "surrogate.forest.depth: unknown option"):
         assert expected in message, message
     with pytest.raises(ConfigError, match="surrogate.data=None: give the table"):
-        check(compose_cfg())
+        check(compose_cfg("+experiment=surrogate"))
     with pytest.raises(ConfigError, match="needs the surrogate keys"):
-        check(compose_cfg("~surrogate"))
+        check(compose_cfg("+experiment=surrogate", "~surrogate"))
 
 
 def test_task_end_to_end_on_a_small_csv(tmp_path):
     t = synthetic_table(48, seed=3)
     data = write_table(tmp_path / "table.csv", t.genotypes + t.genotypes[:2], [*t.accuracies, *t.accuracies[:2]])
     run = tmp_path / "run"
-    cfg = compose_cfg(f"surrogate.data={data}", "surrogate.accuracy_unit=fraction", f"run_dir={run}", "surrogate.folds=3",
-                      "surrogate.learning_curve=[0.5,1.0]", "surrogate.lgbm.trees=30", "surrogate.gin.epochs=15",
-                      "surrogate.gin.hidden=8", "surrogate.forest.trees=10")
+    cfg = compose_cfg("+experiment=surrogate", f"surrogate.data={data}", "surrogate.accuracy_unit=fraction", f"run_dir={run}",
+                      "surrogate.folds=3", "surrogate.learning_curve=[0.5,1.0]", "surrogate.lgbm.trees=30",
+                      "surrogate.gin.epochs=15", "surrogate.gin.hidden=8", "surrogate.forest.trees=10")
     summary = run_surrogate(cfg)
     for name in ("surrogate_report.md", "surrogate_report.csv", "surrogate_scatter.png", "surrogate_learning_curve.png",
                  "surrogate_learning_curve.csv", "summary.json", "config.yaml"):

@@ -10,9 +10,8 @@ import statistics
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import TINY_ECONAS, compose_cfg
 
-from darts_lite.config import config_dir
 from darts_lite.econas.evolution import Prefilter, check_prefilter, space_moves
 from darts_lite.errors import ConfigError
 from darts_lite.evolve import HierarchicalEvolution, Request
@@ -37,11 +36,6 @@ def surrogate_file(tmp_path_factory):
     genotypes = [sample(rng) for _ in range(200)]
     model = make_surrogate("forest", seed=0, trees=30).fit(Table(genotypes, [true_accuracy(g) for g in genotypes], "known"))
     return model.save(tmp_path_factory.mktemp("surrogate") / "forest.json")
-
-
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
 
 
 def search_run(folder, genotype: Genotype, space: str = "darts", perturbation: Genotype | None = None):
@@ -210,9 +204,8 @@ def test_prefilter_keys_are_checked_before_anything_runs():
         Prefilter(space_moves("darts"), lambda g: [0.0] * len(g), 0)
 
 
-TINY = ["+experiment=econas_quick", "data=synthetic", "train.C=4", "train.layers=3", "data.batch_size=16",
-        "setting.name=c0r0s0e1", "evolution.stages=1", "evolution.initial=3", "evolution.promote=[]",
-        "evolution.parents=[2]", "evolution.tournament=2", "evolution.cycles=1", "evolution.top=2"]
+TINY = ["+experiment=econas_quick", *TINY_ECONAS, "setting.name=c0r0s0e1", "evolution.stages=1", "evolution.initial=3",
+        "evolution.promote=[]", "evolution.parents=[2]", "evolution.tournament=2", "evolution.cycles=1", "evolution.top=2"]
 
 
 def test_econas_with_a_prefilter_end_to_end(surrogate_file, tmp_path, capsys):

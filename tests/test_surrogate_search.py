@@ -8,9 +8,8 @@ import random
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
+from conftest import compose_cfg
 
-from darts_lite.__main__ import config_dir
 from darts_lite.errors import ConfigError
 from darts_lite.genotype import Genotype
 from darts_lite.spaces.darts import sample
@@ -90,23 +89,20 @@ def test_curves_are_written_as_csv_and_png(tmp_path):
     assert png_path.read_bytes()[:4] == b"\x89PNG"
 
 
-def compose_cfg(*overrides):
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=["+experiment=surrogate_search", *overrides])
-
-
 def test_bad_values_give_one_message():
-    assert check(compose_cfg())["source"] == "shipped"  # neither model nor table: the shipped digits table
+    # neither model nor table: the shipped digits table
+    assert check(compose_cfg("+experiment=surrogate_search"))["source"] == "shipped"
     with pytest.raises(ConfigError) as e:
-        check(compose_cfg("surrogate.model=m.json", "surrogate_search.budget=0", "surrogate_search.algorithms=[random,bees]"))
+        check(compose_cfg("+experiment=surrogate_search", "surrogate.model=m.json", "surrogate_search.budget=0",
+                          "surrogate_search.algorithms=[random,bees]"))
     assert "surrogate_search.budget=0: must be an integer >= 1" in str(e.value)
     assert "surrogate_search.algorithms=['random', 'bees']" in str(e.value)
     with pytest.raises(ConfigError, match="give one of them"):
-        check(compose_cfg("surrogate.model=m.json", "surrogate.data=t.csv"))
+        check(compose_cfg("+experiment=surrogate_search", "surrogate.model=m.json", "surrogate.data=t.csv"))
     with pytest.raises(ConfigError, match="surrogate_search.local: local option neighbours=0"):
-        check(compose_cfg("surrogate.model=m.json", "surrogate_search.local.neighbours=0"))
+        check(compose_cfg("+experiment=surrogate_search", "surrogate.model=m.json", "surrogate_search.local.neighbours=0"))
     with pytest.raises(ConfigError) as e:
-        check(compose_cfg("surrogate.data=t.csv", "surrogate.fit=svm"))
+        check(compose_cfg("+experiment=surrogate_search", "surrogate.data=t.csv", "surrogate.fit=svm"))
     assert "surrogate.accuracy_unit=null" in str(e.value) and "surrogate.fit='svm'" in str(e.value)
     with pytest.raises(ValueError, match="budget=0"):
         search_curve("random", Stub().predict, 0, 0)
@@ -133,8 +129,8 @@ def test_task_end_to_end(source, tmp_path):
         given = [f"surrogate.data={path}", "surrogate.accuracy_unit=fraction", "surrogate.fit=forest",
                  "surrogate.forest.trees=10"]
     run = tmp_path / "run"
-    summary = run_surrogate_search(compose_cfg(*given, f"run_dir={run}", "surrogate_search.budget=20",
-                                               "surrogate_search.seeds=[0,1]"))
+    summary = run_surrogate_search(compose_cfg("+experiment=surrogate_search", *given, f"run_dir={run}",
+                                               "surrogate_search.budget=20", "surrogate_search.seeds=[0,1]"))
     for name in ("surrogate_search.csv", "surrogate_search.png", "surrogate_zoo.csv", "surrogate_search.md", "summary.json"):
         assert (run / name).is_file(), name
     assert (run / "models" / "forest.json").is_file() == (source != "model")

@@ -1,5 +1,5 @@
 """One evaluation: a genotype's evaluation network trained under a setting, with the TrainModule and the
-TrainDataModule that ``task=train`` uses, and measured (per-epoch validation accuracy, test accuracy,
+data module that ``task=train`` uses, and measured (per-epoch validation accuracy, test accuracy,
 parameters, FLOPs, wall time).
 
 An evaluation is a picklable ``EvalJob`` and a function of it, so an executor can run it in this process,
@@ -20,16 +20,11 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from ..data import TrainDataModule
-from ..run.build import DATA_KEYS, TRAIN_KEYS
+from ..run.build import train_arguments
 from ..run.checkpoints import AtomicCheckpointIO
+from ..schema import build
 from ..spaces import parse_genotype
 from ..train import TrainModule, count_flops
-
-# what the setting decides itself, of the data and train groups' keys (compile: each evaluation is a new
-# short-lived network, compiling it would cost more than it saves)
-_SETTING_DATA_KEYS = ("batch_size", "sample_ratio", "resolution", "split", "val_on")
-_SETTING_TRAIN_KEYS = ("epochs", "lr", "compile")
 
 
 @dataclass(frozen=True)
@@ -87,14 +82,16 @@ def run_evaluation(job: EvalJob) -> dict[str, Any]:
     if not 1 <= job.epochs <= s["epochs"]:
         raise ValueError(f"epochs={job.epochs}: an evaluation trains 1..{s['epochs']} epochs of setting {s['name']}")
     pl.seed_everything(job.seed, workers=True, verbose=False)
-    data = {k: job.data[k] for k in DATA_KEYS if k in job.data and k not in _SETTING_DATA_KEYS}
-    # the setting's side is absolute: equal to the images' own, nothing is resized
-    dm = TrainDataModule(seed=job.seed, batch_size=s["batch_size"], sample_ratio=s["sample_ratio"],
-                         resolution=s["resolution"], cutout=job.train.get("cutout", 0), val_split=job.val_split, **data)
+    # the setting decides the batch, the sample ratio and the side (absolute: equal to the images' own, nothing is
+    # resized); a search's split and validation part do not apply to training an evaluation network
+    data = {"_target_": "darts_lite.data.ImageDataModule", **{k: v for k, v in job.data.items() if k not in ("split", "val_on")}}
+    data.update(batch_size=s["batch_size"], sample_ratio=s["sample_ratio"], resolution=s["resolution"])
+    dm = build(data, "data", seed=job.seed, bilevel=False, cutout=job.train.get("cutout", 0), val_split=job.val_split)
     network = dict(space.eval_network_options({**job.train, "C": s["channels"], "layers": s["layers"]}),
                    num_classes=dm.num_classes, in_channels=dm.in_channels)
-    recipe = {k: job.train[k] for k in TRAIN_KEYS if k in job.train and k not in _SETTING_TRAIN_KEYS}
-    module = TrainModule(genotype.to_text(), network=network, epochs=s["epochs"], lr=s["lr"], **recipe)
+    # compile: each evaluation is a new short-lived network, compiling it would cost more than it saves
+    recipe = {**train_arguments(job.train), "epochs": s["epochs"], "lr": s["lr"], "compile": False}
+    module = TrainModule(genotype.to_text(), network=network, **recipe)
     record = _Record()
     folder = Path(job.folder)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=folder / "checkpoints", filename="last", save_top_k=1,

@@ -32,10 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from ..config import data_problems
-from ..data import TrainDataModule
+from ..data import ImageDataModule
 from ..errors import ConfigError
-from ..run.build import DATA_KEYS
-from ..run.checkpoints import FREE_INSIDE_FIXED, read_record, run_settings
+from ..run.build import build_datamodule as build_data
+from ..run.checkpoints import is_fixed, read_record, run_settings
 from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from ..run.loggers import wandb_run_ends_with_the_job
 from ..run.trainer import build_trainer
@@ -46,8 +46,6 @@ from .specialise import constraints, latency_table_path, option_problems, smalle
 
 SPECIALISE = "specialise"  # ofa.phase value: the specialisation alone, on the run folder's network.pt
 
-# settings a phase checkpoint must share with the run that continues from it: they shape the network or the data
-FIXED_SETTINGS = ("seed", "data", "ofa.network", "ofa.val_split")
 PER_PHASE = ("epochs", "lr", "subnets")  # lists with one value per phase, in PHASES' order
 
 
@@ -59,14 +57,12 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def build_datamodule(cfg: DictConfig) -> TrainDataModule:
+def build_datamodule(cfg: DictConfig) -> ImageDataModule:
     """The training images (``ofa.val_split`` of them held out for validation), augmented, no cutout."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return TrainDataModule(seed=cfg.seed, cutout=0, val_split=float(cfg.ofa.val_split),
-                           **{k: data[k] for k in DATA_KEYS if k in data})
+    return build_data(cfg, bilevel=False, val_split=float(cfg.ofa.val_split))
 
 
-def network_options(cfg: DictConfig, dm: TrainDataModule) -> dict[str, Any]:
+def network_options(cfg: DictConfig, dm: ImageDataModule) -> dict[str, Any]:
     """OFANetwork arguments: the ofa.network keys, the data's classes and channels."""
     return dict(OmegaConf.to_container(cfg.ofa.network, resolve=True), num_classes=dm.num_classes,
                 in_channels=dm.in_channels)
@@ -175,8 +171,7 @@ def check_same_run(cfg: DictConfig, path: Path) -> None:
                           "as it is.")
     saved, now = record["settings"], run_settings(cfg)
     differ = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in sorted(set(saved) | set(now))
-              if any(k == f or k.startswith(f + ".") for f in FIXED_SETTINGS) and k not in FREE_INSIDE_FIXED
-              and saved.get(k) != now.get(k)]
+              if is_fixed(k, "ofa") and saved.get(k) != now.get(k)]
     if differ:
         command = shlex.join(["python", "-m", "darts_lite", *record.get("overrides", []), "resume=true",
                               f"hydra.run.dir={record.get('run_dir')}"])
@@ -247,13 +242,6 @@ def _net_weights(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
 
 
-def _phase_cfg(cfg: DictConfig, epochs: int) -> DictConfig:
-    """The run's config with the phase's epochs for the Trainer."""
-    resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    resolved.trainer.max_epochs = epochs
-    return resolved
-
-
 def phase_module(ofa: dict[str, Any], network: dict[str, Any], phase: Phase, seed: int) -> ShrinkingModule:
     """The ShrinkingModule of ``phase`` with the ofa group's values for it."""
     i = PHASES.index(phase)
@@ -311,8 +299,8 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
         print(f"Phase {phase.name} ({i + 1}/{len(PHASES)}): {choices}; {ofa['epochs'][i]} epochs, "
               f"{ofa['subnets'][i]} sub-network(s) per step" + (", resumed" if action == "resume" else ""), flush=True)
         clock = WallClock()
-        trainer = build_trainer(_phase_cfg(cfg, ofa["epochs"][i]), folder, [clock],
-                                str(last) if action == "resume" else None)
+        trainer = build_trainer(cfg, folder, [clock], str(last) if action == "resume" else None,
+                                max_epochs=ofa["epochs"][i])
         with wandb_run_ends_with_the_job(), warnings.catch_warnings():
             # the teacher is in eval mode on purpose: its BatchNorm statistics stay those of the full network
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")

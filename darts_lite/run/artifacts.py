@@ -15,7 +15,7 @@ import torch
 from ..decision import cell_title, decision, decision_metrics
 from ..plots import alpha_heatmap, save_figure, wandb_image
 from ..search import SearchModule
-from ..spaces import get_space
+from ..spaces import space_of
 from ..viz import dot_to_png, write_dot_pictures
 
 log = logging.getLogger("darts_lite")
@@ -61,7 +61,7 @@ def _heatmap(module: SearchModule, probs: torch.Tensor, title: str):
 
 def _cell_sources(module: SearchModule) -> dict[str, str]:
     """DOT source per cell picture of the genotype the alphas select now, drawn by the searched space."""
-    return get_space(module.hparams.get("space", "darts")).cell_dots(module.net.genotype())
+    return space_of(module.net).cell_dots(module.net.genotype())
 
 
 class WandbDashboard(pl.Callback):
@@ -98,22 +98,24 @@ class WandbDashboard(pl.Callback):
         artifact = wandb.Artifact(f"genotype-{self.logger.experiment.id}", type="genotype",
                                   metadata={"genotype": module.net.genotype().to_text()})
         pictures = [f"{name}.dot" for name in _cell_sources(module)]
-        for name in ("genotype.json", "genotype.txt", *pictures, "alphas.pt"):
+        for name in ("genotype.json", "genotype.txt", *pictures, "alphas.pt", "op_probabilities.pt"):
             if (self.out_dir / name).is_file():
                 artifact.add_file(str(self.out_dir / name))
         self.logger.experiment.log_artifact(artifact)
 
 
 def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]:
-    """The final files of a search: genotype.json/.txt, alphas.pt, alphas_<cell>.png/.svg, the cell pictures."""
+    """The final files of a search: genotype.json/.txt, alphas.pt (the alphas themselves), op_probabilities.pt
+    (softmax of each edge's alphas), alphas_<cell>.png/.svg (heatmaps of those probabilities), the cell pictures."""
     net = module.net
     genotype = net.genotype()
     files = {"genotype.json": out_dir / "genotype.json", "genotype.txt": out_dir / "genotype.txt"}
     files["genotype.json"].write_text(genotype.to_json() + "\n")
     files["genotype.txt"].write_text(genotype.to_text() + "\n")
+    torch.save({cell: a.detach().cpu().clone() for cell, a in net.cell_alphas().items()}, out_dir / "alphas.pt")
     probs = net.op_probabilities()
-    torch.save({cell: p.cpu() for cell, p in probs.items()}, out_dir / "alphas.pt")
-    files["alphas.pt"] = out_dir / "alphas.pt"
+    torch.save({cell: p.cpu() for cell, p in probs.items()}, out_dir / "op_probabilities.pt")
+    files["alphas.pt"], files["op_probabilities.pt"] = out_dir / "alphas.pt", out_dir / "op_probabilities.pt"
     for cell, p in probs.items():
         figure = _heatmap(module, p, f"{cell_title(cell)}: softmax(alpha)")
         for path in save_figure(figure, out_dir / f"alphas_{cell}", formats=("png", "svg")):

@@ -75,14 +75,9 @@ def _checkpoint_path(cfg: DictConfig) -> str | None:
 RECORD_KEY = "darts_lite"
 RECORD_FORMAT = 1  # raised when the record's layout changes; a checkpoint of a newer format is refused
 
-# The settings that shape the network, the data or the algorithm, per task (a key, or a group by its prefix): a
+# The settings that shape the network, the data or the algorithm are each task's ``fixed`` (darts_lite.run.tasks): a
 # run continues from a checkpoint only under the same values. Everything else (epochs, learning rates, logger,
 # progress bar, devices, precision, ...) may change on resume and is named in one line.
-FIXED_SETTINGS: dict[str, tuple[str, ...]] = {
-    "search": ("seed", "space", "data", "search.relaxation", "search.order"),
-    "train": ("seed", "data", "genotype", "train.space", "train.C", "train.layers", "train.auxiliary",
-              "train.network_dataset", "train.cutout"),
-}
 # inside the groups above, these change nothing a checkpoint holds: where data lives and how it is validated
 FREE_INSIDE_FIXED = ("data.root", "data.download", "data.eval_batch_size", "data.val_on")
 # never compared: where a run is and how it was started
@@ -152,10 +147,14 @@ class RunRecord(pl.Callback):
         checkpoint[RECORD_KEY] = self.record
 
 
-def _is_fixed(key: str, task: str) -> bool:
+def is_fixed(key: str, task: str) -> bool:
+    """Whether ``key`` is a setting a run of ``task`` must keep to continue from its checkpoints."""
     if key in FREE_INSIDE_FIXED:
         return False
-    return any(key == fixed or key.startswith(fixed + ".") for fixed in FIXED_SETTINGS.get(task, ()))
+    from .tasks import TASKS
+
+    fixed = TASKS[task].fixed if task in TASKS else ()
+    return any(key == f or key.startswith(f + ".") for f in fixed)
 
 
 def read_record(path: str | Path, how: str) -> dict[str, Any]:
@@ -209,7 +208,7 @@ def check_resume(cfg: DictConfig, path: str) -> list[str]:
         old, new = saved.get(key), now.get(key)
         if old == new:
             continue
-        (fixed if _is_fixed(key, task) else free).append(f"{key}: {_show(old)} -> {_show(new)}")
+        (fixed if is_fixed(key, task) else free).append(f"{key}: {_show(old)} -> {_show(new)}")
     if fixed:
         resume = (["resume=true", f"hydra.run.dir={record['run_dir']}"] if cfg.get("resume") and not cfg.get("ckpt_path")
                   else [f"ckpt_path={path}"])

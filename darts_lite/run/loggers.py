@@ -131,7 +131,7 @@ def _wandb_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
     if mode == "offline" and is_rank_zero():
         log.info("W&B offline: sync later with `wandb sync %s/wandb/offline-run-*`", out_dir)
     name, group = _wandb_name_and_group(out_dir, wb)
-    tags = [*(wb.get("tags") or []), cfg.task, str(OmegaConf.select(cfg, "search.algorithm", default=""))]
+    tags = [*(wb.get("tags") or []), cfg.task, str(OmegaConf.select(cfg, "search.method", default=""))]
     # resume="allow": a new id starts a run, the id of a resumed run folder continues its W&B run
     return WandbLogger(
         project=wb.get("project", "darts_lite"), entity=wb.get("entity"), save_dir=str(out_dir), mode=mode,

@@ -7,30 +7,30 @@ from pathlib import Path
 
 import hydra.utils
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .checkpoints import AtomicCheckpointIO, RunRecord, run_record
 from .loggers import make_loggers
 
 
-def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list, resume_from: str | None = None) -> pl.Trainer:
-    """A Trainer that writes into ``out_dir``: loggers from ``cfg.logger``, ``checkpoints/last.ckpt`` replaced
-    atomically at the end of every epoch and stamped with the run's record, the ``cfg.trainer`` keys (a strategy
-    given as a config is built)."""
+def build_trainer(cfg: DictConfig, out_dir: Path, callbacks: list, resume_from: str | None = None,
+                  max_epochs: int | None = None) -> pl.Trainer:
+    """The trainer group's Trainer (``_target_`` and its arguments; a strategy given as a node is built), writing into
+    ``out_dir``: loggers from ``cfg.logger``, ``checkpoints/last.ckpt`` replaced atomically at the end of every epoch
+    and stamped with the run's record, the task's epochs (``max_epochs``)."""
     checkpoint = pl.callbacks.ModelCheckpoint(
         dirpath=out_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
     )
     with warnings.catch_warnings():
         # the CSV file sits in the run folder beside Hydra's files on purpose
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-        kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-        if isinstance(kwargs.get("strategy"), dict):  # e.g. trainer=ddp: a strategy object with options
-            kwargs["strategy"] = hydra.utils.instantiate(kwargs["strategy"])
-        return pl.Trainer(
-            **kwargs,
+        return hydra.utils.instantiate(
+            cfg.trainer,
+            max_epochs=max_epochs,
             logger=make_loggers(cfg, out_dir, resume_from) or False,
             callbacks=[checkpoint, RunRecord(run_record(cfg)), *callbacks],
             plugins=[AtomicCheckpointIO()],
             default_root_dir=str(out_dir),
             use_distributed_sampler=False,
+            _convert_="all",
         )

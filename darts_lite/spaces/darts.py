@@ -8,14 +8,13 @@ the genotype (the DARTS reference code's text format) in ``darts_lite.genotype``
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..genotype import PRIMITIVES, Genotype
 from ..viz import cell_dots  # the DARTS cell pictures: {"normal", "reduction"}
 from .darts_eval import AuxiliaryHead, EvalNetwork
 from .darts_search import FixedReductionCell, MixedEdge, SearchCell, SearchNetwork, num_edges, reduction_indices
-from .supernet import ALPHA_INITS
 
 NAME = "darts"
 GENOTYPE_PREFIXES: tuple[str, ...] = ("Genotype(",)
@@ -72,27 +71,6 @@ def _fields(genotype: Genotype) -> dict[str, Any]:
 # ---- configuration -------------------------------------------------------------------------------
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _primitives_ok(v: Any, get: Callable[[str], Any]) -> bool:
-    return len(v) >= 2 and set(v) <= set(PRIMITIVES) and len(set(v)) == len(v) and set(v) != {"none"}
-
-
-# (key under space., check(value, get other space key), what it must be)
-SEARCH_CHECKS: tuple[tuple[str, Callable[[Any, Callable[[str], Any]], bool], str], ...] = (
-    ("C", lambda v, get: _int(v) and v >= 2 and v % 2 == 0, "must be an even integer >= 2"),
-    ("layers", lambda v, get: _int(v) and v >= 3, "must be an integer >= 3"),
-    ("steps", lambda v, get: _int(v) and v >= 1, "must be an integer >= 1"),
-    ("stem_multiplier", lambda v, get: _int(v) and v >= 1, "must be an integer >= 1 (the stem's channels are it times C)"),
-    ("affine", lambda v, get: isinstance(v, bool), "must be true or false"),
-    ("fixed_reduction", lambda v, get: isinstance(v, bool), "must be true or false"),
-    ("multiplier", lambda v, get: _int(v) and 1 <= v <= get("steps"), "must be in 1..space.steps"),
-    ("drop_path_prob", lambda v, get: isinstance(v, (int, float)) and 0 <= v < 1, "must be in [0, 1)"),
-    ("alpha_init", lambda v, get: v in ALPHA_INITS, "must be randn or zeros"),
-    ("primitives", _primitives_ok, f"must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides none"),
-    ("C", lambda v, get: not get("fixed_reduction") or (_int(v) and (2 * v) % 8 == 0),
-     "must be a multiple of 4 with space.fixed_reduction"),
-)
 
 
 def eval_network_options(train: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ nodes); its output concatenates the last ``multiplier`` nodes along channels.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..genotype import PRIMITIVES, Genotype
 from ..relax import EdgeWeights, make_relaxation
+from ..schema import Allowed, Ge, Hint, Lt, checked
 from ..viz import edge_labels
 from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, channel_shuffle, drop_active, drop_path, make_op, starts_with_relu
 from .supernet import Supernet, new_alphas
@@ -189,8 +191,9 @@ class SearchNetwork(Supernet):
     """The DARTS search supernet: stem, ``layers`` search cells, global pool, linear classifier.
 
     All normal cells share ``alpha_normal`` [14, 8] and all reduction cells ``alpha_reduce``
-    (absent with ``fixed_reduction=True``, GDAS-FRC). ``relaxation`` is "softmax" (DARTS) or
-    "gumbel" (GDAS; one sample per forward pass, shared by all cells of a type).
+    (absent with ``fixed_reduction=True``, GDAS-FRC). ``relaxation``: a registered name, "softmax" (DARTS) or
+    "gumbel" (GDAS; one sample per forward pass, shared by all cells of a type), a config with ``_target_``, or a
+    relaxation object (``darts_lite.relax``).
 
     PC-DARTS (Xu et al., 2020): ``partial_channels`` K > 1 sends 1/K of each edge's channels through its ops and
     lets the rest bypass them (K must divide C); ``edge_normalization`` adds ``beta_normal`` / ``beta_reduce`` [14],
@@ -200,50 +203,36 @@ class SearchNetwork(Supernet):
     forward: x [B, in_channels, H, W] -> logits [B, num_classes].
     """
 
+    @checked
     def __init__(
         self,
-        C: int = 16,
-        num_classes: int = 10,
-        layers: int = 8,
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
-        in_channels: int = 3,
-        relaxation: str = "softmax",
+        C: Annotated[int, Ge(2), Hint("initial channels, even")] = 16,
+        num_classes: Annotated[int, Ge(1)] = 10,
+        layers: Annotated[int, Ge(3), Hint("reductions sit at layers//3 and 2*layers//3")] = 8,
+        steps: Annotated[int, Ge(1)] = 4,
+        multiplier: Annotated[int, Ge(1)] = 4,
+        stem_multiplier: Annotated[int, Ge(1), Hint("the stem's channels are it times C")] = 3,
+        in_channels: Annotated[int, Ge(1)] = 3,
+        relaxation: Any = "softmax",
         affine: bool = False,
-        drop_path_prob: float = 0.0,
+        drop_path_prob: Annotated[float, Ge(0), Lt(1)] = 0.0,
         fixed_reduction: bool = False,
-        primitives: Sequence[str] = PRIMITIVES,
-        alpha_init: str = "randn",
-        tau: float = 10.0,
+        primitives: Annotated[Sequence[str], Allowed(f"distinct ops from {', '.join(PRIMITIVES)}, at least one besides "
+                                                     "none")] = PRIMITIVES,
+        alpha_init: Literal["randn", "zeros"] = "randn",
         checkpoint_cells: bool = False,
-        partial_channels: int = 1,
+        partial_channels: Annotated[int, Ge(1), Hint("PC-DARTS's K; 1 = off")] = 1,
         edge_normalization: bool = False,
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)
-        if layers < 3:
-            raise ValueError(f"layers must be at least 3 (reductions sit at layers//3 and 2*layers//3), got {layers}")
-        if not 1 <= multiplier <= steps:
-            raise ValueError(f"multiplier must be in 1..steps={steps}, got {multiplier}")
-        if not 0.0 <= drop_path_prob < 1.0:
-            raise ValueError(f"drop_path_prob must be in [0, 1), got {drop_path_prob}")
-        if isinstance(partial_channels, bool) or not isinstance(partial_channels, int) or partial_channels < 1 \
-                or C % partial_channels:
-            raise ValueError(
-                f"partial_channels={partial_channels!r} must be a positive integer that divides C={C} (the edges of "
-                f"the cells have C, 2C and 4C channels; 1/partial_channels of them go through the ops)"
-            )
-        unknown = [p for p in primitives if p not in PRIMITIVES]
-        if unknown:
-            raise ValueError(f"unknown primitives {unknown}; known: {list(PRIMITIVES)}")
         self.C, self.num_classes, self.layers = C, num_classes, layers
         self.steps, self.multiplier = steps, multiplier
         self.primitives = tuple(primitives)
         self.fixed_reduction = fixed_reduction
         self.drop_path_prob = drop_path_prob
         self.partial_channels, self.edge_normalization = partial_channels, bool(edge_normalization)
-        self.relaxation = make_relaxation(relaxation, tau=tau)
+        self.relaxation = make_relaxation(relaxation)
 
         C_curr = stem_multiplier * C
         # the stem BN keeps its affine parameters: it sits before any alpha, so it cannot rescale them
@@ -278,6 +267,27 @@ class SearchNetwork(Supernet):
             self.beta_normal = new_alphas(shape[:1], alpha_init)
             self.beta_reduce = None if fixed_reduction else new_alphas(shape[:1], alpha_init)
 
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        """The rules between the arguments (each alone is checked by its annotation)."""
+        v, key = rules.values, rules.key
+        C, K, problems = v["C"], v["partial_channels"], []
+        if C % 2:
+            problems.append(f"{key('C')}={C}: must be an even integer >= 2")
+        elif v["fixed_reduction"] and C % 4:
+            problems.append(f"{key('C')}={C}: must be a multiple of 4 with {key('fixed_reduction')}")
+        if v["multiplier"] > v["steps"]:
+            problems.append(f"{key('multiplier')}={v['multiplier']}: must be in 1..{key('steps')}")
+        ops = list(v["primitives"])
+        if not (len(ops) >= 2 and set(ops) <= set(PRIMITIVES) and len(set(ops)) == len(ops) and set(ops) != {"none"}):
+            problems.append(f"{key('primitives')}={ops}: must be distinct ops from {', '.join(PRIMITIVES)}, at least one "
+                            "besides none")
+        if C % K:
+            divisors = ", ".join(str(d) for d in range(1, C + 1) if C % d == 0)
+            problems.append(f"{key('partial_channels')}={K}: must divide {key('C')}={C} (each edge's ops get 1/{K} of its "
+                            f"channels, in cells of C, 2C and 4C channels); divisors of {C}: {divisors}")
+        return problems
+
     # ---- parameters --------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
         """The alphas [alpha_normal, alpha_reduce], each [edges, ops], then with edge normalization the betas
@@ -308,11 +318,11 @@ class SearchNetwork(Supernet):
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     # ---- architecture ------------------------------------------------------------------------
-    def op_probabilities(self) -> dict[str, torch.Tensor]:
-        """softmax(alpha) per cell type: {"normal": [E, O], "reduce": [E, O]} (detached)."""
-        out = {"normal": torch.softmax(self.alpha_normal.detach(), -1)}
+    def cell_alphas(self) -> dict[str, torch.Tensor]:
+        """{"normal": alpha_normal, "reduce": alpha_reduce}, each [E, O] (no "reduce" with the fixed reduction cell)."""
+        out = {"normal": self.alpha_normal}
         if self.alpha_reduce is not None:
-            out["reduce"] = torch.softmax(self.alpha_reduce.detach(), -1)
+            out["reduce"] = self.alpha_reduce
         return out
 
     def edge_probabilities(self) -> dict[str, torch.Tensor]:

@@ -23,16 +23,17 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 
 from ..genotype import read_genotype_source
 from ..relax import EdgeWeights, make_relaxation
+from ..schema import Allowed, Ge, Hint, checked
 from ..viz import FAMILY_COLOURS, op_family
 from .ops import Identity, ReLUConvBN
-from .supernet import ALPHA_INITS, Supernet, new_alphas
+from .supernet import Supernet, new_alphas
 
 NAME = "nb201"
 
@@ -243,8 +244,9 @@ class SearchCell(nn.Module):
 class SearchNetwork(Supernet, _Macro):
     """The NAS-Bench-201 supernet: 3N search cells sharing one alpha [6, O], two residual blocks.
 
-    ``relaxation`` is "softmax" (DARTS: every op runs, weighted) or "gumbel" (GDAS: one hard sample
-    per forward pass, shared by all cells; only the sampled op of each edge runs).
+    ``relaxation``: a registered name, "softmax" (DARTS: every op runs, weighted) or "gumbel" (GDAS: one hard
+    sample per forward pass, shared by all cells; only the sampled op of each edge runs), a config with
+    ``_target_``, or a relaxation object (``darts_lite.relax``).
     ``unsampled_weights`` (gumbel only): also add the zero hard weights of the ops not sampled to each edge's
     output, as the benchmark's GDAS code does (the GDAS paper's formula has only the sampled op's term):
     equal forward values, and a gradient on the unsampled ops' alphas from the sum of the node's gradient.
@@ -252,40 +254,40 @@ class SearchNetwork(Supernet, _Macro):
     forward: x [B, in_channels, H, W] -> logits [B, num_classes].
     """
 
+    @checked
     def __init__(
         self,
-        C: int = 16,
-        N: int = 5,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        relaxation: str = "softmax",
-        tau: float = 10.0,
+        C: Annotated[int, Ge(1)] = 16,
+        N: Annotated[int, Ge(1), Hint("cells per stage")] = 5,
+        num_classes: Annotated[int, Ge(1)] = 10,
+        in_channels: Annotated[int, Ge(1)] = 3,
+        relaxation: Any = "softmax",
         affine: bool = False,
         track_running_stats: bool = True,
-        alpha_init: str = "randn",
-        primitives: Sequence[str] = PRIMITIVES,
+        alpha_init: Literal["randn", "zeros"] = "randn",
+        primitives: Annotated[Sequence[str], Allowed(f"distinct ops from {', '.join(PRIMITIVES)}, at least one besides "
+                                                     "none")] = PRIMITIVES,
         unsampled_weights: bool = True,
         checkpoint_cells: bool = False,
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)
-        if isinstance(primitives, str):
-            raise ValueError(f"primitives must be a list of op names, got the string {primitives!r}")
         primitives = tuple(primitives)
-        unknown = [p for p in primitives if p not in PRIMITIVES]
-        if unknown:
-            raise ValueError(f"unknown primitives {unknown}; NAS-Bench-201 ops: {list(PRIMITIVES)}")
-        if len(set(primitives)) != len(primitives):
-            raise ValueError(f"primitives lists an op twice: {list(primitives)}")
-        if not any(p != "none" for p in primitives):
-            raise ValueError(f"primitives need at least one op besides 'none', got {list(primitives)}")
         self.primitives = primitives
         self.affine, self.track_running_stats = affine, track_running_stats
         self.unsampled_weights = unsampled_weights
-        self.relaxation = make_relaxation(relaxation, tau=tau)
+        self.relaxation = make_relaxation(relaxation)
         self._build(C, N, num_classes, in_channels)
 
         self.alphas = new_alphas((len(EDGES), len(primitives)), alpha_init)
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        ops = list(rules.values["primitives"])
+        if len(ops) >= 2 and set(ops) <= set(PRIMITIVES) and len(set(ops)) == len(ops) and set(ops) != {"none"}:
+            return []
+        return [f"{rules.key('primitives')}={ops}: must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides "
+                "none"]
 
     def _make_cell(self, c_in: int, c_out: int) -> nn.Module:
         return SearchCell(c_in, c_out, self.primitives, self.affine, self.track_running_stats, self.unsampled_weights)
@@ -305,9 +307,9 @@ class SearchNetwork(Supernet, _Macro):
         return self._head(h)
 
     # ---- architecture --------------------------------------------------------------------------
-    def op_probabilities(self) -> dict[str, torch.Tensor]:
-        """{"cell": softmax(alpha) [6, O]} (detached)."""
-        return {"cell": torch.softmax(self.alphas.detach(), dim=-1)}
+    def cell_alphas(self) -> dict[str, torch.Tensor]:
+        """{"cell": the alphas [6, O]}, shared by every cell."""
+        return {"cell": self.alphas}
 
     @staticmethod
     def edge_labels() -> list[str]:
@@ -544,23 +546,6 @@ def cell_dots(genotype: Genotype) -> dict[str, str]:
 # ---- configuration -------------------------------------------------------------------------------
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _primitives_ok(v: Any, get: Any) -> bool:
-    return (not isinstance(v, str) and len(v) >= 2 and set(v) <= set(PRIMITIVES) and len(set(v)) == len(v)
-            and set(v) != {"none"})
-
-
-# (key under space., check(value, get other space key), what it must be)
-SEARCH_CHECKS: tuple[tuple[str, Any, str], ...] = (
-    ("C", lambda v, get: _int(v) and v >= 1, "must be an integer >= 1"),
-    ("N", lambda v, get: _int(v) and v >= 1, "must be an integer >= 1 (cells per stage)"),
-    ("affine", lambda v, get: isinstance(v, bool), "must be true or false"),
-    ("track_running_stats", lambda v, get: isinstance(v, bool), "must be true or false"),
-    ("unsampled_weights", lambda v, get: isinstance(v, bool), "must be true or false"),
-    ("alpha_init", lambda v, get: v in ALPHA_INITS, "must be randn or zeros"),
-    ("primitives", _primitives_ok, f"must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides none"),
-)
 
 
 def eval_network_options(train: dict[str, Any]) -> dict[str, Any]:

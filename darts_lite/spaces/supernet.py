@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from ..relax import EdgeWeights, GumbelRelaxation, Relaxation
+from ..relax import EdgeWeights, Relaxation
 
 ALPHA_INITS = ("randn", "zeros")  # what new_alphas takes
 
@@ -112,6 +112,15 @@ class Supernet(nn.Module):
     def arch_parameters(self) -> list[nn.Parameter]:
         raise NotImplementedError
 
+    def cell_alphas(self) -> dict[str, torch.Tensor]:
+        """The alphas [E, O] of each cell type by name ({"normal", "reduce"}; NAS-Bench-201: {"cell"}), the main
+        cell first: the parameters themselves (other architecture parameters, such as edge betas, are not here)."""
+        raise NotImplementedError
+
+    def op_probabilities(self) -> dict[str, torch.Tensor]:
+        """softmax(alpha) of each cell type, detached: what the heatmaps, the decision measures and the genotype read."""
+        return {cell: torch.softmax(a.detach(), dim=-1) for cell, a in self.cell_alphas().items()}
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter but the alphas: what the weight optimiser trains."""
         arch = {id(p) for p in self.arch_parameters()}
@@ -119,11 +128,11 @@ class Supernet(nn.Module):
 
     @property
     def tau(self) -> float | None:
-        """The Gumbel temperature (None with the softmax relaxation)."""
-        return self.relaxation.tau if isinstance(self.relaxation, GumbelRelaxation) else None
+        """The relaxation's temperature, when it has one (GDAS's Gumbel), else None."""
+        return getattr(self.relaxation, "tau", None)
 
     @tau.setter
     def tau(self, value: float) -> None:
-        if not isinstance(self.relaxation, GumbelRelaxation):
-            raise AttributeError("tau applies to the gumbel relaxation only")
+        if getattr(self.relaxation, "tau", None) is None:
+            raise AttributeError(f"the {type(self.relaxation).__name__} relaxation has no temperature")
         self.relaxation.tau = float(value)

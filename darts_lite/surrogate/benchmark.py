@@ -32,9 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..evolve import HierarchicalEvolution, Moves, RandomSearch, RegularizedEvolution, Request, Search, _FinalStageSearch
 from ..genotype import Genotype
+from ..registry import Registry
 from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
 
-ALGORITHMS = ("random", "regularized", "local", "hierarchical")
 # the evaluated genotypes darts_lite ships (experiments/make_surrogate_data.py; how they were made: the .json beside)
 SHIPPED_DATA = Path(__file__).resolve().parent / "data" / "digits_c0r0s0e2.csv"
 NO_SURROGATE = (f"task=surrogate_search without surrogate.model or surrogate.data fits on the shipped data set {SHIPPED_DATA}, "
@@ -119,23 +119,27 @@ class Queries:
         return [*answers, *([None] * (len(requests) - len(asked)))]
 
 
+# the algorithms benchmarked against a surrogate: the evolution engine's three and local search
+ALGORITHMS: Registry[type[Search]] = Registry("surrogate-search algorithm")
+for _search in (RandomSearch, RegularizedEvolution, LocalSearch, HierarchicalEvolution):
+    ALGORITHMS.register(_search.name, _search)
+
+
 def _engine(algorithm: str, moves: Moves, queries: Queries, seed: int, budget: int, options: dict[str, Any]) -> Search:
     if algorithm == "hierarchical":
         # cycles never end the run first: every cycle asks at least one query
         return HierarchicalEvolution(moves, queries, seed, **{**options, "cycles": budget})
-    search = {"random": RandomSearch, "regularized": RegularizedEvolution, "local": LocalSearch}[algorithm]
-    return search(moves, queries, seed, **{**options, "stages": 1, "budget": budget})
+    return ALGORITHMS[algorithm](moves, queries, seed, **{**options, "stages": 1, "budget": budget})
 
 
 def check_options(algorithm: str, budget: int, options: dict[str, Any]) -> None:
     """ValueError naming the bad option of `algorithm` (the budget and the stages the benchmark sets are left out)."""
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; algorithms: {', '.join(ALGORITHMS)}")
+        raise ValueError(f"unknown algorithm {algorithm!r}; algorithms: {ALGORITHMS.choices()}")
     if algorithm == "hierarchical":
         HierarchicalEvolution.check_options(**{**options, "cycles": budget})
     else:
-        search = {"random": RandomSearch, "regularized": RegularizedEvolution, "local": LocalSearch}[algorithm]
-        search.check_options(**{**options, "stages": 1, "budget": budget})
+        ALGORITHMS[algorithm].check_options(**{**options, "stages": 1, "budget": budget})
 
 
 def search_curve(algorithm: str, predict: Callable[[list[Genotype]], Sequence[float]], budget: int, seed: int,

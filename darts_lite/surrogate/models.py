@@ -29,6 +29,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..genotype import Genotype
+from ..registry import Registry
 from .data import Table, require_learnable
 from .encodings import FlatEncoding, GraphEncoding
 from .metrics import scores
@@ -408,13 +409,16 @@ class GINSurrogate(Surrogate):
         self.mean, self.std = float(payload["mean"]), float(payload["std"])
 
 
-MODELS: dict[str, type[Surrogate]] = {"lgbm": LightGBMSurrogate, "gin": GINSurrogate, "forest": ForestSurrogate}
+MODELS: Registry[type[Surrogate]] = Registry("surrogate model")
+MODELS.register("lgbm", LightGBMSurrogate, summary="gradient-boosted trees (LightGBM) on the flat encoding")
+MODELS.register("gin", GINSurrogate, summary="a graph isomorphism network on the cell graph, in plain PyTorch")
+MODELS.register("forest", ForestSurrogate, summary="a random forest (scikit-learn) on the flat encoding")
 
 
 def make_surrogate(kind: str, seed: int = 0, **options: Any) -> Surrogate:
     """A new, unfitted surrogate of ``kind`` (lgbm, gin, forest)."""
     if kind not in MODELS:
-        raise ConfigError(f"surrogate model {kind!r}: must be one of {', '.join(MODELS)}")
+        raise ConfigError(f"surrogate model {kind!r}: must be one of {MODELS.choices()}")
     if kind == "lgbm":
         _lightgbm()
     return MODELS[kind](seed=seed, **options)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -27,6 +27,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from ..decision import edge_decision, param_free_share
 from ..errors import ConfigError
+from ..schema import Ge, Gt, Hint, Le, checked
 from ..spaces.supernet import frozen
 
 log = logging.getLogger("darts_lite")
@@ -186,33 +187,18 @@ class CollapseGuard(pl.Callback):
     {"rollback_epoch", "rollback_genotype"}. Its history (eigenvalues, genotypes, stopped) is in the checkpoint.
     """
 
+    @checked
     def __init__(
         self,
-        eigen_every: int = 1,
-        eigen_iters: int = 20,
-        eigen_tol: float = 1e-2,
-        eigen_batch: int = 64,
-        stop: str = "none",
-        max_skips: int = 2,
-        eigen_window: int = 5,
-        eigen_ratio: float = 0.75,
+        eigen_every: Annotated[int, Ge(0), Hint("0 = never")] = 1,
+        eigen_iters: Annotated[int, Ge(1)] = 20,
+        eigen_tol: Annotated[float, Ge(0)] = 1e-2,
+        eigen_batch: Annotated[int, Ge(1)] = 64,
+        stop: Literal["none", "darts_plus", "eigen"] = "none",
+        max_skips: Annotated[int, Ge(1)] = 2,
+        eigen_window: Annotated[int, Ge(1)] = 5,
+        eigen_ratio: Annotated[float, Gt(0), Le(1)] = 0.75,
     ):
-        problems = []
-        if stop not in STOP_RULES:
-            problems.append(f"guard.stop must be one of {', '.join(STOP_RULES)}, got {stop!r}")
-        for key, value, least in (("eigen_every", eigen_every, 0), ("eigen_iters", eigen_iters, 1),
-                                  ("eigen_batch", eigen_batch, 1), ("max_skips", max_skips, 1),
-                                  ("eigen_window", eigen_window, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                problems.append(f"guard.{key} must be an integer >= {least}, got {value!r}")
-        if not (isinstance(eigen_tol, (int, float)) and eigen_tol >= 0):
-            problems.append(f"guard.eigen_tol must be a number >= 0, got {eigen_tol!r}")
-        if not (isinstance(eigen_ratio, (int, float)) and 0 < eigen_ratio <= 1):
-            problems.append(f"guard.eigen_ratio must be in (0, 1], got {eigen_ratio!r}")
-        if stop == "eigen" and eigen_every == 0:
-            problems.append("guard.stop=eigen needs eigenvalues: set guard.eigen_every to 1 or more")
-        if problems:
-            raise ConfigError("; ".join(problems))
         self.eigen_every, self.eigen_iters, self.eigen_tol, self.eigen_batch = eigen_every, eigen_iters, eigen_tol, eigen_batch
         self.stop, self.max_skips = stop, max_skips
         self.eigen_window, self.eigen_ratio = eigen_window, float(eigen_ratio)
@@ -231,6 +217,12 @@ class CollapseGuard(pl.Callback):
         """Whether the eigenvalue is measured at the end of ``epoch``: the ``eigen_every``-th, 2 * ``eigen_every``-th,
         ... epoch that trains the alphas."""
         return self.eigen_every > 0 and epoch >= warmup_epochs and (epoch - warmup_epochs + 1) % self.eigen_every == 0
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        if rules.values["stop"] == "eigen" and rules.values["eigen_every"] == 0:
+            return [f"{rules.key('stop')}=eigen: needs eigenvalues; set {rules.key('eigen_every')} to 1 or more"]
+        return []
 
     # ---- hooks ------------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:

@@ -34,10 +34,20 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..registry import Registry
 from ..relax import SoftmaxRelaxation
 
-RESOURCES = ("none", "flops", "params", "latency")
-UNITS = {"flops": "M multiply-adds", "params": "M parameters", "latency": "ms"}
+
+@dataclass(frozen=True)
+class ResourceKind:
+    unit: str
+
+
+# the costs a resource-aware search can weigh, each with its unit (search.resource; "none" is off)
+RESOURCES: Registry[ResourceKind] = Registry("resource kind")
+RESOURCES.register("flops", ResourceKind("M multiply-adds"), summary="multiply-adds of a forward pass of one image, in millions")
+RESOURCES.register("params", ResourceKind("M parameters"), summary="weights, in millions")
+RESOURCES.register("latency", ResourceKind("ms"), summary="milliseconds per forward pass, timed per op on this machine")
 LATENCY_FILE = "latency_table.json"  # the table a latency search writes into its run folder
 
 
@@ -48,14 +58,9 @@ class LatencyTableError(ValueError):
 # ---- what the supernet runs ----------------------------------------------------------------------
 def arch_alphas(net: nn.Module) -> dict[str, torch.Tensor]:
     """The alphas [E, O] per cell type, by name (other architecture parameters, such as edge betas, are not costs)."""
-    if hasattr(net, "alpha_normal"):
-        out = {"normal": net.alpha_normal}
-        if getattr(net, "alpha_reduce", None) is not None:
-            out["reduce"] = net.alpha_reduce
-        return out
-    if hasattr(net, "alphas"):
-        return {"cell": net.alphas}
-    raise TypeError(f"{type(net).__name__} has no alphas a resource cost can weigh")
+    if not hasattr(net, "cell_alphas"):
+        raise TypeError(f"{type(net).__name__} has no alphas a resource cost can weigh")
+    return net.cell_alphas()
 
 
 @dataclass
@@ -258,7 +263,7 @@ class CostTable:
 
     @property
     def unit(self) -> str:
-        return UNITS[self.kind]
+        return RESOURCES[self.kind].unit
 
     @property
     def scale(self) -> float:
@@ -294,8 +299,8 @@ def cost_table(net: nn.Module, input_shape: tuple[int, ...], kind: str, latency:
 
     latency: entries already measured on this machine; the ops at input sizes it lacks are measured and added to it.
     """
-    if kind not in UNITS:
-        raise ValueError(f"resource kind must be one of {', '.join(UNITS)}, got {kind!r}")
+    if kind not in RESOURCES:
+        raise ValueError(f"resource kind must be one of {RESOURCES.choices()}, got {kind!r}")
     primitives = tuple(net.primitives)
     runs, total_flops = mixed_edge_runs(net, input_shape)
     costs = {t: torch.zeros(a.shape, dtype=torch.float64) for t, a in arch_alphas(net).items()}
@@ -332,12 +337,12 @@ class ResourcePenalty:
 
     def __init__(self, kind: str, weight: float = 1.0, target: float | None = None, latency_table: str | None = None,
                  repeats: int = 10):
-        if kind not in UNITS:
-            raise ValueError(f"search.resource={kind!r}: must be one of {', '.join(RESOURCES)}")
+        if kind not in RESOURCES:
+            raise ValueError(f"search.resource={kind!r}: must be one of none, {RESOURCES.choices()}")
         if not (isinstance(weight, (int, float)) and weight >= 0):
             raise ValueError(f"search.resource_weight={weight!r}: must be >= 0")
         if target is not None and not (isinstance(target, (int, float)) and target > 0):
-            raise ValueError(f"search.resource_target={target!r}: must be null or > 0 ({UNITS[kind]})")
+            raise ValueError(f"search.resource_target={target!r}: must be null or > 0 ({RESOURCES[kind].unit})")
         self.kind, self.weight, self.target = kind, float(weight), None if target is None else float(target)
         self.latency_table, self.repeats = latency_table, repeats
         self.table: CostTable | None = None

@@ -35,16 +35,27 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import nn
 
-from ..relax import EdgeWeights, SoftmaxRelaxation
-from ..spaces import get_space
+from ..registry import Registry
+from ..relax import EdgeWeights
+from ..spaces import get_space, space_of
 from ..spaces.supernet import frozen
 from .bn_calibration import preserved_bn_statistics
 
-SELECTIONS = ("argmax", "perturbation")
+# how the final genotype is chosen (search.selection); each entry: (search module, data module, ...) -> genotype
+SELECTIONS: Registry = Registry("selection")
+SELECTIONS.register("argmax", "darts_lite.tricks.selection:argmax_genotype",
+                    summary="each edge's strongest op, each node's strongest inputs (the space's rule)")
+SELECTIONS.register("perturbation", "darts_lite.tricks.selection:perturbation_selection",
+                    summary="DARTS-PT: remove each op in turn on the trained supernet, keep the one the accuracy needs most")
 CSV_COLUMNS = ("decision", "phase", "cell", "edge", "node", "candidate", "accuracy_removed", "base_accuracy", "chosen")
 DEFAULT_EPOCHS = 5  # fine-tuning epochs between two decisions (the selection paper's interval)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def argmax_genotype(module: Any, *args: Any, **kwargs: Any) -> Any:
+    """The genotype the search's alphas give by its space's rule (what every search writes as genotype.json)."""
+    return module.net.genotype()
 
 
 # ---- the transform -------------------------------------------------------------------------------------------
@@ -125,9 +136,9 @@ class PerturbationSelection:
 
     def __init__(self, net: nn.Module, space: str, measure: Callable[[], float],
                  fine_tune: Callable[[], None] | None = None, seed: int = 0, progress: bool = True):
-        if not isinstance(net.relaxation, SoftmaxRelaxation):
-            raise ValueError("perturbation selection needs a supernet searched with the softmax relaxation (DARTS); "
-                             f"this one uses {getattr(net.relaxation, 'name', type(net.relaxation).__name__)!r}")
+        if getattr(net.relaxation, "hard", False):
+            raise ValueError("perturbation selection needs a supernet whose edges mix every op (DARTS's softmax); this "
+                             f"one samples one op per edge ({type(net.relaxation).__name__})")
         self.net, self.space, self.measure, self.fine_tune = net, space, measure, fine_tune
         self.layout = _layout(net, space)
         self.seed, self.progress = seed, progress
@@ -346,7 +357,7 @@ def perturbation_selection(module: nn.Module, dm: Any, epochs: int = DEFAULT_EPO
     if problems:
         raise ValueError("; ".join(problems))
     net, hp = module.net, module.hparams
-    space = hp.get("space", "darts")
+    space = space_of(net).NAME
     dm.setup()
     val = dm.val_dataloader()  # also moves the data module's tensors where a trainer put the supernet
     net.to(dm.train_x.device if device is None else device)
