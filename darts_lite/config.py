@@ -311,7 +311,7 @@ def _saved_relaxation_class(hparams: dict[str, Any]) -> Any:
 def _select_checkpoint_problems(cfg: DictConfig, path: Any) -> list[str]:
     """What stops task=select from using the checkpoint at ckpt_path: missing, unreadable, not a search's, another
     space's, or a search whose data was split differently (selection measures on the search's held-out part)."""
-    from .run.checkpoints import FREE_INSIDE_FIXED, read_record, run_settings
+    from .run.checkpoints import changed_settings, read_record
 
     how = f"ckpt_path={path}"
     if not Path(str(path)).expanduser().is_file():
@@ -328,12 +328,8 @@ def _select_checkpoint_problems(cfg: DictConfig, path: Any) -> list[str]:
     if record.get("space") != space:
         return [f"{how}: a checkpoint of a search in the {record.get('space')!r} space, and space={space!r}; add "
                 f"space={record.get('space')} (the network itself comes from the checkpoint)"]
-    saved, now = record["settings"], run_settings(cfg)
-    # where the data lives, how it is batched and augmented may change; what splits it may not
-    free = (*FREE_INSIDE_FIXED, "data.batch_size", "data.crop_padding", "data.flip")
-    differ = [f"{key}: {saved.get(key)!r} in the checkpoint, {now.get(key)!r} now"
-              for key in sorted(set(saved) | set(now))
-              if (key == "seed" or key.startswith("data.")) and key not in free and saved.get(key) != now.get(key)]
+    fixed, _ = changed_settings(record, cfg, "select")
+    differ = [change.replace(" -> ", " in the checkpoint, ", 1) + " now" for change in fixed]
     if differ:
         return [f"{how}: the search split its data otherwise, and selection must measure on that search's held-out "
                 "part; set these as the search had them: " + "; ".join(differ)]

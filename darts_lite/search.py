@@ -25,8 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from .bilevel import HVP_ESTIMATORS, architecture_loss, total_norm, unrolled_architecture_gradients
 from .registry import load_path
 from .relax import relaxation_class
-from .rng import rng_states, set_rng_states
-from .schedule import rebase_cosine
+from .resume import Resumable
 from .schema import Allowed, Ge, Gt, Hint, Lt, MinLen, OneOf, checked
 from .spaces.supernet import frozen
 from .speed import SpeedSwitches
@@ -52,7 +51,7 @@ def build_network(network: dict[str, Any] | None, relaxation: Any = None) -> tor
     return load_path(target)(**kwargs)
 
 
-class SearchModule(SpeedSwitches, pl.LightningModule):
+class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     """Bilevel search over a search space's supernet.
 
     network: the supernet, as a config: {"_target_": a space's SearchNetwork class, **its arguments} (without
@@ -327,44 +326,24 @@ class SearchModule(SpeedSwitches, pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True)
         sched.step()
 
-    # ---- exact resume ------------------------------------------------------------------------
+    # ---- exact resume (darts_lite.resume.Resumable saves and restores the RNG streams) --------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # GDAS samples, drop path and augmentation draw from these: a resumed run continues the same streams
-        checkpoint["rng_states"] = rng_states()
+        super().on_save_checkpoint(checkpoint)
         checkpoint["tau"] = self.net.tau  # recomputed from the epoch on resume; kept to read a checkpoint alone
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # applied when training starts, so nothing drawn while the trainer sets up shifts the streams
-        self._pending_rng = checkpoint.get("rng_states")
-        self._checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
+        super().on_load_checkpoint(checkpoint)
         if checkpoint.get("tau") is not None and self.net.tau is not None:
             self.net.tau = checkpoint["tau"]
 
-    def on_train_start(self) -> None:
-        if getattr(self, "_pending_rng", None) is not None:
-            set_rng_states(self._pending_rng)
-            self._pending_rng = None
-        if getattr(self, "_checkpoint_hparams", None):
-            self._apply_changed_learning_rates(self._checkpoint_hparams)
-            self._checkpoint_hparams = None
-
-    def _apply_changed_learning_rates(self, saved: dict[str, Any]) -> None:
-        """Resumed with other learning rates or another length than the checkpoint's (say, a lower rate after
-        a divergence, or more epochs): the restored optimisers and schedule would keep the old ones (and a
-        cosine past its end rises again), so set the new ones, the schedule re-based at the epoch reached.
-        Unchanged settings leave the restored state exactly as it was."""
-        hp = self.hparams
-        opt_w, opt_a = (o.optimizer for o in self.optimizers())
-        changed = []
-        weight = rebase_cosine(opt_w, self.lr_schedulers(), saved, hp.lr, hp.lr_min, hp.epochs)
-        if weight:
-            changed.append(weight)
-        if saved.get("arch_lr") != hp.arch_lr:
-            for group in opt_a.param_groups:
-                group["lr"] = hp.arch_lr
-            changed.append(f"architecture lr {saved.get('arch_lr')} -> {hp.arch_lr}")
-        if changed:
-            rank_zero_info("resumed with a new schedule: " + "; ".join(changed))
+    def rebase_schedules(self, saved: dict[str, Any]) -> list[str]:
+        """The weights' cosine (Resumable's), and the architecture optimiser's constant rate."""
+        changed = super().rebase_schedules(saved)
+        if saved.get("arch_lr") != self.hparams.arch_lr:
+            for group in self.optimizers()[1].optimizer.param_groups:
+                group["lr"] = self.hparams.arch_lr
+            changed.append(f"architecture lr {saved.get('arch_lr')} -> {self.hparams.arch_lr}")
+        return changed
 
     # ---- validation --------------------------------------------------------------------------
     def validation_step(self, batch, batch_idx: int) -> None:

@@ -12,13 +12,11 @@ from typing import Annotated, Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
 from .genotype import Genotype, zoo
-from .rng import rng_states, set_rng_states
-from .schedule import rebase_cosine
+from .resume import Resumable
 from .schema import Ge, Gt, Hint, Lt, checked
 from .spaces import SPACES, get_space, parse_genotype
 from .speed import SpeedSwitches
@@ -65,7 +63,7 @@ def count_flops(net: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
-class TrainModule(SpeedSwitches, pl.LightningModule):
+class TrainModule(Resumable, SpeedSwitches, pl.LightningModule):
     """Trains the evaluation network of a genotype of any space (the space is read from the genotype).
 
     network: that space's EvalNetwork keyword arguments besides the genotype.
@@ -105,27 +103,6 @@ class TrainModule(SpeedSwitches, pl.LightningModule):
                               nesterov=hp.get("nesterov", False))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs, eta_min=hp.lr_min)
         return [opt], [{"scheduler": sched, "interval": "epoch"}]
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # drop path, augmentation and cutout draw from these: a resumed run continues the same streams
-        checkpoint["rng_states"] = rng_states()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
-        self._pending_rng = checkpoint.get("rng_states")  # applied when training starts (older checkpoints: none)
-
-    def on_train_start(self) -> None:
-        if getattr(self, "_pending_rng", None) is not None:
-            set_rng_states(self._pending_rng)
-            self._pending_rng = None
-        # resumed with another lr or more epochs: the restored schedule is re-based at the epoch reached
-        saved, self._checkpoint_hparams = getattr(self, "_checkpoint_hparams", None), None
-        if saved:
-            hp = self.hparams
-            optimizer = self.optimizers()
-            changed = rebase_cosine(optimizer.optimizer, self.lr_schedulers(), saved, hp.lr, hp.lr_min, hp.epochs)
-            if changed:
-                rank_zero_info(f"resumed with a new schedule: {changed}")
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if self.hparams.grad_clip:

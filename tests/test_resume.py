@@ -1,4 +1,5 @@
-"""Exact resume: a search killed with SIGKILL and resumed ends where the uninterrupted one does."""
+"""Exact resume: a search, a retraining and a Once-for-All run killed with SIGKILL and resumed end where the
+uninterrupted runs do, tensor for tensor (the EcoNAS evolution's: tests/test_econas.py)."""
 
 import csv
 import json
@@ -68,6 +69,82 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
 
     # metrics.csv keeps the epochs before the kill and continues with the same numbers
     assert losses(killed) == losses(straight) and len(losses(straight)) == 6
+
+
+def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (polled every 20 ms); fails if it ended on its own first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, f"the {what} finished before it could be killed"
+
+
+def _same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs after the resume"
+
+
+def _epochs_in(checkpoint) -> int:
+    return int(torch.load(checkpoint, weights_only=True, map_location="cpu")["epoch"]) + 1 if checkpoint.is_file() else 0
+
+
+# retraining a cell: drop path, cutout, crop and flip draw random numbers every step
+TRAIN = ["+experiment=train_quick", "genotype=DARTS_V2", "data=synthetic", "data.crop_padding=1", "data.flip=true",
+         "train.C=8", "train.layers=3", "train.cutout=4", "train.drop_path_prob=0.3", "train.epochs=5", "seed=2",
+         "trainer.enable_progress_bar=false"]
+
+
+def test_killed_retraining_resumes_to_the_same_weights(tmp_path):
+    straight = tmp_path / "straight"
+    done = run_cli(*TRAIN, f"hydra.run.dir={straight}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed = tmp_path / "killed"
+    proc = start_cli(*TRAIN, f"hydra.run.dir={killed}", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: _epochs_in(killed / "checkpoints" / "last.ckpt") >= 2, "retraining")
+    assert _epochs_in(killed / "checkpoints" / "last.ckpt") < 5 and not (killed / "summary.json").exists()
+    resumed = run_cli(*TRAIN, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
+    _same_tensors(a["state_dict"], b["state_dict"])
+    assert a["optimizer_states"][0]["state"].keys() == b["optimizer_states"][0]["state"].keys()
+    for k, state in a["optimizer_states"][0]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer_states"][0]["state"][k]["momentum_buffer"])
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["metrics"] == json.loads((straight / "summary.json").read_text())["metrics"]
+
+
+# Once-for-All, the tiny network of tests/conftest.py through the command line; the kernel phase is long enough to
+# be killed inside it, after one of its epochs
+OFA = ["+experiment=ofa_quick", "data=synthetic", "data.synthetic_samples=48", "data.synthetic_classes=3",
+       "data.batch_size=16", "data.crop_padding=1", "data.flip=true", "ofa.network.stem_channels=4",
+       "ofa.network.first_channels=4", "ofa.network.widths=[4,8]", "ofa.network.strides=[1,2]",
+       "ofa.network.acts=[relu,hswish]", "ofa.network.head_channels=16", "ofa.resolutions=[6,8]", "ofa.bn_calibration=1",
+       "ofa.val_split=0.2", "ofa.epochs=[1,6,1,1,1,1]", "ofa.subnets=[1,1,2,2,2,2]", "ofa.constraint.flops=null",
+       "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "seed=1"]
+
+
+def test_killed_once_for_all_resumes_to_the_same_network(tmp_path):
+    straight = tmp_path / "straight"
+    done = run_cli(*OFA, f"hydra.run.dir={straight}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed = tmp_path / "killed"
+    proc = start_cli(*OFA, f"hydra.run.dir={killed}", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kernel = killed / "kernel" / "checkpoints" / "last.ckpt"
+    _kill_when(proc, lambda: _epochs_in(kernel) >= 2, "Once-for-All run")
+    assert 2 <= _epochs_in(kernel) < 6 and not (killed / "network.pt").exists()  # killed inside the kernel phase
+    resumed = run_cli(*OFA, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Phase full: finished before, skipped" in resumed.stdout
+    a = torch.load(straight / "network.pt", weights_only=True)
+    b = torch.load(killed / "network.pt", weights_only=True)
+    assert a["phase"] == b["phase"] == "expand2" and a["config"] == b["config"]
+    _same_tensors(a["state_dict"], b["state_dict"])
+    # the resumed phase continued the very same random draws: its metrics equal the uninterrupted run's
+    straight_kernel = json.loads((straight / "kernel" / "summary.json").read_text())["metrics"]
+    assert json.loads((killed / "kernel" / "summary.json").read_text())["metrics"] == straight_kernel
 
 
 def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):

@@ -124,7 +124,7 @@ def test_cli_refuses_in_one_message_and_resumes_a_longer_run(search_run, tmp_pat
 
 
 def test_a_longer_run_or_a_new_rate_rebases_the_cosine_schedule_at_the_epoch_reached():
-    from darts_lite.schedule import cosine_lr, rebase_cosine
+    from darts_lite.resume import cosine_lr, rebase_cosine
 
     weight = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([weight], lr=0.1)

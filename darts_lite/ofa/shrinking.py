@@ -24,11 +24,10 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..schedule import rebase_cosine
+from ..resume import Resumable
 from ..tricks import calibrate_bn
 from .network import OFANetwork
 
@@ -96,7 +95,7 @@ def subnet_accuracy(subnet: nn.Module, calibration: Iterable[Any], batches: Iter
     return correct / max(1, total)
 
 
-class ShrinkingModule(pl.LightningModule):
+class ShrinkingModule(Resumable, pl.LightningModule):
     """One phase of progressive shrinking (see the module docstring).
 
     network: OFANetwork arguments. phase: a name of PHASES. resolutions: input sides drawn per training batch
@@ -213,18 +212,6 @@ class ShrinkingModule(pl.LightningModule):
         self.log("train/loss", total / hp.subnets, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train/lr", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
         return total / hp.subnets
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._checkpoint_hparams = dict(checkpoint.get("hyper_parameters") or {})
-
-    def on_train_start(self) -> None:
-        # resumed with another lr or more epochs: the restored cosine is re-based at the epoch reached
-        saved, self._checkpoint_hparams = getattr(self, "_checkpoint_hparams", None), None
-        if saved:
-            hp = self.hparams
-            changed = rebase_cosine(self.optimizers().optimizer, self.lr_schedulers(), saved, hp.lr, hp.lr_min, hp.epochs)
-            if changed:
-                rank_zero_info(f"phase {self.phase.name} resumed with a new schedule: {changed}")
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()

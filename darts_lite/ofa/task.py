@@ -35,7 +35,7 @@ from ..config import data_problems
 from ..data import ImageDataModule
 from ..errors import ConfigError
 from ..run.build import build_datamodule as build_data
-from ..run.checkpoints import is_fixed, read_record, run_settings
+from ..run.checkpoints import changed_settings, read_record
 from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from ..run.loggers import wandb_run_ends_with_the_job
 from ..run.trainer import build_trainer
@@ -169,9 +169,8 @@ def check_same_run(cfg: DictConfig, path: Path) -> None:
     if record.get("task") != "ofa":
         raise ConfigError(f"{path}: a checkpoint of a task={record.get('task')} run, not of task=ofa. The file was left "
                           "as it is.")
-    saved, now = record["settings"], run_settings(cfg)
-    differ = [f"{k}: {saved.get(k)!r} in the checkpoint, {now.get(k)!r} now" for k in sorted(set(saved) | set(now))
-              if is_fixed(k, "ofa") and saved.get(k) != now.get(k)]
+    fixed, _ = changed_settings(record, cfg, "ofa")
+    differ = [change.replace(" -> ", " in the checkpoint, ", 1) + " now" for change in fixed]
     if differ:
         command = shlex.join(["python", "-m", "darts_lite", *record.get("overrides", []), "resume=true",
                               f"hydra.run.dir={record.get('run_dir')}"])

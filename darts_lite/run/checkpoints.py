@@ -148,13 +148,14 @@ class RunRecord(pl.Callback):
 
 
 def is_fixed(key: str, task: str) -> bool:
-    """Whether ``key`` is a setting a run of ``task`` must keep to continue from its checkpoints."""
-    if key in FREE_INSIDE_FIXED:
-        return False
+    """Whether ``key`` is a setting a run of ``task`` must keep to continue from its checkpoints (its task entry's
+    ``fixed`` keys and groups, less ``FREE_INSIDE_FIXED`` and its own ``free`` keys)."""
     from .tasks import TASKS
 
-    fixed = TASKS[task].fixed if task in TASKS else ()
-    return any(key == f or key.startswith(f + ".") for f in fixed)
+    entry = TASKS[task] if task in TASKS else None
+    if entry is None or key in FREE_INSIDE_FIXED or key in entry.free:
+        return False
+    return any(key == f or key.startswith(f + ".") for f in entry.fixed)
 
 
 def read_record(path: str | Path, how: str) -> dict[str, Any]:
@@ -185,6 +186,21 @@ def _show(value: Any) -> str:
     return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
 
 
+def changed_settings(record: dict[str, Any], cfg: DictConfig, task: str) -> tuple[list[str], list[str]]:
+    """What differs between the settings a checkpoint's ``record`` holds and ``cfg``'s, each "key: old -> new":
+    (the settings fixed for ``task``, the ones that may change). The one comparison every continuation makes: a
+    resumed search, retraining or Once-for-All phase, and a selection on a finished search."""
+    saved, now = dict(record["settings"]), run_settings(cfg)
+    # records of 0.2.0 before spaces were plug-ins name the space beside the settings, not inside them
+    saved.setdefault("space.name" if record.get("task") == "search" else "train.space", record.get("space", "darts"))
+    fixed, free = [], []
+    for key in sorted(set(saved) | set(now)):
+        old, new = saved.get(key), now.get(key)
+        if old != new:
+            (fixed if is_fixed(key, task) else free).append(f"{key}: {_show(old)} -> {_show(new)}")
+    return fixed, free
+
+
 def check_resume(cfg: DictConfig, path: str) -> list[str]:
     """Compare the checkpoint at ``path`` with ``cfg`` before anything is built. Raises ConfigError naming every
     setting that would change the network or the data (each with both values) and the command that resumes as
@@ -200,15 +216,7 @@ def check_resume(cfg: DictConfig, path: str) -> list[str]:
     if record.get("space") != space:
         raise ConfigError(f"{how}: a checkpoint of a search in the {record.get('space')!r} space, not "
                           f"{space!r}. The file was left as it is.")
-    saved, now = dict(record["settings"]), run_settings(cfg)
-    # records of 0.2.0 before spaces were plug-ins name the space beside the settings, not inside them
-    saved.setdefault("space.name" if task == "search" else "train.space", record.get("space", "darts"))
-    fixed, free = [], []
-    for key in sorted(set(saved) | set(now)):
-        old, new = saved.get(key), now.get(key)
-        if old == new:
-            continue
-        (fixed if is_fixed(key, task) else free).append(f"{key}: {_show(old)} -> {_show(new)}")
+    fixed, free = changed_settings(record, cfg, task)
     if fixed:
         resume = (["resume=true", f"hydra.run.dir={record['run_dir']}"] if cfg.get("resume") and not cfg.get("ckpt_path")
                   else [f"ckpt_path={path}"])

@@ -25,6 +25,7 @@ class Task:
     check: str  # "package.module:function", (cfg) -> ...; raises ConfigError listing every problem
     summary: str
     fixed: tuple[str, ...] = ()
+    free: tuple[str, ...] = ()  # keys inside a fixed group that may differ nonetheless
 
     def runner(self) -> Callable[[Any], Any]:
         return load_path(self.run)
@@ -36,8 +37,8 @@ class Task:
 TASKS: Registry[Task] = Registry("task")
 
 
-def _task(name: str, run: str, check: str, summary: str, fixed: tuple[str, ...] = ()) -> None:
-    TASKS.register(name, Task(name, run, check, summary, fixed), summary=summary)
+def _task(name: str, run: str, check: str, summary: str, fixed: tuple[str, ...] = (), free: tuple[str, ...] = ()) -> None:
+    TASKS.register(name, Task(name, run, check, summary, fixed, free), summary=summary)
 
 
 _task("search", "darts_lite.tasks:run_search", "darts_lite.config:validate_search",
@@ -47,8 +48,11 @@ _task("train", "darts_lite.tasks:run_train", "darts_lite.config:validate_train",
       "retrain a genotype (`genotype=`) in its evaluation network",
       fixed=("seed", "data", "genotype", "train.space", "train.C", "train.layers", "train.auxiliary",
              "train.network_dataset", "train.cutout"))
+# selection measures on the search's held-out part: the data must be split as the search split it (how it is batched
+# and augmented may differ)
 _task("select", "darts_lite.tasks:run_select", "darts_lite.config:validate_select",
-      "perturbation-based selection on the supernet of a finished search (`ckpt_path=`)")
+      "perturbation-based selection on the supernet of a finished search (`ckpt_path=`)",
+      fixed=("seed", "data"), free=("data.batch_size", "data.crop_padding", "data.flip"))
 _task("proxy_study", "darts_lite.econas.study:run_study", "darts_lite.econas.study:check",
       "EcoNAS's proxy-ranking study: each proxy setting's rank correlation with the reference")
 _task("econas", "darts_lite.tasks:run_econas", "darts_lite.econas.evolution:check",
