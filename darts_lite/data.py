@@ -120,7 +120,9 @@ class DatasetUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Archive:
+class DownloadArchive:
+    """Where a dataset's release file is downloaded from, how it is checked and what it holds."""
+
     filename: str
     url: str
     md5: str
@@ -132,7 +134,7 @@ class Archive:
 
 # The binary (not pickled) releases: records of label byte(s) then 3072 bytes R, G, B planes.
 ARCHIVES = {
-    "cifar10": Archive(
+    "cifar10": DownloadArchive(
         "cifar-10-binary.tar.gz",
         "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
         "c32a1d4ab5d03f1284b67883e8d87530",
@@ -141,7 +143,7 @@ ARCHIVES = {
         ("test_batch.bin",),
         1,
     ),
-    "cifar100": Archive(
+    "cifar100": DownloadArchive(
         "cifar-100-binary.tar.gz",
         "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",
         "03b5dce01913d631647c71ecec9e9cb8",
@@ -161,11 +163,11 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _where_to_put(a: Archive, root: Path) -> str:
+def _where_to_put(a: DownloadArchive, root: Path) -> str:
     return f"download {a.url} (md5 {a.md5}) and put {a.filename} in {root.resolve()}"
 
 
-def _download(a: Archive, root: Path) -> Path:
+def _download(a: DownloadArchive, root: Path) -> Path:
     target = root / a.filename
     root.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=root, prefix=a.filename, suffix=".part")

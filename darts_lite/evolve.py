@@ -1,7 +1,7 @@
 """One evolution engine for every search over discrete candidates in darts_lite.
 
 The engine knows candidates only through `Moves` (sample, mutate, key, to/from a JSON-able state) and fitness
-only through an evaluator, ``evaluate(requests: list[Request]) -> list[float | None]`` (higher is better;
+only through an evaluator, ``evaluate(requests: list[StageRequest]) -> list[float | None]`` (higher is better;
 ``None``, NaN or an infinite value = the evaluation failed: the candidate is dropped and the search goes on).
 It never trains, reads files or touches a database: the EcoNAS search, the surrogate benchmark and
 Once-for-All each bring their own Moves and evaluator.
@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 from .registry import Registry
 
 __all__ = [
-    "ALGORITHMS", "DEFAULT_BUDGET", "Evaluator", "GeneticEvolution", "HierarchicalEvolution", "Member", "Moves", "RandomSearch",
-    "RegularizedEvolution", "Request", "Search", "stage_trainings",
+    "ALGORITHMS", "DEFAULT_BUDGET", "EvaluateFn", "GeneticEvolution", "HierarchicalEvolution", "Member", "Moves", "RandomSearch",
+    "RegularizedEvolution", "Search", "StageRequest", "stage_trainings",
 ]
 
 # A new candidate whose key was seen before (living, evaluated or failed) is drawn again this many times at
@@ -52,14 +52,14 @@ class Moves:
 
 
 @dataclass(frozen=True)
-class Request:
+class StageRequest:
     """Train/evaluate `candidate` to `stages` stages (stage s continues stage s-1's training; 1 = fresh)."""
 
     candidate: Any
     stages: int
 
 
-Evaluator = Callable[[list[Request]], Sequence[Any]]
+EvaluateFn = Callable[[list[StageRequest]], Sequence[Any]]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Search:
     defaults: ClassVar[dict[str, Any]] = {}
     extendable: ClassVar[tuple[str, ...]] = ()  # options a resumed run may change: they only lengthen it
 
-    def __init__(self, moves: Moves, evaluate: Evaluator, seed: int, **options: Any) -> None:
+    def __init__(self, moves: Moves, evaluate: EvaluateFn, seed: int, **options: Any) -> None:
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise ValueError(f"seed={seed!r}: must be an integer")
         self.moves = moves
@@ -224,7 +224,7 @@ class Search:
         self._members.append(Member(self._next_id, candidate, self.moves.key(candidate), stage, fitness, self.cycle))
         self._next_id += 1
 
-    def _evaluate_batch(self, requests: list[Request], costs: list[int]) -> list[float | None]:
+    def _evaluate_batch(self, requests: list[StageRequest], costs: list[int]) -> list[float | None]:
         """Fitness per request (None = failed); counts evaluations and stage-trainings, remembers final-stage ones."""
         if not requests:
             return []
@@ -368,7 +368,7 @@ class HierarchicalEvolution(Search):
     def _step(self) -> None:
         if self.cycle == 0:
             candidates = [self._child(None) for _ in range(self.options["initial"])]
-            for candidate, fitness in zip(candidates, self._evaluate_batch([Request(c, 1) for c in candidates],
+            for candidate, fitness in zip(candidates, self._evaluate_batch([StageRequest(c, 1) for c in candidates],
                                                                             [1] * len(candidates))):
                 if fitness is not None:
                     self._add(candidate, 1, fitness)
@@ -381,7 +381,7 @@ class HierarchicalEvolution(Search):
             source = self._source(pools, index)
             parents += [self._tournament(source, self.options["tournament"]) if source else None for _ in range(count)]
         children = [self._child(parent) for parent in parents]
-        requests = [Request(m.candidate, m.stage + 1) for m in promoted] + [Request(c, 1) for c in children]
+        requests = [StageRequest(m.candidate, m.stage + 1) for m in promoted] + [StageRequest(c, 1) for c in children]
         results = self._evaluate_batch(requests, [1] * len(requests))  # each request is one more stage of training
         moved = {m.id: fitness for m, fitness in zip(promoted, results)}
         members = []
@@ -421,7 +421,7 @@ class _FinalStageSearch(Search):
 
     def _evaluate_new(self, candidates: list[Any]) -> list[float | None]:
         stages = self.final_stage
-        return self._evaluate_batch([Request(c, stages) for c in candidates], [stages] * len(candidates))
+        return self._evaluate_batch([StageRequest(c, stages) for c in candidates], [stages] * len(candidates))
 
 
 class RegularizedEvolution(_FinalStageSearch):
@@ -514,7 +514,7 @@ class GeneticEvolution(Search):
         return dict(stages=_integer(n, "stages", options["stages"], 1), population=population, parents=parents,
                     mutation_share=float(share), generations=_integer(n, "generations", options["generations"], 0))
 
-    def __init__(self, moves: Moves, evaluate: Evaluator, seed: int, **options: Any) -> None:
+    def __init__(self, moves: Moves, evaluate: EvaluateFn, seed: int, **options: Any) -> None:
         super().__init__(moves, evaluate, seed, **options)
         if moves.crossover is None and self._mutations() < self.options["population"] - self.options["parents"]:
             raise ValueError(f"{self.name} search with mutation_share={self.options['mutation_share']}: breeds children by "
@@ -548,7 +548,7 @@ class GeneticEvolution(Search):
                     continue
                 a, b = self._rng.sample(parents, 2)
                 children.append(self._fresh(lambda a=a, b=b: self.moves.crossover(a.candidate, b.candidate, self._rng)))
-        results = self._evaluate_batch([Request(c, stages) for c in children], [stages] * len(children))
+        results = self._evaluate_batch([StageRequest(c, stages) for c in children], [stages] * len(children))
         self._members = list(parents)
         for candidate, fitness in zip(children, results):
             if fitness is not None:

@@ -27,13 +27,14 @@ from omegaconf import DictConfig
 
 from .config import validate_search, validate_select, validate_train
 from .decision import decision, describe
+from .measure import count_flops
 from .run.artifacts import SearchArtifacts, WandbDashboard
 from .run.build import build_datamodule, build_guard, build_lookup, build_search_module, build_train_module
 from .run.checkpoints import resume_checkpoint
 from .run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from .run.loggers import wandb_run_ends_with_the_job
 from .run.trainer import build_trainer
-from .train import count_flops, resolve_genotype
+from .train import resolve_genotype
 
 
 def run_search(cfg: DictConfig) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 from torchmetrics.classification import MulticlassAccuracy
 
 from .genotype import Genotype, zoo
@@ -50,17 +49,6 @@ def resolve_genotype(spec: Any) -> Any:
 
 def _zoo_names() -> list[str]:
     return list(zoo())
-
-
-def count_flops(net: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one eval-mode forward pass of a single image (torch's counter; MACs = FLOPs / 2)."""
-    was_training = net.training
-    net.eval()
-    param = next(net.parameters())
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, *input_shape, device=param.device))
-    net.train(was_training)
-    return int(counter.get_total_flops())
 
 
 class TrainModule(Resumable, SpeedSwitches, pl.LightningModule):

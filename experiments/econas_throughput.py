@@ -27,8 +27,8 @@ from darts_lite.data import train_class_counts
 from darts_lite.econas import Archive, Base, Evaluator, Executor, Request, resolve
 from darts_lite.econas.settings import setting_dir
 from darts_lite.evolve import stage_trainings
+from darts_lite.measure import count_flops
 from darts_lite.spaces import darts
-from darts_lite.train import count_flops
 
 RESULTS = Path(__file__).parent / "results" / "econas_throughput.md"
 

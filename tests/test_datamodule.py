@@ -1,5 +1,6 @@
 """Datasets and the search DataModule: splits, EcoNAS knobs, augmentation, CIFAR download path."""
 
+import dataclasses
 import hashlib
 import io
 import tarfile
@@ -199,8 +200,7 @@ def test_cifar_download_checksum_extract_and_parse(tmp_path, monkeypatch):
     labels, images = _fake_cifar10(served)
     md5 = hashlib.md5(served.read_bytes()).hexdigest()
     archive = data_mod.ARCHIVES["cifar10"]
-    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", archive.__class__(
-        **{**archive.__dict__, "url": served.as_uri(), "md5": md5}))
+    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", dataclasses.replace(archive, url=served.as_uri(), md5=md5))
     root = tmp_path / "data"
     d = load_dataset("cifar10", root)
     x, y = d["train"]
@@ -217,8 +217,7 @@ def test_cifar_bad_checksum_leaves_no_file(tmp_path, monkeypatch):
     served = tmp_path / "cifar-10-binary.tar.gz"
     _fake_cifar10(served)
     archive = data_mod.ARCHIVES["cifar10"]
-    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", archive.__class__(
-        **{**archive.__dict__, "url": served.as_uri(), "md5": "0" * 32}))
+    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", dataclasses.replace(archive, url=served.as_uri(), md5="0" * 32))
     root = tmp_path / "data"
     with pytest.raises(DatasetUnavailable, match="md5"):
         load_dataset("cifar10", root)
@@ -294,8 +293,7 @@ def test_cifar_extracts_through_the_fallback_too(tmp_path, monkeypatch):
     archive.parent.mkdir()
     labels, _ = _fake_cifar10(archive)
     a = data_mod.ARCHIVES["cifar10"]
-    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", a.__class__(
-        **{**a.__dict__, "md5": hashlib.md5(archive.read_bytes()).hexdigest()}))
+    monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", dataclasses.replace(a, md5=hashlib.md5(archive.read_bytes()).hexdigest()))
     d = load_dataset("cifar10", archive.parent, download=False)
     assert d["train"][1].tolist() == np.concatenate(labels[:5]).tolist()
 

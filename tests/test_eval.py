@@ -7,7 +7,8 @@ import torch
 
 from darts_lite import EvalNetwork, Genotype, TrainModule
 from darts_lite.genotype import zoo
-from darts_lite.train import count_flops, resolve_genotype
+from darts_lite.measure import count_flops
+from darts_lite.train import resolve_genotype
 
 # parameter counts (millions, without the auxiliary head) as the papers print them; DARTS_V1 is
 # the exception: the paper's table prints 3.3M, the cell builds 3.17M in the network that gives

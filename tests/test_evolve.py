@@ -16,7 +16,7 @@ from darts_lite.evolve import (
     Moves,
     RandomSearch,
     RegularizedEvolution,
-    Request,
+    StageRequest,
     stage_trainings,
 )
 
@@ -53,7 +53,7 @@ class Recorder:
     """The evaluator: logs each batch, returns `fitness`, or None where `fails(request, cycle)` says so."""
 
     def __init__(self, fails=None):
-        self.batches: list[list[Request]] = []
+        self.batches: list[list[StageRequest]] = []
         self.results: list[list] = []
         self.fails = fails or (lambda request, cycle: False)
 

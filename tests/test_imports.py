@@ -1,9 +1,13 @@
 """The package's import graph, read from its source with ast: no two modules import each other, directly or
-through others (lazy imports inside functions included), and tasks.py holds task functions only."""
+through others (lazy imports inside functions included), and tasks.py holds task functions only. And, from every
+module imported: no two classes of darts_lite share a name."""
 
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import pkgutil
 from pathlib import Path
 
 import darts_lite
@@ -100,3 +104,44 @@ def test_tasks_module_holds_task_functions_only():
     assert defined and all(name.startswith("run_") for name in defined), defined
     assigned = [node for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))]
     assert not assigned, "tasks.py keeps no tables or settings: they belong with the code that reads them"
+
+
+# A space is a module with one interface (darts_lite.spaces reads these names from it), so each space defines its
+# own classes of these names on purpose. The DARTS space's genotype lives in darts_lite.genotype.
+SPACE_INTERFACE = ("SearchNetwork", "EvalNetwork", "Genotype", "MixedEdge", "SearchCell", "EvalCell")
+SPACE_MODULES = ("darts_lite.spaces.", "darts_lite.genotype")
+# NAS-Bench-201's own copies of darts_lite.spaces.ops' ops: removed when the spaces are restructured
+KNOWN_DUPLICATES = ("Zero", "FactorizedReduce")
+
+
+def _classes_within(cls: type) -> list[type]:
+    nested = [v for v in vars(cls).values() if inspect.isclass(v) and v.__qualname__.startswith(cls.__qualname__ + ".")]
+    return [cls, *(c for n in nested for c in _classes_within(n))]
+
+
+def package_classes() -> dict[str, set[str]]:
+    """{class name: the qualified names of the darts_lite classes so named}, from every module of the package."""
+    def refuse(name: str) -> None:
+        raise ImportError(f"{name} cannot be imported")  # walk_packages would otherwise skip the package unseen
+
+    defined: dict[str, set[str]] = {}
+    for info in pkgutil.walk_packages(darts_lite.__path__, "darts_lite.", onerror=refuse):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if inspect.isclass(value) and value.__module__.startswith("darts_lite"):
+                for cls in _classes_within(value):
+                    defined.setdefault(cls.__name__, set()).add(f"{cls.__module__}.{cls.__qualname__}")
+    return defined
+
+
+def test_no_two_classes_of_darts_lite_share_a_name():
+    defined = package_classes()
+    assert "darts_lite.econas.archive.Archive" in defined["Archive"]  # the walk reached subpackages
+    shared = {name: sorted(where) for name, where in defined.items() if len(where) > 1}
+    for name in SPACE_INTERFACE:
+        outside = [w for w in shared.get(name, ()) if not w.startswith(SPACE_MODULES)]
+        assert not outside, f"{name} is a space's interface name; {outside} is no space module"
+    for name in KNOWN_DUPLICATES:
+        assert name in shared, f"{name} is defined once now: remove it from KNOWN_DUPLICATES"
+    clashes = {name: where for name, where in shared.items() if name not in SPACE_INTERFACE + KNOWN_DUPLICATES}
+    assert not clashes, f"classes of one name (rename them to say what each is): {clashes}"

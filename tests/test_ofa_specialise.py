@@ -13,12 +13,12 @@ from conftest import TINY_OFA, ofa_cfg, tiny_ofa_network
 
 from darts_lite.errors import ConfigError
 from darts_lite.evolve import GeneticEvolution
+from darts_lite.measure import count_flops, million_multiply_adds
 from darts_lite.ofa import OFANetwork
 from darts_lite.ofa.costs import CostTableError, SubnetCosts, read_latency_table
 from darts_lite.ofa.predictor import AccuracyPredictor, PredictorError, SubnetEncoding, load_predictor, rank_scores
 from darts_lite.ofa.specialise import SubnetSpace, load_subnet
 from darts_lite.ofa.task import check, run_ofa, save_network
-from darts_lite.tricks.resources import op_flops
 
 SMALL = dict(TINY_OFA, ks_list=(3, 5), expand_list=(2, 3), depth_list=(1, 2))  # 2 units of 2 blocks: 2048 (setting, side)
 
@@ -39,7 +39,7 @@ def test_part_flops_add_up_to_the_count_on_the_standalone_subnet():
     rng = random.Random(0)
     for side in (6, 7, 8, 9):
         setting = net.sample_active_subnet(rng)
-        counted = op_flops(net.get_active_subnet(), (1, 3, side, side))[0]
+        counted = million_multiply_adds(count_flops(net.get_active_subnet(), (3, side, side)))
         assert costs.cost(setting, side, latency=False)["flops"] == pytest.approx(counted, rel=1e-9)
 
 
@@ -171,7 +171,8 @@ def test_specialise_alone_writes_the_subnet_within_its_budget_and_reuses_the_pre
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # the trained weights, as the elastic network's
     reference.load_state_dict(subnet.state_dict())  # and BatchNorm statistics: the calibrated ones
     torch.testing.assert_close(subnet(x), reference.eval()(x))
-    assert op_flops(subnet, (1, 3, saved["resolution"], saved["resolution"]))[0] == pytest.approx(record["flops"])
+    side = saved["resolution"]
+    assert million_multiply_adds(count_flops(subnet, (3, side, side))) == pytest.approx(record["flops"])
     capsys.readouterr()
     run_ofa(ofa_cfg(run, *SPEC, "ofa.constraint.flops=0.08"))  # another budget: the predictor is reused
     assert "predictor reused" in capsys.readouterr().out

@@ -42,7 +42,7 @@ def _cfg(run, *overrides, base=ARGS):
 
 def test_the_checkpoint_records_task_space_settings_and_version(search_run):
     record = torch.load(search_run / "checkpoints" / "last.ckpt", weights_only=True)[RECORD_KEY]
-    assert (record["task"], record["space"], record["format"]) == ("search", "darts", 1) and record["version"]
+    assert (record["task"], record["space"], record["format"]) == ("search", "darts", 2) and record["version"]
     assert record["settings"]["space.C"] == 4 and record["settings"]["data.name"] == "synthetic"
     assert record["overrides"] == ARGS and record["run_dir"] == str(search_run.resolve())
 

@@ -14,7 +14,7 @@ from conftest import TINY_ECONAS, compose_cfg
 
 from darts_lite.econas.evolution import Prefilter, check_prefilter, space_moves
 from darts_lite.errors import ConfigError
-from darts_lite.evolve import HierarchicalEvolution, Request
+from darts_lite.evolve import HierarchicalEvolution, StageRequest
 from darts_lite.genotype import Genotype, zoo
 from darts_lite.spaces.darts import sample
 from darts_lite.surrogate import Table, make_surrogate, write_table
@@ -315,5 +315,6 @@ def test_requests_from_other_moves_are_not_recorded(surrogate_file):
     # promotions (a genotype trained further) and genotypes the pre-filter did not choose leave no row
     prefilter = Prefilter(space_moves("darts"), load_model(str(surrogate_file), "m").predict, 2)
     chosen = prefilter.moves.sample(random.Random(0))
-    prefilter.record([Request(sample(random.Random(5)), 1), Request(chosen, 1), Request(chosen, 2)], [0.5, 0.6, 0.7], 0)
+    requests = [StageRequest(sample(random.Random(5)), 1), StageRequest(chosen, 1), StageRequest(chosen, 2)]
+    prefilter.record(requests, [0.5, 0.6, 0.7], 0)
     assert [(r["genotype"], r["val_acc"]) for r in prefilter.rows] == [(chosen.to_text(), 0.6)]

@@ -20,11 +20,12 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from ..measure import count_flops
 from ..run.build import train_arguments
 from ..run.checkpoints import AtomicCheckpointIO
 from ..schema import build
 from ..spaces import parse_genotype
-from ..train import TrainModule, count_flops
+from ..train import TrainModule
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,11 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from ..evolve import ALGORITHMS, Moves, Request, Search, stage_trainings
+from ..evolve import ALGORITHMS, Moves, Search, StageRequest, stage_trainings
 from ..spaces import get_space, parse_genotype
 from . import build
 from .archive import Archive, genotype_hash
-from .evaluator import Request as EvalRequest
+from .evaluator import Request
 from .settings import Setting, resolve_all
 
 
@@ -134,7 +134,7 @@ class Prefilter:
                                               "candidates_mean": float(values.mean()), "candidates": len(candidates)})
         return chosen
 
-    def record(self, requests: Sequence[Request], results: Sequence[float | None], cycle: int) -> None:
+    def record(self, requests: Sequence[StageRequest], results: Sequence[float | None], cycle: int) -> None:
         """Rows for the requests that train a genotype this pre-filter chose (each once); forgets every other choice."""
         for request, result in zip(requests, results):
             chosen, choice = self._pending.pop(id(request.candidate), (None, None))
@@ -177,9 +177,9 @@ class _Fitness:
         self.cycle = 0
         self.prefilter: Prefilter | None = None
 
-    def __call__(self, requests: list[Request]) -> list[float | None]:
-        asks = [EvalRequest(r.candidate, self.setting, r.stages * self.stage_epochs,
-                            after=(r.stages - 1) * self.stage_epochs if self.continues and r.stages > 1 else None)
+    def __call__(self, requests: list[StageRequest]) -> list[float | None]:
+        asks = [Request(r.candidate, self.setting, r.stages * self.stage_epochs,
+                        after=(r.stages - 1) * self.stage_epochs if self.continues and r.stages > 1 else None)
                 for r in requests]
         rows = self.evaluator.evaluate(asks, label=self.label)
         results = [None if row is None else row["val_acc"] for row in rows]

@@ -5,12 +5,13 @@ depends only on its own configuration (channels in and out, stride, kernel size,
 and its input side, so a table of parts prices any setting at once, which is what an evolutionary search over
 thousands of settings needs.
 
-    flops       millions of multiply-adds (what NAS papers call FLOPs; half of torch's FLOP count), counted by
-                ``torch.utils.flop_counter.FlopCounterMode`` on one forward of the part alone: convolutions and
-                matrix products (BatchNorm, activations, pooling and additions are free). Exact: the sum over the
-                parts equals the count on the standalone sub-network.
-    latency_ms  milliseconds per batch of ``batch`` images (eval mode, no gradient) on this machine: the median of
-                timed runs after warm-up, per part and input side, in a look-up table saved as JSON with its origin
+    flops       millions of multiply-adds (what NAS papers call FLOPs; half of torch's FLOP count, see
+                ``darts_lite.measure``) of one forward of the part alone: convolutions and matrix products
+                (BatchNorm, activations, pooling and additions are free). Exact: the sum over the parts equals the
+                count on the standalone sub-network.
+    latency_ms  milliseconds per batch of ``batch`` images (eval mode, no gradient) on this machine:
+                ``measure.latency_ms``, the median of 20 timed runs after 5 warm-up runs, per part and input side,
+                in a look-up table saved as JSON with its origin
                 (this machine, the network's configuration, the batch). A table from another machine or network is
                 refused, never reused; parts it lacks are measured and added. The sum over parts leaves out what
                 joins them (a few Python calls), so it is a little under a measured whole forward.
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..tricks.resources import op_flops, op_latency, this_machine
+from ..measure import count_flops, latency_ms, million_multiply_adds, this_machine
 from .network import OFANetwork
 
 LATENCY_FILE = "latency_table.json"
@@ -91,10 +92,10 @@ class SubnetCosts:
         """The table entry of one part (``kind`` "flops" or "latency_ms"), counted or measured on first use."""
         if kind == "flops":
             if key not in self.flops:
-                self.flops[key] = op_flops(_module(part), shape)[0]
+                self.flops[key] = million_multiply_adds(count_flops(_module(part), shape[1:]))
             return self.flops[key]
         if key not in self.latency:
-            self.latency[key] = op_latency(_module(part), (self.batch, *shape[1:]), repeats=20, warmup=5)
+            self.latency[key] = latency_ms(_module(part), (self.batch, *shape[1:]), repeats=20, warmup=5)
             self.measured_now += 1
         return self.latency[key]
 
@@ -196,4 +197,4 @@ def read_latency_table(path: str | Path, origin: dict[str, Any]) -> dict[str, fl
 @torch.no_grad()
 def measured_latency(module: nn.Module, side: int, channels: int, batch: int = 1, repeats: int = 30) -> float:
     """Median milliseconds of a whole forward of ``module`` on [batch, channels, side, side] here (eval mode)."""
-    return op_latency(module, (batch, channels, side, side), repeats=repeats, warmup=5)
+    return latency_ms(module, (batch, channels, side, side), repeats=repeats, warmup=5)

@@ -32,6 +32,7 @@ import torch
 
 from ..errors import ConfigError
 from ..evolve import GeneticEvolution, Moves
+from ..measure import count_flops, million_multiply_adds
 from .costs import LATENCY_FILE, CostTableError, SubnetCosts, measured_latency
 from .network import OFANetwork, OFASubnet
 from .predictor import (
@@ -372,9 +373,7 @@ def specialise(net: OFANetwork, dm: Any, ofa: dict[str, Any], out: Path, seed: i
     val_accuracy, _ = measure(net, best, dm.train_dataloader, val, ofa["bn_calibration"], seed)
     test_accuracy, subnet = measure(net, best, dm.train_dataloader, list(dm.test_dataloader()), ofa["bn_calibration"], seed)
     cost = costs.cost(best.setting(), best.side)
-    from ..tricks.resources import op_flops
-
-    counted = op_flops(subnet, (1, net.config["in_channels"], best.side, best.side))[0]
+    counted = million_multiply_adds(count_flops(subnet, (net.config["in_channels"], best.side, best.side)))
     whole = measured_latency(subnet, best.side, net.config["in_channels"], sp["latency_batch"])
     budget = folder / budget_label(limits)
     budget.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,9 @@ def _checkpoint_path(cfg: DictConfig) -> str | None:
 # ---- what a checkpoint was made by, and whether a run may continue from it ------------------------------------
 
 RECORD_KEY = "darts_lite"
-RECORD_FORMAT = 1  # raised when the record's layout changes; a checkpoint of a newer format is refused
+# raised when what a checkpoint holds changes its layout; a checkpoint of another format is refused with the version
+# that wrote it. 2 (darts_lite 0.3): networks and relaxations are configs with _target_ in the hyper-parameters
+RECORD_FORMAT = 2
 
 # The settings that shape the network, the data or the algorithm are each task's ``fixed`` (darts_lite.run.tasks): a
 # run continues from a checkpoint only under the same values. Everything else (epochs, learning rates, logger,

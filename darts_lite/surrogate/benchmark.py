@@ -30,7 +30,16 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from ..evolve import HierarchicalEvolution, Moves, RandomSearch, RegularizedEvolution, Request, Search, _FinalStageSearch
+from ..evolve import (
+    EvaluateFn,
+    HierarchicalEvolution,
+    Moves,
+    RandomSearch,
+    RegularizedEvolution,
+    Search,
+    StageRequest,
+    _FinalStageSearch,
+)
 from ..genotype import Genotype
 from ..registry import Registry
 from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
@@ -56,7 +65,7 @@ class LocalSearch(_FinalStageSearch):
     name = "local"
     defaults: ClassVar[dict[str, Any]] = dict(stages=1, neighbours=8, patience=2, budget=300)
 
-    def __init__(self, moves: Moves, evaluate: Callable[[list[Request]], Sequence[Any]], seed: int, **options: Any) -> None:
+    def __init__(self, moves: Moves, evaluate: EvaluateFn, seed: int, **options: Any) -> None:
         super().__init__(moves, evaluate, seed, **options)
         self._stuck = 0
 
@@ -107,7 +116,7 @@ class Queries:
     def left(self) -> int:
         return self.budget - len(self.values)
 
-    def __call__(self, requests: list[Request]) -> list[float | None]:
+    def __call__(self, requests: list[StageRequest]) -> list[float | None]:
         asked = requests[: max(self.left, 0)]
         answers = [float(v) for v in self.predict([r.candidate for r in asked])] if asked else []
         if len(answers) != len(asked):

@@ -3,12 +3,13 @@
 architecture loss (``search.resource``).
 
 Kinds and units:
-    flops    millions of multiply-adds (MACs, what NAS papers call FLOPs; half of torch's FLOP count), counted by
-             ``torch.utils.flop_counter.FlopCounterMode`` on one forward of the op alone at its real input size in
-             this network, one image; only convolutions and matrix products count (pooling, BN and sums are free)
+    flops    millions of multiply-adds (MACs, what NAS papers call FLOPs; half of torch's FLOP count, see
+             ``darts_lite.measure``) of one forward of the op alone at its real input size in this network, per
+             image; only convolutions and matrix products count (pooling, BN and sums are free)
     params   millions of parameters of the op (search cells' BatchNorms have no affine parameters)
-    latency  milliseconds per image (batch 1, eval mode, no gradient) on this machine: the median of a few timed
-             runs after warm-up, per op and input size, in a look-up table saved as JSON with its origin
+    latency  milliseconds per image (batch 1, eval mode, no gradient) on this machine: ``measure.latency_ms``, the
+             median of a few timed runs after warm-up, per op and input size, in a look-up table saved as JSON with
+             its origin
 
 The table's entry [e, o] of a cell type sums op o of edge e over all the cells of that type: they share the
 alphas, so the supernet's expected cost is sum_type sum_e sum_o softmax(alpha_type)[e, o] * cost_type[e, o]. That
@@ -22,9 +23,6 @@ and reported once as ``fixed`` (flops and params).
 from __future__ import annotations
 
 import json
-import platform
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +30,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
+from ..measure import counted_forward, latency_ms, million_multiply_adds, module_device, this_machine
 from ..registry import Registry
 from ..relax import SoftmaxRelaxation
 
@@ -86,24 +84,12 @@ def _cell_type(types: dict[str, torch.Tensor], cell: nn.Module) -> str:
     return "reduce" if getattr(cell, "reduction", False) else "normal"
 
 
-def _device(module: nn.Module) -> torch.device:
-    param = next(module.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def op_flops(op: nn.Module, shape_in: tuple[int, ...], device: torch.device | None = None) -> tuple[float, tuple[int, ...]]:
     """(millions of multiply-adds, output shape) of one eval-mode forward of ``op`` alone on zeros of ``shape_in``
     [1, C, H, W] (torch's counter counts 2 FLOPs per multiply-add; two images run, for BatchNorms without running
     statistics). device: where the op runs (default: where its parameters are, else the CPU)."""
-    device = device or _device(op)
-    was_training = op.training
-    op.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            out = op(torch.zeros(2, *shape_in[1:], device=device))
-    finally:
-        op.train(was_training)
-    return counter.get_total_flops() / 4e6, (1, *out.shape[1:])
+    flops, out = counted_forward(op, torch.zeros(2, *shape_in[1:], device=device or module_device(op)))
+    return million_multiply_adds(flops, images=2), (1, *out.shape[1:])
 
 
 def mixed_edge_runs(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[_OpRun], float]:
@@ -125,17 +111,15 @@ def mixed_edge_runs(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[
                 inputs.append((cell_type, e, module, tuple(args[0].shape)))
             handles.append(edge.register_forward_pre_hook(record))
     relaxation, transform = net.relaxation, net.__dict__.get("edge_weight_transform")
-    was_training = net.training
     param = next(net.parameters())
     try:
         net.relaxation = SoftmaxRelaxation()  # all ops run, no Gumbel draw
         net.edge_weight_transform = None
-        net.eval()
         # two images: BatchNorms without running statistics need more than one value per channel; .forward: not a
         # compiled network's call, which would compile for this shape
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            net.forward(torch.zeros(2, *input_shape, device=param.device, dtype=param.dtype))
-        total = counter.get_total_flops() / 4e6
+        flops, _ = counted_forward(net, torch.zeros(2, *input_shape, device=param.device, dtype=param.dtype),
+                                   forward=net.forward)
+        total = million_multiply_adds(flops, images=2)
     finally:
         for h in handles:
             h.remove()
@@ -144,7 +128,6 @@ def mixed_edge_runs(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[
             net.__dict__.pop("edge_weight_transform", None)
         else:
             net.edge_weight_transform = transform
-        net.train(was_training)
     runs = []
     for cell_type, e, edge, (_, c, h, w) in inputs:
         shape_in = (1, c // getattr(edge, "partial_channels", 1), h, w)
@@ -160,38 +143,7 @@ def op_params(op: nn.Module) -> float:
     return sum(p.numel() for p in op.parameters()) / 1e6
 
 
-def op_latency(op: nn.Module, shape_in: tuple[int, ...], repeats: int = 10, warmup: int = 3,
-               device: torch.device | None = None) -> float:
-    """Median milliseconds of one forward of ``op`` on an input of ``shape_in`` (eval mode, no gradient), after
-    ``warmup`` untimed runs; the input comes from a private generator, so the run's random streams do not move."""
-    device = device or _device(op)
-    x = torch.randn(shape_in, generator=torch.Generator().manual_seed(0)).to(device)
-    was_training = op.training
-    op.eval()
-    times = []
-    try:
-        with torch.no_grad():
-            for k in range(warmup + repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                start = time.perf_counter()
-                op(x)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                if k >= warmup:
-                    times.append(time.perf_counter() - start)
-    finally:
-        op.train(was_training)
-    return 1e3 * statistics.median(times)
-
-
 # ---- latency look-up table -----------------------------------------------------------------------
-def this_machine() -> dict[str, Any]:
-    """What a latency depends on besides the op: the host, its processor, torch and its thread count."""
-    return {"node": platform.node(), "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
 def network_sizes(net: nn.Module, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """The sizes that decide which ops at which input sizes a search network runs."""
     sizes: dict[str, Any] = {"network": f"{type(net).__module__}.{type(net).__name__}", "input": list(input_shape)}
@@ -309,7 +261,7 @@ def cost_table(net: nn.Module, input_shape: tuple[int, ...], kind: str, latency:
         if missing:
             log(f"resource: timing {len(missing)} ops at their input sizes ({repeats} runs each after warm-up) ...")
         for key, r in missing.items():
-            latency.entries[key] = op_latency(r.module, r.shape_in, repeats, device=next(net.parameters()).device)
+            latency.entries[key] = latency_ms(r.module, r.shape_in, repeats, device=next(net.parameters()).device)
     for r in runs:
         key = r.key(primitives)
         value = {"params": op_params(r.module), "flops": r.flops}[kind] if kind != "latency" else latency.entries[key]
