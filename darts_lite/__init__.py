@@ -2,11 +2,9 @@
 
 from . import config as _config  # noqa: F401  (registers the OmegaConf resolvers that conf/ uses)
 from ._version import __version__
-from .genotype import PRIMITIVES, Genotype
 from .relax import GumbelRelaxation, SoftmaxRelaxation
 from .search import SearchModule
-from .spaces.darts_eval import EvalNetwork
-from .spaces.darts_search import SearchNetwork
+from .spaces.darts import PRIMITIVES, EvalNetwork, Genotype, SearchNetwork
 from .train import TrainModule
 
 __all__ = [

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from .genotype import Genotype, zoo
 from .resume import Resumable
 from .schema import Ge, Gt, Hint, Lt, checked
 from .spaces import SPACES, get_space, parse_genotype
+from .spaces.darts.genotype import Genotype, zoo
 from .speed import SpeedSwitches
 
 

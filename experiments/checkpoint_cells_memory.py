@@ -28,7 +28,7 @@ def one_case(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from darts_lite.spaces.darts_search import SearchNetwork
+    from darts_lite.spaces.darts.search import SearchNetwork
 
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()

@@ -55,13 +55,13 @@ def build(case: str, args: argparse.Namespace):
         net = strategy.mutate_model(DartsSpace(width=args.C, num_cells=args.layers, dataset="cifar"))
         alphas = list(strategy._arch_parameters.values())
         return net, [*net.parameters(), *alphas]
-    from darts_lite.spaces.darts_search import SearchNetwork
+    from darts_lite.spaces.darts.search import SearchNetwork
 
     if case == "darts_lite_nn_conv":
         # the step as it was before DepthwiseConv2d's fast path (the strided dilated convs run as such)
         from torch import nn
 
-        from darts_lite.spaces.ops import DepthwiseConv2d
+        from darts_lite.spaces.darts.ops import DepthwiseConv2d
 
         DepthwiseConv2d.forward = nn.Conv2d.forward
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, checkpoint_cells=case == "darts_lite_checkpoint")

@@ -45,7 +45,7 @@ def one_case(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from darts_lite.spaces.darts_search import MixedEdge, SearchNetwork
+    from darts_lite.spaces.darts.search import MixedEdge, SearchNetwork
 
     kwargs, share_relu = CASES[args.case]
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def ab_relu(args: argparse.Namespace) -> str:
     import torch
     import torch.nn.functional as F
 
-    from darts_lite.spaces.darts_search import MixedEdge, SearchNetwork
+    from darts_lite.spaces.darts.search import MixedEdge, SearchNetwork
 
     torch.manual_seed(0)
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, relaxation=args.relaxation)

@@ -21,8 +21,8 @@ from step_memory import add_size_arguments
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from darts_lite.spaces.darts_search import SearchNetwork
-from darts_lite.spaces.ops import DepthwiseConv2d
+from darts_lite.spaces.darts.ops import DepthwiseConv2d
+from darts_lite.spaces.darts.search import SearchNetwork
 
 
 def build(args: argparse.Namespace):

@@ -65,7 +65,7 @@ def one(trick: str, seed: int, runs: Path) -> dict:
     run([sys.executable, "-m", "darts_lite", "+experiment=train_quick", f"genotype={genotype_file}", *common,
          f"hydra.run.dir={train_dir}"], train_dir, f"{trick} seed {seed} retrain")
     trained = json.loads((train_dir / "summary.json").read_text())
-    from darts_lite.genotype import Genotype
+    from darts_lite.spaces.darts.genotype import Genotype
 
     genotype = Genotype.parse(genotype_file.read_text())
     normal = [op for op, _ in genotype.normal]

@@ -17,7 +17,7 @@ import torch
 
 if TYPE_CHECKING:
     from darts_lite.ofa import OFANetwork
-    from darts_lite.spaces.darts_search import SearchNetwork
+    from darts_lite.spaces.darts.search import SearchNetwork
 
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1:
@@ -61,7 +61,7 @@ def start_cli(*args, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> sub
 # ---- tiny networks and configs -----------------------------------------------------------------------------------
 def tiny_darts_network(**kw) -> SearchNetwork:
     """The DARTS supernet at C=4 with 3 cells (normal, reduction, reduction) and 3 classes."""
-    from darts_lite.spaces.darts_search import SearchNetwork
+    from darts_lite.spaces.darts.search import SearchNetwork
 
     return SearchNetwork(C=4, layers=3, num_classes=3, **kw)
 

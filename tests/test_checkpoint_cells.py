@@ -8,7 +8,7 @@ from conftest import tiny_darts_args
 
 from darts_lite.data import SearchDataModule
 from darts_lite.search import SearchModule
-from darts_lite.spaces.darts_search import SearchNetwork
+from darts_lite.spaces.darts.search import SearchNetwork
 from darts_lite.spaces.nb201 import SearchNetwork as NB201SearchNetwork
 
 

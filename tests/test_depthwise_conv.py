@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from conftest import tiny_darts_network
 from torch import nn
 
-from darts_lite.spaces import ops
-from darts_lite.spaces.ops import DepthwiseConv2d
+from darts_lite.spaces.darts import ops
+from darts_lite.spaces.darts.ops import DepthwiseConv2d
 
 
 def _twins(c, kernel, stride, padding, dilation):

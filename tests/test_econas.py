@@ -22,8 +22,8 @@ from darts_lite.econas.evaluator import Evaluator, Request
 from darts_lite.econas.executor import Executor
 from darts_lite.econas.settings import Base, parse_name, resolve
 from darts_lite.errors import ConfigError
-from darts_lite.genotype import PRIMITIVES, Genotype
 from darts_lite.spaces import darts
+from darts_lite.spaces.darts.genotype import PRIMITIVES, Genotype
 
 CIFAR = Base(channels=36, layers=20, resolution=32, class_counts=(5000,) * 10, batch_size=96, lr=0.025, dataset="cifar10")
 

@@ -10,8 +10,8 @@ import pytest
 
 from darts_lite.econas.archive import COLUMN_NAMES, FORMAT, VERSION, Archive, ArchiveError, genotype_hash
 from darts_lite.errors import ConfigError
-from darts_lite.genotype import Genotype
 from darts_lite.spaces import darts, nb201
+from darts_lite.spaces.darts.genotype import Genotype
 
 
 def full_row(genotype: Genotype, **over) -> dict:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from darts_lite import EvalNetwork, Genotype, TrainModule
-from darts_lite.genotype import zoo
 from darts_lite.measure import count_flops
+from darts_lite.spaces.darts.genotype import zoo
 from darts_lite.train import resolve_genotype
 
 # parameter counts (millions, without the auxiliary head) as the papers print them; DARTS_V1 is

@@ -106,12 +106,10 @@ def test_tasks_module_holds_task_functions_only():
     assert not assigned, "tasks.py keeps no tables or settings: they belong with the code that reads them"
 
 
-# A space is a module with one interface (darts_lite.spaces reads these names from it), so each space defines its
-# own classes of these names on purpose. The DARTS space's genotype lives in darts_lite.genotype.
+# A space is a package with one interface (darts_lite.spaces reads these names from it), so each space defines its
+# own classes of these names on purpose.
 SPACE_INTERFACE = ("SearchNetwork", "EvalNetwork", "Genotype", "MixedEdge", "SearchCell", "EvalCell")
-SPACE_MODULES = ("darts_lite.spaces.", "darts_lite.genotype")
-# NAS-Bench-201's own copies of darts_lite.spaces.ops' ops: removed when the spaces are restructured
-KNOWN_DUPLICATES = ("Zero", "FactorizedReduce")
+SPACE_MODULES = ("darts_lite.spaces.",)
 
 
 def _classes_within(cls: type) -> list[type]:
@@ -141,7 +139,5 @@ def test_no_two_classes_of_darts_lite_share_a_name():
     for name in SPACE_INTERFACE:
         outside = [w for w in shared.get(name, ()) if not w.startswith(SPACE_MODULES)]
         assert not outside, f"{name} is a space's interface name; {outside} is no space module"
-    for name in KNOWN_DUPLICATES:
-        assert name in shared, f"{name} is defined once now: remove it from KNOWN_DUPLICATES"
-    clashes = {name: where for name, where in shared.items() if name not in SPACE_INTERFACE + KNOWN_DUPLICATES}
+    clashes = {name: where for name, where in shared.items() if name not in SPACE_INTERFACE}
     assert not clashes, f"classes of one name (rename them to say what each is): {clashes}"

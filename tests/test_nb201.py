@@ -12,6 +12,8 @@ from torch.func import functional_call
 from darts_lite.relax import GumbelRelaxation
 from darts_lite.search import SearchModule
 from darts_lite.spaces import nb201
+from darts_lite.spaces.nb201 import ops as nb201_ops
+from darts_lite.spaces.ops import Identity, ReLUConvBN
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -64,25 +66,25 @@ def test_affine_and_running_stats_apply_to_cell_ops_only():
 
 
 def test_residual_block_and_ops_match_the_reference_shapes():
-    block = nb201.ResidualBlock(4, 8, 2)
+    block = nb201_ops.ResidualBlock(4, 8, 2)
     assert block(torch.randn(2, 4, 8, 8)).shape == (2, 8, 4, 4)
     assert [type(m) for m in block.shortcut] == [torch.nn.AvgPool2d, torch.nn.Conv2d]
     assert block.shortcut[1].bias is None and block.conv_a[1].stride == (2, 2) and block.conv_b[1].stride == (1, 1)
     # the pool matches channels with a 1x1 ReLUConvBN first when they differ, and only then
-    pool = nb201.make_op("avg_pool_3x3", 4, 8, 2)
-    assert isinstance(pool.preprocess, nb201.ReLUConvBN) and pool(torch.randn(2, 4, 7, 7)).shape == (2, 8, 4, 4)
-    assert nb201.make_op("avg_pool_3x3", 4, 4, 1).preprocess is None
+    pool = nb201_ops.make_op("avg_pool_3x3", 4, 8, 2)
+    assert isinstance(pool.preprocess, ReLUConvBN) and pool(torch.randn(2, 4, 7, 7)).shape == (2, 8, 4, 4)
+    assert nb201_ops.make_op("avg_pool_3x3", 4, 4, 1).preprocess is None
     # padding is not counted: a constant input stays constant at the borders
-    assert torch.allclose(nb201.make_op("avg_pool_3x3", 2, 2, 1)(torch.ones(1, 2, 5, 5)), torch.ones(1, 2, 5, 5))
+    assert torch.allclose(nb201_ops.make_op("avg_pool_3x3", 2, 2, 1)(torch.ones(1, 2, 5, 5)), torch.ones(1, 2, 5, 5))
     # none: zeros, strided like the other ops of its edge, with the output channels
     for c_out, stride, shape in ((4, 2, (2, 4, 4, 4)), (8, 1, (2, 8, 7, 7)), (8, 2, (2, 8, 4, 4))):
-        z = nb201.make_op("none", 4, c_out, stride)(torch.randn(2, 4, 7, 7))
+        z = nb201_ops.make_op("none", 4, c_out, stride)(torch.randn(2, 4, 7, 7))
         assert z.shape == shape and not z.any()
-    skip = nb201.make_op("skip_connect", 4, 8, 2)
+    skip = nb201_ops.make_op("skip_connect", 4, 8, 2)
     assert skip(torch.randn(2, 4, 7, 7)).shape == (2, 8, 4, 4)
-    assert isinstance(nb201.make_op("skip_connect", 4, 4, 1), nb201.Identity)
+    assert isinstance(nb201_ops.make_op("skip_connect", 4, 4, 1), Identity)
     with pytest.raises(ValueError, match="unknown op"):
-        nb201.make_op("sep_conv_3x3", 4, 4, 1)
+        nb201_ops.make_op("sep_conv_3x3", 4, 4, 1)
 
 
 # ---- search network ----------------------------------------------------------------------------

@@ -11,11 +11,11 @@ from conftest import compose_cfg, tiny_darts_args, tiny_darts_network
 
 from darts_lite.config import ConfigError, validate_search
 from darts_lite.data import SearchDataModule
-from darts_lite.genotype import PRIMITIVES, Genotype
 from darts_lite.run.build import build_search_module
 from darts_lite.search import SearchModule
-from darts_lite.spaces.darts_search import MixedEdge, SearchNetwork, node_softmax
-from darts_lite.spaces.ops import channel_shuffle
+from darts_lite.spaces.darts.genotype import PRIMITIVES, Genotype
+from darts_lite.spaces.darts.ops import channel_shuffle
+from darts_lite.spaces.darts.search import MixedEdge, SearchNetwork, node_softmax
 
 
 def _step(net, x, y, seed):
@@ -257,7 +257,7 @@ def test_bad_partial_channels_stop_with_one_clear_message():
     assert str(err.value).count("partial_channels") == 1
     # PC-DARTS is an argument of the darts space's supernet: NAS-Bench-201's does not take it
     cfg = compose_cfg("+experiment=nb201_quick", "+space.partial_channels=2")
-    with pytest.raises(ConfigError, match="space.partial_channels: unknown option of darts_lite.spaces.nb201.SearchNetwork"):
+    with pytest.raises(ConfigError, match="space.partial_channels: unknown option of darts_lite.spaces.nb201.search.Search"):
         validate_search(cfg)
     with pytest.raises(ConfigError, match="space.partial_channels: unknown option"):
         validate_search(compose_cfg("+experiment=nb201_quick", "search=pc_darts"))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from darts_lite import plots
-from darts_lite.genotype import PRIMITIVES
-from darts_lite.viz import edge_labels
+from darts_lite.spaces.darts.genotype import PRIMITIVES
+from darts_lite.spaces.darts.pictures import edge_labels
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

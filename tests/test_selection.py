@@ -12,6 +12,7 @@ from conftest import compose_cfg, run_cli
 
 from darts_lite.config import ConfigError, validate_search, validate_select
 from darts_lite.data import SearchDataModule
+from darts_lite.run.checkpoints import RECORD_FORMAT
 from darts_lite.search import SearchModule
 from darts_lite.spaces import get_space
 from darts_lite.tricks.selection import (
@@ -270,7 +271,8 @@ def test_select_refuses_missing_unreadable_and_non_search_checkpoints(tmp_path):
     with pytest.raises(ConfigError, match="not a readable checkpoint"):
         validate_select(compose_cfg(*base, f"ckpt_path={garbage}"))
     trained = tmp_path / "train.ckpt"
-    torch.save({"state_dict": {}, "darts_lite": {"format": 1, "task": "train", "space": "darts", "settings": {}}}, trained)
+    record = {"format": RECORD_FORMAT, "task": "train", "space": "darts", "settings": {}}
+    torch.save({"state_dict": {}, "darts_lite": record}, trained)
     with pytest.raises(ConfigError, match="a checkpoint of a task=train run; task=select needs a search's checkpoint"):
         validate_select(compose_cfg(*base, f"ckpt_path={trained}"))
 

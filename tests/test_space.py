@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from darts_lite import Genotype, SearchNetwork
-from darts_lite.genotype import PRIMITIVES
 from darts_lite.relax import GumbelRelaxation, SoftmaxRelaxation, linear_tau
 from darts_lite.spaces.darts import FixedReductionCell, MixedEdge, reduction_indices
-from darts_lite.spaces.ops import OPS, FactorizedReduce, make_op
+from darts_lite.spaces.darts.genotype import PRIMITIVES
+from darts_lite.spaces.darts.ops import OPS, make_op
+from darts_lite.spaces.ops import FactorizedReduce
 
 
 @pytest.mark.parametrize("name", list(OPS))

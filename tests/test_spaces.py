@@ -30,6 +30,20 @@ def test_registry_names_every_space_and_refuses_others():
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
+def test_every_space_is_a_package_of_the_same_files(name):
+    import importlib
+    import pkgutil
+
+    space = get_space(name)
+    assert {m.name for m in pkgutil.iter_modules(space.__path__)} == {"ops", "search", "eval", "genotype", "pictures"}
+    # and its interface classes come from those files
+    assert space.SearchNetwork.__module__ == f"{space.__name__}.search"
+    assert space.EvalNetwork.__module__ == f"{space.__name__}.eval"
+    assert space.Genotype.__module__ == f"{space.__name__}.genotype"
+    assert importlib.import_module(f"{space.__name__}.pictures").cell_dots is space.cell_dots
+
+
+@pytest.mark.parametrize("name", BUILT_IN)
 def test_every_space_provides_the_interface(name):
     space = get_space(name)
     for attr in INTERFACE:

@@ -15,8 +15,8 @@ from conftest import TINY_ECONAS, compose_cfg
 from darts_lite.econas.evolution import Prefilter, check_prefilter, space_moves
 from darts_lite.errors import ConfigError
 from darts_lite.evolve import HierarchicalEvolution, StageRequest
-from darts_lite.genotype import Genotype, zoo
 from darts_lite.spaces.darts import sample
+from darts_lite.spaces.darts.genotype import Genotype, zoo
 from darts_lite.surrogate import Table, make_surrogate, write_table
 from darts_lite.surrogate.predict import load_model, resolve, run_surrogate_predict
 

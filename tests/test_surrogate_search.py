@@ -11,8 +11,8 @@ import pytest
 from conftest import compose_cfg
 
 from darts_lite.errors import ConfigError
-from darts_lite.genotype import Genotype
 from darts_lite.spaces.darts import sample
+from darts_lite.spaces.darts.genotype import Genotype
 from darts_lite.surrogate import Table, make_surrogate, write_table
 from darts_lite.surrogate.benchmark import ALGORITHMS, ZOO, benchmark, check, run_surrogate_search, search_curve, write_curves
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from darts_lite import viz
-from darts_lite.genotype import PRIMITIVES, Genotype
+from darts_lite.spaces.darts import pictures
+from darts_lite.spaces.darts.genotype import PRIMITIVES, Genotype
 
 # DARTS second-order cells, written out here so the test does not depend on the zoo.
 V2_NORMAL = [
@@ -69,7 +70,7 @@ def v2() -> Genotype:
 
 
 def test_edge_labels_follow_alpha_row_order():
-    labels = viz.edge_labels(4)
+    labels = pictures.edge_labels(4)
     assert labels == [
         "c_{k-2}->0", "c_{k-1}->0",
         "c_{k-2}->1", "c_{k-1}->1", "0->1",
@@ -77,10 +78,10 @@ def test_edge_labels_follow_alpha_row_order():
         "c_{k-2}->3", "c_{k-1}->3", "0->3", "1->3", "2->3",
     ]  # fmt: skip
     assert len(set(labels)) == 14
-    assert viz.edge_labels() == labels
-    assert len(viz.edge_labels(2)) == 5 and viz.edge_labels(0) == []
+    assert pictures.edge_labels() == labels
+    assert len(pictures.edge_labels(2)) == 5 and pictures.edge_labels(0) == []
     with pytest.raises(ValueError):
-        viz.edge_labels(-1)
+        pictures.edge_labels(-1)
 
 
 # ---- cell_dot ----------------------------------------------------------------------------------
@@ -89,7 +90,7 @@ def test_edge_labels_follow_alpha_row_order():
 @pytest.mark.parametrize("cell", ["normal", "reduce"])
 def test_cell_dot_has_one_edge_per_pair_and_per_concat(v2, cell):
     pairs, concat = getattr(v2, cell), getattr(v2, f"{cell}_concat")
-    src = viz.cell_dot(pairs, concat, f"{cell} cell")
+    src = pictures.cell_dot(pairs, concat, f"{cell} cell")
     edges = _edges(src)
     op_edges = [e for e in edges if "label" in e[2]]
     concat_edges = [e for e in edges if e[1] == "c_{k}"]
@@ -103,24 +104,25 @@ def test_cell_dot_has_one_edge_per_pair_and_per_concat(v2, cell):
 
 
 def test_cell_dot_specific_endpoints(v2):
-    edges = {(a, b, attrs["label"]) for a, b, attrs in _edges(viz.cell_dot(v2.normal, v2.normal_concat, "n")) if "label" in attrs}
+    edges = {(a, b, attrs["label"]) for a, b, attrs in _edges(pictures.cell_dot(v2.normal, v2.normal_concat, "n"))
+             if "label" in attrs}
     # pair 7 is ('dil_conv_3x3', 2): state 2 is intermediate node 0, feeding node 3
     assert ("0", "3", "dil_conv_3x3") in edges
     assert ("c_{k-2}", "3", "skip_connect") in edges and ("c_{k-2}", "2", "skip_connect") in edges
     assert not any(b == "3" and a == "1" for a, b, _ in edges)
-    reduce_edges = [(a, b, attrs.get("label")) for a, b, attrs in _edges(viz.cell_dot(v2.reduce, v2.reduce_concat, "r"))]
+    reduce_edges = [(a, b, attrs.get("label")) for a, b, attrs in _edges(pictures.cell_dot(v2.reduce, v2.reduce_concat, "r"))]
     assert reduce_edges.count(("0", "1", "skip_connect")) == 1
     assert ("c_{k-1}", "3", "max_pool_3x3") in reduce_edges
 
 
 def test_cell_dot_colours_by_op_family(v2):
-    src = viz.cell_dot(v2.normal, v2.normal_concat, "n")
+    src = pictures.cell_dot(v2.normal, v2.normal_concat, "n")
     colours = {attrs["label"]: attrs["color"] for _, _, attrs in _edges(src) if "label" in attrs}
     assert colours["sep_conv_3x3"] == colours["dil_conv_3x3"]
     assert colours["sep_conv_3x3"] != colours["skip_connect"]
     pool = {
         attrs["color"]
-        for _, _, attrs in _edges(viz.cell_dot(V2_REDUCE, (2, 3, 4, 5), "r"))
+        for _, _, attrs in _edges(pictures.cell_dot(V2_REDUCE, (2, 3, 4, 5), "r"))
         if attrs.get("label") == "max_pool_3x3"
     }
     assert len(pool) == 1 and pool.isdisjoint(colours.values())
@@ -129,7 +131,7 @@ def test_cell_dot_colours_by_op_family(v2):
 
 def test_cell_dot_escapes_title():
     title = 'my "best" cell \\ v2\nline two'
-    src = viz.cell_dot(V2_NORMAL, (2, 3, 4, 5), title)
+    src = pictures.cell_dot(V2_NORMAL, (2, 3, 4, 5), title)
     assert 'digraph "my \\"best\\" cell \\\\ v2\\nline two" {' in src
     # every line is a full statement: the title's newline must not split one
     assert all(line.rstrip().endswith((";", "{", "}")) for line in src.splitlines())
@@ -141,18 +143,18 @@ def test_cell_dot_escapes_title():
 
 def test_cell_dot_rejects_malformed_cells():
     with pytest.raises(ValueError, match="two"):
-        viz.cell_dot(V2_NORMAL[:3], (2,), "odd")
+        pictures.cell_dot(V2_NORMAL[:3], (2,), "odd")
     with pytest.raises(ValueError, match="out of range"):
-        viz.cell_dot([("sep_conv_3x3", 2), ("sep_conv_3x3", 0)], (2,), "forward reference")
+        pictures.cell_dot([("sep_conv_3x3", 2), ("sep_conv_3x3", 0)], (2,), "forward reference")
     with pytest.raises(ValueError, match="concat"):
-        viz.cell_dot(V2_NORMAL, (2, 6), "missing node")
+        pictures.cell_dot(V2_NORMAL, (2, 6), "missing node")
 
 
 # ---- fixed reduction cell ----------------------------------------------------------------------
 
 
 def test_fixed_reduction_dot_has_four_branches():
-    src = viz.fixed_reduction_dot("fixed")
+    src = pictures.fixed_reduction_dot("fixed")
     edges = _edges(src)
     into_output = [a for a, b, _ in edges if b == "c_{k}"]
     from_inputs = Counter(a for a, b, _ in edges if a.startswith("c_{k-"))
@@ -162,18 +164,18 @@ def test_fixed_reduction_dot_has_four_branches():
 
 def test_fixed_reduction_genotype_writes_fixed_picture(v2, tmp_path):
     g = Genotype(normal=v2.normal, fixed_reduction=True)
-    out = viz.write_cell_pictures(g, tmp_path, formats=())
+    out = pictures.write_cell_pictures(g, tmp_path, formats=())
     assert out == {"dot": [tmp_path / "normal.dot", tmp_path / "reduction.dot"], "rendered": []}
     reduction = (tmp_path / "reduction.dot").read_text()
-    assert reduction == viz.fixed_reduction_dot("reduction cell (fixed)")
+    assert reduction == pictures.fixed_reduction_dot("reduction cell (fixed)")
     assert "max_pool 3x3" in reduction and "conv 1x3/3x1" in reduction
-    assert (tmp_path / "normal.dot").read_text() == viz.cell_dot(v2.normal, v2.normal_concat, "normal cell")
+    assert (tmp_path / "normal.dot").read_text() == pictures.cell_dot(v2.normal, v2.normal_concat, "normal cell")
 
 
 @needs_dot
 def test_fixed_reduction_picture_renders(v2, tmp_path):
     g = Genotype(normal=v2.normal, fixed_reduction=True)
-    out = viz.write_cell_pictures(g, tmp_path, formats=("png",))
+    out = pictures.write_cell_pictures(g, tmp_path, formats=("png",))
     assert out["rendered"] == [tmp_path / "normal.png", tmp_path / "reduction.png"]
     assert (tmp_path / "reduction.png").read_bytes()[:8] == PNG_MAGIC
 
@@ -183,14 +185,14 @@ def test_fixed_reduction_picture_renders(v2, tmp_path):
 
 def test_write_cell_pictures_writes_dot_sources(v2, tmp_path):
     out_dir = tmp_path / "run" / "pictures"  # created on demand
-    out = viz.write_cell_pictures(v2, out_dir, formats=())
+    out = pictures.write_cell_pictures(v2, out_dir, formats=())
     assert out["dot"] == [out_dir / "normal.dot", out_dir / "reduction.dot"] and out["rendered"] == []
-    assert (out_dir / "reduction.dot").read_text() == viz.cell_dot(v2.reduce, v2.reduce_concat, "reduction cell")
+    assert (out_dir / "reduction.dot").read_text() == pictures.cell_dot(v2.reduce, v2.reduce_concat, "reduction cell")
 
 
 @needs_dot
 def test_write_cell_pictures_renders_png_and_pdf(v2, tmp_path):
-    out = viz.write_cell_pictures(v2, str(tmp_path))
+    out = pictures.write_cell_pictures(v2, str(tmp_path))
     names = sorted(p.name for p in out["rendered"])
     assert names == ["normal.pdf", "normal.png", "reduction.pdf", "reduction.png"]
     for stem in ("normal", "reduction"):
@@ -210,7 +212,7 @@ def _assert_one_how_to_render_warning(record) -> None:
 def test_missing_dot_warns_once_with_render_command(v2, tmp_path, monkeypatch):
     monkeypatch.setattr(viz.shutil, "which", lambda name, *a, **k: None)
     with pytest.warns(UserWarning) as record:
-        out = viz.write_cell_pictures(v2, tmp_path)
+        out = pictures.write_cell_pictures(v2, tmp_path)
     _assert_one_how_to_render_warning(record)
     assert out["rendered"] == [] and len(out["dot"]) == 2
     assert (tmp_path / "normal.dot").is_file() and (tmp_path / "reduction.dot").is_file()
@@ -222,7 +224,7 @@ def test_dot_absent_from_path(v2, tmp_path, monkeypatch):
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     with pytest.warns(UserWarning) as record:
-        out = viz.write_cell_pictures(v2, tmp_path / "out")
+        out = pictures.write_cell_pictures(v2, tmp_path / "out")
     _assert_one_how_to_render_warning(record)
     assert out["rendered"] == [] and all(p.is_file() for p in out["dot"])
 
@@ -241,7 +243,7 @@ def _put_fake_dot_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body:
 def test_failing_dot_warns_with_stderr(v2, tmp_path, monkeypatch):
     _put_fake_dot_on_path(tmp_path, monkeypatch, 'sys.stderr.write("Error: syntax error in line 3\\n")\nsys.exit(2)')
     with pytest.warns(UserWarning, match="syntax error in line 3") as record:
-        out = viz.write_cell_pictures(v2, tmp_path / "out", formats=("png",))
+        out = pictures.write_cell_pictures(v2, tmp_path / "out", formats=("png",))
     assert len(record) == 2  # one per cell, each saying what dot said
     assert out["rendered"] == [] and all(p.is_file() for p in out["dot"])
 
@@ -251,13 +253,13 @@ def test_hanging_dot_times_out_with_warning(v2, tmp_path, monkeypatch):
     monkeypatch.setattr(viz, "_DOT_TIMEOUT_S", 0.2)
     _put_fake_dot_on_path(tmp_path, monkeypatch, "time.sleep(5)")
     with pytest.warns(UserWarning, match="took over"):
-        out = viz.write_cell_pictures(v2, tmp_path / "out", formats=("png",))
+        out = pictures.write_cell_pictures(v2, tmp_path / "out", formats=("png",))
     assert out["rendered"] == []
 
 
 @needs_dot
 def test_unknown_format_warns_and_keeps_other_formats(v2, tmp_path):
     with pytest.warns(UserWarning, match="nosuchformat"):
-        out = viz.write_cell_pictures(v2, tmp_path, formats=("nosuchformat", "png"))
+        out = pictures.write_cell_pictures(v2, tmp_path, formats=("nosuchformat", "png"))
     assert sorted(p.name for p in out["rendered"]) == ["normal.png", "reduction.png"]
 

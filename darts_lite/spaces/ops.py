@@ -1,20 +1,18 @@
-"""The DARTS candidate operations as small nn.Modules (shared by search and evaluation cells).
+"""Building blocks every space's ops are made of: ReLU-conv-BN, identity, zero, factorized reduction, drop path.
 
-Every op maps [B, C, H, W] to [B, C, H/stride, W/stride]. ``affine`` switches the BatchNorm
-affine parameters: off in search (they would rescale the alphas), on in evaluation.
+Each space's own candidate ops are in its package (``darts_lite.spaces.darts.ops``, ``darts_lite.spaces.nb201.ops``).
+``affine`` switches the BatchNorm affine parameters: off in search (they would rescale the alphas), on in
+evaluation.
 
-The ops that begin with a ReLU of their input (``ReLUConvBN``, ``DilConv``, ``SepConv``, ``FactorizedReduce``) also
-have ``leading_activation`` (that first module) and ``forward_rectified(leading_activation(x))``, the op's output
-from an input already rectified, so that a search edge can compute one ReLU for all of them (``starts_with_relu``).
-Their modules, and so their state_dict keys, are the same either way.
+The ops that begin with a ReLU of their input (``ReLUConvBN``, ``FactorizedReduce``, DARTS's ``DilConv`` and
+``SepConv``) also have ``leading_activation`` (that first module) and ``forward_rectified(leading_activation(x))``,
+the op's output from an input already rectified, so that a search edge can compute one ReLU for all of them
+(``starts_with_relu``). Their modules, and so their state_dict keys, are the same either way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,16 +36,6 @@ def starts_with_relu(op: nn.Module) -> bool:
     return isinstance(getattr(op, "leading_activation", None), nn.ReLU)
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave ``groups`` equal channel blocks: x [B, C, H, W] -> [B, C, H, W], input channel g * C/groups + i
-    goes to output channel i * groups + g. Keeps a channels-last input channels-last."""
-    b, c, h, w = x.shape
-    out = x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
-
-
 class ReLUConvBN(_ReLUFirst):
     """ReLU, k x k conv, BN. ``conv_bias``: the conv keeps a bias (NAS-Bench-201's, when its BN has no affine
     parameters); ``track_running_stats`` as BatchNorm2d's."""
@@ -61,83 +49,41 @@ class ReLUConvBN(_ReLUFirst):
         )
 
 
-class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise conv (``groups`` = channels): nn.Conv2d's module, parameters and output, run faster where it can.
-
-    With stride s = dilation d > 1 and padding d * (k - 1) / 2 (dil_conv on a reduction edge) every tap of every
-    output pixel reads a pixel whose row and column are multiples of s, so the conv equals the undilated stride-1
-    conv of x[:, :, ::s, ::s] with padding (k - 1) / 2: the same products summed, and a backward pass several times
-    faster on the CPU than the strided dilated one.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s, d, (k, _) = self.stride[0], self.dilation[0], self.kernel_size
-        if (s > 1 and self.stride == self.dilation == (s, s) and self.kernel_size == (k, k) and k % 2
-                and self.padding == (d * (k - 1) // 2,) * 2 and self.padding_mode == "zeros"):
-            return F.conv2d(x[:, :, ::s, ::s], self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
-        return super().forward(x)
-
-
-class DilConv(_ReLUFirst):
-    """ReLU, depthwise k x k conv with dilation, 1x1 conv, BN."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, dilation: int, affine: bool = True):
-        super().__init__(
-            nn.ReLU(inplace=False),
-            DepthwiseConv2d(c_in, c_in, kernel, stride, padding, dilation=dilation, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False),
-            nn.BatchNorm2d(c_out, affine=affine),
-        )
-
-
-class SepConv(nn.Sequential):
-    """Two dilation-1 DilConv blocks; only the first carries the stride."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool = True):
-        super().__init__(
-            DilConv(c_in, c_in, kernel, stride, padding, 1, affine),
-            DilConv(c_in, c_out, kernel, 1, padding, 1, affine),
-        )
-
-    @property
-    def leading_activation(self) -> nn.Module:
-        return self[0][0]
-
-    def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
-        """The output for ``x`` = relu(input): the first block without its ReLU, then the second block whole."""
-        first, second = self.children()
-        return second(first.forward_rectified(x))
-
-
 class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
 
 class Zero(nn.Module):
-    """The `none` op: zeros, spatially strided like the other ops of its edge."""
+    """The `none` op: zeros of shape [B, c_out, H/stride, W/stride] (c_out: the input's channels unless given); it
+    contributes nothing to a weighted sum."""
 
-    def __init__(self, stride: int):
+    def __init__(self, stride: int, c_out: int | None = None):
         super().__init__()
-        self.stride = stride
+        self.stride, self.c_out = stride, c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride == 1:
-            return x.mul(0.0)
-        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.c_out is None or self.c_out == x.shape[1]:
+            return x.mul(0.0)  # keeps the input's memory format (channels_last) and its place in the graph
+        shape = list(x.shape)
+        shape[1] = self.c_out
+        return x.new_zeros(shape)
 
 
 class FactorizedReduce(nn.Module):
-    """Halve H and W with two offset 1x1 stride-2 convs of c_out/2 channels each, then BN."""
+    """Halve H and W: ReLU, then two 1x1 stride-2 convs (c_out // 2 channels and the rest), the second on the input
+    shifted by one pixel (zero-padded on the right and bottom, so both halves have ceil(H/2) rows), concatenated,
+    then BN. ``conv_bias``: the convs keep a bias (NAS-Bench-201's, when its BN has no affine parameters)."""
 
-    def __init__(self, c_in: int, c_out: int, affine: bool = True):
+    def __init__(self, c_in: int, c_out: int, affine: bool = True, track_running_stats: bool = True,
+                 conv_bias: bool = False):
         super().__init__()
-        if c_out % 2:
-            raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
         self.relu = nn.ReLU(inplace=False)
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=conv_bias)
+        self.conv_2 = nn.Conv2d(c_in, c_out - c_out // 2, 1, stride=2, bias=conv_bias)
+        self.bn = nn.BatchNorm2d(c_out, affine=affine, track_running_stats=track_running_stats)
 
     @property
     def leading_activation(self) -> nn.Module:
@@ -148,44 +94,8 @@ class FactorizedReduce(nn.Module):
 
     def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
         """The output for ``x`` = relu(input)."""
-        a = self.conv_1(x)
-        # the shifted view sees the odd pixels; pad back when H or W is odd so both halves align
-        shifted = x[:, :, 1:, 1:]
-        b = self.conv_2(shifted)
-        if b.shape[-2:] != a.shape[-2:]:
-            b = nn.functional.pad(b, (0, a.shape[-1] - b.shape[-1], 0, a.shape[-2] - b.shape[-2]))
-        return self.bn(torch.cat([a, b], dim=1))
-
-
-def _pool_with_bn(pool: nn.Module, c: int, bn: bool) -> nn.Module:
-    # search cells follow each pooling op with an affine-free BN (DARTS); evaluation cells do not
-    return nn.Sequential(pool, nn.BatchNorm2d(c, affine=False)) if bn else pool
-
-
-OpFactory = Callable[[int, int, bool, bool], nn.Module]
-
-# name -> factory(C, stride, affine, pool_bn)
-OPS: dict[str, OpFactory] = {
-    "none": lambda C, stride, affine, pool_bn: Zero(stride),
-    "max_pool_3x3": lambda C, stride, affine, pool_bn: _pool_with_bn(nn.MaxPool2d(3, stride, 1), C, pool_bn),
-    "avg_pool_3x3": lambda C, stride, affine, pool_bn: _pool_with_bn(
-        nn.AvgPool2d(3, stride, 1, count_include_pad=False), C, pool_bn
-    ),
-    "skip_connect": lambda C, stride, affine, pool_bn: Identity() if stride == 1 else FactorizedReduce(C, C, affine),
-    "sep_conv_3x3": lambda C, stride, affine, pool_bn: SepConv(C, C, 3, stride, 1, affine),
-    "sep_conv_5x5": lambda C, stride, affine, pool_bn: SepConv(C, C, 5, stride, 2, affine),
-    "sep_conv_7x7": lambda C, stride, affine, pool_bn: SepConv(C, C, 7, stride, 3, affine),
-    "dil_conv_3x3": lambda C, stride, affine, pool_bn: DilConv(C, C, 3, stride, 2, 2, affine),
-    "dil_conv_5x5": lambda C, stride, affine, pool_bn: DilConv(C, C, 5, stride, 4, 2, affine),
-}
-
-
-def make_op(name: str, C: int, stride: int, affine: bool, pool_bn: bool = False) -> nn.Module:
-    try:
-        factory = OPS[name]
-    except KeyError:
-        raise ValueError(f"unknown op {name!r}; known ops: {', '.join(OPS)}") from None
-    return factory(C, stride, affine, pool_bn)
+        shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
 def drop_active(drop_prob: float | torch.Tensor) -> bool:

@@ -40,8 +40,8 @@ from ..evolve import (
     StageRequest,
     _FinalStageSearch,
 )
-from ..genotype import Genotype
 from ..registry import Registry
+from ..spaces.darts.genotype import Genotype
 from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
 
 # the evaluated genotypes darts_lite ships (experiments/make_surrogate_data.py; how they were made: the .json beside)

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..econas.archive import Archive, genotype_hash
 from ..errors import ConfigError
-from ..genotype import PRIMITIVES, Genotype
+from ..spaces.darts.genotype import PRIMITIVES, Genotype
 from .encodings import problem as encoding_problem
 
 UNITS = ("fraction", "percent")

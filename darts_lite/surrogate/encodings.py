@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..genotype import PRIMITIVES, Genotype
+from ..spaces.darts.genotype import PRIMITIVES, Genotype
 
 STEPS = 4
 OPS: tuple[str, ...] = tuple(p for p in PRIMITIVES if p != "none")

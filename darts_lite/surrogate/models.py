@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..genotype import Genotype
 from ..registry import Registry
+from ..spaces.darts.genotype import Genotype
 from .data import Table, require_learnable
 from .encodings import FlatEncoding, GraphEncoding
 from .metrics import scores

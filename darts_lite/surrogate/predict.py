@@ -29,7 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from ..genotype import Genotype, zoo
+from ..spaces.darts.genotype import Genotype, zoo
 from .encodings import FlatEncoding, GraphEncoding
 from .encodings import problem as encoding_problem
 from .models import Surrogate, load_surrogate

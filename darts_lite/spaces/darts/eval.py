@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..genotype import Genotype
-from .darts_search import FixedReductionCell, reduction_indices
-from .ops import FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path, make_op
+from ..ops import FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path
+from .genotype import Genotype
+from .ops import make_op
+from .search import FixedReductionCell, reduction_indices
 
 
 class EvalCell(nn.Module):

@@ -1,8 +1,9 @@
 """The DARTS cell space (Liu et al., 2019) as a darts_lite space: 8 candidate ops, cells of 4 intermediate
 nodes with 14 mixed edges, a normal and a reduction cell type, the evaluation network of the paper.
 
-The parts live beside this module: the supernet in ``darts_search``, the evaluation network in ``darts_eval``,
-the genotype (the DARTS reference code's text format) in ``darts_lite.genotype``.
+The parts live in this package, the same files as every space's: the candidate ops (``ops``), the supernet
+(``search``), the evaluation network (``eval``), the genotype in the DARTS reference code's text format
+(``genotype``) and the cell pictures (``pictures``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from ..genotype import PRIMITIVES, Genotype
-from ..viz import cell_dots  # the DARTS cell pictures: {"normal", "reduction"}
-from .darts_eval import AuxiliaryHead, EvalNetwork
-from .darts_search import FixedReductionCell, MixedEdge, SearchCell, SearchNetwork, num_edges, reduction_indices
+from .eval import AuxiliaryHead, EvalNetwork
+from .genotype import PRIMITIVES, Genotype
+from .pictures import cell_dots  # the DARTS cell pictures: {"normal", "reduction"}
+from .search import FixedReductionCell, MixedEdge, SearchCell, SearchNetwork, num_edges, reduction_indices
 
 NAME = "darts"
 GENOTYPE_PREFIXES: tuple[str, ...] = ("Genotype(",)

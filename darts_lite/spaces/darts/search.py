@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..genotype import PRIMITIVES, Genotype
-from ..relax import EdgeWeights, make_relaxation
-from ..schema import Allowed, Ge, Hint, Lt, checked
-from ..viz import edge_labels
-from .ops import FactorizedReduce, Identity, ReLUConvBN, Zero, channel_shuffle, drop_active, drop_path, make_op, starts_with_relu
-from .supernet import Supernet, new_alphas
+from ...relax import EdgeWeights, make_relaxation
+from ...schema import Allowed, Ge, Hint, Lt, checked
+from ..ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, starts_with_relu
+from ..supernet import Supernet, new_alphas
+from .genotype import PRIMITIVES, Genotype
+from .ops import channel_shuffle, make_op
+from .pictures import edge_labels
 
 
 def num_edges(steps: int) -> int:

@@ -1,0 +1,149 @@
+"""NAS-Bench-201's supernet: 3N search cells sharing one alpha tensor [6, O] between the fixed stem, residual blocks
+and head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import torch
+from torch import nn
+
+from ...relax import EdgeWeights, make_relaxation
+from ...schema import Allowed, Ge, Hint, checked
+from ..ops import Zero
+from ..supernet import Supernet, new_alphas
+from .genotype import EDGES, NODES, PRIMITIVES, Genotype
+from .ops import _Macro, make_op
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge; the relaxation decides which run and how they are weighted."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, primitives: Sequence[str], affine: bool, track_running_stats: bool,
+                 unsampled_weights: bool = True):
+        super().__init__()
+        self.ops = nn.ModuleList(make_op(p, c_in, c_out, stride, affine, track_running_stats) for p in primitives)
+        self.unsampled_weights = unsampled_weights
+
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
+        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all."""
+        if index is not None:
+            out = self.ops[index](x) * weights[index]
+            if self.unsampled_weights and len(self.ops) > 1:
+                # the benchmark's GDAS code adds the hard weights of the ops it did not run to the sum: each is
+                # exactly 0 forward, and sends every element's gradient, summed, to its alpha
+                out = out + torch.cat([weights[:index], weights[index + 1:]]).sum()
+            return out
+        total = None
+        for op, w in zip(self.ops, weights):
+            if isinstance(op, Zero):
+                continue  # adds exactly zero, and zero gradient to its weight; its alpha still learns via the softmax
+            out = op(x) * w
+            total = out if total is None else total + out
+        return total
+
+
+class SearchCell(nn.Module):
+    """The 4-node DAG with a mixed edge on each of its 6 edges. forward: [B, C_in, H, W] -> [B, C_out, H, W]."""
+
+    def __init__(self, c_in: int, c_out: int, primitives: Sequence[str], affine: bool, track_running_stats: bool,
+                 unsampled_weights: bool = True):
+        super().__init__()
+        # only edges from the cell input see c_in; the others read nodes already at c_out
+        self.edges = nn.ModuleList(
+            MixedEdge(c_in if j == 0 else c_out, c_out, 1, primitives, affine, track_running_stats, unsampled_weights)
+            for _, j in EDGES
+        )
+
+    def forward(self, x: torch.Tensor, ew: EdgeWeights) -> torch.Tensor:
+        nodes = [x]
+        for i in range(1, NODES):
+            node = None
+            for e, (to, j) in enumerate(EDGES):
+                if to != i:
+                    continue
+                out = self.edges[e](nodes[j], ew.weights[e], None if ew.index is None else ew.index[e])
+                node = out if node is None else node + out
+            nodes.append(node)
+        return nodes[-1]
+
+
+class SearchNetwork(Supernet, _Macro):
+    """The NAS-Bench-201 supernet: 3N search cells sharing one alpha [6, O], two residual blocks.
+
+    ``relaxation``: a registered name, "softmax" (DARTS: every op runs, weighted) or "gumbel" (GDAS: one hard
+    sample per forward pass, shared by all cells; only the sampled op of each edge runs), a config with
+    ``_target_``, or a relaxation object (``darts_lite.relax``).
+    ``unsampled_weights`` (gumbel only): also add the zero hard weights of the ops not sampled to each edge's
+    output, as the benchmark's GDAS code does (the GDAS paper's formula has only the sampled op's term):
+    equal forward values, and a gradient on the unsampled ops' alphas from the sum of the node's gradient.
+
+    forward: x [B, in_channels, H, W] -> logits [B, num_classes].
+    """
+
+    @checked
+    def __init__(
+        self,
+        C: Annotated[int, Ge(1)] = 16,
+        N: Annotated[int, Ge(1), Hint("cells per stage")] = 5,
+        num_classes: Annotated[int, Ge(1)] = 10,
+        in_channels: Annotated[int, Ge(1)] = 3,
+        relaxation: Any = "softmax",
+        affine: bool = False,
+        track_running_stats: bool = True,
+        alpha_init: Literal["randn", "zeros"] = "randn",
+        primitives: Annotated[Sequence[str], Allowed(f"distinct ops from {', '.join(PRIMITIVES)}, at least one besides "
+                                                     "none")] = PRIMITIVES,
+        unsampled_weights: bool = True,
+        checkpoint_cells: bool = False,
+    ):
+        super().__init__()
+        self.checkpoint_cells = bool(checkpoint_cells)
+        primitives = tuple(primitives)
+        self.primitives = primitives
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.unsampled_weights = unsampled_weights
+        self.relaxation = make_relaxation(relaxation)
+        self._build(C, N, num_classes, in_channels)
+
+        self.alphas = new_alphas((len(EDGES), len(primitives)), alpha_init)
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        ops = list(rules.values["primitives"])
+        if len(ops) >= 2 and set(ops) <= set(PRIMITIVES) and len(set(ops)) == len(ops) and set(ops) != {"none"}:
+            return []
+        return [f"{rules.key('primitives')}={ops}: must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides "
+                "none"]
+
+    def _make_cell(self, c_in: int, c_out: int) -> nn.Module:
+        return SearchCell(c_in, c_out, self.primitives, self.affine, self.track_running_stats, self.unsampled_weights)
+
+    # ---- parameters ----------------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The alphas: one [6, O] tensor shared by every cell."""
+        return [self.alphas]
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, C_in, H, W] -> logits [B, num_classes]."""
+        ew = self.relax("cell", self.alphas)  # one sample per pass, shared by all cells, as GDAS does
+        h = self.stem(x)
+        for cell in self.cells:
+            h = self.run_cell(cell, h, ew) if isinstance(cell, SearchCell) else cell(h)
+        return self._head(h)
+
+    # ---- architecture --------------------------------------------------------------------------
+    def cell_alphas(self) -> dict[str, torch.Tensor]:
+        """{"cell": the alphas [6, O]}, shared by every cell."""
+        return {"cell": self.alphas}
+
+    @staticmethod
+    def edge_labels() -> list[str]:
+        """One label per alpha row: "node<-input"."""
+        return [f"{i}<-{j}" for i, j in EDGES]
+
+    def genotype(self) -> Genotype:
+        """The cell the alphas select now (argmax per edge, `none` included)."""
+        return Genotype.from_alphas(self.alphas, self.primitives)
