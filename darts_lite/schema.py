@@ -35,11 +35,11 @@ from .errors import ConfigError
 from .registry import load_path as locate
 
 __all__ = [
-    "Allowed", "ConfigError", "Ge", "Gt", "Hint", "Le", "Lt", "MinLen", "OneOf", "build", "checked", "describe", "locate",
-    "node_problems", "parameters", "raise_problems", "value_problem",
+    "Allowed", "ConfigError", "Ge", "Gt", "Hint", "Le", "Lt", "MaxLen", "MinLen", "OneOf", "build", "checked", "describe",
+    "locate", "node_problems", "parameters", "raise_problems", "value_problem",
 ]
 
-Ge, Gt, Le, Lt, MinLen = at.Ge, at.Gt, at.Le, at.Lt, at.MinLen
+Ge, Gt, Le, Lt, MinLen, MaxLen = at.Ge, at.Gt, at.Le, at.Lt, at.MinLen, at.MaxLen
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,7 @@ def describe(annotation: Any) -> str:
     for m in meta:
         if isinstance(m, Allowed):
             return m.text
+    for m in meta:
         if isinstance(m, OneOf):
             return f"one of {', '.join(map(str, m.names()))}"
     bounds = _bounds(meta)
@@ -208,20 +209,38 @@ def _checkable(annotation: Any) -> bool:
     return annotation is not Any and annotation is not inspect.Parameter.empty
 
 
+def _valid(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` is a valid ``annotation``: pydantic's strict check, and the OneOf choices of whichever arm of
+    a union it is (pydantic does not know OneOf)."""
+    from pydantic import ValidationError
+
+    tp, meta = _split(annotation)
+    if _is_union(tp):
+        return any(_valid(Annotated[(arm, *meta)] if meta else arm, value) for arm in get_args(tp))
+    try:
+        _adapter(annotation).validate_python(_tuples(annotation, value))
+    except (ValidationError, TypeError, ValueError):
+        return False
+    if not all(value in m.names() for m in meta if isinstance(m, OneOf)):
+        return False
+    # the choices of a list's items (a list of registered names)
+    origin, args = get_origin(tp), [a for a in get_args(tp) if a is not Ellipsis]
+    if origin in (list, Sequence, typing.Sequence) and len(args) == 1 and not isinstance(value, str):
+        return all(_valid(args[0], item) for item in value)
+    if origin is tuple and args and isinstance(value, (list, tuple)):
+        items = args * len(value) if Ellipsis in get_args(tp) else args
+        return all(_valid(a, item) for a, item in zip(items, value))
+    return True
+
+
 def value_problem(annotation: Any, value: Any) -> str | None:
     """None when ``value`` is a valid ``annotation``; else what it must be ("must be an integer >= 1", with its
     Hint)."""
     if not _checkable(annotation):
         return None
-    from pydantic import ValidationError
-
     _, meta = _split(annotation)
-    try:
-        _adapter(annotation).validate_python(_tuples(annotation, value))
-        if all(value in m.names() for m in meta if isinstance(m, OneOf)):
-            return None
-    except (ValidationError, TypeError, ValueError):
-        pass
+    if _valid(annotation, value):
+        return None
     hint = next((m.text for m in meta if isinstance(m, Hint)), None)
     return f"must be {describe(annotation)}" + (f" ({hint})" if hint else "")
 

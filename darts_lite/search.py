@@ -106,7 +106,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         bn_calibration: Annotated[int, Ge(0), Hint("training batches for val/acc_derived; 0 = off")] = 0,
         selection: Annotated[str, OneOf(SELECTIONS)] = "argmax",
         selection_epochs: Annotated[int, Ge(0), Hint("fine-tuning epochs between two decisions")] = 5,
-        selection_batches: Annotated[int, Ge(1), Allowed("null (whole epochs) or an integer >= 1")] | None = None,
+        selection_batches: Annotated[Annotated[int, Ge(1)] | None, Allowed("null (whole epochs) or an integer >= 1")] = None,
     ):
         super().__init__()
         self.save_hyperparameters()

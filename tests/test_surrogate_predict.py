@@ -198,7 +198,7 @@ def test_prefilter_keys_are_checked_before_anything_runs():
     assert check_prefilter({"prefilter": {"model": "m.json", "factor": 5}}) == ("m.json", 5)
     with pytest.raises(ConfigError, match="evolution.prefilter.factor=0: must be an integer >= 1"):
         check_prefilter({"prefilter": {"model": "m.json", "factor": 0}})
-    with pytest.raises(ConfigError, match="unknown key"):
+    with pytest.raises(ConfigError, match="evolution.prefilter.k: unknown option"):
         check_prefilter({"prefilter": {"model": "m.json", "k": 2}})
     with pytest.raises(ValueError):
         Prefilter(space_moves("darts"), lambda g: [0.0] * len(g), 0)

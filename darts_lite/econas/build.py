@@ -3,12 +3,14 @@ evaluator, each checked before anything is trained."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
+from ..schema import Ge, Gt, Hint, Lt, node_problems, raise_problems, value_problem
 from .archive import Archive
 from .evaluator import Evaluator
 from .executor import EXECUTORS, Executor
@@ -28,20 +30,28 @@ def archive_path(cfg: DictConfig) -> Path:
     return Path(path).expanduser() if path else Path(cfg.run_dir) / "archive.sqlite"
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The evaluation group of the EcoNAS tasks: how each evaluation validates and what it keeps."""
+
+    val_split: Annotated[float, Gt(0), Lt(1), Hint("the held-out share of the training images that validates each "
+                                                   "epoch")]
+    keep_checkpoints: bool = False
+
+
 def check_common(cfg: DictConfig) -> None:
     """The executor and evaluation keys: one ConfigError listing every bad value."""
     problems = []
     ex = cfg.get("executor")
     if ex is None or ex.get("name") not in EXECUTORS:
         problems.append(f"executor={None if ex is None else ex.get('name')!r}: must be one of {', '.join(EXECUTORS)}")
-    elif not (isinstance(ex.get("max_parallel"), int) and ex.max_parallel >= 1):
-        problems.append(f"executor.max_parallel={ex.get('max_parallel')!r}: must be an integer >= 1")
-    val_split = OmegaConf.select(cfg, "evaluation.val_split")
-    if not (isinstance(val_split, (int, float)) and 0 < val_split < 1):
-        problems.append(f"evaluation.val_split={val_split!r}: must be in (0, 1) (the held-out share of the training images "
-                        "that validates each epoch)")
-    if problems:
-        raise ConfigError("; ".join(problems))
+    else:
+        why = value_problem(Annotated[int, Ge(1)], ex.get("max_parallel"))
+        if why:
+            problems.append(f"executor.max_parallel={ex.get('max_parallel')!r}: {why}")
+    evaluation = cfg.get("evaluation")
+    problems += node_problems(evaluation if evaluation is not None else {}, "evaluation.", target=EvaluationSettings)
+    raise_problems(problems)
 
 
 def open_archive(cfg: DictConfig) -> Archive:

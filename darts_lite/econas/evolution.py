@@ -31,13 +31,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..evolve import ALGORITHMS, Moves, Search, StageRequest, stage_trainings
+from ..schema import Allowed, Ge, Hint, MinLen, node_problems, raise_problems, value_problem
 from ..spaces import get_space, parse_genotype
 from . import build
 from .archive import Archive, genotype_hash
@@ -72,9 +73,9 @@ def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
     except ValueError as e:
         raise ConfigError(f"evolution: {e}") from None
     check_prefilter(ev)
-    top = ev.get("top")
-    if not (isinstance(top, int) and top >= 1):
-        raise ConfigError(f"evolution.top={top!r}: must be an integer >= 1 (the genotypes written for retraining)")
+    why = value_problem(Annotated[int, Ge(1), Hint("the genotypes written for retraining")], ev.get("top"))
+    if why:
+        raise ConfigError(f"evolution.top={ev.get('top')!r}: {why}")
     setting = resolve_all([OmegaConf.to_container(cfg.setting, resolve=True)], build.base(cfg))[0]
     stages = options["stages"]
     if setting.epochs % stages:
@@ -83,21 +84,22 @@ def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
     return setting, algorithm, options, setting.epochs // stages
 
 
+@dataclasses.dataclass(frozen=True)
+class PrefilterSettings:
+    """evolution.prefilter: a surrogate that chooses, of ``factor`` candidates, the one worth training."""
+
+    model: Annotated[str, MinLen(1), Allowed("a surrogate file saved by +experiment=surrogate, e.g. "
+                                             "runs/surrogate/2026-11-30_14-00-00/models/gin.json")] | None = None
+    factor: Annotated[int, Ge(1), Hint("candidates drawn per genotype trained; 1 = off")] = 4
+
+
 def check_prefilter(ev: dict[str, Any]) -> tuple[str | None, int]:
     """(the surrogate file, factor) of ``evolution.prefilter``; (None, 1) when it is off. Reads no file."""
     prefilter = ev.get("prefilter") or {}
     if not isinstance(prefilter, dict):
         raise ConfigError(f"evolution.prefilter={prefilter!r}: must be a mapping with model and factor")
-    unknown = sorted(set(prefilter) - {"model", "factor"})
-    if unknown:
-        raise ConfigError(f"evolution.prefilter: unknown key(s) {', '.join(unknown)}; keys: model, factor")
+    raise_problems(node_problems(prefilter, "evolution.prefilter.", target=PrefilterSettings))
     model, factor = prefilter.get("model"), prefilter.get("factor", 4)
-    if model is not None and not (isinstance(model, str) and model):
-        raise ConfigError(f"evolution.prefilter.model={model!r}: must be null (off) or a surrogate file saved by "
-                          "+experiment=surrogate, e.g. runs/surrogate/2026-11-30_14-00-00/models/gin.json")
-    if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-        raise ConfigError(f"evolution.prefilter.factor={factor!r}: must be an integer >= 1 (candidates drawn per genotype "
-                          "trained; 1 = off)")
     return (model, factor) if model and factor > 1 else (None, 1)
 
 
@@ -109,8 +111,9 @@ class Prefilter:
     turns the choices that were trained into ``rows`` (a choice the engine drops as already seen is not trained)."""
 
     def __init__(self, moves: Moves, predict: Callable[[list[Any]], Sequence[float]], factor: int) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor={factor!r}: must be an integer >= 1")
+        why = value_problem(Annotated[int, Ge(1)], factor)
+        if why:
+            raise ValueError(f"factor={factor!r}: {why}")
         self.base, self.predict, self.factor = moves, predict, factor
         self.moves = dataclasses.replace(moves, sample=self.sample, mutate=self.mutate)
         # id -> (the chosen object, its record) since the last evaluation: the engine asks to train the very object it

@@ -22,13 +22,14 @@ import platform
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from omegaconf import DictConfig
 from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 
 from ..errors import ConfigError
+from ..schema import Allowed, Ge, Hint, MinLen, node_problems
 from ..spaces import get_space
 from . import build
 from .archive import genotype_hash
@@ -99,28 +100,30 @@ def sample_architectures(space_name: str, n: int, seed: int) -> list[Any]:
     raise ConfigError(f"study.architectures={n}: the space gave only {len(out)} distinct genotypes")
 
 
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+    """The study group of task=proxy_study (conf/experiment/proxy_study*.yaml hold the defaults); the settings are
+    resolved against the base recipe afterwards."""
+
+    architectures: Annotated[int, Ge(MIN_ARCHITECTURES), Hint(f"a rank correlation needs at least {MIN_ARCHITECTURES} "
+                                                               "architectures")]
+    reference: Annotated[Any, Allowed("a setting name or node")]
+    proxies: Annotated[list[Any], MinLen(1), Allowed("a non-empty list of proxy settings, e.g. [c4r4s0e60]")]
+    metric: Literal["val_acc", "test_acc"]
+    bootstrap: Annotated[int, Ge(0), Hint("0 = no intervals")]
+    repeat: bool = False
+
+
 def check(cfg: DictConfig) -> tuple[Base, Setting, list[Setting]]:
     """Every study key, before anything is trained; returns the base and the resolved settings."""
     build.check_common(cfg)
     st = cfg.get("study")
     if st is None:
         raise ConfigError("task=proxy_study needs a study group: use +experiment=proxy_study or proxy_study_quick")
-    problems = []
-    n = st.get("architectures")
-    if not (isinstance(n, int) and not isinstance(n, bool) and n >= MIN_ARCHITECTURES):
-        problems.append(f"study.architectures={n!r}: a rank correlation needs at least {MIN_ARCHITECTURES} architectures")
-    if st.get("metric") not in ("val_acc", "test_acc"):
-        problems.append(f"study.metric={st.get('metric')!r}: must be val_acc or test_acc")
-    b = st.get("bootstrap")
-    if not isinstance(st.get("repeat", False), bool):
-        problems.append(f"study.repeat={st.get('repeat')!r}: must be true or false")
-    if not (isinstance(b, int) and b >= 0):
-        problems.append(f"study.bootstrap={b!r}: must be an integer >= 0 (0 = no intervals)")
-    proxies = st.get("proxies")
-    if not proxies:
-        problems.append("study.proxies is empty: name at least one proxy setting, e.g. [c4r4s0e60]")
+    problems = node_problems(st, "study.", target=StudySettings)
     if problems:
         raise ConfigError("; ".join(problems))
+    proxies = st.get("proxies")
     if cfg.space.name != "darts":
         raise ConfigError(f"space={cfg.space.name}: the study trains evaluation networks of the darts space")
     base = build.base(cfg)

@@ -17,11 +17,12 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 from torch import nn
 
+from ..schema import Allowed, Ge, Gt, Lt, MinLen, checked
 from .elastic import ElasticBlock, InvertedResidual, make_activation
 
 # stem and first block at stride 1: on 32 px (CIFAR) the units see 32, 32, 16, 8, 8 px and end at 4 px;
@@ -76,29 +77,30 @@ class OFANetwork(nn.Module):
     """The elastic network. ``OFANetwork(num_classes=10)`` is the CIFAR preset; ``OFANetwork.from_preset("digits")``
     the one for 8 px digits. widths, strides and acts: one per unit. x [B, in_channels, H, W] -> [B, num_classes]."""
 
+    @checked
     def __init__(
         self,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        stem_channels: int = 16,
-        first_channels: int = 16,
-        widths: Sequence[int] = PRESETS["cifar"]["widths"],
-        strides: Sequence[int] = PRESETS["cifar"]["strides"],
-        acts: Sequence[str] = PRESETS["cifar"]["acts"],
-        head_channels: int = 1280,
-        stem_stride: int = 1,
-        ks_list: Sequence[int] = (3, 5, 7),
-        expand_list: Sequence[float] = (3, 4, 6),
-        depth_list: Sequence[int] = (2, 3, 4),
-        dropout: float = 0.1,
+        num_classes: Annotated[int, Ge(1)] = 10,
+        in_channels: Annotated[int, Ge(1)] = 3,
+        stem_channels: Annotated[int, Ge(1)] = 16,
+        first_channels: Annotated[int, Ge(1)] = 16,
+        widths: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1), Allowed("a list of channel counts >= 1, one per unit")
+                          ] = PRESETS["cifar"]["widths"],
+        strides: Annotated[Sequence[Literal[1, 2]], MinLen(1), Allowed("a list of strides 1 or 2, one per unit")
+                           ] = PRESETS["cifar"]["strides"],
+        acts: Annotated[Sequence[Literal["relu", "hswish"]], MinLen(1), Allowed("a list of relu or hswish, one per unit")
+                        ] = PRESETS["cifar"]["acts"],
+        head_channels: Annotated[int, Ge(1)] = 1280,
+        stem_stride: Literal[1, 2] = 1,
+        ks_list: Annotated[Sequence[Literal[3, 5, 7]], MinLen(1), Allowed("a non-empty list of kernel sizes 3, 5, 7")
+                           ] = (3, 5, 7),
+        expand_list: Annotated[Sequence[Annotated[float, Gt(0)]], MinLen(1), Allowed("a non-empty list of ratios > 0")
+                               ] = (3, 4, 6),
+        depth_list: Annotated[Sequence[Annotated[int, Ge(1)]], MinLen(1), Allowed("a non-empty list of depths >= 1")
+                              ] = (2, 3, 4),
+        dropout: Annotated[float, Ge(0), Lt(1)] = 0.1,
     ):
         super().__init__()
-        if not (len(widths) == len(strides) == len(acts) >= 1):
-            raise ValueError(f"widths, strides and acts need one value per unit; got {len(widths)}, {len(strides)}, "
-                             f"{len(acts)}")
-        if not ks_list or not expand_list or not depth_list or min(depth_list) < 1 or min(expand_list) <= 0:
-            raise ValueError(f"ks_list={list(ks_list)}, expand_list={list(expand_list)}, depth_list={list(depth_list)}: "
-                             "each needs at least one value; depths >= 1 and expand ratios > 0")
         self.config = dict(num_classes=num_classes, in_channels=in_channels, stem_channels=stem_channels,
                            first_channels=first_channels, widths=list(widths), strides=list(strides), acts=list(acts),
                            head_channels=head_channels, stem_stride=stem_stride, ks_list=list(ks_list),
@@ -120,6 +122,14 @@ class OFANetwork(nn.Module):
         self.units = nn.ModuleList(units)
         self.head = _Head(channels, round(channels * self.expand_list[-1]), head_channels, num_classes, dropout)
         self.active_depth = [max_depth] * len(self.units)
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        v = rules.values
+        if len(v["widths"]) == len(v["strides"]) == len(v["acts"]):
+            return []
+        return [f"{rules.key('widths')}, {rules.key('strides')}, {rules.key('acts')}: need one value per unit each; got "
+                f"{len(v['widths'])}, {len(v['strides'])}, {len(v['acts'])}"]
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> OFANetwork:

@@ -26,13 +26,15 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import AllowInfNan
 
 from ..errors import ConfigError
 from ..evolve import GeneticEvolution, Moves
 from ..measure import count_flops, million_multiply_adds
+from ..schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, node_problems
 from .costs import LATENCY_FILE, CostTableError, SubnetCosts, measured_latency
 from .network import OFANetwork, OFASubnet
 from .predictor import (
@@ -172,47 +174,47 @@ def load_subnet(path: str | Path) -> tuple[OFASubnet, dict[str, Any]]:
 
 
 # ---- options -------------------------------------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+_Budget = Annotated[float, Gt(0), AllowInfNan(False)] | None
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+@dataclass(frozen=True)
+class Constraint:
+    """ofa.constraint: the budget a specialised sub-network must meet (null: no limit of that kind)."""
+
+    flops: Annotated[_Budget, Allowed("null or a number > 0 (M multiply-adds)")]
+    latency_ms: Annotated[_Budget, Allowed("null or a number > 0 (ms)")]
+
+
+@dataclass(frozen=True)
+class SpecialiseOptions:
+    """ofa.specialise: the accuracy predictor and the evolutionary search (conf/ofa/*.yaml holds the defaults)."""
+
+    samples: Annotated[int, Ge(8), Hint("sub-networks measured for the predictor")]
+    test_fraction: Annotated[float, Gt(0), Lt(1)]
+    hidden: Annotated[int, Ge(1)]
+    layers: Annotated[int, Ge(1)]
+    epochs: Annotated[int, Ge(1)]
+    lr: Annotated[float, Gt(0)]
+    population: Annotated[int, Ge(2)]
+    parents: Annotated[int, Ge(1)]
+    mutation_share: Annotated[float, Ge(0), Le(1)]
+    mutate_prob: Annotated[float, Gt(0), Le(1)]
+    generations: Annotated[int, Ge(0)]
+    latency_batch: Annotated[int, Ge(1)]
+    latency_table: Annotated[str, MinLen(1), Allowed("a file path")] | None
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        v = rules.values
+        if v["parents"] < v["population"]:
+            return []
+        return [f"{rules.key('parents')}={v['parents']}: must be below {rules.key('population')}={v['population']}"]
 
 
 def option_problems(ofa: dict[str, Any]) -> list[str]:
     """The problems of the ofa.constraint and ofa.specialise keys (no network needed)."""
-    problems = []
-    constraint = ofa.get("constraint") or {}
-    unknown = sorted(set(constraint) - set(KINDS))
-    if unknown:
-        problems.append(f"ofa.constraint has unknown key(s) {', '.join(unknown)}: constraints are {', '.join(KINDS)}")
-    for kind in KINDS:
-        v = constraint.get(kind)
-        if v is not None and not (_is_num(v) and v > 0 and math.isfinite(v)):
-            problems.append(f"ofa.constraint.{kind}={v!r}: must be null or a number > 0 ({KINDS[kind]})")
-    sp = ofa.get("specialise") or {}
-
-    def need(key: str, ok: Callable[[Any], bool], allowed: str) -> None:
-        value = sp.get(key)
-        if not ok(value):
-            problems.append(f"ofa.specialise.{key}={value!r}: {allowed}")
-
-    need("samples", lambda v: _is_int(v) and v >= 8, "must be an integer >= 8 (sub-networks measured for the predictor)")
-    need("test_fraction", lambda v: _is_num(v) and 0 < v < 1, "must be in (0, 1)")
-    need("hidden", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
-    need("layers", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
-    need("epochs", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
-    need("lr", lambda v: _is_num(v) and v > 0, "must be > 0")
-    need("population", lambda v: _is_int(v) and v >= 2, "must be an integer >= 2")
-    need("parents", lambda v: _is_int(v) and v >= 1 and (not _is_int(sp.get("population")) or v < sp["population"]),
-         "must be an integer >= 1 and below ofa.specialise.population")
-    need("mutation_share", lambda v: _is_num(v) and 0 <= v <= 1, "must be in [0, 1]")
-    need("mutate_prob", lambda v: _is_num(v) and 0 < v <= 1, "must be in (0, 1]")
-    need("generations", lambda v: _is_int(v) and v >= 0, "must be an integer >= 0")
-    need("latency_batch", lambda v: _is_int(v) and v >= 1, "must be an integer >= 1")
-    need("latency_table", lambda v: v is None or (isinstance(v, str) and v != ""), "must be null or a file path")
-    return problems
+    return [*node_problems(ofa.get("constraint") or {}, "ofa.constraint.", target=Constraint),
+            *node_problems(ofa.get("specialise") or {}, "ofa.specialise.", target=SpecialiseOptions)]
 
 
 def constraints(ofa: dict[str, Any]) -> dict[str, float]:

@@ -23,8 +23,9 @@ import json
 import shlex
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 import torch
@@ -39,6 +40,7 @@ from ..run.checkpoints import changed_settings, read_record
 from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from ..run.loggers import wandb_run_ends_with_the_job
 from ..run.trainer import build_trainer
+from ..schema import Allowed, Ge, Gt, Hint, Lt, MaxLen, MinLen, OneOf, node_problems
 from .costs import CostTableError, SubnetCosts, read_latency_table
 from .network import OFANetwork
 from .shrinking import PHASE_NAMES, PHASES, Phase, ShrinkingModule
@@ -49,12 +51,34 @@ SPECIALISE = "specialise"  # ofa.phase value: the specialisation alone, on the r
 PER_PHASE = ("epochs", "lr", "subnets")  # lists with one value per phase, in PHASES' order
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _per_phase(item: Any, what: str) -> Any:
+    """A list of one ``item`` per phase of PHASES, in their order."""
+    n = len(PHASES)
+    return Annotated[list[item], MinLen(n), MaxLen(n), Allowed(f"{n} {what}, one per phase ({', '.join(PHASE_NAMES)})")]
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+@dataclass(frozen=True)
+class OFASettings:
+    """The ofa group: progressive shrinking's phases and recipe (conf/ofa/*.yaml holds the defaults; network,
+    constraint and specialise are nodes of their own: OFANetwork's arguments, Constraint, SpecialiseOptions)."""
+
+    phase: Annotated[Annotated[str, OneOf(PHASE_NAMES, SPECIALISE)] | None,
+                     Allowed(f"null (every phase) or one of {', '.join(PHASE_NAMES)}, or {SPECIALISE} (the search alone)")]
+    epochs: _per_phase(Annotated[int, Ge(1)], "integers >= 1")
+    lr: _per_phase(Annotated[float, Gt(0)], "numbers > 0")
+    subnets: _per_phase(Annotated[int, Ge(1)], "integers >= 1 (sub-networks per step)")
+    resolutions: Annotated[list[Annotated[int, Ge(4)]], MinLen(1),
+                           Allowed("a list of input sides, each an integer >= 4")]
+    lr_min: Annotated[float, Ge(0)]
+    momentum: Annotated[float, Ge(0)]
+    nesterov: bool
+    weight_decay: Annotated[float, Ge(0)]
+    grad_clip: Annotated[float, Gt(0)] | None
+    kd_weight: Annotated[float, Ge(0)]
+    bn_calibration: Annotated[int, Ge(1), Hint("training batches that recalibrate BatchNorm before a sub-network is "
+                                               "measured")]
+    val_split: Annotated[float, Ge(0), Lt(1), Hint("the share of the training images held out for validation (0: "
+                                                   "validate on the test split)")]
 
 
 def build_datamodule(cfg: DictConfig) -> ImageDataModule:
@@ -75,34 +99,9 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ofa") is None:
         raise ConfigError("task=ofa needs the ofa group: use +experiment=ofa (CIFAR-10, GPU) or +experiment=ofa_quick")
     ofa = OmegaConf.to_container(cfg.ofa, resolve=True)
-
-    def need(key: str, ok, allowed: str) -> None:
-        value = ofa.get(key)
-        try:
-            good = ok(value)
-        except TypeError:
-            good = False
-        if not good:
-            problems.append(f"ofa.{key}={value!r}: {allowed}")
-
-    n = len(PHASES)
-    need("phase", lambda v: v is None or v in (*PHASE_NAMES, SPECIALISE),
-         f"must be null (every phase) or one of {', '.join(PHASE_NAMES)}, or {SPECIALISE} (the search alone)")
-    need("epochs", lambda v: len(v) == n and all(_is_int(e) and e >= 1 for e in v),
-         f"must be {n} integers >= 1, one per phase ({', '.join(PHASE_NAMES)})")
-    need("lr", lambda v: len(v) == n and all(_is_num(e) and e > 0 for e in v), f"must be {n} numbers > 0, one per phase")
-    need("subnets", lambda v: len(v) == n and all(_is_int(e) and e >= 1 for e in v),
-         f"must be {n} integers >= 1 (sub-networks per step), one per phase")
-    need("resolutions", lambda v: len(v) >= 1 and all(_is_int(r) and r >= 4 for r in v),
-         "must be a list of input sides, each an integer >= 4")
-    for key in ("lr_min", "momentum", "weight_decay", "kd_weight"):
-        need(key, lambda v: _is_num(v) and v >= 0, "must be >= 0")
-    need("nesterov", lambda v: isinstance(v, bool), "must be true or false")
-    need("grad_clip", lambda v: v is None or (_is_num(v) and v > 0), "must be null or > 0")
-    need("bn_calibration", lambda v: _is_int(v) and v >= 1,
-         "must be an integer >= 1 (training batches that recalibrate BatchNorm before a sub-network is measured)")
-    need("val_split", lambda v: _is_num(v) and 0 <= v < 1,
-         "must be in [0, 1): the share of the training images held out for validation (0: validate on the test split)")
+    problems += node_problems(ofa, "ofa.", target=OFASettings, nested=("network", "constraint", "specialise"))
+    problems += node_problems(ofa.get("network") or {}, "ofa.network.", target=OFANetwork,
+                              provided=("num_classes", "in_channels"))
     problems += option_problems(ofa)
     if ofa.get("phase") == SPECIALISE and not constraints(ofa):
         problems.append("ofa.phase=specialise: give a budget, ofa.constraint.flops=<M multiply-adds> or "
@@ -110,16 +109,9 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path"):
         problems.append(f"ckpt_path={cfg.ckpt_path!r}: task=ofa continues its phases with resume=true and "
                         "hydra.run.dir=<the run folder>, not from one checkpoint file")
-    if not any(p.startswith("data.") for p in problems):
-        split = ofa.get("val_split")
-        if _is_num(split) and 0 <= split < 1:
-            dm = build_datamodule(cfg)
-            try:
-                net = OFANetwork(**network_options(cfg, dm))
-            except (TypeError, ValueError) as e:
-                problems.append(f"ofa.network: {e}")
-            else:
-                problems += _budget_problems(cfg, ofa, net, problems)
+    if not any(p.startswith(("data.", "ofa.network", "ofa.val_split")) for p in problems):
+        net = OFANetwork(**network_options(cfg, build_datamodule(cfg)))
+        problems += _budget_problems(cfg, ofa, net, problems)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return ofa

@@ -18,13 +18,14 @@ with the surrogate and stops answering when the budget is spent. The run folder 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import numbers
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +42,7 @@ from ..evolve import (
     _FinalStageSearch,
 )
 from ..registry import Registry
+from ..schema import Allowed, Ge, Hint, MinLen, OneOf, node_problems
 from ..spaces.darts.genotype import Genotype
 from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
 
@@ -219,8 +221,21 @@ def write_curves(curves: dict[str, np.ndarray], seeds: Sequence[int], out_dir: P
 
 
 # ---- the task ----------------------------------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+@dataclasses.dataclass(frozen=True)
+class SearchBenchmarkSettings:
+    """The surrogate_search group (conf/experiment/surrogate_search.yaml holds the defaults); each algorithm's options
+    are a node of their own, checked by the engine's check_options."""
+
+    budget: Annotated[int, Ge(1), Hint("surrogate queries per run")]
+    seeds: Annotated[list[int], MinLen(1), Allowed("a non-empty list of distinct integers")]
+    algorithms: Annotated[list[Annotated[str, OneOf(ALGORITHMS)]], MinLen(1),
+                          Allowed(f"a non-empty list of distinct algorithms from {ALGORITHMS.choices()}")]
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        v = rules.values
+        return [f"{rules.key(key)}={v[key]!r}: must not repeat an entry" for key in ("seeds", "algorithms")
+                if len(set(v[key])) != len(v[key])]
 
 
 def check(cfg: DictConfig) -> dict[str, Any]:
@@ -239,20 +254,9 @@ def check(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(NO_SURROGATE)
         data = str(SHIPPED_DATA)
         cfg = OmegaConf.merge(cfg, {"surrogate": {"data": data, "accuracy_unit": "fraction", "setting": None}})
-    problems = []
-    budget = opts.get("budget")
-    if not (_is_int(budget) and budget >= 1):
-        problems.append(f"surrogate_search.budget={budget!r}: must be an integer >= 1 (surrogate queries per run)")
-        budget = None
-    seeds = opts.get("seeds")
-    if not (isinstance(seeds, list) and seeds and all(_is_int(s) for s in seeds) and len(set(seeds)) == len(seeds)):
-        problems.append(f"surrogate_search.seeds={seeds!r}: must be a non-empty list of distinct integers")
-    algorithms = opts.get("algorithms")
-    if not (isinstance(algorithms, list) and algorithms and all(a in ALGORITHMS for a in algorithms)
-            and len(set(algorithms)) == len(algorithms)):
-        problems.append(f"surrogate_search.algorithms={algorithms!r}: must be a non-empty list of distinct algorithms "
-                        f"from {', '.join(ALGORITHMS)}")
-        algorithms = []
+    problems = node_problems(opts, "surrogate_search.", target=SearchBenchmarkSettings, nested=tuple(ALGORITHMS))
+    budget = opts.get("budget") if not any(p.startswith("surrogate_search.budget") for p in problems) else None
+    algorithms = opts.get("algorithms") if isinstance(opts.get("algorithms"), list) else []
     for algorithm in ALGORITHMS:
         options = opts.get(algorithm) or {}
         if not isinstance(options, dict):

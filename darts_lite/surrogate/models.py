@@ -15,20 +15,22 @@ and refuses anything else with one message. A surrogate's output is a prediction
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import AllowInfNan
 from torch import nn
 
 from ..errors import ConfigError
 from ..registry import Registry
+from ..schema import Ge, Gt, Hint, Le, node_problems
 from ..spaces.darts.genotype import Genotype
 from .data import Table, require_learnable
 from .encodings import FlatEncoding, GraphEncoding
@@ -55,41 +57,29 @@ def _lightgbm() -> Any:
     return lightgbm
 
 
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)
-
-
 class Surrogate:
     """A fitted (or loaded) accuracy predictor. ``predict(genotypes)`` is the one method a search needs."""
 
     kind: ClassVar[str]
     version: ClassVar[str]
     encoding: ClassVar[str]
-    # option -> (default, check, what it must be)
-    options_spec: ClassVar[dict[str, tuple[Any, Callable[[Any], bool], str]]]
+    # the model's options: a frozen dataclass whose typed, constrained fields (darts_lite.schema) are the schema of
+    # surrogate.<kind> and whose defaults are the model's
+    Options: ClassVar[type]
 
     def __init__(self, seed: int = 0, **options: Any):
         problems = self.check_options(options)
         if problems:
             raise ConfigError("; ".join(problems))
         self.seed = int(seed)
-        self.options = {name: options.get(name, default) for name, (default, _, _) in self.options_spec.items()}
+        self.options = dataclasses.asdict(self.Options(**options))
         self.trained_on: dict[str, Any] | None = None  # data hash, rows, fit metrics: set by fit or load
         self.evaluation: dict[str, Any] = {}  # what the caller measured on held-out data, saved with the model
 
     @classmethod
     def check_options(cls, options: dict[str, Any], prefix: str = "") -> list[str]:
         """Problems of ``options`` as "name=value: what it must be" (unknown names included)."""
-        problems = [f"{prefix}{name}: unknown option of the {cls.kind} surrogate; options: {', '.join(cls.options_spec)}"
-                    for name in options if name not in cls.options_spec]
-        for name, (_, ok, allowed) in cls.options_spec.items():
-            if name in options and not ok(options[name]):
-                problems.append(f"{prefix}{name}={options[name]!r}: {allowed}")
-        return problems
+        return node_problems(options, prefix, target=cls.Options)
 
     # ---- fitting and predicting ---------------------------------------------------------------------------
     def fit(self, table: Table) -> Surrogate:
@@ -185,18 +175,23 @@ def load_surrogate(path: str | Path, kind: str | None = None) -> Surrogate:
 
 
 # ---- LightGBM ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LightGBMOptions:
+    """The lightgbm surrogate's options (surrogate.lgbm)."""
+
+    trees: Annotated[int, Ge(1), Hint("boosting rounds")] = 300
+    learning_rate: Annotated[float, Gt(0), AllowInfNan(False)] = 0.05
+    leaves: Annotated[int, Ge(2), Hint("leaves per tree")] = 15
+    min_child_samples: Annotated[int, Ge(1), Hint("genotypes per leaf")] = 5
+
+
 class LightGBMSurrogate(Surrogate):
     """Gradient-boosted regression trees (LightGBM) on the flat encoding."""
 
     kind = "lgbm"
     version = "dl-lgbm-v1"
     encoding = FlatEncoding.name
-    options_spec = {
-        "trees": (300, _positive_int, "must be an integer >= 1 (boosting rounds)"),
-        "learning_rate": (0.05, _positive, "must be > 0"),
-        "leaves": (15, lambda v: _positive_int(v) and v >= 2, "must be an integer >= 2 (leaves per tree)"),
-        "min_child_samples": (5, _positive_int, "must be an integer >= 1 (genotypes per leaf)"),
-    }
+    Options = LightGBMOptions
 
     def __init__(self, seed: int = 0, **options: Any):
         super().__init__(seed, **options)
@@ -247,17 +242,22 @@ def _tree_predict(tree: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
         node[inner] = np.where(go_left, tree["left"][n], tree["right"][n])
 
 
+@dataclasses.dataclass(frozen=True)
+class ForestOptions:
+    """The forest surrogate's options (surrogate.forest)."""
+
+    trees: Annotated[int, Ge(1)] = 100
+    min_samples_leaf: Annotated[int, Ge(1)] = 1
+    max_features: Annotated[float, Gt(0), Le(1), Hint("the share of features per split")] = 0.5
+
+
 class ForestSurrogate(Surrogate):
     """A scikit-learn random forest on the flat encoding; saved as its trees' arrays and predicted from them."""
 
     kind = "forest"
     version = "dl-forest-v1"
     encoding = FlatEncoding.name
-    options_spec = {
-        "trees": (100, _positive_int, "must be an integer >= 1"),
-        "min_samples_leaf": (1, _positive_int, "must be an integer >= 1"),
-        "max_features": (0.5, lambda v: _positive(v) and v <= 1, "must be in (0, 1]: the share of features per split"),
-    }
+    Options = ForestOptions
 
     def __init__(self, seed: int = 0, **options: Any):
         super().__init__(seed, **options)
@@ -330,21 +330,25 @@ class GIN(nn.Module):
         return self.head(torch.cat(readout, dim=-1)).squeeze(-1)
 
 
+@dataclasses.dataclass(frozen=True)
+class GINOptions:
+    """The gin surrogate's options (surrogate.gin)."""
+
+    hidden: Annotated[int, Ge(1), Hint("features per node")] = 32
+    layers: Annotated[int, Ge(1), Hint("message-passing rounds")] = 3
+    epochs: Annotated[int, Ge(1)] = 200
+    lr: Annotated[float, Gt(0), AllowInfNan(False)] = 0.003
+    batch_size: Annotated[int, Ge(1)] = 32
+    weight_decay: Annotated[float, Ge(0), AllowInfNan(False)] = 0.0001
+
+
 class GINSurrogate(Surrogate):
     """A GIN on the graph encoding, trained with Adam (cosine learning rate) on standardised accuracies."""
 
     kind = "gin"
     version = "dl-gin-v1"
     encoding = GraphEncoding.name
-    options_spec = {
-        "hidden": (32, _positive_int, "must be an integer >= 1 (features per node)"),
-        "layers": (3, _positive_int, "must be an integer >= 1 (message-passing rounds)"),
-        "epochs": (200, _positive_int, "must be an integer >= 1"),
-        "lr": (0.003, _positive, "must be > 0"),
-        "batch_size": (32, _positive_int, "must be an integer >= 1"),
-        "weight_decay": (0.0001, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0,
-                         "must be >= 0"),
-    }
+    Options = GINOptions
 
     def __init__(self, seed: int = 0, **options: Any):
         super().__init__(seed, **options)

@@ -29,6 +29,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
+from ..schema import node_problems, raise_problems
 from ..spaces.darts.genotype import Genotype, zoo
 from .encodings import FlatEncoding, GraphEncoding
 from .encodings import problem as encoding_problem
@@ -203,21 +204,16 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("surrogate") is None:
         raise ConfigError("task=surrogate_predict needs the surrogate keys: use +experiment=surrogate_predict "
                           "surrogate.model=PATH")
-    model = cfg.surrogate.get("model")
-    specs = OmegaConf.to_container(cfg.surrogate, resolve=True).get("predict")
-    problems = []
-    if not isinstance(model, str) or not model:
-        problems.append(f"surrogate.model={model!r}: give a surrogate saved by +experiment=surrogate, e.g. "
+    from .task import SurrogateKeys
+
+    opts = OmegaConf.to_container(cfg.surrogate, resolve=True)
+    model, specs = opts.get("model"), opts.get("predict")
+    problems = node_problems({"model": model, "predict": specs}, "surrogate.", target=SurrogateKeys)
+    if model is None:
+        problems.append("surrogate.model=None: give a surrogate saved by +experiment=surrogate, e.g. "
                         "surrogate.model=runs/surrogate/2026-11-30_14-00-00/models/gin.json")
-    if specs is None:
-        specs = []
-    elif isinstance(specs, str):
-        specs = [specs]
-    if not (isinstance(specs, list) and all(isinstance(s, str) and s.strip() for s in specs)):
-        problems.append(f"surrogate.predict={specs!r}: must be a list of zoo names, search run folders, genotype files or "
-                        "genotype text ([] = the whole zoo)")
-    if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    specs = [] if specs is None else [specs] if isinstance(specs, str) else specs
+    raise_problems(problems)
     return {"model": model, "predict": specs}
 
 

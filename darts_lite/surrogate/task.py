@@ -20,16 +20,18 @@ model's held-out scores (``surrogate/<model>/<metric>``).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
+from ..schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, OneOf, node_problems, raise_problems
 from .data import FORMATS, METRICS, UNITS, Table, load_table, table_format
 from .metrics import METRIC_NAMES, heldout, kfold, learning_curve
 from .models import MODELS, lightgbm_available, make_surrogate
@@ -37,8 +39,34 @@ from .models import MODELS, lightgbm_available, make_surrogate
 REPORT_COLUMNS = ("model", "r2", "kendall_tau", "sparse_kendall_tau", "spearman", "top_k_hit_rate")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+@dataclasses.dataclass(frozen=True)
+class SurrogateKeys:
+    """The surrogate group, for every surrogate task (each reads its own keys; a key a task needs and the config lacks
+    is reported by that task's check). The models' options are nodes of their own (their Options)."""
+
+    data: Annotated[str, MinLen(1), Allowed(f"a table of evaluated genotypes: {FORMATS}")] | None = None
+    accuracy_unit: Annotated[str, OneOf(UNITS)] | None = None
+    setting: Annotated[str, MinLen(1), Allowed("a setting name such as c4r4s0e60")] | None = None
+    metric: Annotated[str, OneOf(METRICS)] | None = None
+    models: Annotated[list[Annotated[str, OneOf(MODELS)]], MinLen(1),
+                      Allowed(f"a non-empty list of distinct kinds from {MODELS.choices()}")] | None = None
+    folds: Annotated[int, Ge(2)] | None = None
+    test_fraction: Annotated[float, Gt(0), Lt(1)] | None = None
+    top_k: Annotated[int, Ge(1)] | None = None
+    learning_curve: Annotated[list[Annotated[float, Gt(0), Le(1)]], MinLen(1),
+                              Allowed("a non-empty list of fractions in (0, 1]")] | None = None
+    model: Annotated[str, MinLen(1), Allowed("a surrogate file saved by +experiment=surrogate")] | None = None
+    fit: Annotated[str, OneOf(MODELS), Hint("the model fitted on surrogate.data")] | None = None
+    predict: Annotated[list[Annotated[str, MinLen(1)]] | str,
+                       Allowed("a list of zoo names, search run folders, genotype files or genotype text ([] = the whole "
+                               "zoo)")] | None = None
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        models = rules.values.get("models") or []
+        if len(set(models)) != len(models):
+            return [f"{rules.key('models')}={models!r}: must be a non-empty list of distinct kinds from {MODELS.choices()}"]
+        return []
 
 
 def check(cfg: DictConfig) -> dict[str, Any]:
@@ -46,48 +74,25 @@ def check(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("surrogate") is None:
         raise ConfigError("task=surrogate needs the surrogate keys: use +experiment=surrogate surrogate.data=PATH")
     opts = OmegaConf.to_container(cfg.surrogate, resolve=True)
-    problems = []
-    data = opts.get("data")
-    if not isinstance(data, str) or not data:
-        problems.append(f"surrogate.data={data!r}: give the table of evaluated genotypes, surrogate.data=PATH: {FORMATS}")
-    unit = opts.get("accuracy_unit")
-    if unit is not None and unit not in UNITS:
-        problems.append(f"surrogate.accuracy_unit={unit!r}: must be fraction or percent (null for an archive or "
-                        "NAS-Bench-301 results, whose unit is known)")
+    problems = node_problems(opts, "surrogate.", target=SurrogateKeys, nested=tuple(MODELS))
+    data, unit, models = opts.get("data"), opts.get("accuracy_unit"), opts.get("models") or []
+    if data is None:
+        problems.append(f"surrogate.data=None: give the table of evaluated genotypes, surrogate.data=PATH: {FORMATS}")
     elif unit is None and isinstance(data, str) and data.lower().endswith((".csv", ".jsonl")):
         problems.append(f"surrogate.accuracy_unit=null: {data} is a CSV/JSONL table; say whether its accuracy column holds "
                         "fractions (0.93) or percentages (93.0): surrogate.accuracy_unit=fraction or percent")
-    if opts.get("metric") not in METRICS:
-        problems.append(f"surrogate.metric={opts.get('metric')!r}: must be one of {', '.join(METRICS)}")
-    setting = opts.get("setting")
-    if setting is not None and not (isinstance(setting, str) and setting):
-        problems.append(f"surrogate.setting={setting!r}: must be null or a setting name such as c4r4s0e60")
-    models = opts.get("models")
-    if not (isinstance(models, list) and models and all(m in MODELS for m in models) and len(set(models)) == len(models)):
-        problems.append(f"surrogate.models={models!r}: must be a non-empty list of distinct kinds from {', '.join(MODELS)}")
-        models = []
-    if "lgbm" in models and not lightgbm_available():
+    for key in ("metric", "models", "folds", "test_fraction", "top_k", "learning_curve"):
+        if opts.get(key) is None and not any(p.startswith(f"surrogate.{key}") for p in problems):
+            problems.append(f"surrogate.{key}: missing; task=surrogate needs it (+experiment=surrogate sets it)")
+    if isinstance(models, list) and "lgbm" in models and not lightgbm_available():
         problems.append('surrogate.models: lgbm needs LightGBM: pip install "darts_lite[surrogates]", or leave lgbm out')
-    folds = opts.get("folds")
-    if not (_is_int(folds) and folds >= 2):
-        problems.append(f"surrogate.folds={folds!r}: must be an integer >= 2")
-    fraction = opts.get("test_fraction")
-    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction < 1):
-        problems.append(f"surrogate.test_fraction={fraction!r}: must be in (0, 1)")
-    if not (_is_int(opts.get("top_k")) and opts["top_k"] >= 1):
-        problems.append(f"surrogate.top_k={opts.get('top_k')!r}: must be an integer >= 1")
-    curve = opts.get("learning_curve")
-    if not (isinstance(curve, list) and curve and all(isinstance(f, (int, float)) and not isinstance(f, bool)
-                                                       and 0 < f <= 1 for f in curve)):
-        problems.append(f"surrogate.learning_curve={curve!r}: must be a non-empty list of fractions in (0, 1]")
     for kind in MODELS:
         options = opts.get(kind) or {}
         if not isinstance(options, dict):
             problems.append(f"surrogate.{kind}={options!r}: must be a mapping of the {kind} model's options")
             continue
         problems += MODELS[kind].check_options(options, prefix=f"surrogate.{kind}.")
-    if problems:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    raise_problems(problems)
     return opts
 
 

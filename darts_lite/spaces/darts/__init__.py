@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
+from ...schema import Ge, value_problem
 from .eval import AuxiliaryHead, EvalNetwork
 from .genotype import PRIMITIVES, Genotype
 from .pictures import cell_dots  # the DARTS cell pictures: {"normal", "reduction"}
@@ -70,10 +71,6 @@ def _fields(genotype: Genotype) -> dict[str, Any]:
 
 
 # ---- configuration -------------------------------------------------------------------------------
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def eval_network_options(train: Mapping[str, Any]) -> dict[str, Any]:
     """EvalNetwork keyword arguments from the train config group (besides classes and input channels)."""
     return {"C": train["C"], "layers": train["layers"], "auxiliary": train["auxiliary"],
@@ -84,16 +81,17 @@ def check_train(train: Mapping[str, Any], genotype: Genotype | None, image_size:
     """Problems of the train group's network keys for this genotype (None: not known), as ``key=value: what it must be``."""
     problems = []
     C, layers = train.get("C"), train.get("layers")
-    if not (_int(C) and C >= 2 and C % 2 == 0):
+    if value_problem(Annotated[int, Ge(2)], C) or C % 2:
         problems.append(f"train.C={C!r}: must be an even integer >= 2")
     elif genotype is not None and genotype.fixed_reduction and C % 4:
         problems.append(f"train.C={C!r}: must be a multiple of 4 for a fixed-reduction genotype (8-group convs)")
-    if not (_int(layers) and layers >= 3):
-        problems.append(f"train.layers={layers!r}: must be an integer >= 3")
+    why = value_problem(Annotated[int, Ge(3)], layers)
+    if why:
+        problems.append(f"train.layers={layers!r}: {why}")
     dataset = train.get("network_dataset")
     if dataset not in ("cifar", "imagenet"):
         problems.append(f"train.network_dataset={dataset!r}: must be cifar or imagenet")
-    elif train.get("auxiliary") is True and _int(image_size):
+    elif train.get("auxiliary") is True and value_problem(int, image_size) is None:
         need = AuxiliaryHead.min_input_size(dataset == "imagenet")
         got = EvalNetwork.aux_feature_size(image_size, dataset)
         if got < need:

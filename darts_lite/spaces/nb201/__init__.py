@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
+from ...schema import Ge, value_problem
 from .eval import EvalCell, EvalNetwork
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
 from .pictures import cell_dots
@@ -63,10 +64,6 @@ def mutate(genotype: Genotype, rng: random.Random, primitives: Sequence[str] = P
     return Genotype(tuple(edges))
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def eval_network_options(train: dict[str, Any]) -> dict[str, Any]:
     """EvalNetwork keyword arguments from the train config group: C, and N from ``train.layers``."""
     return {"C": train["C"], "N": train["layers"]}
@@ -75,16 +72,16 @@ def eval_network_options(train: dict[str, Any]) -> dict[str, Any]:
 def check_train(train: dict[str, Any], genotype: Genotype | None, image_size: int | None) -> list[str]:
     """Problems of the train group's network keys (``key=value: what it must be``)."""
     problems = []
-    if not (_int(train.get("C")) and train["C"] >= 1):
-        problems.append(f"train.C={train.get('C')!r}: must be an integer >= 1")
-    if not (_int(train.get("layers")) and train["layers"] >= 1):
-        problems.append(f"train.layers={train.get('layers')!r}: must be an integer >= 1 (cells per stage)")
+    for key, hint in (("C", ""), ("layers", " (cells per stage)")):
+        why = value_problem(Annotated[int, Ge(1)], train.get(key))
+        if why:
+            problems.append(f"train.{key}={train.get(key)!r}: {why}{hint}")
     if train.get("auxiliary") is not False:
         problems.append(f"train.auxiliary={train.get('auxiliary')!r}: NAS-Bench-201's network has no auxiliary head; "
                         "set train.auxiliary=false")
     if train.get("network_dataset") != "cifar":
         problems.append(f"train.network_dataset={train.get('network_dataset')!r}: NAS-Bench-201's network has one stem; "
                         "must be cifar")
-    if _int(image_size) and image_size < 4:
+    if value_problem(int, image_size) is None and image_size < 4:
         problems.append(f"data.resolution={image_size}: the two residual reductions need images of at least 4 px")
     return problems
