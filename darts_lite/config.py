@@ -156,6 +156,19 @@ def trainer_problems(cfg: DictConfig) -> list[str]:
     return problems + node_problems(node, "trainer.", nested=(*TRAINER_GIVEN, "strategy"), types=False)
 
 
+def logger_problems(cfg: DictConfig) -> list[str]:
+    """The logger group: each key one logger's node (``_target_`` and its arguments), or null."""
+    from .run.loggers import LOGGER_GIVEN
+
+    nodes = _node(cfg, "logger")
+    if nodes is None:
+        return []
+    if not OmegaConf.is_dict(nodes):
+        return [f"logger={nodes!r}: must be a mapping of loggers, e.g. logger=csv or logger=wandb"]
+    return [p for name, node in nodes.items() if node is not None
+            for p in node_problems(node, f"logger.{name}.", provided=LOGGER_GIVEN)]
+
+
 def relaxation_problems(cfg: DictConfig) -> list[str]:
     """search.relaxation: a node with the _target_ of a relaxation class and that class's arguments."""
     node = _node(cfg, "search.relaxation")
@@ -234,7 +247,8 @@ def validate_search(cfg: DictConfig) -> None:
     search = _node(cfg, "search")
     problems += (["search: no search group; choose one, e.g. search=darts"] if search is None
                  else node_problems(search, "search.", provided=SEARCH_GIVEN, nested=("relaxation",)))
-    problems += trainer_problems(cfg) + _guard_problems(cfg) + _resource_problems(cfg) + _benchmark_problems(cfg)
+    problems += trainer_problems(cfg) + logger_problems(cfg) + _guard_problems(cfg) + _resource_problems(cfg)
+    problems += _benchmark_problems(cfg)
     precision = str(_get(cfg, "trainer.precision"))
     if _get(cfg, "search.order") == 2 and precision.startswith("16"):
         problems.append(f"trainer.precision={precision!r}: second order takes gradients with torch.autograd.grad, which "
@@ -259,7 +273,7 @@ def _check(problems: list[str], cfg: DictConfig, key: str, annotation: Any) -> N
 
 def validate_train(cfg: DictConfig) -> None:
     """Raise ConfigError listing every invalid value of a retraining config."""
-    from .train import TrainModule, resolve_genotype
+    from .train import resolve_genotype
 
     problems = data_problems(cfg)
     # the recipe's space first: a space of one's own (train.space=my_package.my_space) is registered by it, and its
@@ -287,15 +301,19 @@ def validate_train(cfg: DictConfig) -> None:
         else:
             train = OmegaConf.to_container(cfg.train, resolve=True)
             problems.extend(space.check_train(train, genotype, _image_size(cfg)))
+    from .run.build import train_arguments
     from .schema import parameters
 
-    # the train group: TrainModule's arguments, the evaluation network's (checked by the space above) and cutout
-    for key, p in parameters(TrainModule).items():
-        if key not in ("genotype", "network"):
-            _check(problems, cfg, f"train.{key}", p.annotation)
+    # the train group: its LightningModule's node (its _target_'s arguments), the evaluation network's keys (checked
+    # by the space above) and the task's cutout
+    train = OmegaConf.to_container(cfg.train, resolve=True) if OmegaConf.is_dict(cfg.get("train")) else {}
+    try:
+        problems += node_problems(train_arguments(train), "train.", provided=("genotype", "network"))
+    except ImportError as e:
+        problems.append(f"train._target_={train.get('_target_')!r}: cannot be imported ({e})")
     _check(problems, cfg, "train.auxiliary", bool)
     _check(problems, cfg, "train.cutout", parameters(ImageDataModule)["cutout"].annotation)
-    problems += trainer_problems(cfg)
+    problems += trainer_problems(cfg) + logger_problems(cfg)
     raise_problems(problems)
 
 

@@ -46,7 +46,7 @@ run = Path(sys.argv[1])
 with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
     cfg = compose(config_name="config", overrides=["+experiment=quickstart", f"run_dir={run}"])
 folder.start_run(cfg)                           # config.yaml
-loggers.csv_logger(run, str(run / "epoch0.ckpt"))  # the metrics.csv rewrite of a resume
+loggers.csv_logger(out_dir=run, resume_from=str(run / "epoch0.ckpt"))  # the metrics.csv rewrite of a resume
 loggers.wandb_run_id(run, resuming=False)       # wandb_run_id.txt
 print("rank zero:", folder.is_rank_zero())
 """

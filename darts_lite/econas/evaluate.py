@@ -25,7 +25,6 @@ from ..run.build import train_arguments
 from ..run.checkpoints import AtomicCheckpointIO
 from ..schema import build
 from ..spaces import parse_genotype
-from ..train import TrainModule
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def run_evaluation(job: EvalJob) -> dict[str, Any]:
                    num_classes=dm.num_classes, in_channels=dm.in_channels)
     # compile: each evaluation is a new short-lived network, compiling it would cost more than it saves
     recipe = {**train_arguments(job.train), "epochs": s["epochs"], "lr": s["lr"], "compile": False}
-    module = TrainModule(genotype.to_text(), network=network, **recipe)
+    module = build(recipe, "train", genotype=genotype.to_text(), network=network)
     record = _Record()
     folder = Path(job.folder)
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=folder / "checkpoints", filename="last", save_top_k=1,

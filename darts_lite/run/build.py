@@ -10,6 +10,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from ..data import ImageDataModule
 from ..lookup import BenchmarkLookup
+from ..registry import load_path
 from ..schema import build, parameters
 from ..search import SearchModule
 from ..spaces import parse_genotype
@@ -61,15 +62,21 @@ def build_lookup(cfg: DictConfig) -> BenchmarkLookup | None:
     return BenchmarkLookup(bench.path, bench.hp, list(bench.datasets))
 
 
+TRAIN_TARGET = "darts_lite.train.TrainModule"  # what a train group without _target_ (an older config) builds
+
+
 def train_arguments(train: dict[str, Any]) -> dict[str, Any]:
-    """The keys of the train group that are TrainModule's arguments (the others size the evaluation network)."""
-    taken = parameters(TrainModule)
-    return {k: v for k, v in train.items() if k in taken and k not in ("genotype", "network")}
+    """The train group's node for its LightningModule: its ``_target_`` and the keys that are the target's arguments
+    (its signature says which); the others size the evaluation network (the space's eval_network_options reads them)
+    or are the task's (space, cutout)."""
+    target = train.get("_target_", TRAIN_TARGET)
+    taken = parameters(load_path(target))
+    return {"_target_": target, **{k: v for k, v in train.items() if k in taken and k not in ("genotype", "network")}}
 
 
 def build_train_module(cfg: DictConfig, dm: ImageDataModule, genotype: Any) -> TrainModule:
-    """The TrainModule of ``genotype``'s evaluation network, sized by the train group (its space reads the keys)."""
+    """The train group's LightningModule for ``genotype``'s evaluation network, sized by the group's network keys."""
     train = _plain(cfg.train)
     space, _ = parse_genotype(genotype.to_text())
     network = dict(space.eval_network_options(train), num_classes=dm.num_classes, in_channels=dm.in_channels)
-    return TrainModule(genotype.to_text(), network=network, **train_arguments(train))
+    return build(train_arguments(train), "train", genotype=genotype.to_text(), network=network)

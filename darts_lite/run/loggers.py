@@ -16,6 +16,7 @@ import string
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +26,7 @@ from .folder import is_rank_zero
 log = logging.getLogger("darts_lite")
 
 
-def csv_logger(out_dir: Path, resume_from: str | None):
+def csv_logger(run_config: dict | None = None, out_dir: Path = Path("."), resume_from: str | None = None):
     """metrics.csv in the run folder; a resumed run keeps the rows of the epochs its checkpoint holds."""
     from pytorch_lightning.loggers import CSVLogger
 
@@ -64,9 +65,9 @@ def _wandb_logged_in() -> bool:
         return False
 
 
-def _wandb_name_and_group(out_dir: Path, wb: DictConfig) -> tuple[str, str | None]:
-    """logger.wandb.name/group when set; else a multirun is one W&B group (its sweep folder) and each job
-    is named after its folder."""
+def _wandb_name_and_group(out_dir: Path) -> tuple[str, str | None]:
+    """The run's W&B name and group when logger.wandb gives none: a multirun is one W&B group (its sweep folder) and
+    each job is named after its folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -74,7 +75,7 @@ def _wandb_name_and_group(out_dir: Path, wb: DictConfig) -> tuple[str, str | Non
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         group = Path(HydraConfig.get().sweep.dir).name
         name = f"{group}/{out_dir.name}"
-    return wb.get("name") or name, wb.get("group") or group
+    return name, group
 
 
 def wandb_run_id(out_dir: Path, resuming: bool) -> str | None:
@@ -108,36 +109,51 @@ def _finish_wandb(exit_code: int) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+# what darts_lite gives every logger of the logger group itself: the run's resolved config (a plain dict), its folder,
+# the checkpoint it resumes from
+LOGGER_GIVEN = ("run_config", "out_dir", "resume_from")
+
+
 def make_loggers(cfg: DictConfig, out_dir: Path, resume_from: str | None = None) -> list:
-    """The loggers ``cfg.logger`` asks for: CSV (default on) and W&B (``logger=wandb``)."""
-    loggers: list = []
-    if cfg.logger.get("csv", True):
-        loggers.append(csv_logger(out_dir, resume_from))
-    wandb_logger = _wandb_logger(cfg, out_dir, resuming=resume_from is not None)
-    if wandb_logger is not None:
-        loggers.append(wandb_logger)
-    return loggers
+    """The loggers of the logger group: each key one logger (``_target_`` and its arguments), ``null`` for none."""
+    from ..schema import build
+
+    nodes = cfg.get("logger") or {}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    return [build(node, f"logger.{name}", run_config=config, out_dir=out_dir, resume_from=resume_from)
+            for name, node in nodes.items() if node is not None]
 
 
-def _wandb_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
-    """The WandbLogger ``logger=wandb`` asks for (offline without credentials), or None."""
-    wb = cfg.logger.get("wandb")
-    if not wb:
-        return None
+def wandb_logger(run_config: dict, out_dir: Path, resume_from: str | None = None, project: str = "darts_lite",
+                 entity: str | None = None, mode: Literal["online", "offline", "disabled"] | None = None,
+                 name: str | None = None, group: str | None = None, tags: list[str] | None = None):
+    """A WandbLogger (offline without credentials) whose run is the run folder's: resume_from set, the W&B run of the
+    run folder continues. ``name`` and ``group``: None for the run folder's name and, in a multirun, the sweep's."""
     from pytorch_lightning.loggers import WandbLogger
 
     # never block on a login prompt: without credentials the run is recorded offline
-    mode = wb.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
+    mode = mode or os.environ.get("WANDB_MODE") or ("online" if _wandb_logged_in() else "offline")
     if mode == "offline" and is_rank_zero():
         log.info("W&B offline: sync later with `wandb sync %s/wandb/offline-run-*`", out_dir)
-    name, group = _wandb_name_and_group(out_dir, wb)
-    tags = [*(wb.get("tags") or []), cfg.task, str(OmegaConf.select(cfg, "search.method", default=""))]
+    default_name, default_group = _wandb_name_and_group(out_dir)
+    tags = [*(tags or []), str(run_config.get("task", "")), str((run_config.get("search") or {}).get("method", ""))]
     # resume="allow": a new id starts a run, the id of a resumed run folder continues its W&B run
     return WandbLogger(
-        project=wb.get("project", "darts_lite"), entity=wb.get("entity"), save_dir=str(out_dir), mode=mode,
-        tags=[t for t in tags if t], name=name, group=group, config=OmegaConf.to_container(cfg, resolve=True),
-        id=wandb_run_id(out_dir, resuming=resuming), resume="allow",
+        project=project, entity=entity, save_dir=str(out_dir), mode=mode, tags=[t for t in tags if t],
+        name=name or default_name, group=group or default_group, config=run_config,
+        id=wandb_run_id(out_dir, resuming=resume_from is not None), resume="allow",
     )
+
+
+def _wandb_logger(cfg: DictConfig, out_dir: Path, resuming: bool):
+    """The WandbLogger ``logger=wandb`` asks for, or None."""
+    node = (cfg.get("logger") or {}).get("wandb")
+    if not node:
+        return None
+    from ..schema import build
+
+    return build(node, "logger.wandb", run_config=OmegaConf.to_container(cfg, resolve=True), out_dir=out_dir,
+                 resume_from="resumed" if resuming else None)
 
 
 def wandb_experiment(cfg: DictConfig, out_dir: Path, resuming: bool = False):
