@@ -86,6 +86,21 @@ def _same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), f"{key} differs after the resume"
 
 
+def _straight_then_killed(tmp_path, args: list[str], checkpoint: str, epochs: int, what: str):
+    """Run ``args`` to the end in tmp_path/straight; run them again in tmp_path/killed, SIGKILLed once its
+    ``checkpoint`` (relative to the run folder) holds 2 of ``epochs`` epochs, and resumed. Returns both folders and
+    the resumed run."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    done = run_cli(*args, f"hydra.run.dir={straight}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    proc = start_cli(*args, f"hydra.run.dir={killed}", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: _epochs_in(killed / checkpoint) >= 2, what)
+    assert 2 <= _epochs_in(killed / checkpoint) < epochs, f"the {what} was not killed inside the epochs it was to run"
+    resumed = run_cli(*args, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return straight, killed, resumed
+
+
 def _epochs_in(checkpoint) -> int:
     return int(torch.load(checkpoint, weights_only=True, map_location="cpu")["epoch"]) + 1 if checkpoint.is_file() else 0
 
@@ -97,15 +112,7 @@ TRAIN = ["+experiment=train_quick", "genotype=DARTS_V2", "data=synthetic", "data
 
 
 def test_killed_retraining_resumes_to_the_same_weights(tmp_path):
-    straight = tmp_path / "straight"
-    done = run_cli(*TRAIN, f"hydra.run.dir={straight}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    killed = tmp_path / "killed"
-    proc = start_cli(*TRAIN, f"hydra.run.dir={killed}", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: _epochs_in(killed / "checkpoints" / "last.ckpt") >= 2, "retraining")
-    assert _epochs_in(killed / "checkpoints" / "last.ckpt") < 5 and not (killed / "summary.json").exists()
-    resumed = run_cli(*TRAIN, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight, killed, _ = _straight_then_killed(tmp_path, TRAIN, "checkpoints/last.ckpt", 5, "retraining")
     a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
     b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
     _same_tensors(a["state_dict"], b["state_dict"])
@@ -127,16 +134,8 @@ OFA = ["+experiment=ofa_quick", "data=synthetic", "data.synthetic_samples=48", "
 
 
 def test_killed_once_for_all_resumes_to_the_same_network(tmp_path):
-    straight = tmp_path / "straight"
-    done = run_cli(*OFA, f"hydra.run.dir={straight}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    killed = tmp_path / "killed"
-    proc = start_cli(*OFA, f"hydra.run.dir={killed}", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kernel = killed / "kernel" / "checkpoints" / "last.ckpt"
-    _kill_when(proc, lambda: _epochs_in(kernel) >= 2, "Once-for-All run")
-    assert 2 <= _epochs_in(kernel) < 6 and not (killed / "network.pt").exists()  # killed inside the kernel phase
-    resumed = run_cli(*OFA, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # killed inside the kernel phase, after two of its six epochs
+    straight, killed, resumed = _straight_then_killed(tmp_path, OFA, "kernel/checkpoints/last.ckpt", 6, "Once-for-All run")
     assert "Phase full: finished before, skipped" in resumed.stdout
     a = torch.load(straight / "network.pt", weights_only=True)
     b = torch.load(killed / "network.pt", weights_only=True)
