@@ -223,13 +223,12 @@ def _benchmark_problems(cfg: DictConfig) -> list[str]:
                         f"space=nb201, not space={_get(cfg, 'space.name')}")
     from .lookup import BenchmarkLookup, check_benchmark
 
-    hp, datasets = _get(cfg, "benchmark.hp"), list(_get(cfg, "benchmark.datasets") or [])
-    for check in (lambda: check_benchmark(path), lambda: BenchmarkLookup(path, hp, datasets)):
-        try:
-            check()
-        except ConfigError as e:
-            problems.extend(str(e).split("; "))
-    return problems
+    try:
+        check_benchmark(path)
+    except ConfigError as e:
+        problems.append(str(e))
+    node = {"_target_": "darts_lite.lookup.BenchmarkLookup", **OmegaConf.to_container(_node(cfg, "benchmark"), resolve=True)}
+    return problems + node_problems(node, "benchmark.", target=BenchmarkLookup)
 
 
 # what a search gives its network and its SearchModule itself

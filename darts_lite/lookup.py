@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytorch_lightning as pl
 
 from .errors import ConfigError
+from .schema import Allowed, MinLen, OneOf, checked
 
 log = logging.getLogger("darts_lite")
 
@@ -72,20 +73,16 @@ class BenchmarkLookup(pl.Callback):
     ``history`` the metrics per epoch, for a run summary.
     """
 
-    def __init__(self, path: str | Path, hp: str | int = "200", datasets: Sequence[str] = DEFAULT_DATASETS):
-        problems = []
-        hp = str(hp)
-        if hp not in HPS:
-            problems.append(f"benchmark.hp must be one of {', '.join(HPS)} (training epochs), got {hp!r}")
-        if isinstance(datasets, str):
-            datasets = [datasets]
-        datasets = list(datasets)
-        unknown = [d for d in datasets if d not in DATASETS]
-        if unknown or not datasets:
-            problems.append(f"benchmark.datasets must be a non-empty list of {', '.join(DATASETS)}, got {datasets!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-        self.path, self.hp, self.datasets = Path(path), hp, datasets
+    @checked
+    def __init__(
+        self,
+        path: Annotated[str | Path, Allowed("a NATS-Bench topology benchmark folder or .pickle.pbz2 file")],
+        hp: Annotated[str | int, OneOf(HPS, (12, 200)), Allowed(f"one of {', '.join(HPS)} (the benchmark's training "
+                                                                "epochs)")] = "200",
+        datasets: Annotated[Sequence[Annotated[str, OneOf(DATASETS)]], MinLen(1),
+                            Allowed(f"a non-empty list of {', '.join(DATASETS)}")] = DEFAULT_DATASETS,
+    ):
+        self.path, self.hp, self.datasets = Path(path), str(hp), list(datasets)
         self.api: Any = None
         self.last: dict[str, Any] | None = None
         self.history: dict[int, dict[str, float]] = {}

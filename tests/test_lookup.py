@@ -241,9 +241,9 @@ def test_another_space_is_refused(bench_path, tmp_path):
 
 
 @pytest.mark.parametrize("kw,message", [
-    (dict(hp="90"), "benchmark.hp must be one of 12, 200"),
-    (dict(datasets=["cifar10", "svhn"]), "benchmark.datasets must be a non-empty list"),
-    (dict(datasets=[]), "benchmark.datasets must be a non-empty list"),
+    (dict(hp="90"), "hp='90': must be one of 12, 200"),
+    (dict(datasets=["cifar10", "svhn"]), r"datasets=\['cifar10', 'svhn'\]: must be a non-empty list of cifar10"),
+    (dict(datasets=[]), r"datasets=\[\]: must be a non-empty list"),
 ])
 def test_bad_settings_are_refused(tmp_path, kw, message):
     with pytest.raises(ConfigError, match=message):
@@ -263,4 +263,4 @@ def test_config_checks_refuse_a_lookup_outside_nb201_or_without_its_file(tmp_pat
     missing = compose_cfg("+experiment=nb201_quick", f"benchmark.path={tmp_path / 'no'}", "benchmark.hp=100")
     with pytest.raises(ConfigError, match="does not exist") as e:
         validate_search(missing)
-    assert "benchmark.hp must be one of" in str(e.value)
+    assert "benchmark.hp=100: must be one of 12, 200" in str(e.value)

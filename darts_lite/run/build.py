@@ -59,7 +59,7 @@ def build_lookup(cfg: DictConfig) -> BenchmarkLookup | None:
             rank_zero_info("benchmark look-up off: with a NATS-Bench topology file, benchmark.path=<file or folder> "
                            "logs each epoch's cell's published accuracies (pip install \"darts_lite[nb201]\")")
         return None
-    return BenchmarkLookup(bench.path, bench.hp, list(bench.datasets))
+    return build({"_target_": "darts_lite.lookup.BenchmarkLookup", **_plain(bench)}, "benchmark")
 
 
 TRAIN_TARGET = "darts_lite.train.TrainModule"  # what a train group without _target_ (an older config) builds
