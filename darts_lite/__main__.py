@@ -56,7 +56,7 @@ def main(cfg: DictConfig) -> object:
     from hydra.types import RunMode
 
     from .data import DatasetUnavailable
-    from .errors import ConfigError
+    from .errors import ConfigError, RunFailed
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -67,6 +67,10 @@ def main(cfg: DictConfig) -> object:
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         error, message, code = e, str(e), 2
+    except RunFailed as e:
+        # the config was valid but the work could not be done (a study's evaluations failed): the message says why,
+        # grouped by cause, and where the whole errors are; a traceback of the driver would say nothing more
+        error, message, code = e, str(e), 1
     except FloatingPointError as e:
         # the loss diverged: the traceback says nothing the message does not; where to continue from does
         error, message, code = e, f"{e}\n{resume_hint(cfg)}", 1

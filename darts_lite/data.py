@@ -8,6 +8,7 @@ on whole batches on the device.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -245,31 +246,82 @@ def _read_records(path: Path, label_bytes: int) -> tuple[torch.Tensor, torch.Ten
     return images, labels
 
 
-def _load_cifar(name: str, root: Path, download: bool) -> dict:
+@contextlib.contextmanager
+def _folder_lock(root: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder ``root`` (flock on the folder itself: no lock file is left behind), so
+    that processes preparing the same data folder at once (several drivers, DDP ranks, a sweep's jobs) take turns.
+    Where the platform has no flock the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: one process at a time is the user's business there
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"darts_lite: waiting for another process preparing {what} in {root.resolve()}", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _cifar_cache(name: str, root: Path, download: bool) -> Path:
+    """The file of a CIFAR dataset's tensors under ``root``, made on first use: the release file found there (md5
+    checked) or downloaded, extracted and read. Two processes asking at once take turns; the second finds the
+    first's file. DatasetUnavailable (nothing created) when it is missing and ``download`` is false."""
     a = ARCHIVES[name]
     cache = root / f"{name}.pt"
     if cache.is_file():
-        return torch.load(cache, weights_only=True)
+        return cache
     folder = root / a.folder
-    if not all((folder / f).is_file() for f in a.train_files + a.test_files):
-        archive = root / a.filename
-        if archive.is_file():
-            if _md5(archive) != a.md5:
-                raise DatasetUnavailable(f"{archive} fails its md5 check (expected {a.md5}); delete it and run again")
-        elif download:
-            archive = _download(a, root)
-        else:
-            raise DatasetUnavailable(f"{name} is not in {root.resolve()} and data.download is false; {_where_to_put(a, root)}")
-        _extract(archive, root)
-    splits = {}
-    for split, files in (("train", a.train_files), ("test", a.test_files)):
-        parts = [_read_records(folder / f, a.label_bytes) for f in files]
-        splits[split] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-    data = {**splits, "num_classes": _SHAPES[name][0]}
-    tmp = cache.with_suffix(".pt.part")
-    torch.save(data, tmp)
-    os.replace(tmp, cache)
-    return data
+
+    def extracted() -> bool:
+        return all((folder / f).is_file() for f in a.train_files + a.test_files)
+
+    if not download and not extracted() and not (root / a.filename).is_file():
+        raise DatasetUnavailable(f"{name} is not in {root.resolve()} and data.download is false; {_where_to_put(a, root)}")
+    root.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(root, name):
+        if cache.is_file():  # made by the process that held the lock before this one
+            return cache
+        if not extracted():
+            archive = root / a.filename
+            if archive.is_file():
+                if _md5(archive) != a.md5:
+                    raise DatasetUnavailable(f"{archive} fails its md5 check (expected {a.md5}); delete it and run again")
+            elif download:
+                archive = _download(a, root)
+            else:  # another process removed it meanwhile
+                raise DatasetUnavailable(f"{name} is not in {root.resolve()} and data.download is false; "
+                                         f"{_where_to_put(a, root)}")
+            _extract(archive, root)
+        splits = {}
+        for split, files in (("train", a.train_files), ("test", a.test_files)):
+            parts = [_read_records(folder / f, a.label_bytes) for f in files]
+            splits[split] = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        tmp = cache.with_suffix(".pt.part")
+        torch.save({**splits, "num_classes": _SHAPES[name][0]}, tmp)
+        os.replace(tmp, cache)  # atomic: a reader sees the whole file or none
+    return cache
+
+
+def _load_cifar(name: str, root: Path, download: bool) -> dict:
+    return torch.load(_cifar_cache(name, root, download), weights_only=True)
+
+
+def prepare_dataset(name: str, root: str | Path = "data", download: bool = True) -> Path | None:
+    """Make a built-in dataset ready to be read by many processes without a download: what a driver calls once
+    before it sends out evaluations. CIFAR: its verified tensor file under ``root`` (downloaded if allowed and
+    needed); DatasetUnavailable with the one-line message a search gives when it cannot be had. The bundled and
+    generated datasets need nothing (None)."""
+    if name in ARCHIVES:
+        return _cifar_cache(name, Path(root), download)
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return None
 
 
 def _load_digits() -> dict:

@@ -6,3 +6,9 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A config value a user set is invalid; the message lists every such value."""
+
+
+class RunFailed(RuntimeError):
+    """A run could not do its work though its config was valid: e.g. more of a study's or evolution's evaluations
+    failed than ``evaluation.max_failed_share`` allows. The message summarises the failures by cause and says where
+    the full errors are and how to continue."""

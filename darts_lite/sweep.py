@@ -3,8 +3,9 @@
 `summary.csv` and `summary.md` list each job's overrides, genotype, accuracy and wall time. For
 retraining sweeps the Markdown adds mean and std of test accuracy per genotype (EcoNAS's habit of
 retraining the top few with several seeds); for search sweeps, how often the jobs agree on each
-edge of the derived cells. A job that failed is listed with its error (``write_job_failure``), and
-the multirun then exits with status 1.
+edge of the derived cells. A job that failed is listed with its error (``write_job_failure``); the
+multirun then prints the failures grouped by cause and exits with status 1 when all jobs failed or more
+than the callback's ``max_failed_share`` of them (default 0: any failed job), else 0.
 """
 
 from __future__ import annotations
@@ -57,12 +58,35 @@ def _decision_cells(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_job_failure(job_dir: str | Path, task: str, error: BaseException) -> Path:
-    """Records a failed job of a multirun as its summary.json, which the sweep table reads back."""
+    """Records a failed job of a multirun as its summary.json, which the sweep table reads back. What a failed
+    run wrote there itself (a study's failures by cause) is kept."""
     path = Path(job_dir) / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"task": task, "status": "failed", "error": f"{type(error).__name__}: {error}", "run_dir": str(job_dir)}
+    record = {}
+    if path.is_file():
+        try:
+            earlier = json.loads(path.read_text())
+        except ValueError:
+            earlier = None
+        if isinstance(earlier, dict) and earlier.get("status") == "failed":
+            record = earlier
+    record.update(task=task, status="failed", error=f"{type(error).__name__}: {error}", run_dir=str(job_dir))
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def failure_causes(rows: list[dict[str, Any]], width: int = 300) -> str:
+    """The failed jobs grouped by cause (their error's first line), the most frequent first, a line each with the
+    jobs and their overrides."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        lines = str(r.get("error") or "").strip().splitlines()
+        groups[lines[0] if lines else "no summary.json: killed, or still running"].append(r)
+    out = []
+    for cause, jobs in sorted(groups.items(), key=lambda item: -len(item[1])):
+        text = cause if len(cause) <= width else cause[:width - 3] + "..."
+        out.append(f"  {len(jobs)} x {text}: " + "; ".join(f"job {r['job']} ({r['overrides']})" for r in jobs))
+    return "\n".join(out)
 
 
 def _md_cell(text: str, limit: int = 300) -> str:
@@ -155,6 +179,11 @@ class SweepSummary(Callback):
     callback as a warning only, but lets SystemExit through, so this ends the process with status 1.
     """
 
+    def __init__(self, max_failed_share: float = 0.0) -> None:
+        if not 0 <= max_failed_share <= 1:
+            raise ValueError(f"hydra.callbacks.sweep_summary.max_failed_share={max_failed_share!r}: must be in [0, 1]")
+        self.max_failed_share = max_failed_share
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         rows = _job_rows(Path(config.hydra.sweep.dir))
         files = write_sweep_summary(config.hydra.sweep.dir, rows)
@@ -162,7 +191,11 @@ class SweepSummary(Callback):
         print(f"Sweep summary: {files['md']} and {files['csv']}")
         sys.stdout.flush()
         not_done = [r for r in rows if r["status"] != "done"]
-        if not_done:
-            print(f"darts_lite: {len(not_done)} of {len(rows)} jobs failed or did not finish (see {files['md']}): "
-                  + "; ".join(f"job {r['job']} ({r['overrides']})" for r in not_done), file=sys.stderr)
+        if not not_done:
+            return
+        stop = len(not_done) == len(rows) or len(not_done) > self.max_failed_share * len(rows)
+        print(f"darts_lite: {len(not_done)} of {len(rows)} jobs failed or did not finish (see {files['md']})"
+              + ("" if stop else f", no more than hydra.callbacks.sweep_summary.max_failed_share={self.max_failed_share:g} "
+                 "of them") + ":\n" + failure_causes(not_done), file=sys.stderr)
+        if stop:
             sys.exit(1)

@@ -106,3 +106,28 @@ def ofa_cfg(run_dir, *overrides):
             "ofa.epochs=[1,1,1,1,1,1]", "ofa.subnets=[1,1,2,2,2,2]", "trainer.enable_progress_bar=false",
             "+trainer.enable_model_summary=false", "ofa.constraint.flops=null", f"run_dir={run_dir}"]
     return compose_cfg(*tiny, *overrides)
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+def fake_cifar10(path, per_file=3):
+    """A tiny archive in the CIFAR-10 binary layout at ``path``; returns the labels and images written."""
+    import io
+    import tarfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    labels, images = [], []
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+            lab = rng.integers(0, 10, per_file, dtype=np.uint8)
+            img = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+            labels.append(lab)
+            images.append(img)
+            raw = np.concatenate([lab[:, None], img], axis=1).tobytes()
+            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    path.write_bytes(buf.getvalue())
+    return labels, images

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import fake_cifar10
 
 from darts_lite import data as data_mod
 from darts_lite.config import ConfigError
@@ -175,29 +176,10 @@ def test_ranks_get_disjoint_batches_with_equal_step_counts():
     assert not seen[0] & seen[1]
 
 
-def _fake_cifar10(path, per_file=3):
-    """A tiny archive in the CIFAR-10 binary layout; returns the labels and images written."""
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    labels, images = [], []
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-            lab = rng.integers(0, 10, per_file, dtype=np.uint8)
-            img = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
-            labels.append(lab)
-            images.append(img)
-            raw = np.concatenate([lab[:, None], img], axis=1).tobytes()
-            info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-    path.write_bytes(buf.getvalue())
-    return labels, images
-
-
 def test_cifar_download_checksum_extract_and_parse(tmp_path, monkeypatch):
     served = tmp_path / "served" / "cifar-10-binary.tar.gz"
     served.parent.mkdir()
-    labels, images = _fake_cifar10(served)
+    labels, images = fake_cifar10(served)
     md5 = hashlib.md5(served.read_bytes()).hexdigest()
     archive = data_mod.ARCHIVES["cifar10"]
     monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", dataclasses.replace(archive, url=served.as_uri(), md5=md5))
@@ -215,7 +197,7 @@ def test_cifar_download_checksum_extract_and_parse(tmp_path, monkeypatch):
 
 def test_cifar_bad_checksum_leaves_no_file(tmp_path, monkeypatch):
     served = tmp_path / "cifar-10-binary.tar.gz"
-    _fake_cifar10(served)
+    fake_cifar10(served)
     archive = data_mod.ARCHIVES["cifar10"]
     monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", dataclasses.replace(archive, url=served.as_uri(), md5="0" * 32))
     root = tmp_path / "data"
@@ -291,7 +273,7 @@ def test_cifar_extracts_through_the_fallback_too(tmp_path, monkeypatch):
     monkeypatch.delattr(tarfile, "data_filter", raising=False)
     archive = tmp_path / "data" / "cifar-10-binary.tar.gz"
     archive.parent.mkdir()
-    labels, _ = _fake_cifar10(archive)
+    labels, _ = fake_cifar10(archive)
     a = data_mod.ARCHIVES["cifar10"]
     monkeypatch.setitem(data_mod.ARCHIVES, "cifar10", dataclasses.replace(a, md5=hashlib.md5(archive.read_bytes()).hexdigest()))
     d = load_dataset("cifar10", archive.parent, download=False)

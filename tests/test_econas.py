@@ -222,7 +222,7 @@ def test_a_two_setting_study_on_generated_data(tmp_path, capsys):
     # run again: every evaluation is found in the archive, none is trained
     capsys.readouterr()
     run_study(cfg)
-    assert "evaluations to run" not in capsys.readouterr().out
+    assert " to run (" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("overrides,message", [

@@ -1,5 +1,5 @@
-"""The EcoNAS tasks' shared parts from a composed config: the base recipe, the archive, the executor and the
-evaluator, each checked before anything is trained."""
+"""The EcoNAS tasks' shared parts from a composed config: the base recipe, the data (prepared once, in the driver),
+the archive, the executor and the evaluator, each checked before anything is trained."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Annotated, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..data import ARCHIVES, prepare_dataset
 from ..errors import ConfigError
-from ..schema import Ge, Gt, Hint, Lt, node_problems, raise_problems, value_problem
+from ..schema import Ge, Gt, Hint, Le, Lt, node_problems, raise_problems, value_problem
 from .archive import Archive
-from .evaluator import Evaluator
+from .evaluator import Evaluator, Failures
 from .executor import EXECUTORS, Executor
 from .settings import Base, base_from_config
 
@@ -37,6 +38,8 @@ class EvaluationSettings:
     val_split: Annotated[float, Gt(0), Lt(1), Hint("the held-out share of the training images that validates each "
                                                    "epoch")]
     keep_checkpoints: bool = False
+    max_failed_share: Annotated[float, Ge(0), Le(1), Hint("the share of a cycle's or a setting's evaluations that may "
+                                                          "fail before the run stops (all failing always stops it)")] = 0.5
 
 
 def check_common(cfg: DictConfig) -> None:
@@ -58,18 +61,38 @@ def open_archive(cfg: DictConfig) -> Archive:
     return Archive(archive_path(cfg))
 
 
-def evaluator(cfg: DictConfig, archive: Archive, seed: int | None = None) -> Evaluator:
+def prepare_data(cfg: DictConfig) -> dict[str, Any]:
+    """Make the data group's dataset ready once, here in the driver, before any evaluation is sent (a missing
+    dataset stops the run now, with the message a search gives, not once per evaluation), and return the data
+    node the workers get: the dataset's folder as an absolute path and no download, so a worker only reads what
+    was prepared. A dataset of the user's own (data=dataset) is read once here, so a bad item stops the run too."""
+    data: dict[str, Any] = OmegaConf.to_container(cfg.data, resolve=True)
+    name = data.get("name")
+    if name in ARCHIVES:
+        root = Path(str(data.get("root", "data"))).expanduser()
+        prepare_dataset(name, root, bool(data.get("download", True)))
+        data.update(root=str(root.resolve()), download=False)
+    elif name == "dataset":
+        from ..schema import build as build_node
+
+        build_node({k: v for k, v in data.items() if k not in ("split", "val_on")}, "data", bilevel=False)
+    return data
+
+
+def evaluator(cfg: DictConfig, archive: Archive, data: dict[str, Any], seed: int | None = None,
+              failures: Failures | None = None) -> Evaluator:
     """The evaluator over ``archive``: evaluation folders beside it, the executor of the executor group, the
-    run's seed unless another is given."""
+    data node ``prepare_data`` returned, the run's seed unless another is given, ``failures`` shared with the
+    run's other evaluators if given."""
     ex: dict[str, Any] = OmegaConf.to_container(cfg.executor, resolve=True)
     name = ex.pop("name")
     max_parallel = ex.pop("max_parallel")
     root = archive.path.parent
     executor = Executor(name, folder=root / "submitit", max_parallel=max_parallel, **ex)
-    data = OmegaConf.to_container(cfg.data, resolve=True)
     train = OmegaConf.to_container(cfg.train, resolve=True)
     trainer = {k: cfg.trainer[k] for k in ("accelerator", "precision", "deterministic") if k in cfg.trainer}
     return Evaluator(archive, executor, data=data, train=train,
                      seed=cfg.seed if seed is None else seed,
                      folder=root / "evaluations", val_split=float(cfg.evaluation.val_split), trainer=trainer,
-                     keep_checkpoints=bool(cfg.evaluation.get("keep_checkpoints", False)))
+                     keep_checkpoints=bool(cfg.evaluation.get("keep_checkpoints", False)),
+                     max_failed_share=float(cfg.evaluation.get("max_failed_share", 0.5)), failures=failures)

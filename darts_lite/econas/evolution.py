@@ -42,7 +42,7 @@ from ..schema import Allowed, Ge, Hint, MinLen, node_problems, raise_problems, v
 from ..spaces import get_space, parse_genotype
 from . import build
 from .archive import Archive, genotype_hash
-from .evaluator import Request
+from .evaluator import Failures, Request, report_failures, stopped_on_failures
 from .settings import Setting, resolve_all
 
 
@@ -218,6 +218,7 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
             raise ConfigError("evolution.prefilter.model: this caller of run_evolution gave no surrogate reader "
                               "(load_surrogate=darts_lite.surrogate.predict.load_model)")
         surrogate = load_surrogate(model_path, "evolution.prefilter.model", space=cfg.space.name)
+    data = build.prepare_data(cfg)  # a missing dataset stops the search here, before the archive is touched
     archive = build.open_archive(cfg)
     name = _state_name(algorithm, cfg.seed)
     saved = archive.load_state(name)
@@ -234,7 +235,8 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
         raise ConfigError(f"resume=true: the search in {archive.path} was made with other {', '.join(changed)} ({was}); "
                           "resume it with those, or start a new search with another archive=PATH")
     out_dir = start_run(cfg)
-    evaluator = build.evaluator(cfg, archive)
+    failures = Failures()
+    evaluator = build.evaluator(cfg, archive, data, failures=failures)
     fitness = _Fitness(evaluator, setting, stage_epochs, continues=algorithm == "hierarchical")
     moves = space_moves(cfg.space.name)
     prefilter = None
@@ -255,7 +257,9 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
           f"{setting.resolution} px, {setting.epochs} epochs in {options['stages']} stages of {stage_epochs}), "
           f"about {planned} stage-trainings = {planned * stage_epochs} epochs; archive {archive.path}", flush=True)
 
-    with wandb_run_ends_with_the_job():
+    # a cycle whose evaluations fail (more than evaluation.max_failed_share of them) stops the search before its state
+    # is saved: resumed, it runs that cycle again, finding what finished in the archive and retrying what failed
+    with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "econas"):
         run = wandb_experiment(cfg, out_dir, resuming=saved is not None)
 
         def after_cycle(s: Search) -> None:
@@ -289,7 +293,8 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
     epochs = search.stages_used * stage_epochs
     summary = {"task": "econas", "status": "done", "search_algo": algorithm, "setting": setting.values(),
                "cycles": search.cycle, "evaluations": search.evaluations, "epochs_trained": epochs,
-               "wall_time_s": wall, "top": top, "run_dir": str(out_dir), "archive": str(archive.path)}
+               "wall_time_s": wall, "top": top, "run_dir": str(out_dir), "archive": str(archive.path),
+               "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
     if surrogate is not None:
         summary["prefilter"] = {"model": model_path, "version": surrogate.version, "factor": factor}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -300,6 +305,7 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
     else:
         print(f"\nNo model was trained through all {setting.epochs} epochs of {setting.name}: run more cycles "
               "(evolution.cycles, with resume=true)")
+    report_failures(failures, out_dir, archive)
     print(f"Spent: {epochs} epochs of training under {setting.name} (GPU-epochs when run on GPUs), {wall:.0f} s here")
     if top:
         print(f"Retrain the best: python -m darts_lite +experiment=train genotype={out_dir.resolve()}/top/rank1.json")

@@ -65,7 +65,7 @@ class Executor:
                     try:
                         yield i, job.result(), None
                     except Exception as e:  # raised in the worker (its traceback is in the message) or the worker died
-                        yield i, None, _describe(e)
+                        yield i, None, _describe_worker_error(e)
         finally:
             for job in running.values():  # the driver stops (Ctrl-C, SIGTERM): do not leave orphans behind
                 try:
@@ -81,6 +81,27 @@ def _submitit_parameters(name: str, parameters: Mapping[str, Any]) -> dict[str, 
     for key, value in parameters.items():
         out[key if key in generic or key.startswith(f"{name}_") else f"{name}_{key}"] = value
     return out
+
+
+def worker_exception_line(text: str) -> str | None:
+    """The line naming the exception that ended a worker (``DatasetUnavailable: ...``) in the text of an error that
+    carries the worker's traceback (submitit's FailedJobError); None when there is no traceback in it."""
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"]
+    if not starts:
+        return None
+    for line in lines[starts[-1] + 1:]:  # the frames are indented; the first line that is not names the exception
+        if line.strip() and not line[0].isspace():
+            return line.strip()
+    return None
+
+
+def _describe_worker_error(error: BaseException) -> str:
+    """As _describe, with the worker's own exception line first when the error carries the worker's traceback, so
+    that the first line says what went wrong (the failures are grouped by it) rather than that a job failed."""
+    text = _describe(error)
+    inner = worker_exception_line(str(error))
+    return text if inner is None else f"{inner}\n(in the worker) {text}"
 
 
 def _describe(error: BaseException, detail: str = "") -> str:

@@ -33,7 +33,7 @@ from ..schema import Allowed, Ge, Hint, MinLen, node_problems
 from ..spaces import get_space
 from . import build
 from .archive import genotype_hash
-from .evaluator import Request
+from .evaluator import Failures, Request, report_failures, stopped_on_failures
 from .settings import Base, Setting, resolve_all
 
 MIN_ARCHITECTURES = 3  # a rank correlation of two points is always +-1
@@ -137,18 +137,20 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     from ..run.loggers import wandb_experiment, wandb_run_ends_with_the_job
 
     base, reference, proxies = check(cfg)
+    data = build.prepare_data(cfg)  # a missing dataset stops the study here, before the archive or run folder is touched
     archive = build.open_archive(cfg)  # a foreign or corrupt file is refused before the run folder is touched
     out_dir = start_run(cfg)
     st = cfg.study
     genotypes = sample_architectures(cfg.space.name, st.architectures, cfg.seed)
     (out_dir / "architectures.txt").write_text("".join(g.to_text() + "\n" for g in genotypes))
-    evaluator = build.evaluator(cfg, archive)
+    failures = Failures()
+    evaluator = build.evaluator(cfg, archive, data, failures=failures)
     repeat = bool(st.get("repeat", False))
     print(f"Proxy study: {len(genotypes)} architectures x {1 + len(proxies) + repeat} settings "
           f"(reference {reference.name}{' twice' if repeat else ''}; proxies {', '.join(p.name for p in proxies)}); "
           f"archive {archive.path}", flush=True)
     results: dict[str, list[dict | None]] = {}
-    with wandb_run_ends_with_the_job():
+    with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "proxy_study"):
         run = wandb_experiment(cfg, out_dir, resuming=bool(cfg.get("resume")))
         for setting in (reference, *proxies):
             requests = [Request(g, setting, setting.epochs) for g in genotypes]
@@ -157,7 +159,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         if repeat:  # the reference against itself under the next seed: the most any proxy can keep
             again = dataclasses.replace(reference, name=repeat_label(reference, cfg.seed + 1))
             requests = [Request(g, reference, reference.epochs) for g in genotypes]
-            results[again.name] = build.evaluator(cfg, archive, seed=cfg.seed + 1).evaluate(requests, label=f"{again.name}: ")
+            results[again.name] = build.evaluator(cfg, archive, data, seed=cfg.seed + 1, failures=failures).evaluate(
+                requests, label=f"{again.name}: ")
             compared.append(again)
         table = study_table(results, reference, compared, base, st.metric, st.bootstrap, cfg.seed, cfg.evaluation.val_split)
         files = write_study(out_dir, table, reference, len(genotypes), st.metric)
@@ -172,9 +175,11 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
                      "proxy_study/plot": wandb_image(study_plot(table, st.metric), caption="rank correlation vs speed-up")})
     archive.close()
     summary = {"task": "proxy_study", "status": "done", "reference": reference.name, "architectures": len(genotypes),
-               "table": table, "files": [str(f) for f in files], "run_dir": str(out_dir)}
+               "table": table, "files": [str(f) for f in files], "run_dir": str(out_dir),
+               "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print((out_dir / "proxy_study.md").read_text())
+    report_failures(failures, out_dir, archive)
     print(f"Run folder: {out_dir.resolve()}  (proxy_study.csv, proxy_study.md, proxy_study.png, archive)")
     return summary
 
