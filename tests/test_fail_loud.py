@@ -260,3 +260,14 @@ def test_a_sweep_groups_its_failed_jobs_by_cause_and_exits_by_the_share(tmp_path
     write_job_failure(job, "proxy_study", RunFailed("cycle 0: 3 of 4 evaluations failed"))
     record = json.loads((job / "summary.json").read_text())
     assert record["failures"] == {"failed": 3} and record["error"].startswith("RunFailed: cycle 0")
+
+
+def test_a_failed_local_worker_is_reported_by_its_own_exception(tmp_path):
+    import functools
+
+    executor = Executor("local", folder=tmp_path / "submitit", max_parallel=1, poll_s=0.2, timeout_min=5)
+    read = functools.partial(data_mod.load_dataset, "cifar10", download=False)
+    (index, result, error), = executor.map(read, [str(tmp_path / "no_cifar")])
+    assert result is None and error.startswith("darts_lite.data.DatasetUnavailable: cifar10 is not in ")
+    assert "(in the worker) FailedJobError" in error.splitlines()[1]
+    assert evaluator_module.cause(error).endswith(f"put cifar-10-binary.tar.gz in {tmp_path / 'no_cifar'}")
