@@ -13,7 +13,7 @@ from torch import nn
 from ..ops import FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path
 from .genotype import Genotype
 from .ops import make_op
-from .search import FixedReductionCell, reduction_indices
+from .search import FixedReductionCell, cell_plan
 
 
 class EvalCell(nn.Module):
@@ -123,19 +123,15 @@ class EvalNetwork(nn.Module):
             self.stem1 = nn.Sequential(
                 nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
             )
-            C_pp, C_p, C_curr, reduction_prev = C, C, C, True
+            C_pp, C_p, reduction_prev = C, C, True
         else:
             C_stem = stem_multiplier * C
             self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
-            C_pp, C_p, C_curr, reduction_prev = C_stem, C_stem, C, False
-        reductions = reduction_indices(layers)
+            C_pp, C_p, reduction_prev = C_stem, C_stem, False
         self.aux_index = 2 * layers // 3
         self.cells = nn.ModuleList()
         C_aux = None
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
+        for i, (reduction, C_curr) in enumerate(cell_plan(C, layers)):
             if reduction and genotype.fixed_reduction:
                 cell: nn.Module = _EvalFixedReductionCell(C_pp, C_p, C_curr, reduction_prev, affine=True)
                 out = FixedReductionCell.multiplier * C_curr

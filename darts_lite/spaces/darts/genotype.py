@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ...genotype import read_genotype_source
+from ...genotype import check_genotype_object, read_genotype_source
 
 # Order matters: alphas columns follow it (REFERENCE: DARTS candidate ops).
 PRIMITIVES: tuple[str, ...] = (
@@ -197,11 +197,7 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: dict) -> Genotype:
-        if not isinstance(data, dict):
-            raise ValueError(f"genotype JSON must be an object, got {type(data).__name__}")
-        unknown = set(data) - {"normal", "normal_concat", "reduce", "reduce_concat", "fixed_reduction"}
-        if unknown:
-            raise ValueError(f"genotype JSON has unknown keys: {sorted(unknown)}")
+        check_genotype_object(data, {"normal", "normal_concat", "reduce", "reduce_concat", "fixed_reduction"})
         if "normal" not in data:
             raise ValueError("genotype JSON needs a 'normal' cell")
 

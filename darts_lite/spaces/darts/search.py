@@ -41,6 +41,16 @@ def reduction_indices(layers: int) -> tuple[int, ...]:
     return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
+def cell_plan(C: int, layers: int) -> list[tuple[bool, int]]:
+    """(whether it reduces, its channels C_curr) of each cell of a network of ``layers`` cells that starts at C
+    channels: the search and the evaluation networks stack their cells by it."""
+    reductions, plan = reduction_indices(layers), []
+    for i in range(layers):
+        C = 2 * C if i in reductions else C
+        plan.append((i in reductions, C))
+    return plan
+
+
 class MixedEdge(nn.Module):
     """All candidate ops of one edge; the relaxation decides which run and how they are weighted.
 
@@ -238,14 +248,10 @@ class SearchNetwork(Supernet):
         C_curr = stem_multiplier * C
         # the stem BN keeps its affine parameters: it sits before any alpha, so it cannot rescale them
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        reductions = reduction_indices(layers)
+        C_pp, C_p = C_curr, C_curr
         self.cells = nn.ModuleList()
         reduction_prev = False
-        for i in range(layers):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
+        for reduction, C_curr in cell_plan(C, layers):
             if reduction and fixed_reduction:
                 cell: nn.Module = FixedReductionCell(C_pp, C_p, C_curr, reduction_prev, affine)
                 out = FixedReductionCell.multiplier * C_curr

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ...genotype import read_genotype_source
+from ...genotype import check_genotype_object, read_genotype_source
 
 NAME = "nb201"
 
@@ -90,11 +90,7 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, data: dict) -> Genotype:
-        if not isinstance(data, dict):
-            raise ValueError(f"genotype JSON must be an object, got {type(data).__name__}")
-        unknown = set(data) - {"space", "cell"}
-        if unknown:
-            raise ValueError(f"NAS-Bench-201 genotype JSON has unknown keys: {sorted(unknown)} (expected 'cell')")
+        check_genotype_object(data, {"space", "cell"}, "NAS-Bench-201 genotype JSON")
         if data.get("space", NAME) != NAME:
             raise ValueError(f"genotype JSON is of space {data['space']!r}, not {NAME!r}")
         raw = data.get("cell")
