@@ -58,6 +58,13 @@ def test_without_its_dataset_a_run_stops_before_sending_anything(tmp_path, exper
     assert not (tmp_path / "no_cifar").exists() and not (tmp_path / "run" / "summary.json").exists()
 
 
+def test_once_for_all_without_its_dataset_stops_before_its_run_folder_is_written(tmp_path):
+    r = run_cli("+experiment=ofa_quick", "data=cifar10", f"data.root={tmp_path / 'no_cifar'}", "data.download=false",
+                f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, timeout=300)
+    assert r.returncode == 2 and f"cifar10 is not in {tmp_path / 'no_cifar'}" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "run" / "config.yaml").exists() and not (tmp_path / "no_cifar").exists()
+
+
 def test_the_driver_downloads_once_and_hands_the_workers_a_prepared_folder(tmp_path, monkeypatch):
     served = tmp_path / "served" / "cifar-10-binary.tar.gz"
     served.parent.mkdir()

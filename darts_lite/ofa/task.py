@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from ..config import data_problems
-from ..data import ImageDataModule
+from ..data import ImageDataModule, prepare_dataset
 from ..errors import ConfigError
 from ..run.build import build_datamodule as build_data
 from ..run.checkpoints import changed_settings, read_record
@@ -260,6 +260,8 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     ofa = check(cfg)
     out = Path(cfg.run_dir)
     steps = plan(cfg, ofa, out)
+    # every phase reads the data: a missing dataset stops the run before the run folder is touched
+    prepare_dataset(cfg.data.name, cfg.data.get("root", "data"), bool(cfg.data.get("download", True)))
     if ofa["phase"] == SPECIALISE:  # the run folder's config.yaml stays the training's
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
     else:
