@@ -7,24 +7,22 @@ Each case runs in its own process (so its peak is its own): the process's max RS
 forward+backward steps, from after the network and the batch were built (CPU; on a GPU, max allocated), and the
 median time of ``--reps`` steps after a warm-up step.
 Also the bytes the autograd graph keeps for the backward pass (saved tensors), which does not depend on the
-allocator. Writes results/checkpoint_cells_memory.md.
+allocator. Writes results/checkpoint_cells_memory.json and the .md made from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
-import sys
-from pathlib import Path
+from typing import Any
 
+from common import RESULTS, machine, machine_text, print_case, run_case, write_result
 from step_memory import add_size_arguments, measure_step
 
-RESULTS = Path(__file__).parent / "results" / "checkpoint_cells_memory.md"
+RESULT = RESULTS / "checkpoint_cells_memory.md"  # and .json
 
 
-def one_case(args: argparse.Namespace) -> dict:
+def one_case(args: argparse.Namespace) -> dict[str, Any]:
+    """One case, in this process: the supernet with or without checkpoint_cells, measured by measure_step."""
     import torch
     import torch.nn.functional as F
 
@@ -45,6 +43,29 @@ def one_case(args: argparse.Namespace) -> dict:
     return {"checkpoint": args.checkpoint, **measure_step(step, args.reps)}
 
 
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The result file's text, every number from ``result``. The table starts at line 5: the docs include the file's
+    lines by number."""
+    rows, ratio = result["cases"], result["checkpoint_vs_plain"]
+    return [
+        "# checkpoint_cells: memory and time of the supernet's forward+backward",
+        "",
+        f"`{result['command']}`; {machine_text(result['machine'])}; one run, each case in its own process. "
+        f"Peak: {rows[0]['measure']} over the steps; step: median of {result['settings']['reps']} forward+backward "
+        "passes after a warm-up.",
+        "",
+        "| checkpoint_cells | kept for backward (MiB) | peak memory (MiB) | step (s) |",
+        "| --- | ---: | ---: | ---: |",
+        *[f"| {r['checkpoint']} | {r['saved_mib']:.0f} | {r['peak_mib']:.0f} | {r['step_s']:.2f} |" for r in rows],
+        "",
+        f"With checkpoint_cells: {ratio['saved_mib']:.2f}x the tensors kept for backward, "
+        f"{ratio['peak_mib']:.2f}x the peak memory, {ratio['step_s']:.2f}x the time.",
+        "",
+        '"Kept for backward": the bytes of the tensors autograd saves over one forward pass, counted per use (a tensor',
+        "saved by two ops counts twice). The peak is the process's, gradients and recomputation included.",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_size_arguments(parser)
@@ -53,35 +74,24 @@ def main() -> None:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_case(args)))
+        print_case(one_case(args))
         return
+    options = ["--C", str(args.C), "--layers", str(args.layers), "--batch", str(args.batch), "--size", str(args.size),
+               "--relaxation", args.relaxation, "--reps", str(args.reps)]
     rows = []
     for flag in (False, True):
-        cmd = [sys.executable, __file__, "--one", "--C", str(args.C), "--layers", str(args.layers), "--batch",
-               str(args.batch), "--size", str(args.size), "--relaxation", args.relaxation, "--reps", str(args.reps)]
-        out = subprocess.run(cmd + (["--checkpoint"] if flag else []), capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(run_case([__file__, "--one", *options, *(["--checkpoint"] if flag else [])]))
         print(rows[-1], flush=True)
     plain, lean = rows
-    import torch
-
-    lines = [
-        "# checkpoint_cells: memory and time of the supernet's forward+backward",
-        "",
-        f"`python experiments/checkpoint_cells_memory.py --C {args.C} --layers {args.layers} --batch {args.batch} "
-        f"--size {args.size} --relaxation {args.relaxation} --reps {args.reps}`; {platform.node()}, "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"one run, each case in its own process. Peak: {plain['measure']} over the steps.",
-        "",
-        "| checkpoint_cells | kept for backward (MiB) | peak memory (MiB) | step (s) |",
-        "| --- | ---: | ---: | ---: |",
-        *[f"| {r['checkpoint']} | {r['saved_mib']:.0f} | {r['peak_mib']:.0f} | {r['step_s']:.2f} |" for r in rows],
-        "",
-        f"With checkpoint_cells: {lean['saved_mib'] / plain['saved_mib']:.2f}x the tensors kept for backward, "
-        f"{lean['peak_mib'] / plain['peak_mib']:.2f}x the peak memory, {lean['step_s'] / plain['step_s']:.2f}x the time.",
-    ]
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    result = {
+        "command": f"python experiments/checkpoint_cells_memory.py {' '.join(options)}",
+        "settings": {"C": args.C, "layers": args.layers, "batch": args.batch, "size": args.size,
+                     "relaxation": args.relaxation, "reps": args.reps},
+        "machine": machine(),
+        "cases": rows,
+        "checkpoint_vs_plain": {k: lean[k] / plain[k] for k in ("saved_mib", "peak_mib", "step_s")},
+    }
+    write_result(RESULT, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -14,23 +14,22 @@ first-order step does).
 Each case runs in its own process, so its peak is its own: the process's max RSS growth over its steps from after
 the network and the batch were built (CPU), and the median time of ``--reps`` steps after a warm-up step; also the
 bytes autograd keeps for the backward pass (saved tensors, per use), which does not depend on the allocator.
-Writes results/nni_side_by_side.md whole, or ``--out``: the file keeps earlier runs below the newest table (whose
-lines 5-16 the search guide includes), so write a new run elsewhere and merge it by hand. ``--threads`` sets each
-case's torch threads (torch's default otherwise).
+Writes results/nni_side_by_side.json and the .md made from it (both whole), or ``--out`` and the .json beside it: the
+.md keeps earlier runs below the newest table (whose lines 5-16 the search guide includes), so write a new run
+elsewhere and merge it by hand. ``--threads`` sets each case's torch threads (torch's default otherwise).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from common import RESULTS, ROOT, machine, machine_text, print_case, run_case, write_result
 from step_memory import add_size_arguments, measure_step
 
-RESULTS = Path(__file__).parent / "results" / "nni_side_by_side.md"
+RESULT = RESULTS / "nni_side_by_side.md"  # and .json
 CASES = {
     "darts_lite": "darts_lite, defaults (channels_last)",
     "darts_lite_nn_conv": "darts_lite, defaults, depthwise convs as nn.Conv2d (before 2026-11-30)",
@@ -70,7 +69,8 @@ def build(case: str, args: argparse.Namespace):
     return net, list(net.parameters())
 
 
-def one_case(case: str, args: argparse.Namespace) -> dict:
+def one_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One case of CASES, in this process (for "nni": under the interpreter that has nni), measured by measure_step."""
     import torch
     import torch.nn.functional as F
 
@@ -96,15 +96,42 @@ def one_case(case: str, args: argparse.Namespace) -> dict:
             "params": len(params), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-def goals(rows: dict[str, dict]) -> list[str]:
-    """The memory-lean supernet's goals against NNI, each met or not."""
-    nni, plain, lean = rows["nni"], rows["darts_lite"], rows["darts_lite_checkpoint"]
-    checks = [("defaults: time", plain["step_s"] / nni["step_s"], 0.6),
-              ("defaults: peak memory", plain["peak_mib"] / nni["peak_mib"], 0.9),
-              ("checkpoint_cells: peak memory", lean["peak_mib"] / nni["peak_mib"], 0.4),
-              ("checkpoint_cells: time", lean["step_s"] / nni["step_s"], 1.0)]
-    return [f"- {what} {ratio:.2f}x NNI's (goal <= {goal}x): {'met' if ratio <= goal else 'NOT met'}"
-            for what, ratio, goal in checks]
+# the memory-lean supernet's goals against NNI: (what, case, measure, at most this ratio to NNI's)
+GOALS = [("defaults: time", "darts_lite", "step_s", 0.6),
+         ("defaults: peak memory", "darts_lite", "peak_mib", 0.9),
+         ("checkpoint_cells: peak memory", "darts_lite_checkpoint", "peak_mib", 0.4),
+         ("checkpoint_cells: time", "darts_lite_checkpoint", "step_s", 1.0)]
+
+
+def goals(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each goal of GOALS with the measured ratio to NNI's and whether it was met."""
+    out = []
+    for what, case, key, goal in GOALS:
+        ratio = rows[case][key] / rows["nni"][key]
+        out.append({"what": what, "case": case, "measure": key, "ratio": ratio, "goal": goal, "met": ratio <= goal})
+    return out
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The result file's text, every number from ``result``. The table starts at line 5 and the goals end at line 16:
+    the docs include the file's lines by number."""
+    rows = result["cases"]
+    nni = rows["nni"]
+    return [
+        "# darts_lite beside NNI 3.0: the DARTS supernet's forward+backward",
+        "",
+        f"`{result['command']}`; {machine_text(result['machine'])}; one run, each case in its own process, one after "
+        f"the other. Peak: {nni['measure']} over the steps; step: median of {result['settings']['reps']} steps after a "
+        "warm-up.",
+        "",
+        "| case | parameters | kept for backward (MiB) | peak memory (MiB) | step (s) | time vs NNI | peak vs NNI |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *[f"| {CASES[c]} | {r['weights']:,} | {r['saved_mib']:.0f} | {r['peak_mib']:.0f} | {r['step_s']:.2f} | "
+          f"{r['step_s'] / nni['step_s']:.2f}x | {r['peak_mib'] / nni['peak_mib']:.2f}x |" for c, r in rows.items()],
+        "",
+        *[f"- {g['what']} {g['ratio']:.2f}x NNI's (goal <= {g['goal']}x): {'met' if g['met'] else 'NOT met'}"
+          for g in result["goals"]],
+    ]
 
 
 def main() -> None:
@@ -112,45 +139,32 @@ def main() -> None:
     parser.add_argument("--nni-python", default=sys.executable, help="an interpreter that imports nni==3.0 and this torch")
     add_size_arguments(parser)
     parser.add_argument("--threads", type=int, default=0, help="torch threads of each case (0: torch's default)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the table (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=RESULT,
+                        help="where to write the table (default: %(default)s); the .json goes beside it")
     parser.add_argument("--one", choices=list(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_case(args.one, args)))
+        print_case(one_case(args.one, args))
         return
     shared = ["--C", str(args.C), "--layers", str(args.layers), "--batch", str(args.batch), "--size", str(args.size),
               "--reps", str(args.reps), "--threads", str(args.threads)]
-    repo = str(Path(__file__).resolve().parent.parent)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}  # each case sees this project, none of this environment
     rows = {}
     for case in CASES:
         python = args.nni_python if case == "nni" else sys.executable
-        out = subprocess.run([python, __file__, "--one", case, *shared], capture_output=True, text=True,
-                             env={"PYTHONPATH": repo, "PATH": "/usr/bin:/bin"}, check=False)
-        if out.returncode:
-            raise SystemExit(f"case {case} failed under {python}:\n{out.stderr[-3000:]}")
-        rows[case] = json.loads(out.stdout.strip().splitlines()[-1])
+        rows[case] = run_case([__file__, "--one", case, *shared], python=python, env=env)
         print(rows[case], flush=True)
-    nni = rows["nni"]
-
-    lines = [
-        "# darts_lite beside NNI 3.0: the DARTS supernet's forward+backward",
-        "",
-        f"`python experiments/nni_side_by_side.py --nni-python <venv with nni==3.0> --C {args.C} --layers {args.layers} "
-        f"--batch {args.batch} --size {args.size} --reps {args.reps}{f' --threads {args.threads}' if args.threads else ''}`; "
-        f"{platform.node()}, "
-        f"{platform.processor() or platform.machine()}, {platform.python_version()}, torch {nni['torch']}, "
-        f"{nni['threads']} threads, no GPU; one run, each case in its own process, one after the other. "
-        "Peak: max RSS growth over the steps (CPU).",
-        "",
-        "| case | parameters | kept for backward (MiB) | peak memory (MiB) | step (s) | time vs NNI | peak vs NNI |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        *[f"| {CASES[c]} | {r['weights']:,} | {r['saved_mib']:.0f} | {r['peak_mib']:.0f} | {r['step_s']:.2f} | "
-          f"{r['step_s'] / nni['step_s']:.2f}x | {r['peak_mib'] / nni['peak_mib']:.2f}x |" for c, r in rows.items()],
-        "",
-        *goals(rows),
-    ]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    result = {
+        "command": f"python experiments/nni_side_by_side.py --nni-python <venv with nni==3.0> --C {args.C} "
+                   f"--layers {args.layers} --batch {args.batch} --size {args.size} --reps {args.reps}"
+                   f"{f' --threads {args.threads}' if args.threads else ''}",
+        "settings": {"C": args.C, "layers": args.layers, "batch": args.batch, "size": args.size, "reps": args.reps,
+                     "threads": args.threads},
+        "machine": machine(threads=rows["nni"]["threads"]),
+        "cases": rows,
+        "goals": goals(rows),
+    }
+    write_result(args.out, result, markdown(result))
 
 
 if __name__ == "__main__":

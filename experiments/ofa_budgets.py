@@ -5,8 +5,9 @@ progressive shrinking, against the same sub-networks trained from scratch for as
                                                             # specialises for 3 budgets and trains 3 x 2 from scratch
     python experiments/ofa_budgets.py --run runs/ofa/2026-11-30_19-00-00 --budgets 0.3,0.6,1.0 --seeds 0,1
 
-Writes experiments/results/ofa_budgets.md and .json. The trained network's run folder is kept in
-experiments/results/ofa_budgets_run/ (not in git) and reused by the next run of this script.
+Writes experiments/results/ofa_budgets.json and the .md made from it (tables, settings and the machine; what they
+mean is for the docs to say). The trained network's run folder is kept in experiments/results/ofa_budgets_run/
+(not in git) and reused by the next run of this script.
 
 From scratch: the standalone sub-network (the same setting and input side) freshly initialised, trained with the
 recipe of progressive shrinking's first phase (SGD, Nesterov momentum 0.9, weight decay 3e-5, cosine from lr 0.1)
@@ -17,13 +18,13 @@ BatchNorm recalibrated like the Once-for-All sub-network's, then measured on the
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from common import RESULTS, machine, machine_text, write_result
 from hydra import compose, initialize_config_dir
 
 from darts_lite.__main__ import config_dir
@@ -31,7 +32,7 @@ from darts_lite.ofa import OFANetwork
 from darts_lite.ofa.shrinking import resize, subnet_accuracy
 from darts_lite.ofa.task import build_datamodule, run_ofa
 
-RESULTS = Path(__file__).parent / "results"
+RESULT = RESULTS / "ofa_budgets.md"  # and .json
 RUN = RESULTS / "ofa_budgets_run"
 
 
@@ -61,8 +62,36 @@ def from_scratch(cfg, network: dict, setting: dict, side: int, seed: int, epochs
             F.cross_entropy(subnet(resize(x, side)), y).backward()
             opt.step()
         sched.step()
-    accuracy = subnet_accuracy(subnet, dm.train_dataloader(), list(dm.test_dataloader()), ofa.bn_calibration, side)
-    return {"seed": seed, "accuracy": accuracy, "train_s": round(time.perf_counter() - started, 1)}
+    test = list(dm.test_dataloader())
+    accuracy = subnet_accuracy(subnet, dm.train_dataloader(), test, ofa.bn_calibration, side)
+    return {"seed": seed, "accuracy": accuracy, "train_s": round(time.perf_counter() - started, 1),
+            "test_images": sum(len(y) for _, y in test)}
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The result file's text, every number from ``result``."""
+    rows, epochs, seeds = result["rows"], result["epochs"], ",".join(map(str, result["seeds"]))
+    test_images = rows[0]["scratch"][0]["test_images"] if rows and rows[0]["scratch"] else "?"
+    shrinking = (f"progressive shrinking {result['shrinking_s']:.0f} s in this run" if result["shrinking_s"] is not None
+                 else "the network trained before this run, reused")
+    lines = [f"# Once-for-All: {len(rows)} budget{'s' * (len(rows) != 1)} from one network, against training from scratch", "",
+             f"`{result['command']}`; {machine_text(result['machine'])}; one progressively shrunk network "
+             f"(`+experiment=ofa_quick`, {epochs} epochs over {result['phases']} phases), digits test split "
+             f"({test_images} images), every sub-network's BatchNorm recalibrated on training batches. From scratch: the "
+             f"same standalone sub-network freshly initialised and trained {epochs} epochs (the first phase's recipe), "
+             f"seeds {seeds}.", "",
+             "| budget (M MACs) | chosen: FLOPs | side | depths | Once-for-All acc (no retraining) | predicted | "
+             "from scratch acc | difference | specialisation (s) | from scratch (s) |",
+             "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        scratch = " / ".join(f"{s['accuracy']:.4f}" for s in r["scratch"])
+        train_s = " / ".join(f"{s['train_s']:.0f}" for s in r["scratch"])
+        lines.append(f"| {r['budget']:g} | {r['flops']:.3f} | {r['resolution']} | {' '.join(map(str, r['setting']['d']))} | "
+                     f"{r['accuracy']:.4f} | {r['predicted_accuracy']:.4f} | {scratch} | {r['difference']:+.4f} | "
+                     f"{r['specialise_s']:.0f} | {train_s} |")
+    lines += ["", f"Difference: Once-for-All's accuracy minus the mean from scratch. Times: {shrinking}; "
+                  f"{result['wall_time_s']:.0f} s the whole script."]
+    return lines
 
 
 def main() -> None:
@@ -74,43 +103,31 @@ def main() -> None:
     budgets = [float(b) for b in args.budgets.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.time()
+    shrinking_s = None
     if not (args.run / "network.pt").is_file():
         t = time.time()
         run_ofa(config(args.run, "ofa.constraint.flops=null", "resume=true" if args.run.exists() else "resume=false"))
-        print(f"progressive shrinking: {time.time() - t:.0f} s")
+        shrinking_s = round(time.time() - t, 1)
+        print(f"progressive shrinking: {shrinking_s:.0f} s")
     cfg = config(args.run)
     epochs = sum(cfg.ofa.epochs)
     saved = torch.load(args.run / "network.pt", map_location="cpu", weights_only=True)
     rows = []
     for budget in budgets:
+        t = time.time()
         record = run_ofa(config(args.run, "ofa.phase=specialise", f"ofa.constraint.flops={budget}"))["specialise"]
+        specialise_s = round(time.time() - t, 1)
         scratch = [from_scratch(cfg, saved["config"], record["setting"], record["resolution"], s, epochs) for s in seeds]
+        mean = sum(s["accuracy"] for s in scratch) / len(scratch)
         rows.append({"budget": budget, **{k: record[k] for k in ("flops", "latency_ms", "resolution", "setting",
                                                                   "accuracy", "predicted_accuracy")},
-                     "scratch": scratch})
+                     "scratch": scratch, "difference": record["accuracy"] - mean, "specialise_s": specialise_s})
         print(f"budget {budget}: once-for-all {record['accuracy']:.4f}, from scratch "
               + ", ".join(f"{s['accuracy']:.4f}" for s in scratch), flush=True)
-    machine = f"{platform.node()}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"
-    result = {"rows": rows, "epochs": epochs, "seeds": seeds, "machine": machine, "wall_time_s": round(time.time() - started)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ofa_budgets.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# Once-for-All: three budgets from one network, against training from scratch", "",
-             f"`python experiments/ofa_budgets.py --budgets {args.budgets} --seeds {args.seeds}`; {machine}; one "
-             f"progressively shrunk network (`+experiment=ofa_quick`, {epochs} epochs over six phases), digits test split "
-             "(360 images), every sub-network's BatchNorm recalibrated on training batches. From scratch: the same "
-             f"standalone sub-network freshly initialised and trained {epochs} epochs (the first phase's recipe), "
-             f"seeds {args.seeds}.", "",
-             "| budget (M MACs) | chosen: FLOPs | side | depths | Once-for-All acc (no retraining) | predicted | "
-             "from scratch acc | difference |",
-             "| ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        mean = sum(s["accuracy"] for s in r["scratch"]) / len(r["scratch"])
-        scratch = " / ".join(f"{s['accuracy']:.4f}" for s in r["scratch"])
-        lines.append(f"| {r['budget']:g} | {r['flops']:.3f} | {r['resolution']} | {' '.join(map(str, r['setting']['d']))} | "
-                     f"{r['accuracy']:.4f} | {r['predicted_accuracy']:.4f} | "
-                     f"{scratch} | {r['accuracy'] - mean:+.4f} |")
-    (RESULTS / "ofa_budgets.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    result = {"command": f"python experiments/ofa_budgets.py --budgets {args.budgets} --seeds {args.seeds}",
+              "rows": rows, "epochs": epochs, "phases": len(cfg.ofa.epochs), "seeds": seeds, "machine": machine(),
+              "shrinking_s": shrinking_s, "wall_time_s": round(time.time() - started)}
+    write_result(RESULT, result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -11,26 +11,26 @@ median time of ``--reps`` first-order steps (forward, cross-entropy, backward to
 warm-up step. Also the bytes the autograd graph keeps for the backward pass (saved tensors, each storage counted
 once however many ops save it), which does not depend on the allocator. The "own ReLU" case runs every op of a
 mixed edge whole (its own ReLU), as the supernet did before the edges shared one. Writes
-results/pc_darts_memory.md.
+results/pc_darts_memory.json and the .md made from it.
 
 ``--ab-relu`` times the two ReLU settings on one network in one process, alternating step by step so that both
-see the same machine load, and appends the ratio of the medians to results/pc_darts_memory.md.
+see the same machine load, adds the medians to results/pc_darts_memory.json (key ab_relu) and appends their line
+to the .md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
+from typing import Any
 
+from common import RESULTS, machine, machine_text, print_case, run_case, write_result
 from step_memory import add_size_arguments, measure_step
 
-RESULTS = Path(__file__).parent / "results" / "pc_darts_memory.md"
+RESULT = RESULTS / "pc_darts_memory.md"  # and .json
+PC_PEAK_GOAL = 0.5  # PC-DARTS K=4: at most this share of the plain supernet's peak memory
 
 # name -> (SearchNetwork keywords, share_relu)
 CASES: dict[str, tuple[dict, bool]] = {
@@ -41,7 +41,8 @@ CASES: dict[str, tuple[dict, bool]] = {
 }
 
 
-def one_case(args: argparse.Namespace) -> dict:
+def one_case(args: argparse.Namespace) -> dict[str, Any]:
+    """One case of CASES (``--case``), in this process, measured by measure_step."""
     import torch
     import torch.nn.functional as F
 
@@ -65,7 +66,8 @@ def one_case(args: argparse.Namespace) -> dict:
     return {"case": args.case, **measure_step(step, args.reps, per_use=False)}
 
 
-def ab_relu(args: argparse.Namespace) -> str:
+def ab_relu(args: argparse.Namespace) -> dict[str, Any]:
+    """The two ReLU settings on one network in this process, alternating step by step: their median step times."""
     import torch
     import torch.nn.functional as F
 
@@ -86,9 +88,44 @@ def ab_relu(args: argparse.Namespace) -> str:
             if rep:
                 times[share].append(time.perf_counter() - start)
     shared, own = statistics.median(times[True]), statistics.median(times[False])
-    return (f"Same process, alternating (`python experiments/pc_darts_memory.py --ab-relu --C {args.C} --layers "
-            f"{args.layers} --batch {args.batch} --size {args.size} --reps {args.reps}`): shared ReLU {shared:.2f} s, "
-            f"own ReLU per op {own:.2f} s per step (medians of {args.reps}): {shared / own:.2f}x the time.")
+    return {"command": f"python experiments/pc_darts_memory.py --ab-relu --C {args.C} --layers {args.layers} "
+                       f"--batch {args.batch} --size {args.size} --reps {args.reps}",
+            "machine": machine(), "reps": args.reps, "shared_s": shared, "own_s": own, "shared_vs_own": shared / own}
+
+
+def ab_relu_line(ab: dict[str, Any]) -> str:
+    """The line --ab-relu appends to the result file, every number from its record."""
+    return (f"Same process, alternating (`{ab['command']}`; {machine_text(ab['machine'])}): shared ReLU "
+            f"{ab['shared_s']:.2f} s, own ReLU per op {ab['own_s']:.2f} s per step (medians of {ab['reps']}): "
+            f"{ab['shared_vs_own']:.2f}x the time.")
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The result file's text, every number from ``result``. The table starts at line 5: the docs include the file's
+    lines by number."""
+    rows, shared_own, pc_shared = result["cases"], result["shared_vs_own"], result["pc_vs_shared"]
+    met = "met" if pc_shared["peak_mib"] <= result["pc_peak_goal"] else "NOT met"
+    return [
+        "# Shared ReLU and PC-DARTS: memory and time of the supernet's forward+backward",
+        "",
+        f"`{result['command']}`; {machine_text(result['machine'])}; one run, each case in its own process. "
+        f"Peak: {rows[0]['measure']} over the steps; step: median of {result['settings']['reps']} "
+        "first-order forward+backward passes after a warm-up.",
+        "",
+        "| case | kept for backward (MiB) | peak memory (MiB) | step (s) |",
+        "| --- | ---: | ---: | ---: |",
+        *[f"| {r['case']} | {r['saved_mib']:.0f} | {r['peak_mib']:.0f} | {r['step_s']:.2f} |" for r in rows],
+        "",
+        f"Shared ReLU vs each op's own: {shared_own['saved_mib']:.2f}x the tensors kept for backward, "
+        f"{shared_own['peak_mib']:.2f}x the peak memory, {shared_own['step_s']:.2f}x the time.",
+        f"PC-DARTS K=4 vs the plain (shared-ReLU) supernet: {pc_shared['saved_mib']:.2f}x the tensors kept for "
+        f"backward, {pc_shared['peak_mib']:.2f}x the peak memory, {pc_shared['step_s']:.2f}x the time "
+        f"(goal: at most {result['pc_peak_goal']:g}x the peak memory: {met}).",
+        "",
+        '"Kept for backward" counts each saved storage once (the shared rectified input is saved by several',
+        "convolutions), unlike results/checkpoint_cells_memory.md, which counts per use. `--ab-relu` times the two",
+        "ReLU settings on one network in one process, alternating step by step; its line follows when it was run.",
+    ]
 
 
 def main() -> None:
@@ -99,54 +136,40 @@ def main() -> None:
     parser.add_argument("--ab-relu", action="store_true", help="time shared vs own ReLU in one process, interleaved")
     args = parser.parse_args()
     if args.ab_relu:
-        line = ab_relu(args)
+        ab = ab_relu(args)
+        json_file = RESULT.with_suffix(".json")
+        result = json.loads(json_file.read_text()) if json_file.is_file() else {}
+        result["ab_relu"] = ab
+        json_file.parent.mkdir(parents=True, exist_ok=True)
+        json_file.write_text(json.dumps(result, indent=2) + "\n")
+        line = ab_relu_line(ab)
         print(line)
-        with RESULTS.open("a") as f:
+        with RESULT.open("a") as f:
             f.write("\n" + line + "\n")
         return
     if args.case:
-        print(json.dumps(one_case(args)))
+        print_case(one_case(args))
         return
     options = ["--C", str(args.C), "--layers", str(args.layers), "--batch", str(args.batch), "--size", str(args.size),
                "--relaxation", args.relaxation, "--reps", str(args.reps)]
     rows = []
     for case in CASES:
-        out = subprocess.run([sys.executable, __file__, *options, "--case", case], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rows.append(run_case([__file__, *options, "--case", case]))
         print(rows[-1], flush=True)
     by = {r["case"]: r for r in rows}
-    own, shared = by["own ReLU per op"], by["shared ReLU (default)"]
-    pc = by["PC-DARTS K=4"]
-    import torch
-
-    def ratio(a: dict, b: dict, key: str) -> str:
-        return f"{a[key] / b[key]:.2f}x"
-
-    lines = [
-        "# Shared ReLU and PC-DARTS: memory and time of the supernet's forward+backward",
-        "",
-        f"`python experiments/pc_darts_memory.py {' '.join(options)}`; {platform.node()}, "
-        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"one run, each case in its own process. Peak: {own['measure']} over the steps; step: median of {args.reps} "
-        "first-order forward+backward passes after a warm-up.",
-        "",
-        "| case | kept for backward (MiB) | peak memory (MiB) | step (s) |",
-        "| --- | ---: | ---: | ---: |",
-        *[f"| {r['case']} | {r['saved_mib']:.0f} | {r['peak_mib']:.0f} | {r['step_s']:.2f} |" for r in rows],
-        "",
-        f"Shared ReLU vs each op's own: {ratio(shared, own, 'saved_mib')} the tensors kept for backward, "
-        f"{ratio(shared, own, 'peak_mib')} the peak memory, {ratio(shared, own, 'step_s')} the time.",
-        f"PC-DARTS K=4 vs the plain (shared-ReLU) supernet: {ratio(pc, shared, 'saved_mib')} the tensors kept for "
-        f"backward, {ratio(pc, shared, 'peak_mib')} the peak memory, {ratio(pc, shared, 'step_s')} the time "
-        f"(the goal: at most 0.5x the peak memory).",
-        "",
-        '"Kept for backward" counts each saved storage once (the shared rectified input is saved by several',
-        "convolutions), unlike results/checkpoint_cells_memory.md, which counts per use. Step times of separate",
-        "processes move by several percent from run to run on a shared machine; `--ab-relu` (below, when run) times",
-        "the two ReLU settings interleaved in one process, the better measure of the shared ReLU's time.",
-    ]
-    RESULTS.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    own, shared, pc = by["own ReLU per op"], by["shared ReLU (default)"], by["PC-DARTS K=4"]
+    keys = ("saved_mib", "peak_mib", "step_s")
+    result = {
+        "command": f"python experiments/pc_darts_memory.py {' '.join(options)}",
+        "settings": {"C": args.C, "layers": args.layers, "batch": args.batch, "size": args.size,
+                     "relaxation": args.relaxation, "reps": args.reps},
+        "machine": machine(),
+        "cases": rows,
+        "shared_vs_own": {k: shared[k] / own[k] for k in keys},
+        "pc_vs_shared": {k: pc[k] / shared[k] for k in keys},
+        "pc_peak_goal": PC_PEAK_GOAL,
+    }
+    write_result(RESULT, result, markdown(result))
 
 
 if __name__ == "__main__":

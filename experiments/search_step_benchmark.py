@@ -11,7 +11,7 @@ allocated on CUDA) is its own.
     python experiments/search_step_benchmark.py                 # all cases, CPU or GPU (auto)
     python experiments/search_step_benchmark.py --sizes proxy --steps 10
     python experiments/search_step_benchmark.py --algorithms darts1,pc_darts,sdarts_rs,sdarts_adv,resource,checkpoint \
-        --sizes paper,proxy --name search_step_tricks             # the bag of tricks' rows
+        --sizes paper --steps 2 --name search_step_tricks       # the bag of tricks' rows
 
 Writes experiments/results/<name>_<device>.json and .md (--name, default search_step) and prints the table.
 """
@@ -19,10 +19,7 @@ Writes experiments/results/<name>_<device>.json and .md (--name, default search_
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import RESULTS, machine, machine_text, write_result
 
 SIZES = {
     "quickstart": dict(C=8, layers=5, batch=64, resolution=8, channels=1),
@@ -52,7 +51,6 @@ ALGORITHMS = {
     "checkpoint": dict(relaxation="softmax", order=1, network=dict(checkpoint_cells=True),
                        label="checkpointed cells"),
 }
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_case(algorithm: str, size: str, device: str, steps: int, warmup: int) -> dict:
@@ -140,23 +138,6 @@ def run_case(algorithm: str, size: str, device: str, steps: int, warmup: int) ->
     }
 
 
-def machine(device: str, threads: int) -> dict:
-    import torch
-
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "date": datetime.date.today().isoformat(), "device": device, "cpu": cpu, "cores": os.cpu_count(),
-        "torch_threads": threads, "torch": torch.__version__, "python": platform.python_version(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
 def table(rows: list[dict]) -> str:
     lines = [
         "| size | algorithm | step (s) | fwd+bwd (s) | peak memory (MiB) | step / DARTS-1 step | fwd+bwd / DARTS fwd+bwd |",
@@ -207,6 +188,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--name", default="search_step", help="writes results/<name>_<device>.md and .json")
+    p.add_argument("--case-timeout", type=float, default=900, help="seconds before a case's process counts as hung")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: ALGORITHM:SIZE in this process
     p.add_argument("--json-out", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -228,24 +210,37 @@ def main() -> None:
                 sys.exit(f"unknown size {size!r} or algorithm {algorithm!r}; "
                          f"sizes: {list(SIZES)}, algorithms: {list(ALGORITHMS)}")
             print(f"running {algorithm} at the {size} size ...", flush=True)
-            with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                cmd = [sys.executable, __file__, "--case", f"{algorithm}:{size}", "--json-out", out.name,
-                       "--device", device, "--steps", str(args.steps), "--warmup", str(args.warmup),
-                       "--threads", str(args.threads)]
-                subprocess.run(cmd, check=True)
-                rows.append(json.loads(Path(out.name).read_text()))
-    info = machine(device, torch.get_num_threads() if not args.threads else args.threads)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}_{device}.json").write_text(json.dumps({"machine": info, "cases": rows}, indent=2) + "\n")
-    md = "\n".join([
+            rows.append(run_in_process(algorithm, size, device, args))
+    info = machine(args.threads or None)
+    retried = [f"{r['algorithm']} at the {r['size']} size" for r in rows if r.get("retried")]
+    md = [
         f"# Search step benchmark ({device})", "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
-        f"{info.get('gpu', 'no GPU')}; {info['date']}.",
+        f"Machine: {machine_text(info)}.",
         f"Median of {args.steps} steps after {args.warmup} warm-up; memory: {rows[0]['memory_measure']}.", "",
-        table(rows), "", *[f"- {t}" for t in targets(rows)], "",
-    ])
-    (RESULTS / f"{args.name}_{device}.md").write_text(md)
-    print(md)
+        table(rows), "", *[f"- {t}" for t in targets(rows)],
+        *([f"- ran again after its first process hung (no result within {args.case_timeout:.0f} s): "
+           + ", ".join(retried)] if retried else []), "",
+    ]
+    write_result(RESULTS / f"{args.name}_{device}.md", {"machine": info, "cases": rows}, md)
+
+
+def run_in_process(algorithm: str, size: str, device: str, args: argparse.Namespace) -> dict:
+    """One case in a fresh process (its peak memory its own). A process that gives no result within
+    ``--case-timeout`` seconds is killed and the case run once more in a new one (a CPU thread pool can hang in a
+    convolution's backward now and then); the row then says so."""
+    for attempt in range(2):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            cmd = [sys.executable, __file__, "--case", f"{algorithm}:{size}", "--json-out", out.name,
+                   "--device", device, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                   "--threads", str(args.threads)]
+            try:
+                subprocess.run(cmd, check=True, timeout=args.case_timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{algorithm} at the {size} size: no result after {args.case_timeout:.0f} s, "
+                      + ("running it again" if attempt == 0 else "giving up"), flush=True)
+                continue
+            return {**json.loads(Path(out.name).read_text()), **({"retried": True} if attempt else {})}
+    sys.exit(f"{algorithm} at the {size} size hung twice (--case-timeout {args.case_timeout:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ genotype perturbation-based selection chose, for that trick). Reports, per trick
 connections in the derived normal cell, the parameter-free share (skip, pooling), the retrained validation accuracy
 and the search's wall time. Writes experiments/results/tricks_quick.md / .json and tricks_quick.png.
 
-A run whose folder already holds summary.json is read, not repeated, so an interrupted study continues (runs in
-experiments/results/tricks_runs/, or --runs DIR).
+A run whose folder already holds summary.json is read, not repeated, and a killed run continues from its last
+checkpoint, so an interrupted study continues (runs in experiments/results/tricks_runs/, or --runs DIR).
 
     python experiments/tricks_study.py                               # every trick, seeds 0,1,2
     python experiments/tricks_study.py --tricks darts,pc_darts --seeds 0
@@ -16,16 +16,13 @@ experiments/results/tricks_runs/, or --runs DIR).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ROOT = Path(__file__).resolve().parents[1]
+from common import RESULTS, config_value, describe_search, run_config, run_darts_lite, write_result
+
 # trick -> (label, the search's overrides on top of the quickstart)
 TRICKS: dict[str, tuple[str, list[str]]] = {
     "darts": ("DARTS 1st order (no trick)", []),
@@ -38,33 +35,21 @@ TRICKS: dict[str, tuple[str, list[str]]] = {
 PARAM_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
 
 
-def run(cmd: list[str], folder: Path, what: str) -> float:
-    """Runs one darts_lite command into ``folder`` unless it finished before; returns its wall time (s)."""
-    if (folder / "summary.json").is_file():
-        print(f"{what}: done before, read from {folder}", flush=True)
-        return json.loads((folder / "summary.json").read_text()).get("wall_time_s") or 0.0
-    if (folder / "checkpoints" / "last.ckpt").is_file():
-        cmd = [*cmd, "resume=true"]  # a killed study continues the run from its last epoch
-    print(f"{what}: {' '.join(cmd[2:])}", flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.DEVNULL)
-    took = time.perf_counter() - start
-    print(f"{what}: {took:.0f} s", flush=True)
-    return took
+def folders(trick: str, seed: int, runs: Path) -> tuple[Path, Path]:
+    """The run folders of one trick and seed: its search, its retraining."""
+    return runs / f"{trick}_seed{seed}", runs / f"{trick}_seed{seed}_train"
 
 
 def one(trick: str, seed: int, runs: Path) -> dict:
-    label, overrides = TRICKS[trick]
-    search_dir, train_dir = runs / f"{trick}_seed{seed}", runs / f"{trick}_seed{seed}_train"
-    common = ["logger=csv", "trainer.enable_progress_bar=false", f"seed={seed}"]
-    run([sys.executable, "-m", "darts_lite", "+experiment=quickstart", *overrides, *common,
-         f"hydra.run.dir={search_dir}"], search_dir, f"{trick} seed {seed} search")
-    summary = json.loads((search_dir / "summary.json").read_text())
+    """One trick at one seed: its search, then its derived cell retrained (each run unless it finished before)."""
+    overrides = TRICKS[trick][1]
+    search_dir, train_dir = (folder.resolve() for folder in folders(trick, seed, runs))
+    shared = ["logger=csv", "trainer.enable_progress_bar=false", f"seed={seed}"]
+    summary = run_darts_lite(search_dir, ["+experiment=quickstart", *overrides, *shared], f"{trick} seed {seed} search")
     chosen = search_dir / "genotype_perturbation.json"
     genotype_file = chosen if trick == "selection" and chosen.is_file() else search_dir / "genotype.json"
-    run([sys.executable, "-m", "darts_lite", "+experiment=train_quick", f"genotype={genotype_file}", *common,
-         f"hydra.run.dir={train_dir}"], train_dir, f"{trick} seed {seed} retrain")
-    trained = json.loads((train_dir / "summary.json").read_text())
+    trained = run_darts_lite(train_dir, ["+experiment=train_quick", f"genotype={genotype_file}", *shared],
+                             f"{trick} seed {seed} retrain")
     from darts_lite.spaces.darts.genotype import Genotype
 
     genotype = Genotype.parse(genotype_file.read_text())
@@ -79,14 +64,23 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
-def write(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
-    from darts_lite.plots import save_figure
+def settings(search_dir: Path, train_dir: Path) -> dict[str, Any]:
+    """The plain search's and the retraining's settings, as their runs' config.yaml hold them."""
+    train = run_config(train_dir)
+    return {"search": describe_search(run_config(search_dir)),
+            "train_epochs": config_value(train, "train.epochs", "?")}
 
+
+def markdown(results: dict[str, list[dict]], args: argparse.Namespace, how: dict[str, Any]) -> list[str]:
+    """The result file's text: every number from ``results`` (what tricks_quick.json holds), the settings from the
+    runs' config.yaml (``how``, see settings)."""
+    tricks = "" if args.tricks == ",".join(TRICKS) else f" --tricks {args.tricks}"
     lines = ["# The bag of tricks on the quick search (digits, CPU)", "",
-             f"`python experiments/tricks_study.py --seeds {args.seeds}"
+             f"`python experiments/tricks_study.py{tricks} --seeds {args.seeds}"
              f"{''.join(f' --seeds-for {s}' for s in args.seeds_for)}`: each trick's "
-             "`+experiment=quickstart` search (first-order DARTS, 5 cells, C=8, 8 px digits, 12 epochs), then its "
-             "derived cell retrained by `+experiment=train_quick` (8 epochs). Mean over seeds (min-max).", "",
+             f"`+experiment=quickstart` search ({how['search']}), then its "
+             f"derived cell retrained by `+experiment=train_quick` ({how['train_epochs']} epochs). "
+             "Mean over seeds (min-max).", "",
              "| trick | skip share (normal cell) | parameter-free share | retrained val. accuracy | search time (s) |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for trick, rows in results.items():
@@ -96,8 +90,14 @@ def write(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
                      f"{statistics.mean(r['search_s'] for r in rows):.0f} |")
     lines += ["", "Derived cells:", ""]
     lines += [f"- {TRICKS[t][0]}, seed {r['seed']}: `{r['genotype']}`" for t, rows in results.items() for r in rows]
-    (RESULTS / "tricks_quick.md").write_text("\n".join(lines) + "\n")
-    (RESULTS / "tricks_quick.json").write_text(json.dumps(results, indent=1) + "\n")
+    return lines
+
+
+def write(results: dict[str, list[dict]], args: argparse.Namespace, how: dict[str, Any]) -> None:
+    """tricks_quick.json, the .md made from it, and the plot."""
+    from darts_lite.plots import save_figure
+
+    write_result(RESULTS / "tricks_quick.md", results, markdown(results, args, how), indent=1)
 
     import matplotlib
 
@@ -118,7 +118,6 @@ def write(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
     fig.suptitle("Tricks on the quick search (dots: seeds; line: mean)")
     fig.tight_layout()
     save_figure(fig, RESULTS / "tricks_quick.png")
-    print((RESULTS / "tricks_quick.md").read_text())
 
 
 def main() -> None:
@@ -140,7 +139,8 @@ def main() -> None:
             sys.exit(f"--seeds-for {item!r}: expected TRICK=SEEDS with TRICK one of {', '.join(TRICKS)}")
         seeds_of[trick] = [int(s) for s in values.split(",")]
     results = {t: [one(t, s, args.runs) for s in seeds_of[t]] for t in tricks}
-    write(results, args)
+    first = tricks[0]  # the settings every trick shares (its own switch aside)
+    write(results, args, settings(*folders(first, seeds_of[first][0], args.runs)))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ def test_text_and_json_round_trip():
          "fixed_reduction: expected true or false"),
         ("{\"normal\": " + "[" * 5000 + "]" * 5000 + "}", "genotype JSON is malformed"),
         (DARTS_V2_TEXT + " " * 200_000, "characters long"),
+        ("", "genotype text is empty"),  # was an IndexError from the parser's error path
+        (" \n\t", "genotype text is empty"),
+        ("(", "unexpected character '(' at position 0"),
     ],
 )
 def test_malformed_or_hostile_text_raises_value_error(text, where, tmp_path):

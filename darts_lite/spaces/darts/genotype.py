@@ -263,6 +263,9 @@ def _parse_darts_text(s: str) -> dict:
     string and integer constants (a minus sign on an integer included), and ``range(a, b)``; any other
     node (a name, an attribute, an operator, another call, ...) is rejected with its position.
     """
+    if not s.strip():
+        raise ValueError("genotype text is empty; expected the DARTS text format, e.g. "
+                         "\"Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], ...)\", or JSON")
     try:
         tree = ast.parse(s, mode="eval")
     except SyntaxError as e:
@@ -272,7 +275,7 @@ def _parse_darts_text(s: str) -> dict:
         where = sum(len(line) + 1 for line in lines[: e.lineno - 1]) + e.offset - 1
         if "forgot a comma" in e.msg:
             raise ValueError(f"genotype text: expected ',' or ')' at position {where}: a comma is missing") from None
-        got = s[where] if where < len(s) else "end of text"
+        got = s[where] if 0 <= where < len(s) else "end of text"
         raise ValueError(f"genotype text: unexpected character {got!r} at position {where} ({e.msg})") from None
     except (RecursionError, MemoryError):
         raise ValueError("genotype text: nested too deeply") from None

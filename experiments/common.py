@@ -1,0 +1,199 @@
+"""What the experiment scripts share: running the darts_lite command line into a run folder, reading a finished
+run's metrics.csv and config.yaml, describing the machine, running one measured case per process, and writing a
+result as JSON plus the markdown generated from it.
+
+A script imports it as ``from common import ...``: ``python experiments/X.py`` puts experiments/ on sys.path.
+Nothing here imports torch at module level, so a script's ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "experiments" / "results"
+
+
+# ---- runs of the command line ----------------------------------------------------------------------------------------
+def run_darts_lite(folder: Path, overrides: Sequence[str], label: str) -> dict[str, Any]:
+    """One ``python -m darts_lite OVERRIDES hydra.run.dir=FOLDER`` from the project root; returns its summary.json.
+
+    A folder whose summary.json says done is read, not run again, and a folder with checkpoints/last.ckpt (a
+    killed run) continues from it (``resume=true``): an interrupted study goes on where it stopped. The run's own
+    output is hidden, W&B is offline; ``label`` prefixes the lines printed about it. Raises
+    subprocess.CalledProcessError when the run fails.
+    """
+    folder = Path(folder).resolve()
+    summary = folder / "summary.json"
+    if summary.is_file():
+        done = json.loads(summary.read_text())
+        if done.get("status", "done") == "done":
+            print(f"{label}: done before, read from {folder}", flush=True)
+            return done
+    cmd = [sys.executable, "-m", "darts_lite", *overrides, f"hydra.run.dir={folder}"]
+    if (folder / "checkpoints" / "last.ckpt").is_file():
+        cmd.append("resume=true")
+    print(f"{label}: python {shlex.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.DEVNULL)
+    print(f"{label}: {time.perf_counter() - start:.0f} s", flush=True)
+    return json.loads(summary.read_text())
+
+
+def read_metrics(folder: Path) -> list[dict[str, float]]:
+    """The rows of a run's metrics.csv, each holding only the numbers it logged (the CSV logger leaves the other
+    columns of a row empty), as floats."""
+    rows = []
+    with open(Path(folder) / "metrics.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            values = {}
+            for key, text in row.items():
+                try:
+                    values[key] = float(text)
+                except (TypeError, ValueError):  # empty, or not a number
+                    continue
+            rows.append(values)
+    return rows
+
+
+def metrics_per_epoch(folder: Path, names: Iterable[str]) -> dict[str, dict[int, float]]:
+    """{metric: {epoch: value}} of the metrics ``names`` from a run's metrics.csv; the last value logged for an epoch
+    wins, and a metric never logged maps to {}."""
+    out: dict[str, dict[int, float]] = {name: {} for name in names}
+    for row in read_metrics(folder):
+        if "epoch" not in row:
+            continue
+        for name, values in out.items():
+            if name in row:
+                values[int(row["epoch"])] = row[name]
+    return out
+
+
+def last_metrics(folder: Path) -> dict[str, float]:
+    """The last value logged of every metric in a run's metrics.csv."""
+    last: dict[str, float] = {}
+    for row in read_metrics(folder):
+        last.update(row)
+    return last
+
+
+def run_config(folder: Path) -> dict[str, Any]:
+    """The resolved config a run wrote into its folder (config.yaml); {} when it has none."""
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        return {}
+    import yaml  # omegaconf's dependency
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def config_value(cfg: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """``cfg``'s value at a dotted ``key`` ("search.epochs"), or ``default`` where the path does not exist."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def describe_search(cfg: Mapping[str, Any]) -> str:
+    """A search run's settings as its config.yaml holds them, e.g. "first-order DARTS, digits at native size, C=8,
+    5 cells, 12 epochs, 2 of warm-up"; "?" for what the config does not hold."""
+
+    def get(key: str) -> Any:
+        return config_value(cfg, key, "?")
+
+    order = {1: "first-order ", 2: "second-order "}.get(config_value(cfg, "search.order"), "")
+    resolution = config_value(cfg, "data.resolution")
+    side = f"{resolution} px" if resolution else "native size"
+    layers = config_value(cfg, "space.layers")
+    cells = f"{layers} cells" if layers is not None else f"{get('space.N')} cells per stage"
+    return (f"{order}{str(get('search.method')).upper()}, {get('data.name')} at {side}, C={get('space.C')}, {cells}, "
+            f"{get('search.epochs')} epochs, {get('search.warmup_epochs')} of warm-up")
+
+
+# ---- the machine -----------------------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or what the platform module knows where that file is missing."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine(threads: int | None = None) -> dict[str, Any]:
+    """The machine a measurement ran on: date, host name, CPU model, cores, Python, torch, torch's threads (``threads``
+    when the measured processes set their own), the device (cuda or cpu) and, with CUDA, the GPU's name. Imports
+    torch."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    info: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(), "node": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__,
+        "torch_threads": threads or torch.get_num_threads(), "device": "cuda" if cuda else "cpu",
+    }
+    if cuda:
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def machine_text(info: Mapping[str, Any]) -> str:
+    """One line of :func:`machine`'s record, as the result files print it."""
+    return (f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, torch {info['torch']} "
+            f"({info['torch_threads']} threads), {info.get('gpu') or 'no GPU'}; {info['date']}")
+
+
+# ---- one case per process --------------------------------------------------------------------------------------------
+def run_case(argv: Sequence[str], python: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Runs ``python ARGV`` in a process of its own (so that its peak memory is its own) and returns the JSON object
+    on the last line it prints (see :func:`print_case`). ``python``: the interpreter (this one by default); ``env``:
+    the process's whole environment (this one's by default). Exits naming the command and the end of its error
+    output when the case fails."""
+    cmd = [python or sys.executable, *map(str, argv)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=None if env is None else dict(env), check=False)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode or not lines:
+        raise SystemExit(f"{shlex.join(cmd)} failed (exit status {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def print_case(result: Mapping[str, Any]) -> None:
+    """A case's side of :func:`run_case`: its result as one JSON line, the last it prints."""
+    print(json.dumps(result), flush=True)
+
+
+# ---- result files ----------------------------------------------------------------------------------------------------
+def write_result(markdown_file: Path, result: Mapping[str, Any], markdown: Sequence[str], indent: int = 2,
+                 echo: bool = True) -> Path:
+    """Writes ``result`` as JSON beside ``markdown_file`` (the same name, suffix .json) and ``markdown``, the lines
+    made from that same record, into ``markdown_file``; prints the markdown when ``echo``. Returns the JSON file.
+
+    Every number of the markdown is to come from ``result``, so that the two cannot disagree and a figure of the
+    docs can be taken from the JSON (experiments/figures.py). Values JSON does not know (paths) are written as text.
+    """
+    markdown_file = Path(markdown_file)
+    json_file = markdown_file.with_suffix(".json")
+    markdown_file.parent.mkdir(parents=True, exist_ok=True)
+    json_file.write_text(json.dumps(result, indent=indent, default=str) + "\n")
+    text = "\n".join(markdown) + "\n"
+    markdown_file.write_text(text)
+    if echo:
+        print(text, end="", flush=True)
+    return json_file

@@ -1,0 +1,116 @@
+"""Hypothesis strategies for what darts_lite reads, shared by the property-based tests.
+
+Valid inputs (genotypes of both spaces, as objects, text and JSON) and the hostile ones a user or a file can
+hand over: arbitrary text, text built from the genotype grammar's own characters, and valid text with one edit.
+"""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import strategies as st
+
+from darts_lite.spaces.darts.genotype import PRIMITIVES as DARTS_PRIMITIVES
+from darts_lite.spaces.darts.genotype import Genotype
+from darts_lite.spaces.nb201.genotype import EDGES as NB201_EDGES
+from darts_lite.spaces.nb201.genotype import PRIMITIVES as NB201_PRIMITIVES
+from darts_lite.spaces.nb201.genotype import Genotype as NB201Genotype
+
+DARTS_OPS = tuple(op for op in DARTS_PRIMITIVES if op != "none")  # a derived DARTS cell never keeps `none`
+
+# the characters genotype text is made of, and those a hostile text would add to them
+GRAMMAR = "Genotype(normal=[('sep_conv_3x3', 0)], reduce_concat=range(2, 6))|+~none_skip12345{}\":,"
+HOSTILE = GRAMMAR + "._;\\\n\t\x00 #@!$%^&*-/<>?`aeiou__import__os system lambda exec eval open"
+
+
+@st.composite
+def darts_cell(draw, steps: int, full_concat: bool = False,
+               distinct_inputs: bool = False) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+    """One DARTS cell: two (op, input) pairs per intermediate node (inputs: the two cell inputs and the nodes
+    before it) and the states it concatenates (``full_concat``: every intermediate node, as the papers' cells;
+    ``distinct_inputs``: a node's two pairs read two different states, as NAS-Bench-301's cells)."""
+    pairs = []
+    for node in range(steps):
+        if distinct_inputs:
+            inputs = draw(st.lists(st.integers(0, node + 1), min_size=2, max_size=2, unique=True))
+        else:
+            inputs = [draw(st.integers(0, node + 1)) for _ in range(2)]
+        pairs += [(draw(st.sampled_from(DARTS_OPS)), i) for i in inputs]
+    if full_concat:
+        return tuple(pairs), tuple(range(2, steps + 2))
+    concat = draw(st.lists(st.integers(0, steps + 1), min_size=1, max_size=steps + 2, unique=True))
+    return tuple(pairs), tuple(concat)
+
+
+@st.composite
+def darts_genotypes(draw, steps: st.SearchStrategy[int] | None = None, full_concat: bool = False,
+                    distinct_inputs: bool = False, fixed_reduction: bool = True) -> Genotype:
+    """A valid DARTS-space genotype: any number of nodes, any concatenation, sometimes GDAS's fixed reduction
+    (``fixed_reduction=False``: never)."""
+    n = draw(steps if steps is not None else st.integers(1, 6))
+    normal, normal_concat = draw(darts_cell(n, full_concat, distinct_inputs))
+    if fixed_reduction and draw(st.booleans()) and draw(st.booleans()):
+        return Genotype(normal, normal_concat, (), (), fixed_reduction=True)
+    reduce, reduce_concat = draw(darts_cell(n, full_concat, distinct_inputs))
+    return Genotype(normal, normal_concat, reduce, reduce_concat)
+
+
+def surrogate_genotypes(**kw) -> st.SearchStrategy[Genotype]:
+    """Genotypes the surrogates encode: 4 nodes, every node concatenated."""
+    return darts_genotypes(st.just(4), full_concat=True, **kw)
+
+
+@st.composite
+def nb201_genotypes(draw) -> NB201Genotype:
+    """A valid NAS-Bench-201 cell: an op per edge, each edge reading its own input node."""
+    return NB201Genotype(tuple((draw(st.sampled_from(NB201_PRIMITIVES)), j) for _, j in NB201_EDGES))
+
+
+@st.composite
+def one_edit(draw, text: str) -> str:
+    """``text`` with one character deleted, inserted or replaced (the typo, the truncated file, the stray quote)."""
+    if not text:
+        return draw(st.text(alphabet=HOSTILE, max_size=1))
+    at = draw(st.integers(0, len(text) - 1))
+    char = draw(st.sampled_from(HOSTILE))
+    how = draw(st.sampled_from(("delete", "insert", "replace", "truncate")))
+    if how == "delete":
+        return text[:at] + text[at + 1:]
+    if how == "insert":
+        return text[:at] + char + text[at:]
+    if how == "replace":
+        return text[:at] + char + text[at + 1:]
+    return text[:at]
+
+
+def json_values(max_leaves: int = 20) -> st.SearchStrategy:
+    """Any JSON value: what a hand-edited or foreign genotype file may hold."""
+    leaves = st.none() | st.booleans() | st.integers(-10, 10) | st.floats(allow_nan=False) | st.text(max_size=15) \
+        | st.sampled_from(DARTS_PRIMITIVES + NB201_PRIMITIVES)
+    return st.recursive(leaves, lambda inner: st.lists(inner, max_size=8) | st.dictionaries(
+        st.sampled_from(("normal", "normal_concat", "reduce", "reduce_concat", "fixed_reduction", "space", "cell",
+                         "extra")) | st.text(max_size=8), inner, max_size=6), max_leaves=max_leaves)
+
+
+def darts_texts() -> st.SearchStrategy[str]:
+    """Text a DARTS genotype may be read from, valid or not."""
+    valid = darts_genotypes()
+    return st.one_of(
+        st.text(max_size=300),
+        st.text(alphabet=GRAMMAR, max_size=300),
+        valid.map(Genotype.to_text).flatmap(one_edit),
+        valid.map(Genotype.to_json).flatmap(one_edit),
+        json_values().map(json.dumps),
+    )
+
+
+def nb201_texts() -> st.SearchStrategy[str]:
+    """Text a NAS-Bench-201 genotype may be read from, valid or not."""
+    valid = nb201_genotypes()
+    return st.one_of(
+        st.text(max_size=200),
+        st.text(alphabet="|+~0123" + "".join(NB201_PRIMITIVES), max_size=200),
+        valid.map(NB201Genotype.to_text).flatmap(one_edit),
+        valid.map(NB201Genotype.to_json).flatmap(one_edit),
+        json_values().map(json.dumps),
+    )
