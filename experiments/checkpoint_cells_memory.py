@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from common import RESULTS, machine, machine_text, print_case, run_case, write_result
-from step_memory import add_size_arguments, measure_step
+from common import RESULTS, machine_text, print_case, run_case, write_result
+from step_memory import add_size_arguments, measure_step, size_record
 
 RESULT = RESULTS / "checkpoint_cells_memory.md"  # and .json
 
@@ -84,11 +84,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     plain, lean = rows
     result = {
-        "command": f"python experiments/checkpoint_cells_memory.py {' '.join(options)}",
-        "settings": {"C": args.C, "layers": args.layers, "batch": args.batch, "size": args.size,
-                     "relaxation": args.relaxation, "reps": args.reps},
-        "machine": machine(),
-        "cases": rows,
+        **size_record("checkpoint_cells_memory.py", options, args, rows),
         "checkpoint_vs_plain": {k: lean[k] / plain[k] for k in ("saved_mib", "peak_mib", "step_s")},
     }
     write_result(RESULT, result, markdown(result))

@@ -225,14 +225,8 @@ def _(r: Results) -> str:
     return ", ".join(f"{row['budget']:g}" for row in r.json(OFA)["rows"])
 
 
-@figure("ofa.accuracy", OFA)
-def _(r: Results) -> str:
-    return " / ".join(f"{row['accuracy']:.3f}" for row in r.json(OFA)["rows"])
-
-
-@figure("ofa.predicted", OFA)
-def _(r: Results) -> str:
-    return " / ".join(f"{row['predicted_accuracy']:.3f}" for row in r.json(OFA)["rows"])
+for _name, _key in (("ofa.accuracy", "accuracy"), ("ofa.predicted", "predicted_accuracy")):
+    figure(_name, OFA)(lambda r, k=_key: " / ".join(f"{row[k]:.3f}" for row in r.json(OFA)["rows"]))
 
 
 @figure("ofa.scratch", OFA)

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from common import RESULTS, machine, machine_text, print_case, run_case, write_result
-from step_memory import add_size_arguments, measure_step
+from step_memory import add_size_arguments, measure_step, size_record
 
 RESULT = RESULTS / "pc_darts_memory.md"  # and .json
 PC_PEAK_GOAL = 0.5  # PC-DARTS K=4: at most this share of the plain supernet's peak memory
@@ -160,11 +160,7 @@ def main() -> None:
     own, shared, pc = by["own ReLU per op"], by["shared ReLU (default)"], by["PC-DARTS K=4"]
     keys = ("saved_mib", "peak_mib", "step_s")
     result = {
-        "command": f"python experiments/pc_darts_memory.py {' '.join(options)}",
-        "settings": {"C": args.C, "layers": args.layers, "batch": args.batch, "size": args.size,
-                     "relaxation": args.relaxation, "reps": args.reps},
-        "machine": machine(),
-        "cases": rows,
+        **size_record("pc_darts_memory.py", options, args, rows),
         "shared_vs_own": {k: shared[k] / own[k] for k in keys},
         "pc_vs_shared": {k: pc[k] / shared[k] for k in keys},
         "pc_peak_goal": PC_PEAK_GOAL,

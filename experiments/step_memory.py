@@ -23,6 +23,20 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reps", type=int, default=3)
 
 
+def size_record(script: str, options: list[str], args: argparse.Namespace, rows: list[dict]) -> dict:
+    """The part of a memory benchmark's result every such script writes: its command, the size measured (see
+    add_size_arguments), the machine and the measured cases."""
+    from common import machine
+
+    return {
+        "command": f"python experiments/{script} {' '.join(options)}",
+        "settings": {"C": args.C, "layers": args.layers, "batch": args.batch, "size": args.size,
+                     "relaxation": args.relaxation, "reps": args.reps},
+        "machine": machine(),
+        "cases": rows,
+    }
+
+
 def measure_step(step: Callable[[], None], reps: int, per_use: bool = True) -> dict:
     """Runs ``step`` once to warm up, once to count what autograd keeps for the backward pass, then ``reps`` times.
 

@@ -19,7 +19,7 @@ from darts_lite.spaces.nb201.genotype import Genotype as NB201Genotype
 from darts_lite.surrogate.data import SurrogateDataError, genotype_from_nb301, genotype_to_nb301, load_table, write_table
 
 # fixed seeds and bounded examples: the same cases on every run, within the suite's time budget
-FIXED = settings(max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FIXED = settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @contextmanager
