@@ -1,6 +1,6 @@
 """darts_lite's DARTS supernet beside NNI 3.0's, one forward+backward step each: time and peak memory.
 
-    python -m venv --system-site-packages /tmp/nni-venv && /tmp/nni-venv/bin/pip install nni==3.0
+    python -m venv /tmp/nni-venv && /tmp/nni-venv/bin/pip install torch==2.13.0 pytorch_lightning nni==3.0
     python experiments/nni_side_by_side.py --nni-python /tmp/nni-venv/bin/python
 
 NNI is never a dependency of darts_lite: its case runs under the interpreter given by ``--nni-python`` (a virtual
