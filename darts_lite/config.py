@@ -178,6 +178,17 @@ def relaxation_problems(cfg: DictConfig) -> list[str]:
     return node_problems(node, "search.relaxation.")
 
 
+def regularizer_problems(cfg: DictConfig) -> list[str]:
+    """search.regularizer: null, or a node with the _target_ of a regulariser class and that class's arguments."""
+    node = _node(cfg, "search.regularizer")
+    if node is None:
+        return []
+    if not OmegaConf.is_dict(node):
+        return [f"search.regularizer={node!r}: must be null or a regulariser node, _target_ (its class) and its "
+                "arguments, e.g. search.regularizer._target_=darts_lite.methods.beta_darts.BetaDecay"]
+    return node_problems(node, "search.regularizer.")
+
+
 def _guard_problems(cfg: DictConfig) -> list[str]:
     """guard: the collapse guard's node (guard=collapse), or no guard (guard=none: an empty group); a rule that
     could never stop the search in the epochs there are."""
@@ -242,10 +253,10 @@ def validate_search(cfg: DictConfig) -> None:
     space = _node(cfg, "space")
     problems += (["space: no space group; choose one, e.g. space=darts"] if space is None
                  else node_problems(space, "space.", provided=NETWORK_GIVEN, nested=("name",)))
-    problems += relaxation_problems(cfg)
+    problems += relaxation_problems(cfg) + regularizer_problems(cfg)
     search = _node(cfg, "search")
     problems += (["search: no search group; choose one, e.g. search=darts"] if search is None
-                 else node_problems(search, "search.", provided=SEARCH_GIVEN, nested=("relaxation",)))
+                 else node_problems(search, "search.", provided=SEARCH_GIVEN, nested=("relaxation", "regularizer")))
     problems += trainer_problems(cfg) + logger_problems(cfg) + _guard_problems(cfg) + _resource_problems(cfg)
     problems += _benchmark_problems(cfg)
     precision = str(_get(cfg, "trainer.precision"))

@@ -107,6 +107,9 @@ def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png",)
         target = path.with_suffix(f".{fmt}")
         fig.savefig(target, dpi=dpi, format=fmt)
         written.append(target)
+        if fig.get_layout_engine() is not None:
+            # the first format laid the figure out; the others reuse that layout instead of solving it again
+            fig.set_layout_engine("none")
     return written
 
 

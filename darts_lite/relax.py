@@ -4,7 +4,9 @@ A relaxation is called with the alphas [E, O] of one cell type (E edges, O ops) 
 
 - ``weights`` [E, O]: the multiplier of each op's output;
 - ``index``: ``None`` when every op runs (softmax), else one op index per edge, the only op the edge computes
-  (hard Gumbel).
+  (hard Gumbel);
+- ``skip``: the coefficient of an auxiliary skip connection beside every edge, outside the op choice (DARTS-); 0
+  for none. The supernet builds the skip branches when the relaxation's ``auxiliary_skip`` is True.
 
 Any class that does this is a relaxation, also one of a user's own: the config selects it by import path,
 ``search.relaxation._target_=my_module.MyRelaxation``, with its keyword arguments as sibling keys (see
@@ -13,7 +15,11 @@ docs/extending.md). ``Relaxation`` is a base with the optional parts filled in:
 - ``hard``: True when each edge computes a single op per forward pass (the supernet's graph changes every step:
   no ``torch.compile``, no perturbation-based selection);
 - ``set_epoch(epoch, epochs)``: called at the start of every search epoch, for schedules (GDAS's temperature);
-  returns the values to log as ``search/<name>``.
+  returns the values to log as ``search/<name>``;
+- ``strengths(alphas)``: how strong each op of each edge is, [E, O], what the genotype rule ranks edges and ops by:
+  the softmax of the alphas unless the relaxation weighs ops otherwise (FairDARTS's independent sigmoids).
+
+The DARTS family beyond DARTS and GDAS (DrNAS, SNAS, FairDARTS, DARTS-) lives in ``darts_lite.methods``.
 
 The built-in relaxations are registered by name in ``RELAXATIONS`` (``relaxation="gumbel"`` in Python).
 """
@@ -37,12 +43,14 @@ __all__ = ["RELAXATIONS", "EdgeWeights", "GumbelRelaxation", "Relaxation", "Soft
 class EdgeWeights:
     weights: torch.Tensor  # [E, O]
     index: list[int] | None = None  # per edge, the single op to run; None = run all
+    skip: float = 0.0  # the auxiliary skip connection's coefficient on every edge (DARTS-); 0 = none
 
 
 class Relaxation:
     """Base of a relaxation: subclasses define ``__call__(alphas [E, O]) -> EdgeWeights``."""
 
     hard: bool = False
+    auxiliary_skip: bool = False  # True: the supernet builds a skip branch beside every edge, weighted by ``skip``
 
     def __call__(self, alphas: torch.Tensor) -> EdgeWeights:
         raise NotImplementedError
@@ -50,6 +58,10 @@ class Relaxation:
     def set_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
         """Start of search epoch ``epoch`` (0-based) of ``epochs``: update schedules; the values to log."""
         return {}
+
+    def strengths(self, alphas: torch.Tensor) -> torch.Tensor:
+        """How strong each op of each edge is, [E, O] (no gradient needed): what the genotype rule ranks by."""
+        return F.softmax(alphas, dim=-1)
 
 
 RELAXATIONS: Registry[type] = Registry("relaxation")

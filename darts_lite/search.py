@@ -3,7 +3,8 @@
 Each training step takes a weight batch and an architecture batch. After ``warmup_epochs`` it first updates the
 alphas on the architecture batch (first order, or DARTS's unrolled second order: ``darts_lite.bilevel``, which
 holds the algorithm), then (always) the weights on the weight batch, as the DARTS reference loop does. Around that
-step: SDARTS's perturbed alphas for the weight step (``darts_lite.tricks.perturb``), the resource penalty of a
+step: SDARTS's perturbed alphas for the weight step (``darts_lite.tricks.perturb``), the method's regulariser on the
+architecture loss (``darts_lite.regularizers``: beta-DARTS, FairDARTS, DrNAS's KL), the resource penalty of a
 resource-aware search (``darts_lite.tricks.resources``), checks for non-finite losses and, under DDP, the averaging
 of the architecture gradients and a check that every rank holds the same alphas.
 
@@ -24,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from .bilevel import HVP_ESTIMATORS, architecture_loss, total_norm, unrolled_architecture_gradients
 from .registry import load_path
+from .regularizers import make_regularizer
 from .relax import relaxation_class
 from .resume import Resumable
 from .schema import Allowed, Ge, Gt, Hint, Lt, MinLen, OneOf, checked
@@ -58,11 +60,17 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     ``_target_``: the DARTS space's). From the command line darts_lite builds it from the space group and the data.
     relaxation: how the supernet's edges mix their ops: a registered name ("softmax", "gumbel") or a config
     {"_target_": a relaxation class, **its arguments}; None keeps the network's.
+    regularizer: None, or a config {"_target_": a regulariser class, **its arguments}: a term of the alphas added to
+    every architecture loss (``darts_lite.regularizers``), logged as ``search/reg_loss``.
     method: the method's name (search=darts, gdas, ...), for the logs and dashboards.
     order: 1 (first-order DARTS, also GDAS) or 2 (unrolled, second-order DARTS) with the Hessian-vector product
     ``hvp`` (``darts_lite.bilevel``: "exact" by automatic differentiation; "central" the paper's finite difference,
     two extra passes; "forward" one extra pass). On ReLU/max-pool supernets the finite differences cross kinks and
     depend on eps: experiments/results/hvp_accuracy.md measures how far they are from exact.
+    step_order: "arch_first" (DARTS's loop: the architecture step, then the weight step) or "weights_first" (the
+    NAS-Bench-201 reference scripts of DARTS first order and GDAS). zero_grad: "none" (gradients set to None before
+    each step: an op no gradient reached is left alone by both optimisers) or "fill" (zero-filled, as torch 1.x did:
+    every op ever sampled keeps receiving momentum and weight decay, as in the reference scripts).
     channels_last: run convolutions in NHWC memory layout. compile: torch.compile the supernet (first order only).
     checkpoint_cells: recompute each cell's activations in the backward pass (less memory, same results).
     perturb, perturb_epsilon, perturb_steps: SDARTS (``darts_lite.tricks.perturb``).
@@ -78,6 +86,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         self,
         network: dict[str, Any] | None = None,
         relaxation: Annotated[str | dict[str, Any], Allowed("a relaxation name or a _target_ node")] | None = None,
+        regularizer: Annotated[dict[str, Any], Allowed("null or a _target_ node")] | None = None,
         method: str = "darts",
         order: Literal[1, 2] = 1,
         epochs: Annotated[int, Ge(1)] = 50,
@@ -93,6 +102,8 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         arch_weight_decay: Annotated[float, Ge(0)] = 1e-3,
         unrolled_eps: Annotated[float, Gt(0)] = 0.01,
         hvp: Literal["exact", "central", "forward"] = "central",
+        step_order: Literal["arch_first", "weights_first"] = "arch_first",
+        zero_grad: Literal["none", "fill"] = "none",
         channels_last: bool = True,
         compile: bool = False,
         checkpoint_cells: bool = False,
@@ -112,6 +123,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = build_network(network, relaxation)
+        self.regularizer = make_regularizer(regularizer)
         if checkpoint_cells:  # a switch of the supernet's (off unless the network or the search turns it on)
             self.net.checkpoint_cells = True
         if compile and (order == 2 or getattr(self.net.relaxation, "hard", False)):
@@ -174,36 +186,55 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
 
     # ---- training ----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        # the relaxation's schedules (GDAS's temperature) follow the epoch
-        set_epoch = getattr(self.net.relaxation, "set_epoch", None)
-        self._relaxation_metrics = set_epoch(self.current_epoch, self.hparams.epochs) if set_epoch else {}
+        # the relaxation's and the regulariser's schedules (GDAS's temperature, beta-DARTS's lambda) follow the epoch
+        self._schedule_metrics = {}
+        for part in (self.net.relaxation, self.regularizer):
+            set_epoch = getattr(part, "set_epoch", None)
+            if set_epoch is not None:
+                self._schedule_metrics.update(set_epoch(self.current_epoch, self.hparams.epochs) or {})
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         (x_w, y_w), (x_a, y_a) = batch
         x_w, x_a = self._layout(x_w), self._layout(x_a)
-        opt_w, opt_a = self.optimizers()
-        alphas = self.net.arch_parameters()
         if self.resource is not None:
             self._prepare_resource(x_a)
+        arch_first = self.hparams.get("step_order", "arch_first") == "arch_first"
+        if arch_first and self.arch_updates_active:
+            self._architecture_step(x_w, y_w, x_a, y_a)
+        loss = self._weight_step(x_w, y_w)
+        if not arch_first and self.arch_updates_active:
+            self._architecture_step(x_w, y_w, x_a, y_a)
+        return loss
 
-        if self.arch_updates_active:
-            opt_a.zero_grad(set_to_none=True)
-            if self.hparams.order == 2:
-                arch_loss, arch_logits = self._second_order_arch_grads(x_w, y_w, x_a, y_a, opt_w.optimizer)
-                self._add_resource_grads(alphas)
-            else:
-                with frozen(self.net.weight_parameters()):
-                    arch_loss, arch_logits = architecture_loss(self.net, x_a, y_a)
-                    self._check_finite(arch_loss, "architecture")
-                    penalty = self._resource_penalty()
-                    self.manual_backward(arch_loss if penalty is None else arch_loss + penalty)
-                arch_loss, arch_logits = arch_loss.detach(), arch_logits.detach()
-            opt_a.step()
-            self.arch_acc(arch_logits, y_a)
-            self.log("search/arch_loss", arch_loss, on_step=False, on_epoch=True, sync_dist=True)
-            self.log("search/arch_acc", self.arch_acc, on_step=False, on_epoch=True)
+    @property
+    def _set_to_none(self) -> bool:
+        return self.hparams.get("zero_grad", "none") == "none"
 
-        opt_w.zero_grad(set_to_none=True)
+    def _architecture_step(self, x_w, y_w, x_a, y_a) -> None:
+        """One update of the alphas on the architecture batch (first order, or unrolled on the weight batch)."""
+        opt_w, opt_a = self.optimizers()
+        alphas = self.net.arch_parameters()
+        opt_a.zero_grad(set_to_none=self._set_to_none)
+        if self.hparams.order == 2:
+            arch_loss, arch_logits = self._second_order_arch_grads(x_w, y_w, x_a, y_a, opt_w.optimizer)
+            self._add_alpha_term_grads(alphas)
+        else:
+            with frozen(self.net.weight_parameters()):
+                arch_loss, arch_logits = architecture_loss(self.net, x_a, y_a)
+                self._check_finite(arch_loss, "architecture")
+                terms = self._alpha_terms()
+                self.manual_backward(arch_loss if terms is None else arch_loss + terms)
+            arch_loss, arch_logits = arch_loss.detach(), arch_logits.detach()
+        opt_a.step()
+        self.arch_acc(arch_logits, y_a)
+        self.log("search/arch_loss", arch_loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("search/arch_acc", self.arch_acc, on_step=False, on_epoch=True)
+
+    def _weight_step(self, x_w, y_w) -> torch.Tensor:
+        """One SGD update of the weights on the weight batch (SDARTS perturbs the alphas it sees); the loss."""
+        opt_w = self.optimizers()[0]
+        alphas = self.net.arch_parameters()
+        opt_w.zero_grad(set_to_none=self._set_to_none)
         hp = self.hparams
         with frozen(alphas), perturbed(self.net, hp.perturb, hp.perturb_epsilon, hp.perturb_steps, x_w, y_w):
             logits = self.net(x_w)
@@ -228,11 +259,23 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         """The resource term of the architecture loss, or None when there is none (weight 0 adds nothing at all)."""
         return self.resource.penalty(self.net) if self.resource is not None and self.resource.weight > 0 else None
 
-    def _add_resource_grads(self, alphas: Sequence[torch.nn.Parameter]) -> None:
-        """Second order: the penalty depends on the alphas alone, so its gradient adds to the unrolled one as it is."""
-        penalty = self._resource_penalty()
-        if penalty is not None:
-            for a, g in zip(alphas, torch.autograd.grad(penalty, list(alphas), allow_unused=True)):
+    def _alpha_terms(self) -> torch.Tensor | None:
+        """What the architecture loss adds to L_val: the method's regulariser and the resource penalty (None: nothing).
+        The regulariser's value is logged as search/reg_loss."""
+        terms = self._resource_penalty()
+        if self.regularizer is not None:
+            reg = self.regularizer(self.net)
+            self._check_finite(reg, "regulariser")
+            self.log("search/reg_loss", reg.detach(), on_step=False, on_epoch=True, sync_dist=True)
+            terms = reg if terms is None else terms + reg
+        return terms
+
+    def _add_alpha_term_grads(self, alphas: Sequence[torch.nn.Parameter]) -> None:
+        """Second order: the regulariser and the penalty depend on the alphas alone, so their gradient adds to the
+        unrolled one as it is."""
+        terms = self._alpha_terms()
+        if terms is not None:
+            for a, g in zip(alphas, torch.autograd.grad(terms, list(alphas), allow_unused=True)):
                 if g is not None:
                     a.grad += g
 
@@ -312,7 +355,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             "search/arch_lr": opt_a.optimizer.param_groups[0]["lr"],
             "search/arch_active": float(self.arch_updates_active),
         }
-        metrics.update({f"search/{k}": v for k, v in getattr(self, "_relaxation_metrics", {}).items()})
+        metrics.update({f"search/{k}": v for k, v in getattr(self, "_schedule_metrics", {}).items()})
         if self.resource is not None and self.resource.table is not None:
             metrics.update(self.resource.metrics(self.net))
         for cell, probs in self.net.op_probabilities().items():

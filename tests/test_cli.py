@@ -21,9 +21,10 @@ from darts_lite.config import ConfigError, validate_search
 
 
 def test_quickstart_search_end_to_end(tmp_path):
-    """The quickstart, shortened to 4 epochs: learns digits and leaves every promised file."""
+    """The quickstart, shortened to 4 epochs of a 3-cell supernet: learns digits and leaves every promised file."""
     run = tmp_path / "run"
-    proc = run_cli("+experiment=quickstart", "search.epochs=4", "search.warmup_epochs=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    proc = run_cli("+experiment=quickstart", "search.epochs=4", "search.warmup_epochs=1", "space.layers=3",
+                   f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Genotype: Genotype(normal=[" in proc.stdout and str(run) in proc.stdout
 
@@ -274,7 +275,8 @@ def test_multirun_over_genotypes_ends_with_a_table(tmp_path):
         assert line in md, md
 
 
-TINY_SEARCH = ["+experiment=quickstart", "data=synthetic", "space.C=4", "space.layers=3", "trainer.enable_progress_bar=false"]
+TINY_SEARCH = ["+experiment=quickstart", "data=synthetic", "space.C=4", "space.layers=3", "trainer.enable_progress_bar=false",
+               "+trainer.limit_train_batches=3"]
 
 
 def test_multirun_with_failing_jobs_runs_the_rest_and_lists_the_errors(tmp_path):
@@ -348,7 +350,7 @@ def test_launcher_configs_compose():
 def test_search_sweep_with_parallel_jobs_summarises_agreement(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "hydra/launcher=local", "+experiment=quickstart", "data=synthetic", "seed=0,1",
-                   "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3",
+                   "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3", "+trainer.limit_train_batches=3",
                    f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(sweep / "summary.csv")))

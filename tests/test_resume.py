@@ -15,7 +15,7 @@ from darts_lite import Genotype
 # GDAS on generated data: Gumbel sampling, augmentation and shuffling all draw random numbers
 ARGS = ["+experiment=quickstart", "data=synthetic", "data.crop_padding=1", "data.flip=true", "search=gdas",
         "search.epochs=6", "search.warmup_epochs=1", "space.C=4", "space.layers=3", "seed=3",
-        "trainer.enable_progress_bar=false"]
+        "trainer.enable_progress_bar=false", "+trainer.limit_train_batches=4"]
 
 
 def _args(run, *extra):

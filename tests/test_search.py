@@ -190,3 +190,80 @@ def test_compile_is_refused_where_it_would_recompile_every_step():
     for kw in (dict(order=2), dict(network=dict(relaxation="gumbel"))):
         with pytest.raises(ValueError, match="first-order DARTS only"):
             _module(compile=True, **kw)
+
+
+# ---- the reference loops' switches (search.step_order, search.zero_grad) ----------------------------------------
+class _Batches(pl.Callback):
+    def __init__(self):
+        self.batches = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.batches.append([[t.clone() for t in part] for part in batch])
+
+
+def _hand_written_loop(net, batches, weights_first, lr=0.025, momentum=0.9, wd=3e-4):
+    """First-order DARTS in a dozen lines, in either order: the loop the switches must reproduce."""
+    opt_w = torch.optim.SGD(net.weight_parameters(), lr=lr, momentum=momentum, weight_decay=wd)
+    opt_a = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+
+    def weight_step(x, y):
+        opt_w.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+        opt_w.step()
+
+    def arch_step(x, y):
+        opt_a.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt_a.step()
+
+    for (x_w, y_w), (x_a, y_a) in batches:
+        if weights_first:
+            weight_step(x_w, y_w)
+            arch_step(x_a, y_a)
+        else:
+            arch_step(x_a, y_a)
+            weight_step(x_w, y_w)
+
+
+def test_step_order_weights_first_is_the_reference_loop():
+    import copy
+
+    pl.seed_everything(0, verbose=False)
+    module = _module(epochs=1, step_order="weights_first", channels_last=False, lr_min=0.025)
+    start = copy.deepcopy(module.net)
+    batches = _Batches()
+    _fit(module, 1, [batches])
+    found = dict(module.net.named_parameters())
+    for weights_first, agrees in ((True, True), (False, False)):
+        net = copy.deepcopy(start).train()
+        _hand_written_loop(net, batches.batches, weights_first)
+        diff = max((p - found[n]).abs().max().item() for n, p in net.named_parameters())
+        assert (diff < 1e-5) == agrees, (weights_first, diff)
+
+
+def test_zero_grad_fill_keeps_moving_every_op_once_sampled():
+    """GDAS samples one op per edge: with zero_grad=none an op not sampled in a step stands still; with fill (torch
+    1.x's zero_grad) every op that ever had a gradient keeps taking momentum and weight decay."""
+
+    class Moved(pl.Callback):
+        def __init__(self):
+            self.before, self.moved = None, []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.before = {n: p.detach().clone() for n, p in module.net.named_parameters() if "alpha" not in n}
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.moved.append({n for n, p in module.net.named_parameters()
+                               if n in self.before and not torch.equal(p, self.before[n])})
+
+    gumbel = dict(relaxation=dict(_target_="darts_lite.relax.GumbelRelaxation"))
+    for fill in (False, True):
+        moved = Moved()
+        _fit(_module(epochs=1, zero_grad="fill" if fill else "none", network=gumbel), 1, [moved])
+        ever = set()
+        stood_still = False
+        for step in moved.moved:
+            stood_still |= bool(ever - step)  # moved in an earlier step, not in this one
+            ever |= step
+        assert stood_still != fill, (fill, [len(m) for m in moved.moved])

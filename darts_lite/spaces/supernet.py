@@ -121,6 +121,11 @@ class Supernet(nn.Module):
         """softmax(alpha) of each cell type, detached: what the heatmaps, the decision measures and the genotype read."""
         return {cell: torch.softmax(a.detach(), dim=-1) for cell, a in self.cell_alphas().items()}
 
+    @property
+    def relaxation_strengths(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The relaxation's ``strengths`` (alphas -> op weights the genotype rule ranks by), None for the softmax."""
+        return getattr(self.relaxation, "strengths", None)
+
     def weight_parameters(self) -> list[nn.Parameter]:
         """Every parameter but the alphas: what the weight optimiser trains."""
         arch = {id(p) for p in self.arch_parameters()}

@@ -91,7 +91,7 @@ class SelectionTransform:
                 keep[e], fixed[e] = 0.0, 0.0
             else:
                 keep[e, op], fixed[e, op] = 0.0, 0.0
-        return EdgeWeights(w * keep + fixed, ew.index)
+        return EdgeWeights(w * keep + fixed, ew.index, ew.skip)
 
 
 # ---- the cell layout a selection needs -----------------------------------------------------------------------

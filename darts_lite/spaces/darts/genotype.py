@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -113,14 +113,18 @@ class Genotype:
     # ---- derivation -------------------------------------------------------------------------
     @staticmethod
     def cell_from_alphas(alphas: torch.Tensor, steps: int = 4, primitives: Sequence[str] = PRIMITIVES,
-                         edge_scale: torch.Tensor | None = None) -> list[Pair]:
+                         edge_scale: torch.Tensor | None = None,
+                         strengths: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Pair]:
         """Derive one cell. alphas: [num_edges, num_ops] logits, edges ordered node by node.
 
         Per node keep the 2 incoming edges whose strongest non-`none` softmax weight is largest,
         and on each the argmax op excluding `none` (DARTS, Sec. 2.4). ``edge_scale`` [num_edges] (PC-DARTS's edge
         normalization: the node-softmaxed betas) multiplies each edge's strength before the two are chosen.
+        ``strengths``: alphas -> op weights [num_edges, num_ops] in place of the softmax (a relaxation's
+        ``strengths``, e.g. FairDARTS's sigmoid).
         """
-        weights = torch.softmax(alphas.detach().float().cpu(), dim=-1)
+        a = alphas.detach().float().cpu()
+        weights = torch.softmax(a, dim=-1) if strengths is None else strengths(a).detach().float()
         expected = sum(2 + i for i in range(steps))
         if weights.shape != (expected, len(primitives)):
             raise ValueError(f"alphas must be [{expected}, {len(primitives)}], got {list(weights.shape)}")
@@ -155,15 +159,16 @@ class Genotype:
         primitives: Sequence[str] = PRIMITIVES,
         normal_scale: torch.Tensor | None = None,
         reduce_scale: torch.Tensor | None = None,
+        strengths: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Genotype:
         """Genotype of a search network's alphas; ``alpha_reduce=None`` means a fixed reduction cell.
         ``normal_scale`` / ``reduce_scale``: optional per-edge factors [num_edges] of the edge choice (see
-        ``cell_from_alphas``)."""
+        ``cell_from_alphas``); ``strengths``: what ranks edges and ops in place of the softmax."""
         concat = tuple(range(2 + steps - multiplier, steps + 2))
-        normal = cls.cell_from_alphas(alpha_normal, steps, primitives, normal_scale)
+        normal = cls.cell_from_alphas(alpha_normal, steps, primitives, normal_scale, strengths)
         if alpha_reduce is None:
             return cls(normal=tuple(normal), normal_concat=concat, fixed_reduction=True)
-        reduce = cls.cell_from_alphas(alpha_reduce, steps, primitives, reduce_scale)
+        reduce = cls.cell_from_alphas(alpha_reduce, steps, primitives, reduce_scale, strengths)
         return cls(tuple(normal), concat, tuple(reduce), concat)
 
     # ---- text and JSON ----------------------------------------------------------------------

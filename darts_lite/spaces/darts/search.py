@@ -61,10 +61,13 @@ class MixedEdge(nn.Module):
     ``partial_channels`` K > 1 (PC-DARTS): the ops are built for C/K channels and see the first C/K channels of the
     input; the other channels bypass them (max-pooled 2x2 when the edge has stride 2), and the two parts are
     concatenated and channel-shuffled in K groups.
+
+    ``auxiliary_skip`` (DARTS-): a skip branch beside the ops, outside the op choice, on the whole input: the
+    identity, or a factorized reduction on a stride-2 edge; forward adds ``skip`` times its output.
     """
 
     def __init__(self, C: int, stride: int, primitives: Sequence[str], affine: bool, partial_channels: int = 1,
-                 share_relu: bool = True):
+                 share_relu: bool = True, auxiliary_skip: bool = False):
         super().__init__()
         if partial_channels < 1 or C % partial_channels:
             raise ValueError(f"partial_channels={partial_channels} must be a positive divisor of the edge's {C} channels")
@@ -73,9 +76,19 @@ class MixedEdge(nn.Module):
         self.ops = nn.ModuleList(make_op(p, c, stride, affine, pool_bn=True) for p in primitives)
         # ops whose output drop path may zero: not `none` (already zero) and not the identity
         self._droppable = [not isinstance(op, (Zero, Identity)) for op in self.ops]
+        # after the ops, so that the ops start as the plain supernet's do
+        self.auxiliary = (Identity() if stride == 1 else FactorizedReduce(C, C, affine=False)) if auxiliary_skip else None
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
-        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all -> [B, C, H/stride, W/stride]."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float,
+                skip: float = 0.0) -> torch.Tensor:
+        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
+        coefficient -> [B, C, H/stride, W/stride]."""
+        out = self._edge(x, weights, index, drop_prob)
+        if skip and self.auxiliary is not None:
+            out = out + skip * self.auxiliary(x)
+        return out
+
+    def _edge(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
         k = self.partial_channels
         if k == 1:
             return self._mixed(x, weights, index, drop_prob)
@@ -123,6 +136,7 @@ class SearchCell(nn.Module):
         primitives: Sequence[str],
         affine: bool,
         partial_channels: int = 1,
+        auxiliary_skip: bool = False,
     ):
         super().__init__()
         self.reduction = reduction
@@ -134,7 +148,8 @@ class SearchCell(nn.Module):
         for node in range(steps):
             for j in range(node + 2):
                 stride = 2 if reduction and j < 2 else 1
-                self.edges.append(MixedEdge(C, stride, primitives, affine, partial_channels))
+                self.edges.append(MixedEdge(C, stride, primitives, affine, partial_channels,
+                                            auxiliary_skip=auxiliary_skip))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights, drop_prob: float = 0.0,
                 edge_scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,7 +161,7 @@ class SearchCell(nn.Module):
             node = None
             for h in states:
                 idx = None if ew.index is None else ew.index[e]
-                out = self.edges[e](h, ew.weights[e], idx, drop_prob)
+                out = self.edges[e](h, ew.weights[e], idx, drop_prob, ew.skip)
                 if edge_scale is not None:
                     out = out * edge_scale[e]
                 node = out if node is None else node + out
@@ -257,7 +272,7 @@ class SearchNetwork(Supernet):
                 out = FixedReductionCell.multiplier * C_curr
             else:
                 cell = SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, primitives, affine,
-                                  partial_channels)
+                                  partial_channels, auxiliary_skip=getattr(self.relaxation, "auxiliary_skip", False))
                 out = multiplier * C_curr
             self.cells.append(cell)
             reduction_prev = reduction
@@ -343,11 +358,12 @@ class SearchNetwork(Supernet):
         return edge_labels(self.steps)
 
     def genotype(self) -> Genotype:
-        """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op); with
-        edge normalization an edge's strength is its node-softmaxed beta times its strongest non-`none` op weight."""
+        """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op; strength
+        the relaxation's, a softmax unless it says otherwise); with edge normalization an edge's strength is its
+        node-softmaxed beta times its strongest non-`none` op weight."""
         with torch.no_grad():
             scale_normal, scale_reduce = self.edge_scales()
         return Genotype.from_alphas(
             self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives,
-            normal_scale=scale_normal, reduce_scale=scale_reduce,
+            normal_scale=scale_normal, reduce_scale=scale_reduce, strengths=self.relaxation_strengths,
         )

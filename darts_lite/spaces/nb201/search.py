@@ -18,16 +18,28 @@ from .ops import _Macro, make_op
 
 
 class MixedEdge(nn.Module):
-    """All candidate ops of one edge; the relaxation decides which run and how they are weighted."""
+    """All candidate ops of one edge; the relaxation decides which run and how they are weighted.
+
+    ``auxiliary_skip`` (DARTS-): an identity branch beside the ops, outside the op choice; forward adds ``skip``
+    times the input.
+    """
 
     def __init__(self, c_in: int, c_out: int, stride: int, primitives: Sequence[str], affine: bool, track_running_stats: bool,
-                 unsampled_weights: bool = True):
+                 unsampled_weights: bool = True, auxiliary_skip: bool = False):
         super().__init__()
         self.ops = nn.ModuleList(make_op(p, c_in, c_out, stride, affine, track_running_stats) for p in primitives)
         self.unsampled_weights = unsampled_weights
+        if auxiliary_skip and (c_in != c_out or stride != 1):
+            raise ValueError(f"an auxiliary skip needs an edge that keeps its shape, not {c_in}->{c_out} at stride {stride}")
+        self.auxiliary_skip = auxiliary_skip
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
-        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, skip: float = 0.0) -> torch.Tensor:
+        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
+        coefficient."""
+        out = self._edge(x, weights, index)
+        return out + skip * x if skip and self.auxiliary_skip else out
+
+    def _edge(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
         if index is not None:
             out = self.ops[index](x) * weights[index]
             if self.unsampled_weights and len(self.ops) > 1:
@@ -48,11 +60,12 @@ class SearchCell(nn.Module):
     """The 4-node DAG with a mixed edge on each of its 6 edges. forward: [B, C_in, H, W] -> [B, C_out, H, W]."""
 
     def __init__(self, c_in: int, c_out: int, primitives: Sequence[str], affine: bool, track_running_stats: bool,
-                 unsampled_weights: bool = True):
+                 unsampled_weights: bool = True, auxiliary_skip: bool = False):
         super().__init__()
         # only edges from the cell input see c_in; the others read nodes already at c_out
         self.edges = nn.ModuleList(
-            MixedEdge(c_in if j == 0 else c_out, c_out, 1, primitives, affine, track_running_stats, unsampled_weights)
+            MixedEdge(c_in if j == 0 else c_out, c_out, 1, primitives, affine, track_running_stats, unsampled_weights,
+                      auxiliary_skip)
             for _, j in EDGES
         )
 
@@ -63,7 +76,7 @@ class SearchCell(nn.Module):
             for e, (to, j) in enumerate(EDGES):
                 if to != i:
                     continue
-                out = self.edges[e](nodes[j], ew.weights[e], None if ew.index is None else ew.index[e])
+                out = self.edges[e](nodes[j], ew.weights[e], None if ew.index is None else ew.index[e], ew.skip)
                 node = out if node is None else node + out
             nodes.append(node)
         return nodes[-1]
@@ -118,7 +131,8 @@ class SearchNetwork(Supernet, _Macro):
                 "none"]
 
     def _make_cell(self, c_in: int, c_out: int) -> nn.Module:
-        return SearchCell(c_in, c_out, self.primitives, self.affine, self.track_running_stats, self.unsampled_weights)
+        return SearchCell(c_in, c_out, self.primitives, self.affine, self.track_running_stats, self.unsampled_weights,
+                          getattr(self.relaxation, "auxiliary_skip", False))
 
     # ---- parameters ----------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
