@@ -16,6 +16,8 @@ docs/extending.md). ``Relaxation`` is a base with the optional parts filled in:
   no ``torch.compile``, no perturbation-based selection);
 - ``set_epoch(epoch, epochs)``: called at the start of every search epoch, for schedules (GDAS's temperature);
   returns the values to log as ``search/<name>``;
+- ``trains_alphas``: False when the alphas do not steer the relaxation, so the search takes no architecture step
+  (random search with weight sharing); the genotype then comes from a selection (``search.selection``);
 - ``strengths(alphas)``: how strong each op of each edge is, [E, O], what the genotype rule ranks edges and ops by:
   the softmax of the alphas unless the relaxation weighs ops otherwise (FairDARTS's independent sigmoids).
 
@@ -51,6 +53,7 @@ class Relaxation:
 
     hard: bool = False
     auxiliary_skip: bool = False  # True: the supernet builds a skip branch beside every edge, weighted by ``skip``
+    trains_alphas: bool = True  # False: the search never updates the alphas (RSWS samples paths uniformly)
 
     def __call__(self, alphas: torch.Tensor) -> EdgeWeights:
         raise NotImplementedError

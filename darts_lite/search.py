@@ -77,8 +77,8 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     resource, resource_weight, resource_target, resource_latency_table: a cost (flops, params, latency) whose
     expected value over the alphas joins the architecture loss (``darts_lite.tricks.resources``).
     bn_calibration: > 0 logs ``val/acc_derived`` every epoch (``darts_lite.tricks.bn_calibration``).
-    selection, selection_epochs, selection_batches: how the task chooses the final genotype after the search
-    (``darts_lite.tricks.selection``).
+    selection, selection_epochs, selection_batches, selection_samples: how the task chooses the final genotype after
+    the search (``darts_lite.tricks.selection``; sampling: ``darts_lite.methods.rsws``).
     """
 
     @checked
@@ -118,6 +118,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         selection: Annotated[str, OneOf(SELECTIONS)] = "argmax",
         selection_epochs: Annotated[int, Ge(0), Hint("fine-tuning epochs between two decisions")] = 5,
         selection_batches: Annotated[Annotated[int, Ge(1)] | None, Allowed("null (whole epochs) or an integer >= 1")] = None,
+        selection_samples: Annotated[int, Ge(1), Hint("architectures the sampling selection scores")] = 100,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -153,6 +154,10 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         if v["compile"] and (v["order"] == 2 or hard):
             problems.append(f"{key('compile')}=true: works with first-order DARTS only (second order and GDAS change the "
                             "graph every step)")
+        if not getattr(relaxation, "trains_alphas", True) and v["selection"] == "argmax":
+            problems.append(f"{key('selection')}=argmax: the {relaxation.__name__} relaxation never trains the alphas, so "
+                            "their argmax chooses nothing; use a selection that measures the supernet, e.g. "
+                            f"{key('selection')}=sampling (search=rsws sets it)")
         if v["selection"] == "perturbation" and hard:
             problems.append(f"{key('selection')}=perturbation: removes one op from a supernet that mixes every op; it needs "
                             "a relaxation that runs every op (DARTS's softmax), and the search uses "
@@ -182,7 +187,9 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
 
     @property
     def arch_updates_active(self) -> bool:
-        return self.current_epoch >= self.hparams.warmup_epochs
+        # a relaxation the alphas do not steer (RSWS) takes no architecture step at all
+        trains = getattr(self.net.relaxation, "trains_alphas", True)
+        return trains and self.current_epoch >= self.hparams.warmup_epochs
 
     # ---- training ----------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:

@@ -63,13 +63,19 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         if guard is not None:
             summary["stopped"] = guard.stopped  # None: the search ran all its epochs
         hp = module.hparams
-        if hp.selection == "perturbation" and trainer.is_global_zero:
-            from .tricks.selection import perturbation_selection
+        if hp.selection != "argmax" and trainer.is_global_zero:
+            from .tricks.selection import SELECTIONS
 
-            chosen = perturbation_selection(module, dm, epochs=hp.selection_epochs, batches=hp.selection_batches,
-                                            seed=cfg.seed)
-            chosen.write(out_dir)  # selection.csv, genotype_perturbation.json/.txt
-            summary["genotype_perturbation"] = chosen.genotype.to_text()
+            chosen = SELECTIONS[hp.selection](module, dm, seed=cfg.seed)
+            chosen.write(out_dir)  # selection.csv, genotype_<selection>.json/.txt
+            summary[f"genotype_{hp.selection}"] = chosen.genotype.to_text()
+            if not getattr(module.net.relaxation, "trains_alphas", True):
+                # alphas that never trained choose nothing: the selection's genotype is the run's
+                genotype = chosen.genotype
+                summary["genotype"] = genotype.to_text()
+                summary["decision"] = decided = decision(module.net.op_probabilities(), genotype)
+                (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
+                (out_dir / "genotype.txt").write_text(genotype.to_text() + "\n")
         if lookup is not None and is_rank_zero():
             found = lookup.lookup(genotype.to_text())  # the final cell (a resumed finished run looked nothing up)
             summary["benchmark"] = None if found is None else {"index": found[0], "hp": lookup.hp, **found[1]}
@@ -78,9 +84,11 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
             shown = {k: round(v, 4) for k, v in metrics.items() if k.startswith(("val/", "search/train", "search/arch_acc"))}
             print(f"Final metrics: {shown}")
             print(f"Decision: {describe(decided)}")
-            if "genotype_perturbation" in summary:
-                print(f"Genotype (perturbation-based selection): {summary['genotype_perturbation']}  "
-                      "(genotype_perturbation.json, selection.csv)")
+            if f"genotype_{hp.selection}" in summary:
+                from .tricks.selection import SELECTION_TITLES
+
+                print(f"Genotype ({SELECTION_TITLES.get(hp.selection, hp.selection + ' selection')}): "
+                      f"{summary[f'genotype_{hp.selection}']}  (genotype_{hp.selection}.json, selection.csv)")
             if summary.get("benchmark"):
                 shown = {k: round(v, 2) for k, v in summary["benchmark"].items() if k.endswith("test_acc")}
                 print(f"Benchmark (test accuracy, %): {shown}")

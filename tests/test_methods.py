@@ -18,9 +18,10 @@ from darts_lite.methods.beta_darts import BetaDecay
 from darts_lite.methods.darts_minus import AuxiliarySkipRelaxation, skip_coefficient
 from darts_lite.methods.drnas import DirichletKL, DirichletRelaxation
 from darts_lite.methods.fairdarts import SigmoidRelaxation, ZeroOneLoss
+from darts_lite.methods.rsws import UniformPathRelaxation, random_architecture
 from darts_lite.methods.snas import SoftGumbelRelaxation, snas_temperature
 
-METHODS = ("drnas", "snas", "beta_darts", "fairdarts", "darts_minus")
+METHODS = ("drnas", "snas", "beta_darts", "fairdarts", "darts_minus", "rsws")
 
 
 class AlphasOnly(torch.nn.Module):
@@ -184,6 +185,47 @@ def test_darts_minus_skip_coefficient_and_edge_output():
     assert "auxiliary" not in json.dumps(net.genotype().to_dict())
 
 
+# ---- random search with weight sharing ---------------------------------------------------------------------------
+def test_rsws_draws_every_op_uniformly_and_leaves_the_alphas_alone():
+    torch.manual_seed(0)
+    alphas = torch.tensor([[5.0, 0, 0, 0, 0]]).repeat(6, 1).requires_grad_()  # alphas that would favour op 0
+    relax = UniformPathRelaxation()
+    assert relax.hard and not relax.trains_alphas
+    draws = [relax(alphas) for _ in range(6000)]
+    counts = torch.zeros(5)
+    for ew in draws:
+        assert ew.weights.sum().item() == 6 and not ew.weights.requires_grad
+        torch.testing.assert_close(ew.weights, F.one_hot(torch.tensor(ew.index), 5).float())
+        counts += ew.weights.sum(0)
+    freq = counts / counts.sum()
+    torch.testing.assert_close(freq, torch.full((5,), 0.2), atol=0.015, rtol=0)
+
+
+def test_random_architectures_are_genotypes_of_the_space():
+    import random
+
+    net = tiny_darts_network(relaxation={"_target_": "darts_lite.methods.rsws.UniformPathRelaxation"})
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(50):
+        genotype, choice = random_architecture(net, rng)
+        for cell in ("normal", "reduce"):
+            kept = [(e, op) for e, op in enumerate(choice[cell]) if op is not None]
+            assert len(kept) == 8 and all(net.primitives[op] != "none" for _, op in kept)  # two inputs per node
+        ops = sorted(net.primitives[op] for op in choice["normal"] if op is not None)
+        assert sorted(op for op, _ in genotype.normal) == ops
+        seen.add(genotype.to_text())
+    assert len(seen) == 50
+
+
+def test_rsws_needs_a_selection_that_measures_the_supernet():
+    from darts_lite.config import validate_search
+    from darts_lite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"search.selection=argmax: the UniformPathRelaxation relaxation never trains"):
+        validate_search(compose_cfg("+experiment=quickstart", "search=rsws", "search.selection=argmax"))
+
+
 # ---- configs ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", METHODS)
 def test_search_config_instantiates_the_method(method):
@@ -196,10 +238,12 @@ def test_search_config_instantiates_the_method(method):
     alphas = _alphas(14, 8)
     relax.set_epoch(0, cfg.search.epochs)
     w = relax(alphas).weights
-    expected_rows_sum_to_one = method != "fairdarts"
+    expected_rows_sum_to_one = method != "fairdarts"  # rsws: one-hot rows
     assert torch.allclose(w.sum(-1), torch.ones(14)) == expected_rows_sum_to_one
     if method in ("beta_darts", "darts_minus"):
         torch.testing.assert_close(w, F.softmax(alphas, -1))
+    if method == "rsws":
+        assert relax(alphas).index is not None and cfg.search.selection == "sampling"
     reg = cfg.search.get("regularizer")
     assert (reg is not None) == (method in ("beta_darts", "fairdarts"))
 
@@ -224,7 +268,8 @@ def test_every_method_searches_end_to_end(tmp_path, space):
     leaves its genotype and a finite loss per epoch, with its own schedule or regulariser logged."""
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "data=synthetic", "trainer=cpu", f"search={','.join(METHODS)}", *SPACES[space],
-                   "search.epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+                   "search.epochs=1", "+trainer.limit_train_batches=2", "search.selection_samples=4",
+                   "+trainer.limit_val_batches=1",
                    "trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.parent for p in sweep.glob("*/genotype.json"))
@@ -237,6 +282,14 @@ def test_every_method_searches_end_to_end(tmp_path, space):
         losses = [float(r["search/train_loss"]) for r in rows if r.get("search/train_loss")]
         assert len(losses) == 1 and all(math.isfinite(v) for v in losses), method
         logged = {"snas": "search/tau", "darts_minus": "search/skip_beta", "beta_darts": "search/beta_decay_lambda",
-                  "fairdarts": "search/reg_loss", "drnas": "search/arch_loss"}[method]
+                  "fairdarts": "search/reg_loss", "drnas": "search/arch_loss", "rsws": "search/train_loss"}[method]
         assert any(r.get(logged) for r in rows), (method, logged)
+        if method == "rsws":  # no architecture step; the sampling selection's best architecture is the run's genotype
+            assert not any(r.get("search/arch_loss") for r in rows)
+            candidates = list(csv.DictReader(open(run / "selection.csv")))
+            assert len(candidates) == 4
+            (best,) = [c for c in candidates if c["chosen"] == "1"]
+            assert float(best["accuracy"]) == max(float(c["accuracy"]) for c in candidates)
+            assert (run / "genotype.txt").read_text().strip() == best["genotype"]
+            assert (run / "genotype_sampling.json").read_text() == (run / "genotype.json").read_text()
     assert seen == set(METHODS)

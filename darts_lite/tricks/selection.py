@@ -41,12 +41,17 @@ from ..spaces import get_space, space_of
 from ..spaces.supernet import frozen
 from .bn_calibration import preserved_bn_statistics
 
-# how the final genotype is chosen (search.selection); each entry: (search module, data module, ...) -> genotype
+# how the final genotype is chosen (search.selection); each entry but argmax runs after the search:
+# (search module, data module, seed=...) -> SelectionResult, its options read from the module's hyper-parameters
 SELECTIONS: Registry = Registry("selection")
 SELECTIONS.register("argmax", "darts_lite.tricks.selection:argmax_genotype",
                     summary="each edge's strongest op, each node's strongest inputs (the space's rule)")
-SELECTIONS.register("perturbation", "darts_lite.tricks.selection:perturbation_selection",
+SELECTIONS.register("perturbation", "darts_lite.tricks.selection:perturbation_after_search",
                     summary="DARTS-PT: remove each op in turn on the trained supernet, keep the one the accuracy needs most")
+SELECTIONS.register("sampling", "darts_lite.methods.rsws:sampling_selection",
+                    summary="RSWS: score architectures drawn at random with the shared weights, keep the most accurate")
+# how the run's messages call each selection that runs after a search
+SELECTION_TITLES = {"perturbation": "perturbation-based selection", "sampling": "sampling selection"}
 CSV_COLUMNS = ("decision", "phase", "cell", "edge", "node", "candidate", "accuracy_removed", "base_accuracy", "chosen")
 DEFAULT_EPOCHS = 5  # fine-tuning epochs between two decisions (the selection paper's interval)
 
@@ -318,18 +323,20 @@ def weight_batches(dm: Any, seed: int, epoch: int) -> Iterator[Batch]:
 class SelectionResult:
     genotype: Any
     rows: list[dict[str, Any]]
+    name: str = "perturbation"  # the selection's name: its files are genotype_<name>.json/.txt
+    columns: tuple[str, ...] = CSV_COLUMNS
 
     def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """selection.csv (one row per measured candidate) and genotype_perturbation.json/.txt in ``out_dir``."""
+        """selection.csv (one row per measured candidate) and genotype_<name>.json/.txt in ``out_dir``."""
         out = Path(out_dir)
-        files = {"selection.csv": out / "selection.csv", "genotype_perturbation.json": out / "genotype_perturbation.json",
-                 "genotype_perturbation.txt": out / "genotype_perturbation.txt"}
+        json_name, text_name = f"genotype_{self.name}.json", f"genotype_{self.name}.txt"
+        files = {"selection.csv": out / "selection.csv", json_name: out / json_name, text_name: out / text_name}
         with open(files["selection.csv"], "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        files["genotype_perturbation.json"].write_text(self.genotype.to_json() + "\n")
-        files["genotype_perturbation.txt"].write_text(self.genotype.to_text() + "\n")
+        files[json_name].write_text(self.genotype.to_json() + "\n")
+        files[text_name].write_text(self.genotype.to_text() + "\n")
         return files
 
 
@@ -374,6 +381,12 @@ def perturbation_selection(module: nn.Module, dm: Any, epochs: int = DEFAULT_EPO
     selection = PerturbationSelection(net, space, lambda: validation_accuracy(net, val), tuner, seed, progress)
     genotype = selection.run()
     return SelectionResult(genotype, selection.rows)
+
+
+def perturbation_after_search(module: nn.Module, dm: Any, seed: int = 0, **kwargs: Any) -> SelectionResult:
+    """``perturbation_selection`` with the search's own options (``search.selection_epochs``, ``selection_batches``)."""
+    hp = module.hparams
+    return perturbation_selection(module, dm, epochs=hp.selection_epochs, batches=hp.selection_batches, seed=seed, **kwargs)
 
 
 def expected_rows(net: nn.Module, space: str) -> int:
