@@ -35,7 +35,7 @@ def resume_hint(cfg: DictConfig) -> str:
 
 # Nodes that build a user's own class by _target_: their keys are that class's arguments, which the config files
 # cannot list beforehand, so an override may add one without Hydra's "+" (search.relaxation.temperature=0.5)
-PLUGIN_NODES = ("search.relaxation", "data.train", "data.test")
+PLUGIN_NODES = ("search.relaxation", "search.regularizer", "data.train", "data.test", "leaderboard.overrides")
 
 
 def _plugin_overrides(args: list[str]) -> list[str]:

@@ -98,6 +98,24 @@ def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]] | tuple[
     return fig
 
 
+def leaderboard_figure(accuracies: Mapping[str, Sequence[float]], xlabel: str = "accuracy (%)",
+                       title: str = "Leaderboard") -> Figure:
+    """One row per method, best mean on top: each seed's accuracy as a dot, the mean as a bar."""
+    methods = sorted(accuracies, key=lambda m: float(np.mean(accuracies[m])) if len(accuracies[m]) else -math.inf)
+    fig = Figure(figsize=(6.4, 1.0 + 0.35 * max(len(methods), 1)), layout="constrained")
+    ax = fig.add_subplot()
+    for y, method in enumerate(methods):
+        values = list(accuracies[method])
+        if values:
+            ax.barh(y, float(np.mean(values)), color="#c6dbef", height=0.6)
+            ax.plot(values, [y] * len(values), "o", color="#08519c", markersize=4)
+    ax.set_yticks(range(len(methods)), labels=methods)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png",), dpi: int = 120) -> list[Path]:
     """Write ``fig`` beside ``path`` once per format (``path``'s own suffix is replaced); returns the files."""
     path = Path(path)

@@ -277,6 +277,45 @@ for _algo in ("darts", "gdas"):
         lambda r, a=_algo: f"{statistics.mean(x['wall_time_s'] for x in _collapse_runs(r, a)):.0f} s")
 
 
+# ---- the quick leaderboard (experiments/leaderboard_quick.py) ---------------------------------------------------------
+LEADERBOARD = "leaderboard_quick.json"
+
+
+@figure("leaderboard.table", LEADERBOARD)
+def _(r: Results) -> str:
+    rows = ["| method | accuracy (%) |", "| --- | ---: |"]
+    rows += [f"| {m['method']} | {m['mean']:.1f} +- {m['std']:.1f} |" for m in r.json(LEADERBOARD)["methods"]]
+    return "\n" + "\n".join(rows) + "\n"
+
+
+@figure("leaderboard.range", LEADERBOARD)
+def _(r: Results) -> str:
+    means = [m["mean"] for m in r.json(LEADERBOARD)["methods"]]
+    return f"{min(means):.1f}-{max(means):.1f}%"
+
+
+@figure("leaderboard.std", LEADERBOARD)
+def _(r: Results) -> str:
+    stds = [m["std"] for m in r.json(LEADERBOARD)["methods"]]
+    return f"{min(stds):.1f}-{max(stds):.1f} points"
+
+
+@figure("leaderboard.wall", LEADERBOARD)
+def _(r: Results) -> str:
+    return f"{r.json(LEADERBOARD)['wall_time_s'] / 60:.0f} min"
+
+
+@figure("leaderboard.shape", LEADERBOARD)
+def _(r: Results) -> str:
+    data = r.json(LEADERBOARD)
+    return f"{len(data['methods'])} methods x {len(data['seeds'])} seeds"
+
+
+@figure("machine.leaderboard", LEADERBOARD)
+def _(r: Results) -> str:
+    return _machine(r.json(LEADERBOARD)["machine"])
+
+
 # ---- figures written by hand -----------------------------------------------------------------------------------------
 # A measurement in prose: a number with a unit of time, memory, speed or share, or a fraction with two or more decimals
 MEASURED = re.compile(r"(?<![\w.=/-])(?<!= )\d[\d,]*(?:\.\d+)?\s?(?:s|ms|min|minutes|hours|GPU-hours|GPU-days|%|x|MiB|GiB|"
@@ -308,6 +347,7 @@ IMAGES = {
     "collapse_nb201_param_free.png": "collapse_nb201_param_free.png",
     "tricks_quick.png": "tricks_quick.png",
     "proxy_study_quick.png": "proxy_study_quick.png",
+    "leaderboard_quick.png": "leaderboard_quick.png",
 }
 
 

@@ -21,9 +21,9 @@ from darts_lite.config import ConfigError, validate_search
 
 
 def test_quickstart_search_end_to_end(tmp_path):
-    """The quickstart, shortened to 4 epochs of a 3-cell supernet: learns digits and leaves every promised file."""
+    """The quickstart, shortened to 3 epochs of a 3-cell supernet: learns digits and leaves every promised file."""
     run = tmp_path / "run"
-    proc = run_cli("+experiment=quickstart", "search.epochs=4", "search.warmup_epochs=1", "space.layers=3",
+    proc = run_cli("+experiment=quickstart", "search.epochs=3", "search.warmup_epochs=1", "space.layers=3",
                    f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Genotype: Genotype(normal=[" in proc.stdout and str(run) in proc.stdout
@@ -39,15 +39,15 @@ def test_quickstart_search_end_to_end(tmp_path):
     genotype = Genotype.parse((run / "genotype.json").read_text())
     assert Genotype.parse((run / "genotype.txt").read_text()) == genotype
     history = [json.loads(line) for line in (run / "genotype_history.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
     assert Genotype.parse(history[-1]["genotype"]) == genotype
 
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     val_acc = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
-    assert len(val_acc) == 4
+    assert len(val_acc) == 3
     # how decided the search is: per epoch in metrics.csv, at the end in summary.json and the printed lines
     per_epoch = [float(r["decision/normal/max_prob"]) for r in rows if r.get("decision/normal/max_prob")]
-    assert len(per_epoch) == 4 and all(1 / 8 <= p <= 1 for p in per_epoch)
+    assert len(per_epoch) == 3 and all(1 / 8 <= p <= 1 for p in per_epoch)
     decided = json.loads((run / "summary.json").read_text())["decision"]
     final = torch.load(run / "op_probabilities.pt", weights_only=True)["normal"]
     assert decided["normal"]["max_prob"] == pytest.approx(final.max(-1).values.mean().item(), rel=1e-5)

@@ -38,6 +38,7 @@ CHECKED_PAGES = [
     "docs/getting-started.md",
     "docs/concepts.md",
     "docs/guides/search.md",
+    "docs/guides/leaderboard.md",
     "docs/guides/spaces.md",
     "docs/guides/retrain.md",
     "docs/guides/econas.md",

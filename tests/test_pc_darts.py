@@ -14,8 +14,8 @@ from darts_lite.data import SearchDataModule
 from darts_lite.run.build import build_search_module
 from darts_lite.search import SearchModule
 from darts_lite.spaces.darts.genotype import PRIMITIVES, Genotype
-from darts_lite.spaces.darts.ops import channel_shuffle
 from darts_lite.spaces.darts.search import MixedEdge, SearchNetwork, node_softmax
+from darts_lite.spaces.ops import channel_shuffle
 
 
 def _step(net, x, y, seed):
@@ -255,10 +255,52 @@ def test_bad_partial_channels_stop_with_one_clear_message():
     with pytest.raises(ConfigError, match=r"space.partial_channels=3: must divide space.C=16") as err:
         validate_search(cfg)
     assert str(err.value).count("partial_channels") == 1
-    # PC-DARTS is an argument of the darts space's supernet: NAS-Bench-201's does not take it
-    cfg = compose_cfg("+experiment=nb201_quick", "+space.partial_channels=2")
-    with pytest.raises(ConfigError, match="space.partial_channels: unknown option of darts_lite.spaces.nb201.search.Search"):
-        validate_search(cfg)
-    with pytest.raises(ConfigError, match="space.partial_channels: unknown option"):
-        validate_search(compose_cfg("+experiment=nb201_quick", "search=pc_darts"))
-    validate_search(compose_cfg("+experiment=nb201_quick"))  # the default (off) still works on NB201
+    # the NAS-Bench-201 supernet takes the same two keys, with the same check
+    with pytest.raises(ConfigError, match=r"space.partial_channels=3: must divide space.C=8"):
+        validate_search(compose_cfg("+experiment=nb201_quick", "space.partial_channels=3"))
+    validate_search(compose_cfg("+experiment=nb201_quick", "search=pc_darts"))
+
+
+# ---- PC-DARTS on the NAS-Bench-201 space ----------------------------------------------------------------------
+def test_nb201_partial_channels_send_c_over_k_channels_through_the_ops():
+    from darts_lite.spaces.nb201 import PRIMITIVES as NB201_OPS
+    from darts_lite.spaces.nb201.search import MixedEdge as NB201Edge
+
+    C, K = 8, 4
+    edge = NB201Edge(C, C, 1, NB201_OPS, affine=False, track_running_stats=True, partial_channels=K)
+    seen = []
+    for op in edge.ops:
+        op.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    x = torch.randn(2, C, 5, 5)
+    w = torch.softmax(torch.randn(len(NB201_OPS)), -1)
+    out = edge(x, w, None)
+    assert seen and set(seen) == {C // K}
+    # the processed quarter is the mixed sum of the ops on it; the rest of the input passes untouched, shuffled
+    mixed = sum(wk * op(x[:, :C // K]) for wk, op in zip(w, edge.ops) if not isinstance(op, type(edge.ops[0])))
+    torch.testing.assert_close(out, channel_shuffle(torch.cat([mixed, x[:, C // K:]], 1), K))
+    for i in range(C // K):
+        for g in range(1, K):
+            assert torch.equal(out[:, i * K + g], x[:, g * (C // K) + i])
+
+
+def test_nb201_edge_normalization_scales_each_nodes_edges():
+    from darts_lite.spaces.nb201 import EDGES
+    from darts_lite.spaces.nb201.search import SearchNetwork as NB201Network
+
+    torch.manual_seed(0)
+    net = NB201Network(C=8, N=1, num_classes=3, partial_channels=2, edge_normalization=True)
+    alphas, beta = net.arch_parameters()
+    assert tuple(alphas.shape) == (6, 5) and tuple(beta.shape) == (6,)
+    with torch.no_grad():
+        beta.copy_(torch.randn(6))
+    scale = net.edge_scale()
+    for node in (1, 2, 3):
+        into = [e for e, (to, _) in enumerate(EDGES) if to == node]
+        torch.testing.assert_close(scale[into], torch.softmax(beta[into], -1))
+    assert set(net.edge_probabilities()) == {"cell"}
+    F.cross_entropy(net(torch.randn(4, 3, 8, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    assert alphas.grad.abs().sum() > 0 and beta.grad.abs().sum() > 0
+    # off, the network is the plain one: same alphas, no betas
+    torch.manual_seed(0)
+    plain = NB201Network(C=8, N=1, num_classes=3)
+    assert plain.arch_parameters() == [plain.alphas] and plain.edge_scale() is None

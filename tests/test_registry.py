@@ -61,6 +61,7 @@ def test_load_path_takes_colon_dot_and_module_paths_and_says_what_is_missing():
 
 def test_every_named_thing_of_the_package_is_one_registry_type_whose_entries_load():
     from darts_lite.evolve import ALGORITHMS
+    from darts_lite.leaderboard import METHODS
     from darts_lite.relax import RELAXATIONS
     from darts_lite.run.tasks import TASKS
     from darts_lite.spaces import SPACES
@@ -70,13 +71,13 @@ def test_every_named_thing_of_the_package_is_one_registry_type_whose_entries_loa
 
     registries = {"task": TASKS, "space": SPACES, "relaxation": RELAXATIONS, "evolution algorithm": ALGORITHMS,
                   "surrogate-search algorithm": SURROGATE_SEARCHES, "surrogate model": MODELS, "selection": SELECTIONS,
-                  "resource kind": RESOURCES}
+                  "resource kind": RESOURCES, "leaderboard method": METHODS}
     for kind, reg in registries.items():
         assert isinstance(reg, Registry) and reg.kind == kind and len(reg) >= 2, kind
         for name in reg:
             assert reg[name] is not None and reg.summary(name), (kind, name)
     assert set(TASKS) == {"search", "train", "select", "proxy_study", "econas", "surrogate", "surrogate_search",
-                          "surrogate_predict", "ofa"}
+                          "surrogate_predict", "leaderboard", "ofa"}
     assert list(RELAXATIONS) == ["softmax", "gumbel"] and set(SPACES) >= {"darts", "nb201"}
 
 

@@ -63,6 +63,8 @@ _task("surrogate_search", "darts_lite.surrogate.benchmark:run_surrogate_search",
       "benchmark search algorithms against a surrogate")
 _task("surrogate_predict", "darts_lite.surrogate.predict:run_surrogate_predict", "darts_lite.surrogate.predict:check",
       "score genotypes with a saved surrogate (every number a prediction)")
+_task("leaderboard", "darts_lite.leaderboard:run_leaderboard", "darts_lite.leaderboard:check",
+      "every one-shot method x seeds on one space, each found cell's accuracy looked up or retrained, ranked")
 _task("ofa", "darts_lite.ofa.task:run_ofa", "darts_lite.ofa.task:check",
       "Once-for-All: progressive shrinking, then a sub-network per budget",
       fixed=("seed", "data", "ofa.network", "ofa.val_split"))

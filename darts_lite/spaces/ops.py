@@ -16,6 +16,16 @@ import torch
 from torch import nn
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Interleave ``groups`` equal channel blocks: x [B, C, H, W] -> [B, C, H, W], input channel g * C/groups + i
+    goes to output channel i * groups + g. Keeps a channels-last input channels-last."""
+    b, c, h, w = x.shape
+    out = x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
+
+
 class _ReLUFirst(nn.Sequential):
     """A sequence whose first module is the ReLU of its input (``ReLUConvBN``, ``DilConv``)."""
 

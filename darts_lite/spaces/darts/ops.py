@@ -11,17 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import FactorizedReduce, Identity, Zero, _ReLUFirst
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Interleave ``groups`` equal channel blocks: x [B, C, H, W] -> [B, C, H, W], input channel g * C/groups + i
-    goes to output channel i * groups + g. Keeps a channels-last input channels-last."""
-    b, c, h, w = x.shape
-    out = x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+from ..ops import FactorizedReduce, Identity, Zero, _ReLUFirst, channel_shuffle  # noqa: F401 (channel_shuffle: its old home)
 
 
 class DepthwiseConv2d(nn.Conv2d):

@@ -11,7 +11,7 @@ from torch import nn
 
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, checked
-from ..ops import Zero
+from ..ops import Zero, channel_shuffle
 from ..supernet import Supernet, new_alphas
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
 from .ops import _Macro, make_op
@@ -22,12 +22,20 @@ class MixedEdge(nn.Module):
 
     ``auxiliary_skip`` (DARTS-): an identity branch beside the ops, outside the op choice; forward adds ``skip``
     times the input.
+
+    ``partial_channels`` K > 1 (PC-DARTS): the ops are built for 1/K of the channels and see the first 1/K of the
+    input; the other channels bypass them, and the two parts are concatenated and channel-shuffled in K groups.
     """
 
     def __init__(self, c_in: int, c_out: int, stride: int, primitives: Sequence[str], affine: bool, track_running_stats: bool,
-                 unsampled_weights: bool = True, auxiliary_skip: bool = False):
+                 unsampled_weights: bool = True, auxiliary_skip: bool = False, partial_channels: int = 1):
         super().__init__()
-        self.ops = nn.ModuleList(make_op(p, c_in, c_out, stride, affine, track_running_stats) for p in primitives)
+        k = partial_channels
+        if k > 1 and (c_in != c_out or stride != 1 or c_in % k):
+            raise ValueError(f"partial channels need an edge that keeps its shape and channels divisible by {k}, not "
+                             f"{c_in}->{c_out} at stride {stride}")
+        self.partial_channels = k
+        self.ops = nn.ModuleList(make_op(p, c_in // k, c_out // k, stride, affine, track_running_stats) for p in primitives)
         self.unsampled_weights = unsampled_weights
         if auxiliary_skip and (c_in != c_out or stride != 1):
             raise ValueError(f"an auxiliary skip needs an edge that keeps its shape, not {c_in}->{c_out} at stride {stride}")
@@ -36,7 +44,12 @@ class MixedEdge(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, skip: float = 0.0) -> torch.Tensor:
         """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
         coefficient."""
-        out = self._edge(x, weights, index)
+        k = self.partial_channels
+        if k == 1:
+            out = self._edge(x, weights, index)
+        else:
+            c = x.shape[1] // k
+            out = channel_shuffle(torch.cat([self._edge(x[:, :c], weights, index), x[:, c:]], dim=1), k)
         return out + skip * x if skip and self.auxiliary_skip else out
 
     def _edge(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
@@ -60,16 +73,17 @@ class SearchCell(nn.Module):
     """The 4-node DAG with a mixed edge on each of its 6 edges. forward: [B, C_in, H, W] -> [B, C_out, H, W]."""
 
     def __init__(self, c_in: int, c_out: int, primitives: Sequence[str], affine: bool, track_running_stats: bool,
-                 unsampled_weights: bool = True, auxiliary_skip: bool = False):
+                 unsampled_weights: bool = True, auxiliary_skip: bool = False, partial_channels: int = 1):
         super().__init__()
         # only edges from the cell input see c_in; the others read nodes already at c_out
         self.edges = nn.ModuleList(
             MixedEdge(c_in if j == 0 else c_out, c_out, 1, primitives, affine, track_running_stats, unsampled_weights,
-                      auxiliary_skip)
+                      auxiliary_skip, partial_channels)
             for _, j in EDGES
         )
 
-    def forward(self, x: torch.Tensor, ew: EdgeWeights) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ew: EdgeWeights, edge_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, C, H, W]; edge_scale: None, or [6] factors of the edges' outputs (edge normalization)."""
         nodes = [x]
         for i in range(1, NODES):
             node = None
@@ -77,6 +91,8 @@ class SearchCell(nn.Module):
                 if to != i:
                     continue
                 out = self.edges[e](nodes[j], ew.weights[e], None if ew.index is None else ew.index[e], ew.skip)
+                if edge_scale is not None:
+                    out = out * edge_scale[e]
                 node = out if node is None else node + out
             nodes.append(node)
         return nodes[-1]
@@ -110,6 +126,8 @@ class SearchNetwork(Supernet, _Macro):
                                                      "none")] = PRIMITIVES,
         unsampled_weights: bool = True,
         checkpoint_cells: bool = False,
+        partial_channels: Annotated[int, Ge(1), Hint("PC-DARTS's K; 1 = off")] = 1,
+        edge_normalization: bool = False,
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)
@@ -117,35 +135,60 @@ class SearchNetwork(Supernet, _Macro):
         self.primitives = primitives
         self.affine, self.track_running_stats = affine, track_running_stats
         self.unsampled_weights = unsampled_weights
+        self.partial_channels, self.edge_normalization = partial_channels, bool(edge_normalization)
         self.relaxation = make_relaxation(relaxation)
         self._build(C, N, num_classes, in_channels)
 
         self.alphas = new_alphas((len(EDGES), len(primitives)), alpha_init)
+        # created after the alphas and only when asked for, so the alphas (and the RNG) are those of the plain network
+        self.beta = new_alphas((len(EDGES),), alpha_init) if self.edge_normalization else None
 
     @classmethod
     def config_problems(cls, rules: Any) -> list[str]:
-        ops = list(rules.values["primitives"])
-        if len(ops) >= 2 and set(ops) <= set(PRIMITIVES) and len(set(ops)) == len(ops) and set(ops) != {"none"}:
-            return []
-        return [f"{rules.key('primitives')}={ops}: must be distinct ops from {', '.join(PRIMITIVES)}, at least one besides "
-                "none"]
+        ops, problems = list(rules.values["primitives"]), []
+        if not (len(ops) >= 2 and set(ops) <= set(PRIMITIVES) and len(set(ops)) == len(ops) and set(ops) != {"none"}):
+            problems.append(f"{rules.key('primitives')}={ops}: must be distinct ops from {', '.join(PRIMITIVES)}, at least "
+                            "one besides none")
+        C, K = rules.values["C"], rules.values["partial_channels"]
+        if C % K:
+            divisors = ", ".join(str(d) for d in range(1, C + 1) if C % d == 0)
+            problems.append(f"{rules.key('partial_channels')}={K}: must divide {rules.key('C')}={C} (each edge's ops get "
+                            f"1/{K} of its channels, in stages of C, 2C and 4C channels); divisors of {C}: {divisors}")
+        return problems
 
     def _make_cell(self, c_in: int, c_out: int) -> nn.Module:
         return SearchCell(c_in, c_out, self.primitives, self.affine, self.track_running_stats, self.unsampled_weights,
-                          getattr(self.relaxation, "auxiliary_skip", False))
+                          getattr(self.relaxation, "auxiliary_skip", False), self.partial_channels)
 
     # ---- parameters ----------------------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The alphas: one [6, O] tensor shared by every cell."""
-        return [self.alphas]
+        """The alphas: one [6, O] tensor shared by every cell; with edge normalization then the betas [6]."""
+        return [self.alphas] if self.beta is None else [self.alphas, self.beta]
+
+    def edge_scale(self) -> torch.Tensor | None:
+        """Edge normalization's factors [6]: each node's incoming edges' betas softmaxed together; None when off."""
+        if self.beta is None:
+            return None
+        out = torch.empty_like(self.beta)
+        for i in range(1, NODES):
+            into = [e for e, (to, _) in enumerate(EDGES) if to == i]
+            out = out.index_copy(0, torch.tensor(into), torch.softmax(self.beta[into], dim=-1))
+        return out
+
+    def edge_probabilities(self) -> dict[str, torch.Tensor]:
+        """Edge normalization's shares, {"cell": [6]} (detached); {} when it is off."""
+        scale = self.edge_scale()
+        return {} if scale is None else {"cell": scale.detach()}
 
     # ---- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B, C_in, H, W] -> logits [B, num_classes]."""
         ew = self.relax("cell", self.alphas)  # one sample per pass, shared by all cells, as GDAS does
+        scale = self.edge_scale()
+        extra = () if scale is None else (scale,)
         h = self.stem(x)
         for cell in self.cells:
-            h = self.run_cell(cell, h, ew) if isinstance(cell, SearchCell) else cell(h)
+            h = self.run_cell(cell, h, ew, *extra) if isinstance(cell, SearchCell) else cell(h)
         return self._head(h)
 
     # ---- architecture --------------------------------------------------------------------------
