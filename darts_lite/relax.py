@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from .registry import Registry
 from .schema import Gt, Hint, checked
 
-__all__ = ["RELAXATIONS", "EdgeWeights", "GumbelRelaxation", "Relaxation", "SoftmaxRelaxation", "linear_tau",
-           "make_relaxation", "relaxation_class"]
+__all__ = ["RELAXATIONS", "AnnealedRelaxation", "EdgeWeights", "GumbelRelaxation", "Relaxation", "SoftmaxRelaxation",
+           "linear_tau", "make_relaxation", "relaxation_class"]
 
 
 @dataclass
@@ -86,8 +86,47 @@ def linear_tau(epoch: int, epochs: int, tau_max: float = 10.0, tau_min: float = 
     return tau_max - (tau_max - tau_min) * epoch / (epochs - 1)
 
 
+class AnnealedRelaxation(Relaxation):
+    """Base of a relaxation with a temperature ``tau`` that ``schedule`` anneals per epoch from ``tau_max`` towards
+    ``tau_min``, and Gumbel-softmax samples of it (GDAS's hard ones, SNAS's soft ones)."""
+
+    max_resamples = 100
+
+    def __init__(self, tau_max: float, tau_min: float):
+        self.tau_max, self.tau_min = float(tau_max), float(tau_min)
+        self.tau = self.tau_max
+
+    @classmethod
+    def config_problems(cls, rules: Any) -> list[str]:
+        v = rules.values
+        if v["tau_max"] < v["tau_min"]:
+            return [f"{rules.key('tau_max')}={v['tau_max']}: must be >= {rules.key('tau_min')}"]
+        return []
+
+    def schedule(self, epoch: int, epochs: int) -> float:
+        """The temperature of epoch ``epoch`` (0-based) of ``epochs``."""
+        raise NotImplementedError
+
+    def set_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
+        self.tau = self.schedule(epoch, epochs)
+        return {"tau": self.tau}
+
+    def gumbel_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """softmax((logits + g) / tau) per row, g = -log(Exponential(1)) ~ Gumbel(0, 1). A zero draw of Exponential(1)
+        gives inf noise: such samples are redrawn, as in GDAS."""
+        for _ in range(self.max_resamples):
+            gumbel = -torch.empty_like(logits).exponential_().log()
+            probs = F.softmax((logits + gumbel) / self.tau, dim=-1)
+            if torch.isfinite(gumbel).all() and torch.isfinite(probs).all():
+                return probs
+        raise FloatingPointError(
+            f"Gumbel sampling gave non-finite weights {self.max_resamples} times; the alphas are "
+            f"probably non-finite: {logits}"
+        )
+
+
 @RELAXATIONS.register("gumbel")
-class GumbelRelaxation(Relaxation):
+class GumbelRelaxation(AnnealedRelaxation):
     """GDAS: a hard Gumbel-softmax sample per edge; only the sampled op runs.
 
     probs = softmax((log_softmax(alpha) + g) / tau), g = -log(Exponential(1));
@@ -99,40 +138,20 @@ class GumbelRelaxation(Relaxation):
     """
 
     hard = True
-    max_resamples = 100
 
     @checked
     def __init__(self, tau_max: Annotated[float, Gt(0)] = 10.0,
                  tau_min: Annotated[float, Gt(0), Hint("the temperature of the last epoch")] = 0.1):
-        self.tau_max, self.tau_min = float(tau_max), float(tau_min)
-        self.tau = self.tau_max
+        super().__init__(tau_max, tau_min)
 
-    @classmethod
-    def config_problems(cls, rules: Any) -> list[str]:
-        v = rules.values
-        if v["tau_max"] < v["tau_min"]:
-            return [f"{rules.key('tau_max')}={v['tau_max']}: must be >= {rules.key('tau_min')}"]
-        return []
-
-    def set_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
-        self.tau = linear_tau(epoch, epochs, self.tau_max, self.tau_min)
-        return {"tau": self.tau}
+    def schedule(self, epoch: int, epochs: int) -> float:
+        return linear_tau(epoch, epochs, self.tau_max, self.tau_min)
 
     def __call__(self, alphas: torch.Tensor) -> EdgeWeights:
-        log_p = F.log_softmax(alphas, dim=-1)
-        for _ in range(self.max_resamples):
-            gumbel = -torch.empty_like(alphas).exponential_().log()
-            probs = F.softmax((log_p + gumbel) / self.tau, dim=-1)
-            index = probs.argmax(dim=-1, keepdim=True)
-            one_hot = torch.zeros_like(probs).scatter_(-1, index, 1.0)
-            weights = one_hot - probs.detach() + probs
-            # a zero draw of Exponential(1) gives inf noise; such samples are redrawn, as in GDAS
-            if torch.isfinite(gumbel).all() and torch.isfinite(weights).all():
-                return EdgeWeights(weights, index.squeeze(-1).tolist())
-        raise FloatingPointError(
-            f"Gumbel sampling gave non-finite weights {self.max_resamples} times; the alphas are "
-            f"probably non-finite: {alphas}"
-        )
+        probs = self.gumbel_softmax(F.log_softmax(alphas, dim=-1))
+        index = probs.argmax(dim=-1, keepdim=True)
+        one_hot = torch.zeros_like(probs).scatter_(-1, index, 1.0)
+        return EdgeWeights(one_hot - probs.detach() + probs, index.squeeze(-1).tolist())
 
 
 def relaxation_class(spec: Any) -> Any:

@@ -12,12 +12,11 @@ search length; here E is the search's ``epochs``). Defaults: lambda_0 = 1, lambd
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 
-from ..relax import EdgeWeights, Relaxation
+from ..relax import AnnealedRelaxation, EdgeWeights
 from ..schema import Gt, Hint, checked
 
 __all__ = ["SoftGumbelRelaxation", "snas_temperature"]
@@ -30,34 +29,16 @@ def snas_temperature(epoch: int, epochs: int, tau_max: float = 1.0, tau_min: flo
     return max(tau_min + (tau_max - tau_min) * fraction, tau_min)
 
 
-class SoftGumbelRelaxation(Relaxation):
+class SoftGumbelRelaxation(AnnealedRelaxation):
     """SNAS: a soft Gumbel-softmax sample of each edge's alphas, every op weighted by it; temperature annealed."""
-
-    max_resamples = 100
 
     @checked
     def __init__(self, tau_max: Annotated[float, Gt(0), Hint("the temperature the annealing starts from")] = 1.0,
                  tau_min: Annotated[float, Gt(0), Hint("the temperature of the last epoch")] = 0.03):
-        self.tau_max, self.tau_min = float(tau_max), float(tau_min)
-        self.tau = self.tau_max
+        super().__init__(tau_max, tau_min)
 
-    @classmethod
-    def config_problems(cls, rules: Any) -> list[str]:
-        v = rules.values
-        if v["tau_max"] < v["tau_min"]:
-            return [f"{rules.key('tau_max')}={v['tau_max']}: must be >= {rules.key('tau_min')}"]
-        return []
-
-    def set_epoch(self, epoch: int, epochs: int) -> dict[str, float]:
-        self.tau = snas_temperature(epoch, epochs, self.tau_max, self.tau_min)
-        return {"tau": self.tau}
+    def schedule(self, epoch: int, epochs: int) -> float:
+        return snas_temperature(epoch, epochs, self.tau_max, self.tau_min)
 
     def __call__(self, alphas: torch.Tensor) -> EdgeWeights:
-        for _ in range(self.max_resamples):
-            gumbel = -torch.empty_like(alphas).exponential_().log()
-            weights = F.softmax((alphas + gumbel) / self.tau, dim=-1)
-            # a zero draw of Exponential(1) gives inf noise: redraw
-            if torch.isfinite(gumbel).all() and torch.isfinite(weights).all():
-                return EdgeWeights(weights)
-        raise FloatingPointError(f"Gumbel sampling gave non-finite weights {self.max_resamples} times; the alphas are "
-                                 f"probably non-finite: {alphas}")
+        return EdgeWeights(self.gumbel_softmax(alphas))
