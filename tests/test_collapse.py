@@ -366,8 +366,8 @@ def test_guard_group_through_the_command_line(tmp_path):
         return run_cli(*args, cwd=tmp_path)
 
     run = tmp_path / "run"
-    proc = cli("+experiment=nb201_quick", "guard=collapse", "search.epochs=3", "search.warmup_epochs=1",
-               "guard.eigen_iters=3", "guard.eigen_batch=16", f"hydra.run.dir={run}")
+    proc = cli("+experiment=nb201_quick", "guard=collapse", "search.epochs=3", "search.warmup_epochs=1", "space.N=1",
+               "+trainer.limit_train_batches=5", "guard.eigen_iters=3", "guard.eigen_batch=16", f"hydra.run.dir={run}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = _json.loads((run / "summary.json").read_text())
     assert summary["stopped"] is None  # guard.stop=none: measures only, every epoch runs

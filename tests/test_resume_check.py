@@ -15,9 +15,6 @@ from conftest import compose_cfg, run_cli
 from darts_lite.errors import ConfigError
 from darts_lite.run.checkpoints import RECORD_KEY, resume_checkpoint
 
-# one worker runs this file: its module-wide search fixture then runs once, not once per worker
-pytestmark = pytest.mark.xdist_group("resume_check")
-
 ARGS = ["+experiment=quickstart", "data=synthetic", "search.epochs=2", "search.warmup_epochs=1", "space.C=4",
         "space.layers=3", "trainer.enable_progress_bar=false"]
 

@@ -114,7 +114,7 @@ def test_darts_cells_put_a_nodes_two_edges_in_input_order():
 def test_nb201_search_end_to_end_then_retrain_the_cell(tmp_path, search):
     run = tmp_path / "search"
     proc = run_cli("+experiment=nb201_quick", f"search={search}", "search.epochs=2", "search.warmup_epochs=1",
-                   f"hydra.run.dir={run}", cwd=tmp_path)
+                   "+trainer.limit_train_batches=4", f"hydra.run.dir={run}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     nb201 = get_space("nb201")
     genotype = nb201.Genotype.parse((run / "genotype.txt").read_text())
@@ -134,8 +134,8 @@ def test_nb201_search_end_to_end_then_retrain_the_cell(tmp_path, search):
     assert refused.returncode != 0
     assert "a nb201 cell, and train=darts retrains darts cells; add train=nb201" in refused.stderr
     retrain = tmp_path / "train"
-    proc = run_cli("+experiment=train_quick", "train=nb201", f"genotype={run}", "train.epochs=1", f"hydra.run.dir={retrain}",
-                   cwd=tmp_path)
+    proc = run_cli("+experiment=train_quick", "train=nb201", f"genotype={run}", "train.epochs=1",
+                   "+trainer.limit_train_batches=4", f"hydra.run.dir={retrain}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((retrain / "summary.json").read_text())
     assert summary["genotype"] == genotype.to_text()
