@@ -261,15 +261,6 @@ def run_job(job: Job) -> dict[str, Any]:
 
 
 # ---- the whole leaderboard --------------------------------------------------------------------------------------
-def _executor(cfg: DictConfig, out_dir: Path) -> Any:
-    from .econas.executor import Executor
-
-    ex: dict[str, Any] = OmegaConf.to_container(cfg.executor, resolve=True) if cfg.get("executor") else {"name": "inline"}
-    name = ex.pop("name", "inline")
-    max_parallel = ex.pop("max_parallel", 1)
-    return Executor(name, folder=out_dir / "submitit", max_parallel=max_parallel, **ex)
-
-
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
@@ -352,7 +343,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 def run_leaderboard(cfg: DictConfig) -> dict[str, Any]:
     """Validate, run every (method, seed) job through the executor, write the three files; RunFailed (exit 1) when a
     job failed, after the files are written."""
-    from .econas.build import prepare_data
+    from .econas.build import build_executor, prepare_data
     from .run.folder import start_run
 
     check(cfg)
@@ -366,7 +357,7 @@ def run_leaderboard(cfg: DictConfig) -> dict[str, Any]:
     jobs = [Job(method, seed, str(out_dir / "jobs" / method / f"seed{seed}"), search, train, bool(cfg.get("resume")))
             for (method, seed), search in searches.items()]
     rows: list[dict[str, Any] | None] = [None] * len(jobs)
-    executor = _executor(cfg, out_dir)
+    executor = build_executor(cfg, out_dir / "submitit")
     print(f"Leaderboard: {len(jobs)} jobs ({len(_methods(cfg))} methods x {len(cfg.leaderboard.seeds)} seeds) in "
           f"{out_dir / 'jobs'}", flush=True)
     finished = 0
@@ -382,9 +373,8 @@ def run_leaderboard(cfg: DictConfig) -> dict[str, Any]:
                   f"({row['accuracy_source']}; {took}), {row['genotype']}", flush=True)
         rows[i] = row
         # written after every job: a killed leaderboard leaves a table of what finished
-        write_files(out_dir, [r for r in rows if r is not None], cfg)
+        files = write_files(out_dir, [r for r in rows if r is not None], cfg)
     done_rows = [r for r in rows if r is not None]
-    files = write_files(out_dir, done_rows, cfg)
     summary = {"task": "leaderboard", "status": "done", "jobs": len(jobs),
                "failed": sum(r["status"] != "done" for r in done_rows), "run_dir": str(out_dir),
                "files": {k: str(v) for k, v in files.items()}}

@@ -2,7 +2,8 @@
 
 Each training step takes a weight batch and an architecture batch. After ``warmup_epochs`` it first updates the
 alphas on the architecture batch (first order, or DARTS's unrolled second order: ``darts_lite.bilevel``, which
-holds the algorithm), then (always) the weights on the weight batch, as the DARTS reference loop does. Around that
+holds the algorithm), then (always) the weights on the weight batch, as the DARTS reference loop does
+(``step_order=weights_first`` swaps the two, as the NAS-Bench-201 reference scripts do). Around that
 step: SDARTS's perturbed alphas for the weight step (``darts_lite.tricks.perturb``), the method's regulariser on the
 architecture loss (``darts_lite.regularizers``: beta-DARTS, FairDARTS, DrNAS's KL), the resource penalty of a
 resource-aware search (``darts_lite.tricks.resources``), checks for non-finite losses and, under DDP, the averaging

@@ -79,16 +79,21 @@ def prepare_data(cfg: DictConfig) -> dict[str, Any]:
     return data
 
 
+def build_executor(cfg: DictConfig, folder: Path) -> Executor:
+    """The executor group's executor (inline without one), its submitit files under ``folder``."""
+    ex: dict[str, Any] = OmegaConf.to_container(cfg.executor, resolve=True) if cfg.get("executor") else {}
+    name = ex.pop("name", "inline")
+    max_parallel = ex.pop("max_parallel", 1)
+    return Executor(name, folder=folder, max_parallel=max_parallel, **ex)
+
+
 def evaluator(cfg: DictConfig, archive: Archive, data: dict[str, Any], seed: int | None = None,
               failures: Failures | None = None) -> Evaluator:
     """The evaluator over ``archive``: evaluation folders beside it, the executor of the executor group, the
     data node ``prepare_data`` returned, the run's seed unless another is given, ``failures`` shared with the
     run's other evaluators if given."""
-    ex: dict[str, Any] = OmegaConf.to_container(cfg.executor, resolve=True)
-    name = ex.pop("name")
-    max_parallel = ex.pop("max_parallel")
     root = archive.path.parent
-    executor = Executor(name, folder=root / "submitit", max_parallel=max_parallel, **ex)
+    executor = build_executor(cfg, root / "submitit")
     train = OmegaConf.to_container(cfg.train, resolve=True)
     trainer = {k: cfg.trainer[k] for k in ("accelerator", "precision", "deterministic") if k in cfg.trainer}
     return Evaluator(archive, executor, data=data, train=train,
