@@ -104,11 +104,19 @@ def leaderboard_figure(accuracies: Mapping[str, Sequence[float]], xlabel: str = 
     methods = sorted(accuracies, key=lambda m: float(np.mean(accuracies[m])) if len(accuracies[m]) else -math.inf)
     fig = Figure(figsize=(6.4, 1.0 + 0.35 * max(len(methods), 1)), layout="constrained")
     ax = fig.add_subplot()
+    every = [float(v) for m in methods for v in accuracies[m]]
+    # the axis spans the values (not 0-100): methods a point apart must look a point apart
+    low = min(every) if every else 0.0
+    pad = max(0.5, 0.1 * ((max(every) - low) if every else 0.0))
     for y, method in enumerate(methods):
         values = list(accuracies[method])
         if values:
-            ax.barh(y, float(np.mean(values)), color="#c6dbef", height=0.6)
-            ax.plot(values, [y] * len(values), "o", color="#08519c", markersize=4)
+            ax.barh(y, float(np.mean(values)) - (low - pad), left=low - pad, color="#c6dbef", height=0.6,
+                    label="mean over seeds" if y == 0 else None)
+            ax.plot(values, [y] * len(values), "o", color="#08519c", markersize=4, label="one seed" if y == 0 else None)
+    if every:
+        ax.set_xlim(low - pad, max(every) + pad)
+        ax.legend(loc="lower right", fontsize=8)
     ax.set_yticks(range(len(methods)), labels=methods)
     ax.set_xlabel(xlabel)
     ax.set_title(title)
