@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from .data import DATASETS, ImageDataModule, native_size, part_sizes, too_few_samples, train_class_counts
+from .data import DATASETS, READ_WHEN_BUILT, ImageDataModule, native_size, part_sizes, too_few_samples, train_class_counts
 from .errors import ConfigError
 from .schema import locate, node_problems, raise_problems, value_problem
 from .spaces import get_space, parse_genotype, space_name
@@ -127,8 +127,8 @@ def _part_problems(cfg: DictConfig, split: float | None) -> list[str]:
     this fails here and not after the Trainer started."""
     data = {k: _get(cfg, f"data.{k}") for k in ("name", "batch_size", "sample_ratio", "synthetic_samples",
                                                 "synthetic_classes")}
-    if data["name"] not in DATASETS or data["name"] == "dataset":
-        return []  # a user's dataset: its size is known once it is read (the data module checks then)
+    if data["name"] not in DATASETS or data["name"] in READ_WHEN_BUILT:
+        return []  # a user's dataset or folder: its size is known once it is read (the data module checks then)
     counts = train_class_counts(data["name"], data["synthetic_samples"] or 512, data["synthetic_classes"] or 4)
     weight, arch = part_sizes(counts, split, data["sample_ratio"])
     problem = too_few_samples(data["name"], weight, arch, data["batch_size"], split, data["sample_ratio"], _devices(cfg))
@@ -272,7 +272,7 @@ def _image_size(cfg: DictConfig) -> int | None:
     if _get(cfg, "data.resolution"):
         return _get(cfg, "data.resolution")
     name = _get(cfg, "data.name")
-    return native_size(name, _get(cfg, "data.synthetic_size")) if name in DATASETS and name != "dataset" else None
+    return native_size(name, _get(cfg, "data.synthetic_size")) if name in DATASETS and name not in READ_WHEN_BUILT else None
 
 
 def _check(problems: list[str], cfg: DictConfig, key: str, annotation: Any) -> None:

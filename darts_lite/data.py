@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import sys
@@ -26,14 +27,23 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from . import image_folder as folders
+from .errors import ConfigError, DatasetUnavailable
 from .schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, OneOf, checked
 
-# "dataset": a user's own, any map-style torch Dataset given by _target_ (ImageDataModule's train and test)
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "dataset")
+log = logging.getLogger("darts_lite")
+
+# "dataset": a user's own, any map-style torch Dataset given by _target_ (ImageDataModule's train and test);
+# "folder": images kept one sub-folder per class under data.root (data=folder, data=imagenet)
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "dataset", "folder")
+# the datasets whose classes, size and image side are known once they are read (when the data module is built)
+READ_WHEN_BUILT = ("dataset", "folder")
 
 # (classes, channels, native size) known before loading, so networks can be built first
 _SHAPES = {"cifar10": (10, 3, 32), "cifar100": (100, 3, 32), "digits": (10, 1, 8)}
+
+# what each label means, for the datasets that have names (the others' classes are called by their labels)
+_CLASS_NAMES = {"cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")}
 
 # images per class in scikit-learn's 1797 digits; with the fixed test split below they give the
 # training set's size before anything is loaded, so a config is checked before a run starts
@@ -49,8 +59,8 @@ def native_size(name: str, synthetic_size: int | None = None) -> int:
     """Side of a dataset's images before any data.resolution resize."""
     if name == "synthetic":
         return synthetic_size
-    if name == "dataset":
-        raise ValueError("data=dataset: the side of your dataset's images is known once it is read; set data.resolution")
+    if name in READ_WHEN_BUILT:
+        raise ValueError(f"data={name}: the side of your images is known once they are read; set data.resolution")
     if name not in _SHAPES:
         raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return _SHAPES[name][2]
@@ -67,8 +77,8 @@ def train_class_counts(name: str, synthetic_samples: int = 512, synthetic_classe
     if name == "synthetic":  # labels are arange(samples) % classes
         return tuple(synthetic_samples // synthetic_classes + (c < synthetic_samples % synthetic_classes)
                      for c in range(synthetic_classes))
-    if name == "dataset":
-        raise ValueError("data=dataset: the size of your dataset is known once it is read")
+    if name in READ_WHEN_BUILT:
+        raise ValueError(f"data={name}: the size of your dataset is known once it is read")
     raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
@@ -114,10 +124,6 @@ def too_few_samples(
         f"and {arch} for the architecture; a step takes a batch of data.batch_size={batch_size} from each part"
         f"{' (from the weights' + per_device + ')' if per_device else ''}; {' or '.join(fixes)}"
     )
-
-
-class DatasetUnavailable(RuntimeError):
-    """The dataset's files are missing and could not be downloaded; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -481,10 +487,7 @@ class _TrainBatches:
         w_perm = w_perm[: steps * bs * world].view(steps, world, bs)[:, rank]
         a_needed = steps * bs * world
         a_perm = a_perm.repeat(math.ceil(a_needed / len(a_perm)))[:a_needed].view(steps, world, bs)[:, rank]
-        w_idx = dm.weight_idx[w_perm].to(dm.device)
-        a_idx = dm.arch_idx[a_perm].to(dm.device)
-        for s in range(steps):
-            yield dm.train_batch(w_idx[s]), dm.train_batch(a_idx[s])
+        yield from dm.train_steps([dm.weight_idx[w_perm], dm.arch_idx[a_perm]])
 
 
 def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -516,9 +519,7 @@ class _PlainBatches:
         rank, world = dm.rank_and_world()
         bs, steps = dm.batch_size, dm.steps_per_epoch
         perm = torch.randperm(len(dm.weight_idx), generator=g)[: steps * bs * world].view(steps, world, bs)[:, rank]
-        idx = dm.weight_idx[perm].to(dm.device)
-        for s in range(steps):
-            x, y = dm.train_batch(idx[s])
+        for (x, y), in dm.train_steps([dm.weight_idx[perm]]):
             yield cutout(x, dm.cutout), y
 
 
@@ -537,6 +538,27 @@ class _EvalBatches:
             yield self.dm.normalise(self.x[sl]), self.y[sl]
 
 
+class _StreamedEvalBatches:
+    """Unaugmented batches in order, decoded from a streamed folder's files by the worker processes."""
+
+    def __init__(self, dm: ImageDataModule, split: folders.FolderSplit, idx: torch.Tensor):
+        self.dm, self.split, self.idx = dm, split, idx
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.idx) / self.dm.eval_batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        dm, f = self.dm, self.dm._folder
+        steps = [(c,) for c in self.idx.split(dm.eval_batch_size)]
+        reader = folders.BatchReader(self.split, f.mode, dm.image_size, steps, crop=dm.eval_crop)
+        for (x, y), in folders.read_batches(reader, dm.workers, pin_memory=dm.device.type == "cuda"):
+            yield dm.normalise(x.to(dm.device, non_blocking=True)), y.to(dm.device)
+
+
+def _rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
 class ImageDataModule(pl.LightningDataModule):
     """A dataset's training images, split for a bilevel search or kept whole for retraining, and its test split.
 
@@ -549,6 +571,15 @@ class ImageDataModule(pl.LightningDataModule):
     with ``cutout``. ``val_split``: 0 validates every epoch on the test split (the DARTS retraining recipe); a share
     in (0, 1) holds that much of the training images out as the validation split (what an architecture search may
     read), and the test split is only the test loader's.
+
+    name="folder": images kept one sub-folder per class under ``root`` (see ``darts_lite.image_folder``), read in
+    ``channels`` (null: 1 when every image is grayscale, else 3) at ``resolution`` (null: their common side), the
+    whole image squeezed to a square or, with ``eval_crop``, its centre square of that share of the shorter side.
+    They are decoded once and held like the built-in datasets, or with ``stream`` (null: when they would take more
+    than ``memory_limit_mb``) decoded by ``workers`` processes every step, where ``random_resized_crop`` may crop
+    the training images. ``color_jitter``/``hue_jitter`` jitter training images of any dataset on the device;
+    ``mean``/``std`` replace the per-channel statistics otherwise computed on the training images (a sample of
+    them when streaming).
 
     The config's data group builds it (``_target_: darts_lite.data.ImageDataModule``); the task adds ``seed``,
     ``bilevel`` and, for retraining, ``cutout`` and ``val_split``.
@@ -578,6 +609,18 @@ class ImageDataModule(pl.LightningDataModule):
         bilevel: bool = True,
         cutout: Annotated[int, Ge(0)] = 0,
         val_split: Annotated[float, Ge(0), Lt(1)] = 0.0,
+        channels: Literal[1, 3] | None = None,
+        test_split: Annotated[float, Gt(0), Lt(1), Hint("the share of each class a folder without test images "
+                                                          "holds out for testing")] = 0.2,
+        stream: bool | None = None,
+        memory_limit_mb: Annotated[int, Ge(1)] = 4096,
+        workers: Annotated[int, Ge(0)] = 2,
+        random_resized_crop: bool = False,
+        color_jitter: Annotated[float, Ge(0), Lt(1)] = 0.0,
+        hue_jitter: Annotated[float, Ge(0), Le(0.5)] = 0.0,
+        eval_crop: Annotated[float, Gt(0), Le(1)] | None = None,
+        mean: Annotated[list[float], MinLen(1)] | None = None,
+        std: Annotated[list[Annotated[float, Gt(0)]], MinLen(1)] | None = None,
     ):
         super().__init__()
         self.bilevel, self.val_on, self.cutout, self.val_split = bilevel, val_on, cutout, val_split
@@ -589,7 +632,21 @@ class ImageDataModule(pl.LightningDataModule):
         self.synthetic = dict(samples=synthetic_samples, classes=synthetic_classes, size=synthetic_size,
                               channels=synthetic_channels)
         self._data = None
-        if name == "dataset":
+        self.stream, self.workers, self._folder = False, workers, None
+        self.color_jitter, self.hue_jitter, self.eval_crop = color_jitter, hue_jitter, eval_crop
+        self.random_resized_crop = random_resized_crop
+        self._given_stats = self._given_statistics(mean, std)
+        if name != "folder" and (random_resized_crop or stream or channels is not None):
+            raise ConfigError(f"data.random_resized_crop, data.stream and data.channels are for images read from a "
+                              f"folder (data=folder, data=imagenet), not name={name}")
+        if name != "dataset" and (train is not None or test is not None):
+            raise ConfigError(f"data.train and data.test are for data=dataset (a dataset of your own), not name={name}")
+        if name == "folder":
+            # images in class sub-folders: scanned now, as their classes, channels and side size the network
+            self._folder, native, self.stream = self._scan_folder(root, channels, resolution, test_split, stream,
+                                                                 memory_limit_mb)
+            self.num_classes, self.in_channels = len(self._folder.classes), self._folder.channels
+        elif name == "dataset":
             # a user's dataset: read now, as its classes, channels and size size the network built before training
             self._data = load_user_datasets(train, test)
             x = self._data["train"][0]
@@ -597,21 +654,71 @@ class ImageDataModule(pl.LightningDataModule):
             if x.shape[-2] != x.shape[-1] and resolution is None:
                 raise ConfigError(f"data.resolution=null: the dataset's images are {x.shape[-2]}x{x.shape[-1]}; set "
                                   "data.resolution to the side to resize them to (the networks take square images)")
-        elif train is not None or test is not None:
-            raise ConfigError(f"data.train and data.test are for data=dataset (a dataset of your own), not name={name}")
         elif name == "synthetic":
             self.num_classes, self.in_channels, native = synthetic_classes, synthetic_channels, synthetic_size
         else:
             self.num_classes, self.in_channels, native = _SHAPES[name]
         self.image_size = resolution or native
+        if self._given_stats is not None and len(self._given_stats[0]) != self.in_channels:
+            raise ConfigError(f"data.mean and data.std give {len(self._given_stats[0])} channels; the images have "
+                              f"{self.in_channels}")
         self.epoch = 0
         self.device = torch.device("cpu")
         self._loaded = False
+
+    @staticmethod
+    def _given_statistics(mean: list[float] | None, std: list[float] | None) -> tuple[list, list] | None:
+        """(mean, std) given in the config, checked to come together and to agree; None: computed from the data."""
+        if (mean is None) != (std is None):
+            raise ConfigError("data.mean and data.std: give both (per channel) or neither (computed on the training "
+                              "images)")
+        if mean is None:
+            return None
+        if len(mean) != len(std):
+            raise ConfigError(f"data.mean has {len(mean)} values and data.std {len(std)}; give one per channel")
+        return list(mean), list(std)
+
+    def _scan_folder(self, root: str, channels: int | None, resolution: int | None, test_split: float,
+                     stream: bool | None, memory_limit_mb: int) -> tuple[folders.ImageFolder, int, bool]:
+        """(the folder's scan, the side its images are read at, whether they stream from disk); every problem of
+        the folder as one line."""
+        try:
+            found = folders.scan_image_folder(root, test_share=test_split, channels=channels,
+                                              read_headers=channels is None or resolution is None)
+        except folders.FolderProblem as e:
+            raise DatasetUnavailable(f"data.root={root}: {e}") from None
+        side = resolution or found.native
+        if side is None:
+            raise ConfigError(f"data.resolution=null: {folders.size_problem(found)}; set data.resolution to the side "
+                              "to resize them to (the networks take square images)")
+        need = folders.estimated_bytes(found, side)
+        if stream is None:
+            stream = self.random_resized_crop or need > memory_limit_mb * 2**20
+        elif not stream and self.random_resized_crop:
+            raise ConfigError("data.random_resized_crop=true crops each image anew every epoch, which needs "
+                              "data.stream=true (or null)")
+        if _rank_zero():
+            log.info("data=folder: %s%s", folders.describe(found, side, stream, self.workers),
+                     f" ({need / 2**20:,.0f} MiB decoded > data.memory_limit_mb={memory_limit_mb})"
+                     if stream and need > memory_limit_mb * 2**20 else "")
+        return found, side, stream
 
     # ---- loading -----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self._loaded:
             return
+        if self._folder is not None and self.stream:
+            self._setup_stream()
+            return
+        if self._folder is not None:
+            f = self._folder
+            side = self.image_size
+            self._data = {
+                "train": (folders.read_all(f.train, f.mode, side, self.eval_crop, self.workers,
+                                           f"decoding the training images of {f.root}"), f.train.labels),
+                "test": (folders.read_all(f.test, f.mode, side, self.eval_crop, self.workers,
+                                          f"decoding the test images of {f.root}"), f.test.labels),
+                "num_classes": len(f.classes), "classes": f.classes}
         data = self._data or load_dataset(self.name, self.root, self.download, **self.synthetic)
         self._data = None  # the tensors live on in the module's own attributes
         train_x, train_y = data["train"]
@@ -625,10 +732,44 @@ class ImageDataModule(pl.LightningDataModule):
         self.weight_idx, self.arch_idx = self._partition(perm)
         self._check_part_sizes(devices=1)
         # normalise with the statistics of the images used for training
-        xf = train_x.float()
-        self.mean = xf.mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-        self.std = xf.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1)
+        self.mean, self.std = self._statistics(train_x)
         self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
+        self.classes = tuple(data.get("classes") or _CLASS_NAMES.get(self.name) or map(str, range(self.num_classes)))
+        self._loaded = True
+
+    def _statistics(self, train_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std [1, C, 1, 1]: the config's, else those of ``train_x`` (the training images)."""
+        if self._given_stats is not None:
+            mean, std = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in self._given_stats)
+            return mean, std
+        xf = train_x.float()
+        return xf.mean(dim=(0, 2, 3)).view(1, -1, 1, 1), xf.std(dim=(0, 2, 3)).clamp_min(1e-6).view(1, -1, 1, 1)
+
+    # images of a streamed folder whose statistics normalise it (unless data.mean/data.std give them)
+    STATISTICS_SAMPLE = 2000
+
+    def _setup_stream(self) -> None:
+        """A folder read from disk every step: only the file lists and labels are held; the statistics come from a
+        seeded sample of the training images."""
+        f = self._folder
+        g = torch.Generator().manual_seed(self.seed)
+        keep = self._stratified_sample(f.train.labels, self.sample_ratio, g)
+        self.train_files = folders.FolderSplit(tuple(f.train.paths[i] for i in keep.tolist()), f.train.labels[keep])
+        self.test_files = f.test
+        self.train_y, self.test_y = self.train_files.labels, f.test.labels
+        perm = torch.randperm(len(self.train_y), generator=g)
+        self.weight_idx, self.arch_idx = self._partition(perm)
+        self._check_part_sizes(devices=1)
+        if self._given_stats is None:
+            sample = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(self.seed))
+            x = folders.read_all(self.train_files, f.mode, self.image_size, self.eval_crop, self.workers,
+                                 f"reading {self.STATISTICS_SAMPLE} images of {f.root} for their statistics",
+                                 indices=sample[: self.STATISTICS_SAMPLE])
+        else:
+            x = torch.empty(0)
+        self.mean, self.std = self._statistics(x)
+        self.train_x = self.test_x = None
+        self.classes = f.classes
         self._loaded = True
 
     def _partition(self, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -663,6 +804,35 @@ class ImageDataModule(pl.LightningDataModule):
             keep.append(idx[torch.randperm(len(idx), generator=g)[: _kept_per_class(len(idx), ratio)]])
         return torch.cat(keep).sort().values
 
+    def training_class_counts(self) -> tuple[int, ...]:
+        """Training images per class before ``sample_ratio``: read when the module was built for a folder or a
+        dataset of the user's, known beforehand for the built-in datasets."""
+        if self._folder is not None:
+            labels = self._folder.train.labels
+        elif self._data is not None:
+            labels = self._data["train"][1]
+        else:
+            return train_class_counts(self.name, self.synthetic["samples"], self.synthetic["classes"])
+        return tuple(torch.bincount(labels, minlength=self.num_classes).tolist())
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the data (Lightning stores it under the module's class name): the input the
+        network expects and how it was normalised, so that an exported network (task=export) takes raw images as
+        this module reads them. Empty before the data is read."""
+        if not self._loaded:
+            return {}
+        return {"name": self.name, "image_size": self.image_size, "in_channels": self.in_channels,
+                "num_classes": self.num_classes, "classes": list(self.classes), "dtype": self._image_dtype(),
+                "mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
+
+    def _image_dtype(self) -> str:
+        """The dtype of the images as this module reads them, before normalisation: uint8 (CIFAR, folders) or float32."""
+        x = self.train_x if self.train_x is not None else None
+        return "uint8" if x is None or x.dtype == torch.uint8 else str(x.dtype).removeprefix("torch.")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore: a resumed run reads its data again (its statistics come out the same)."""
+
     # ---- placement and batches ---------------------------------------------------------------
     def rank_and_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -680,17 +850,49 @@ class ImageDataModule(pl.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if device != self.device:
             for key in ("train_x", "train_y", "test_x", "test_y", "mean", "std"):
-                setattr(self, key, getattr(self, key).to(device))
+                if getattr(self, key) is not None:  # a streamed folder holds no images
+                    setattr(self, key, getattr(self, key).to(device))
             self.device = device
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.std
 
     def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._augmented(self.train_x[idx], self.train_y[idx])
+
+    def _augmented(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # crop and flip before normalising, so the padding is black as in the reference pipeline
         # (pad the image, then convert and normalise), not the mean colour
-        x = augment(self.train_x[idx].float(), self.crop_padding, self.flip)
-        return self.normalise(x), self.train_y[idx]
+        x = augment(x.float(), self.crop_padding, self.flip)
+        if self.color_jitter or self.hue_jitter:
+            x = folders.color_jitter(x, self.color_jitter, self.hue_jitter)
+        return self.normalise(x), y
+
+    def train_steps(self, parts: list[torch.Tensor]) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
+        """Per step s, one augmented, normalised batch per part: parts[k][s] indexes the training images (a search
+        passes its weight and architecture parts, retraining one)."""
+        if not self.stream:
+            idx = [p.to(self.device) for p in parts]
+            for s in range(len(parts[0])):
+                yield tuple(self.train_batch(p[s]) for p in idx)
+            return
+        f = self._folder
+        steps = [tuple(p[s] for p in parts) for s in range(len(parts[0]))]
+        reader = folders.BatchReader(self.train_files, f.mode, self.image_size, steps, crop=self.eval_crop,
+                                     random_crop=self.random_resized_crop, seed=self.seed, epoch=self.current_epoch())
+        for batches in folders.read_batches(reader, self.workers, pin_memory=self.device.type == "cuda"):
+            yield tuple(self._augmented(x.to(self.device, non_blocking=True), y.to(self.device)) for x, y in batches)
+
+    def eval_batches(self, which: str) -> _EvalBatches | _StreamedEvalBatches:
+        """Unaugmented batches of the held-out part of the training images ("held_out") or the test split."""
+        if self.stream:
+            split, idx = ((self.train_files, self.arch_idx) if which == "held_out" else
+                          (self.test_files, torch.arange(len(self.test_files))))
+            return _StreamedEvalBatches(self, split, idx)
+        if which == "held_out":
+            idx = self.arch_idx.to(self.device)
+            return _EvalBatches(self, self.train_x[idx], self.train_y[idx])
+        return _EvalBatches(self, self.test_x, self.test_y)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -713,18 +915,15 @@ class ImageDataModule(pl.LightningDataModule):
         """Whether validation reads the held-out part of the training images (arch_idx) rather than the test split."""
         return self.val_on == "arch" if self.bilevel else bool(self.val_split)
 
-    def val_dataloader(self) -> _EvalBatches:
+    def val_dataloader(self) -> _EvalBatches | _StreamedEvalBatches:
         self.setup()
         self._to_training_device()
-        if self._validates_on_held_out_part():
-            idx = self.arch_idx.to(self.device)
-            return _EvalBatches(self, self.train_x[idx], self.train_y[idx])
-        return _EvalBatches(self, self.test_x, self.test_y)
+        return self.eval_batches("held_out" if self._validates_on_held_out_part() else "test")
 
-    def test_dataloader(self) -> _EvalBatches:
+    def test_dataloader(self) -> _EvalBatches | _StreamedEvalBatches:
         self.setup()
         self._to_training_device()
-        return _EvalBatches(self, self.test_x, self.test_y)
+        return self.eval_batches("test")
 
 
 class SearchDataModule(ImageDataModule):

@@ -12,3 +12,7 @@ class RunFailed(RuntimeError):
     """A run could not do its work though its config was valid: e.g. more of a study's or evolution's evaluations
     failed than ``evaluation.max_failed_share`` allows. The message summarises the failures by cause and says where
     the full errors are and how to continue."""
+
+
+class DatasetUnavailable(RuntimeError):
+    """The dataset's files are missing, could not be downloaded, or cannot be read; the message says what to do."""

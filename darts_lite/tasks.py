@@ -59,7 +59,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
         genotype = module.net.genotype()
         decided = decision(module.net.op_probabilities(), genotype)
         summary = {"task": "search", "status": "done", "genotype": genotype.to_text(), "metrics": metrics,
-                   "decision": decided, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
+                   "decision": decided, "classes": list(getattr(dm, "classes", ())), "run_dir": str(out_dir),
+                   "wall_time_s": clock.elapsed_s()}
         if guard is not None:
             summary["stopped"] = guard.stopped  # None: the search ran all its epochs
         hp = module.hparams
@@ -155,7 +156,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt)
         metrics = final_metrics(trainer)
         summary = {"task": "train", "status": "done", "genotype": genotype.to_text(), "genotype_spec": str(cfg.genotype),
-                   **size, "metrics": metrics, "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
+                   **size, "metrics": metrics, "classes": list(getattr(dm, "classes", ())), "run_dir": str(out_dir),
+                   "wall_time_s": clock.elapsed_s()}
         if write_summary(trainer, out_dir, summary):
             acc = metrics.get("val/acc")
             print(f"Test accuracy: {acc:.4f}" if acc is not None else "Test accuracy: not measured")

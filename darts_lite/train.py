@@ -7,7 +7,7 @@ ramped linearly as drop_path_prob * epoch / epochs (cutout lives in the data mod
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from .resume import Resumable
-from .schema import Ge, Gt, Hint, Lt, checked
+from .schema import Ge, Gt, Hint, Le, Lt, checked
 from .spaces import SPACES, get_space, parse_genotype
 from .spaces.darts.genotype import Genotype, zoo
 from .speed import SpeedSwitches
@@ -73,6 +73,10 @@ class TrainModule(Resumable, SpeedSwitches, pl.LightningModule):
         drop_path_prob: Annotated[float, Ge(0), Lt(1), Hint("ramped linearly: drop_path_prob * epoch / epochs")] = 0.2,
         channels_last: bool = True,
         compile: bool = False,
+        label_smoothing: Annotated[float, Ge(0), Lt(1)] = 0.0,
+        lr_schedule: Literal["cosine", "step"] = "cosine",
+        lr_gamma: Annotated[float, Gt(0), Le(1), Hint("the lr is multiplied by it every lr_step epochs")] = 0.97,
+        lr_step: Annotated[int, Ge(1)] = 1,
     ):
         super().__init__()
         genotype = resolve_genotype(genotype).to_text()  # stored as text: checkpoints stay loadable
@@ -89,8 +93,27 @@ class TrainModule(Resumable, SpeedSwitches, pl.LightningModule):
         hp = self.hparams
         opt = torch.optim.SGD(self.net.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay,
                               nesterov=hp.get("nesterov", False))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs, eta_min=hp.lr_min)
+        if hp.get("lr_schedule", "cosine") == "step":  # ImageNet's recipe: lr * gamma ** (epoch // step)
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.lr_step, gamma=hp.lr_gamma)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=hp.epochs, eta_min=hp.lr_min)
         return [opt], [{"scheduler": sched, "interval": "epoch"}]
+
+    def rebase_schedules(self, saved: dict[str, Any]) -> list[str]:
+        """A step schedule resumed with another lr, gamma or step: the new rate at the epoch reached."""
+        hp = self.hparams
+        if hp.get("lr_schedule", "cosine") != "step":
+            return super().rebase_schedules(saved)
+        old = (saved.get("lr"), saved.get("lr_gamma"), saved.get("lr_step"))
+        if old == (hp.lr, hp.lr_gamma, hp.lr_step):
+            return []
+        opt, sched = self.optimizers().optimizer, self.lr_schedulers()
+        sched.base_lrs, sched.gamma, sched.step_size = [hp.lr] * len(opt.param_groups), hp.lr_gamma, hp.lr_step
+        now = hp.lr * hp.lr_gamma ** (sched.last_epoch // hp.lr_step)
+        for group in opt.param_groups:
+            group["initial_lr"], group["lr"] = hp.lr, now
+        return [f"weight lr {old[0]} x {old[1]} every {old[2]} epochs -> {hp.lr} x {hp.lr_gamma} every {hp.lr_step}: "
+                f"{now:.4g} now"]
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         if self.hparams.grad_clip:
@@ -106,9 +129,10 @@ class TrainModule(Resumable, SpeedSwitches, pl.LightningModule):
         x, y = batch
         out = self(x)
         logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.cross_entropy(logits, y)
+        smoothing = self.hparams.get("label_smoothing", 0.0)
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         if aux is not None:
-            loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(aux, y)
+            loss = loss + self.hparams.auxiliary_weight * F.cross_entropy(aux, y, label_smoothing=smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the training loss became {loss.item()} at epoch {self.current_epoch}")
         self.train_acc(logits.detach(), y)

@@ -111,7 +111,7 @@ def test_augmentation_crops_and_flips_per_image():
         ({"batch_size": 0}, "batch_size=0: must be an integer >= 1"),
         ({"eval_batch_size": 0}, "eval_batch_size=0: must be null (= batch_size) or an integer >= 1"),
         ({"eval_batch_size": -5}, "eval_batch_size=-5: must be null (= batch_size) or an integer >= 1"),
-        ({"name": "mnist"}, "name='mnist': must be one of cifar10, cifar100, digits, synthetic, dataset"),
+        ({"name": "mnist"}, "name='mnist': must be one of cifar10, cifar100, digits, synthetic, dataset, folder"),
     ],
 )
 def test_bad_arguments(kw, message):

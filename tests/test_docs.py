@@ -29,6 +29,8 @@ EXAMPLE_FILES = {
     "runs/search/2026-11-25_09-00-00/genotype.json": "a NAS-Bench-201 search run folder (Search spaces guide)",
     "NATS-tss-v1_0-3ffb9-simple/meta.pickle.pbz2": "the benchmark folder of the look-up (a config check wants it to exist)",
     "runs/search/2026-11-24_20-30-00/checkpoints/last.ckpt": "the finished search task=select selects from",
+    "runs/train/2026-11-24_21-00-00/checkpoints/last.ckpt": "the finished retraining task=export exports",
+    "runs/ofa/2026-11-30_16-00-00/specialise/flops-0.6/subnet.pt": "the Once-for-All sub-network task=export exports",
 }
 NB201_EXAMPLE = "runs/search/2026-11-25_09-00-00/genotype.json"
 
@@ -262,10 +264,34 @@ def search_checkpoint(tmp_path_factory):
     return run / "checkpoints" / "last.ckpt"
 
 
+@pytest.fixture(scope="module")
+def train_checkpoint(tmp_path_factory):
+    """The checkpoint of a retraining on digits shrunk to one batch of one epoch: what task=export commands name."""
+    import pytorch_lightning as pl
+    from hydra.core.global_hydra import GlobalHydra
+
+    from darts_lite.tasks import run_train
+
+    run = tmp_path_factory.mktemp("train") / "run"
+    overrides = ["+experiment=train_quick", "train.epochs=1", "train.C=4", "train.layers=3", "+trainer.limit_train_batches=1",
+                 "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", f"run_dir={run}"]
+    if GlobalHydra.instance().is_initialized():
+        cfg = compose(config_name="config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+    pl.seed_everything(0, verbose=False)
+    run_train(cfg)
+    return run / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture
-def example_files(tmp_path, monkeypatch, search_checkpoint):
+def example_files(tmp_path, monkeypatch, search_checkpoint, train_checkpoint):
     import shutil
 
+    from conftest import tiny_ofa_network
+
+    from darts_lite.ofa.specialise import save_subnet
     from darts_lite.spaces import nb201
 
     darts = Genotype.named("DARTS_V2").to_json()
@@ -274,7 +300,10 @@ def example_files(tmp_path, monkeypatch, search_checkpoint):
         path = tmp_path / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         if relative.endswith(".ckpt"):
-            shutil.copy(search_checkpoint, path)
+            shutil.copy(train_checkpoint if relative.startswith("runs/train/") else search_checkpoint, path)
+        elif relative.endswith("subnet.pt"):
+            net = tiny_ofa_network()
+            save_subnet(path, net, net.setting(), 8, net.get_active_subnet())
         else:
             path.write_text((best.to_json() if relative == NB201_EXAMPLE else darts) + "\n")
     monkeypatch.chdir(tmp_path)

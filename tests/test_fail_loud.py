@@ -215,9 +215,10 @@ def test_the_worker_s_own_exception_is_the_cause_of_a_failed_cluster_job():
             "Traceback (most recent call last):\n  File \"x.py\", line 3, in f\n    raise KeyError(1)\nKeyError: 1\n\n"
             "During handling of the above exception, another exception occurred:\n\n"
             "Traceback (most recent call last):\n  File \"y.py\", line 9, in run\n    load()\n"
-            "darts_lite.data.DatasetUnavailable: cifar10 is not in /data and data.download is false\n"
+            "darts_lite.errors.DatasetUnavailable: cifar10 is not in /data and data.download is false\n"
             "----------------------\nYou can check full logs with 'job.stderr(0)'")
-    assert worker_exception_line(text) == "darts_lite.data.DatasetUnavailable: cifar10 is not in /data and data.download is false"
+    assert worker_exception_line(text) == ("darts_lite.errors.DatasetUnavailable: cifar10 is not in /data and "
+                                           "data.download is false")
     assert worker_exception_line("Job 12 has not produced any output (state: OUT_OF_MEMORY)") is None
 
 
@@ -275,6 +276,6 @@ def test_a_failed_local_worker_is_reported_by_its_own_exception(tmp_path):
     executor = Executor("local", folder=tmp_path / "submitit", max_parallel=1, poll_s=0.2, timeout_min=5)
     read = functools.partial(data_mod.load_dataset, "cifar10", download=False)
     (index, result, error), = executor.map(read, [str(tmp_path / "no_cifar")])
-    assert result is None and error.startswith("darts_lite.data.DatasetUnavailable: cifar10 is not in ")
+    assert result is None and error.startswith("darts_lite.errors.DatasetUnavailable: cifar10 is not in ")
     assert "(in the worker) FailedJobError" in error.splitlines()[1]
     assert evaluator_module.cause(error).endswith(f"put cifar-10-binary.tar.gz in {tmp_path / 'no_cifar'}")

@@ -41,6 +41,8 @@ CHECKED_PAGES = [
     "docs/guides/leaderboard.md",
     "docs/guides/spaces.md",
     "docs/guides/retrain.md",
+    "docs/guides/your-data.md",
+    "docs/guides/export.md",
     "docs/guides/econas.md",
     "docs/guides/surrogate.md",
     "docs/guides/ofa.md",

@@ -1,5 +1,6 @@
-"""Plug-ins from outside the package: the examples of docs/extending.md, written into a temporary folder on
-PYTHONPATH and run end to end through ``python -m darts_lite`` (a search, then ``task=train`` on its genotype)."""
+"""Plug-ins from outside the package: the examples of docs/extending.md (and the dataset of
+docs/guides/your-data.md), written into a temporary folder on PYTHONPATH and run end to end through
+``python -m darts_lite`` (a search, then ``task=train`` on its genotype)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+PAGES = (DOCS / "extending.md", DOCS / "guides" / "your-data.md")  # the dataset example is on the second
 
 
 def _files_of_the_page() -> dict[str, str]:
-    """{relative path: source} of every code block of docs/extending.md that starts with `# <path>`."""
+    """{relative path: source} of every code block of the pages that starts with `# <path>`."""
     files = {}
-    for _lang, source in re.findall(r"```(\w+)\n(.*?)```", PAGE.read_text(), flags=re.S):
+    text = "\n".join(page.read_text() for page in PAGES)
+    for _lang, source in re.findall(r"```(\w+)\n(.*?)```", text, flags=re.S):
         first = source.splitlines()[0]
         match = re.match(r"# (\S+\.(py|yaml))$", first)
         if match:

@@ -77,7 +77,7 @@ def test_every_named_thing_of_the_package_is_one_registry_type_whose_entries_loa
         for name in reg:
             assert reg[name] is not None and reg.summary(name), (kind, name)
     assert set(TASKS) == {"search", "train", "select", "proxy_study", "econas", "surrogate", "surrogate_search",
-                          "surrogate_predict", "leaderboard", "ofa"}
+                          "surrogate_predict", "leaderboard", "ofa", "export"}
     assert list(RELAXATIONS) == ["softmax", "gumbel"] and set(SPACES) >= {"darts", "nb201"}
 
 

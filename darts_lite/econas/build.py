@@ -72,6 +72,8 @@ def prepare_data(cfg: DictConfig) -> dict[str, Any]:
         root = Path(str(data.get("root", "data"))).expanduser()
         prepare_dataset(name, root, bool(data.get("download", True)))
         data.update(root=str(root.resolve()), download=False)
+    elif name == "folder":  # the workers may start elsewhere: the folder as an absolute path
+        data.update(root=str(Path(str(data["root"])).expanduser().resolve()))
     elif name == "dataset":
         from ..schema import build as build_node
 

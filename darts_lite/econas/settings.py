@@ -132,12 +132,22 @@ def resolve(entry: str | Mapping[str, Any], base: Base, setting_dir: str | Path 
 
 def base_from_config(cfg: DictConfig) -> Base:
     """The full recipe of a composed config: the train group's C and layers, the data group's images and batch."""
-    from ..data import native_size, train_class_counts
+    from ..data import READ_WHEN_BUILT, native_size, train_class_counts
 
     data = cfg.data
-    synthetic = {"synthetic_samples": data.get("synthetic_samples", 512), "synthetic_classes": data.get("synthetic_classes", 4)}
-    counts = train_class_counts(data.name, **synthetic)
-    side = data.get("resolution") or native_size(data.name, data.get("synthetic_size"))
+    if data.name in READ_WHEN_BUILT:  # a folder or dataset of the user's: its sizes are known once it is read
+        from omegaconf import OmegaConf
+
+        from ..schema import build
+
+        node = {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if k not in ("split", "val_on")}
+        dm = build(node, "data", bilevel=False)
+        counts, side = dm.training_class_counts(), dm.image_size
+    else:
+        synthetic = {"synthetic_samples": data.get("synthetic_samples", 512),
+                     "synthetic_classes": data.get("synthetic_classes", 4)}
+        counts = train_class_counts(data.name, **synthetic)
+        side = data.get("resolution") or native_size(data.name, data.get("synthetic_size"))
     return Base(channels=int(cfg.train.C), layers=int(cfg.train.layers), resolution=int(side), class_counts=counts,
                 batch_size=int(data.batch_size), lr=float(cfg.train.lr), dataset=str(data.name))
 

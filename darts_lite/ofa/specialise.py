@@ -12,7 +12,8 @@ FLOPs or latency budget, taken out and measured, without retraining.
 Files, in ``<run>/specialise/``: ``measured.csv`` and ``predictor.pt`` (reused by later budgets while the network
 and the measuring settings are the same), ``latency_table.json`` (unless ``ofa.specialise.latency_table`` names
 another file); per budget, in ``<run>/specialise/<budget>/`` (e.g. ``flops-0.8``): ``subnet.json``, ``subnet.pt``
-(the standalone weights; ``load_subnet`` rebuilds it), ``candidates.csv``, ``front.png`` and ``summary.json``.
+(the standalone weights and the data's normalisation; ``load_subnet`` rebuilds it, ``task=export`` exports it),
+``candidates.csv``, ``front.png`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -163,8 +164,18 @@ def measure(net: OFANetwork, candidate: Candidate, calibration: Callable[[], Ite
     return accuracy, subnet
 
 
+def save_subnet(path: str | Path, net: OFANetwork, setting: dict[str, list], side: int, subnet: OFASubnet,
+                data: dict[str, Any] | None = None) -> None:
+    """A sub-network of ``net`` as ``subnet.pt`` (weights_only loadable): the elastic network's arguments, the setting,
+    the input side, the standalone weights and ``data``, the data module's record of the images it was measured on
+    (their classes and normalisation: what task=export puts in front of it)."""
+    torch.save({"config": net.config, "setting": setting, "resolution": side, "state_dict": subnet.state_dict(),
+                "data": dict(data or {})}, path)
+
+
 def load_subnet(path: str | Path) -> tuple[OFASubnet, dict[str, Any]]:
-    """(standalone sub-network in eval mode, its record) from a ``subnet.pt`` the specialisation wrote."""
+    """(standalone sub-network in eval mode, its record) from a ``subnet.pt`` the specialisation wrote; the record's
+    ``data`` is missing from files written before it was kept."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
     net = OFANetwork(**saved["config"])
     net.set_active_subnet(**saved["setting"])
@@ -393,8 +404,7 @@ def specialise(net: OFANetwork, dm: Any, ofa: dict[str, Any], out: Path, seed: i
         "network_file": str(network_file) if network_file else None,
     }
     (budget / "subnet.json").write_text(json.dumps(record, indent=2) + "\n")
-    torch.save({"config": net.config, "setting": best.setting(), "resolution": best.side,
-                "state_dict": subnet.state_dict()}, budget / "subnet.pt")
+    save_subnet(budget / "subnet.pt", net, best.setting(), best.side, subnet, dm.state_dict())
     _write_candidates(budget / "candidates.csv", ranked, costs, "latency_ms" in limits)
     from ..plots import save_figure
 
@@ -456,4 +466,4 @@ def front_plot(ranked: list, measured: list[dict[str, Any]], costs: SubnetCosts,
 
 
 __all__ = ["Candidate", "SubnetSpace", "constraints", "fit_predictor", "front_plot", "load_subnet", "measure",
-           "option_problems", "specialise"]
+           "option_problems", "save_subnet", "specialise"]

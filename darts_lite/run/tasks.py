@@ -68,3 +68,6 @@ _task("leaderboard", "darts_lite.leaderboard:run_leaderboard", "darts_lite.leade
 _task("ofa", "darts_lite.ofa.task:run_ofa", "darts_lite.ofa.task:check",
       "Once-for-All: progressive shrinking, then a sub-network per budget",
       fixed=("seed", "data", "ofa.network", "ofa.val_split"))
+_task("export", "darts_lite.export:run_export", "darts_lite.export:check",
+      "a trained network (a train run's checkpoint, an OFA sub-network: `ckpt_path=`) as a torch.export program "
+      "(and ONNX) that takes raw images")
