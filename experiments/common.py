@@ -51,6 +51,20 @@ def run_darts_lite(folder: Path, overrides: Sequence[str], label: str) -> dict[s
     return json.loads(summary.read_text())
 
 
+def run_in_folder(folder: Path, overrides: Sequence[str], resume_when: str) -> float:
+    """``python -m darts_lite OVERRIDES hydra.run.dir=FOLDER`` from the project root with its output shown (W&B
+    offline), with ``resume=true`` when ``FOLDER/resume_when`` exists (an interrupted run continues); its wall time
+    in seconds (of this part). Raises subprocess.CalledProcessError when the run fails."""
+    folder = Path(folder)
+    cmd = [sys.executable, "-m", "darts_lite", *overrides, f"hydra.run.dir={folder}"]
+    if (folder / resume_when).exists():
+        cmd.append("resume=true")
+    print(f"python {shlex.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"})
+    return time.perf_counter() - start
+
+
 def read_metrics(folder: Path) -> list[dict[str, float]]:
     """The rows of a run's metrics.csv, each holding only the numbers it logged (the CSV logger leaves the other
     columns of a row empty), as floats."""

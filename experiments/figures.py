@@ -277,6 +277,12 @@ for _algo in ("darts", "gdas"):
         lambda r, a=_algo: f"{statistics.mean(x['wall_time_s'] for x in _collapse_runs(r, a)):.0f} s")
 
 
+def _wall_and_machine(prefix: str, name: str) -> None:
+    """``PREFIX.wall`` (the run's wall time in minutes) and ``machine.PREFIX`` of a study's result file."""
+    figure(f"{prefix}.wall", name)(lambda r: f"{r.json(name)['wall_time_s'] / 60:.0f} min")
+    figure(f"machine.{prefix}", name)(lambda r: _machine(r.json(name)["machine"]))
+
+
 # ---- the quick leaderboard (experiments/leaderboard_quick.py) ---------------------------------------------------------
 LEADERBOARD = "leaderboard_quick.json"
 
@@ -300,20 +306,60 @@ def _(r: Results) -> str:
     return f"{min(stds):.1f}-{max(stds):.1f} points"
 
 
-@figure("leaderboard.wall", LEADERBOARD)
-def _(r: Results) -> str:
-    return f"{r.json(LEADERBOARD)['wall_time_s'] / 60:.0f} min"
-
-
 @figure("leaderboard.shape", LEADERBOARD)
 def _(r: Results) -> str:
     data = r.json(LEADERBOARD)
     return f"{len(data['methods'])} methods x {len(data['seeds'])} seeds"
 
 
-@figure("machine.leaderboard", LEADERBOARD)
+_wall_and_machine("leaderboard", LEADERBOARD)
+
+
+# ---- the proxy study that decides (experiments/proxy_study_zc_quick.py) -----------------------------------------------
+ZC = "proxy_study_zc_quick.json"
+
+
+def _zc_rows(r: Results) -> list[dict]:
+    return r.json(ZC)["rows"]
+
+
+def _zc_kind(setting: str) -> str:
+    return "reference, next seed" if "@seed" in setting else ("zero-cost" if setting.startswith("zc_") else "training")
+
+
+@figure("zc.table", ZC)
 def _(r: Results) -> str:
-    return _machine(r.json(LEADERBOARD)["machine"])
+    """The reference again, the best training proxy, the best zero-cost proxy, the vote and params."""
+    rows = _zc_rows(r)
+    training = [x for x in rows if _zc_kind(x["setting"]) == "training"]
+    zero_cost = [x for x in rows if x["setting"].startswith("zc_") and x["setting"] not in ("zc_vote", "zc_params")]
+    keep = [x for x in rows if "@seed" in x["setting"]] + training[:1] + zero_cost[:1] + [
+        x for x in rows if x["setting"] in ("zc_vote", "zc_params")]
+    keep.sort(key=lambda x: -x["spearman"])
+    lines = ["| proxy | Spearman [95% CI] | speed-up |", "| --- | ---: | ---: |"]
+    lines += [f"| {x['setting']} | {x['spearman']:.2f} [{x['spearman_low']:.2f}, {x['spearman_high']:.2f}] | "
+              f"{x['speedup']:,.0f}x |" for x in keep]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+@figure("zc.self", ZC)
+def _(r: Results) -> str:
+    return f"{r.json(ZC)['self_spearman']:.2f}"
+
+
+@figure("zc.shape", ZC)
+def _(r: Results) -> str:
+    data = r.json(ZC)
+    return f"{data['architectures']} cells, {len(data['rows']) - 1} proxies"
+
+
+@figure("zc.best_zero_cost", ZC)
+def _(r: Results) -> str:
+    best = next(x for x in _zc_rows(r) if x["setting"].startswith("zc_"))
+    return f"{best['setting']} ({best['spearman']:.2f})"
+
+
+_wall_and_machine("zc", ZC)
 
 
 # ---- figures written by hand -----------------------------------------------------------------------------------------
@@ -348,6 +394,7 @@ IMAGES = {
     "tricks_quick.png": "tricks_quick.png",
     "proxy_study_quick.png": "proxy_study_quick.png",
     "leaderboard_quick.png": "leaderboard_quick.png",
+    "proxy_study_zc_quick.png": "proxy_study_zc_quick.png",
 }
 
 

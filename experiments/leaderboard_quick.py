@@ -15,29 +15,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import shlex
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, machine, machine_text, write_result
+from common import RESULTS, ROOT, machine, machine_text, run_in_folder, write_result
 
 COMMAND = ["+experiment=leaderboard_quick"]
-
-
-def run(folder: Path, extra: list[str]) -> float:
-    """The leaderboard in ``folder`` (continued when it holds jobs already); its wall time in seconds (this part)."""
-    cmd = [sys.executable, "-m", "darts_lite", *COMMAND, *extra, f"hydra.run.dir={folder}"]
-    if (folder / "jobs").is_dir():
-        cmd.append("resume=true")
-    print(f"python {shlex.join(cmd[1:])}", flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "offline"})
-    return time.perf_counter() - start
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -81,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("extra", nargs="*", help="more overrides for the leaderboard (after --)")
     args = parser.parse_args(argv)
     folder = args.out.resolve()
-    wall = run(folder, args.extra)
+    wall = run_in_folder(folder, [*COMMAND, *args.extra], "jobs")
     rows = list(csv.DictReader(open(folder / "leaderboard.csv")))
     failed = [r for r in rows if r["status"] != "done"]
     if failed:

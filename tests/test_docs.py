@@ -241,48 +241,40 @@ def hydra_compose():
         yield lambda overrides: compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
-@pytest.fixture(scope="module")
-def search_checkpoint(tmp_path_factory):
-    """The checkpoint of a finished quickstart search (its data and split as the docs' quickstart commands have
-    them), shrunk to one batch of one epoch: what task=select commands name."""
+def _tiny_run(task: str, folder, overrides: list[str]):
+    """The checkpoint of a task run in this process (``run_search`` or ``run_train``) with these overrides, shrunk to
+    one batch of one epoch."""
     import pytorch_lightning as pl
     from hydra.core.global_hydra import GlobalHydra
 
-    from darts_lite.tasks import run_search
+    from darts_lite import tasks
 
-    run = tmp_path_factory.mktemp("search") / "run"
-    overrides = ["+experiment=quickstart", "search.epochs=1", "search.warmup_epochs=0", "space.C=4", "space.layers=3",
-                 "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-                 f"run_dir={run}"]
+    run = folder / "run"
+    overrides = [*overrides, "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+                 "trainer.enable_progress_bar=false", f"run_dir={run}"]
     if GlobalHydra.instance().is_initialized():  # inside hydra_compose's module-wide initialisation
         cfg = compose(config_name="config", overrides=overrides)
     else:
         with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides)
     pl.seed_everything(0, verbose=False)
-    run_search(cfg)
+    getattr(tasks, f"run_{task}")(cfg)
     return run / "checkpoints" / "last.ckpt"
 
 
 @pytest.fixture(scope="module")
+def search_checkpoint(tmp_path_factory):
+    """The checkpoint of a finished quickstart search (its data and split as the docs' quickstart commands have
+    them): what task=select commands name."""
+    return _tiny_run("search", tmp_path_factory.mktemp("search"), [
+        "+experiment=quickstart", "search.epochs=1", "search.warmup_epochs=0", "space.C=4", "space.layers=3"])
+
+
+@pytest.fixture(scope="module")
 def train_checkpoint(tmp_path_factory):
-    """The checkpoint of a retraining on digits shrunk to one batch of one epoch: what task=export commands name."""
-    import pytorch_lightning as pl
-    from hydra.core.global_hydra import GlobalHydra
-
-    from darts_lite.tasks import run_train
-
-    run = tmp_path_factory.mktemp("train") / "run"
-    overrides = ["+experiment=train_quick", "train.epochs=1", "train.C=4", "train.layers=3", "+trainer.limit_train_batches=1",
-                 "+trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", f"run_dir={run}"]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name="config", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
-    pl.seed_everything(0, verbose=False)
-    run_train(cfg)
-    return run / "checkpoints" / "last.ckpt"
+    """The checkpoint of a retraining on digits: what task=export commands name."""
+    return _tiny_run("train", tmp_path_factory.mktemp("train"), [
+        "+experiment=train_quick", "train.epochs=1", "train.C=4", "train.layers=3"])
 
 
 @pytest.fixture

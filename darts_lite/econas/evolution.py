@@ -13,12 +13,16 @@ archive, which keeps the engine's state after every cycle: a search killed at an
     evolution.csv      the same per cycle, with evaluations and epochs spent
     summary.json       the top genotypes, epochs and wall time spent
     prefilter.csv      with ``evolution.prefilter.model``: every new genotype the surrogate chose, its predicted
-                       accuracy, the mean prediction of the candidates it beat, and the accuracy its training measured
+                       accuracy, the mean prediction of the candidates it beat, and the accuracy its training measured;
+                       with ``evolution.prefilter.proxy``, the zero-cost score in place of the prediction
 
 With ``evolution.prefilter.model=PATH`` (a surrogate saved by ``task=surrogate``) the search draws
 ``evolution.prefilter.factor`` candidates wherever it would draw one (a random genotype, a mutation of a parent) and
 trains only the one the surrogate predicts best (`Prefilter`): the engine is unchanged and the choice uses the
-engine's own random generator, so a seeded run repeats and a resumed one continues exactly.
+engine's own random generator, so a seeded run repeats and a resumed one continues exactly. With
+``evolution.prefilter.proxy=NAME`` a zero-cost proxy (``darts_lite.zero_cost``, or ``vote``) scores the candidates'
+untrained networks instead, each initialised and fed one batch as its training would be (``ZeroCostScorer``): no
+surrogate to fit first, the same choices on every run.
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..evolve import ALGORITHMS, Moves, Search, StageRequest, stage_trainings
-from ..schema import Allowed, Ge, Hint, MinLen, node_problems, raise_problems, value_problem
+from ..schema import Allowed, Ge, Hint, MinLen, OneOf, node_problems, raise_problems, value_problem
 from ..spaces import get_space, parse_genotype
+from ..zero_cost import PROXIES
 from . import build
 from .archive import Archive, genotype_hash
 from .evaluator import Failures, Request, report_failures, stopped_on_failures
 from .settings import Setting, resolve_all
+from .zero_cost_study import VOTE, ZeroCostScorer
 
 
 def _options(algorithm: str, evolution: dict[str, Any]) -> dict[str, Any]:
@@ -59,8 +65,10 @@ def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
         raise ConfigError(f"search_algo={algorithm!r}: must be one of {', '.join(ALGORITHMS)}")
     if cfg.get("evolution") is None or cfg.get("setting") is None:
         raise ConfigError("task=econas needs the evolution and setting groups: use +experiment=econas or econas_quick")
-    if cfg.space.name not in ("darts",):
-        raise ConfigError(f"space={cfg.space.name}: EcoNAS trains evaluation networks of the darts space")
+    train_space = cfg.train.get("space", "darts")
+    if cfg.space.name != train_space:
+        raise ConfigError(f"space={cfg.space.name} with train.space={train_space}: the evolution breeds cells of the space "
+                          f"group and trains them with the train group; choose train={cfg.space.name}")
     ev = OmegaConf.to_container(cfg.evolution, resolve=True)
     options = _options(algorithm, ev)
     if algorithm != "hierarchical" and options.get("budget") is None:
@@ -91,6 +99,7 @@ class PrefilterSettings:
     model: Annotated[str, MinLen(1), Allowed("a surrogate file saved by +experiment=surrogate, e.g. "
                                              "runs/surrogate/2026-11-30_14-00-00/models/gin.json")] | None = None
     factor: Annotated[int, Ge(1), Hint("candidates drawn per genotype trained; 1 = off")] = 4
+    proxy: Annotated[str, OneOf(PROXIES, (VOTE,)), Hint("a zero-cost proxy instead of a surrogate")] | None = None
 
 
 def check_prefilter(ev: dict[str, Any]) -> tuple[str | None, int]:
@@ -100,7 +109,18 @@ def check_prefilter(ev: dict[str, Any]) -> tuple[str | None, int]:
         raise ConfigError(f"evolution.prefilter={prefilter!r}: must be a mapping with model and factor")
     raise_problems(node_problems(prefilter, "evolution.prefilter.", target=PrefilterSettings))
     model, factor = prefilter.get("model"), prefilter.get("factor", 4)
+    if model and prefilter.get("proxy"):
+        raise ConfigError(f"evolution.prefilter: model={model} and proxy={prefilter['proxy']}: one scorer chooses; "
+                          "set the other to null")
     return (model, factor) if model and factor > 1 else (None, 1)
+
+
+def zero_cost_prefilter(ev: dict[str, Any]) -> tuple[str | None, int]:
+    """(the zero-cost proxy, factor) of ``evolution.prefilter``; (None, 1) when it has none or is off."""
+    check_prefilter(ev)
+    prefilter = ev.get("prefilter") or {}
+    proxy, factor = prefilter.get("proxy"), prefilter.get("factor", 4)
+    return (proxy, factor) if proxy and factor > 1 else (None, 1)
 
 
 class Prefilter:
@@ -110,11 +130,13 @@ class Prefilter:
     ``moves`` is what the engine takes. ``record(requests, results, cycle)``, called with every evaluation batch,
     turns the choices that were trained into ``rows`` (a choice the engine drops as already seen is not trained)."""
 
-    def __init__(self, moves: Moves, predict: Callable[[list[Any]], Sequence[float]], factor: int) -> None:
+    def __init__(self, moves: Moves, predict: Callable[[list[Any]], Sequence[float]], factor: int,
+                 value: str = "predicted_accuracy") -> None:
         why = value_problem(Annotated[int, Ge(1)], factor)
         if why:
             raise ValueError(f"factor={factor!r}: {why}")
-        self.base, self.predict, self.factor = moves, predict, factor
+        self.base, self.predict, self.factor, self.value = moves, predict, factor, value
+        self.columns = tuple(value if c == "predicted_accuracy" else c for c in PREFILTER_COLUMNS)
         self.moves = dataclasses.replace(moves, sample=self.sample, mutate=self.mutate)
         # id -> (the chosen object, its record) since the last evaluation: the engine asks to train the very object it
         # got, so identity tells a new genotype from a promotion of an equal one, and drops choices it discarded
@@ -133,7 +155,7 @@ class Prefilter:
             raise ValueError(f"the surrogate gave {values.size} predictions for {len(candidates)} genotypes")
         best = int(np.argmax(values))  # the first of equal maxima: the choice depends on the draws only
         chosen = candidates[best]
-        self._pending[id(chosen)] = (chosen, {"move": move, "predicted_accuracy": float(values[best]),
+        self._pending[id(chosen)] = (chosen, {"move": move, self.value: float(values[best]),
                                               "candidates_mean": float(values.mean()), "candidates": len(candidates)})
         return chosen
 
@@ -156,7 +178,7 @@ def write_prefilter(out_dir: Path, prefilter: Prefilter) -> None:
     path = out_dir / "prefilter.csv"
     new = not path.is_file()
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(PREFILTER_COLUMNS))
+        writer = csv.DictWriter(f, fieldnames=list(prefilter.columns))
         if new:
             writer.writeheader()
         writer.writerows(prefilter.rows)
@@ -218,6 +240,7 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
             raise ConfigError("evolution.prefilter.model: this caller of run_evolution gave no surrogate reader "
                               "(load_surrogate=darts_lite.surrogate.predict.load_model)")
         surrogate = load_surrogate(model_path, "evolution.prefilter.model", space=cfg.space.name)
+    proxy, proxy_factor = zero_cost_prefilter(OmegaConf.to_container(cfg.evolution, resolve=True))
     data = build.prepare_data(cfg)  # a missing dataset stops the search here, before the archive is touched
     archive = build.open_archive(cfg)
     name = _state_name(algorithm, cfg.seed)
@@ -226,6 +249,8 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
     if surrogate is not None:  # another surrogate or factor would choose other genotypes: a resume must keep them
         fixed["prefilter"] = {"factor": factor, "version": surrogate.version,
                               "sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest()}
+    if proxy is not None:  # another proxy or factor would choose other genotypes
+        fixed["prefilter"] = {"factor": proxy_factor, "proxy": proxy}
     if saved is not None and not cfg.get("resume"):
         raise ConfigError(f"archive {archive.path} already holds a {algorithm} search with seed {cfg.seed} (cycle "
                           f"{saved['search']['cycle']}); continue it with resume=true, or give another archive=PATH or seed")
@@ -245,6 +270,13 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
         fitness.prefilter, moves = prefilter, prefilter.moves
         print(f"Pre-filter on: surrogate {surrogate.describe()} from {model_path}; every new genotype is the best "
               f"predicted of {factor} candidates (prefilter.csv)", flush=True)
+    if proxy is not None:
+        scorer = ZeroCostScorer(setting, data, OmegaConf.to_container(cfg.train, resolve=True), cfg.seed,
+                                float(cfg.evaluation.val_split))
+        prefilter = Prefilter(moves, scorer.predict(proxy), proxy_factor, value=f"zc_{proxy}")
+        fitness.prefilter, moves = prefilter, prefilter.moves
+        print(f"Pre-filter on: zero-cost proxy {proxy}; every new genotype is the best scored of {proxy_factor} "
+              "untrained candidates (prefilter.csv)", flush=True)
     search = search_cls(moves, fitness, seed=cfg.seed, **options)
     spent_before = 0.0
     if saved is not None:
@@ -297,6 +329,8 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
                "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
     if surrogate is not None:
         summary["prefilter"] = {"model": model_path, "version": surrogate.version, "factor": factor}
+    if proxy is not None:
+        summary["prefilter"] = {"proxy": proxy, "factor": proxy_factor}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if top:
         print(f"\nTop {len(top)} (validation accuracy under {setting.name}; retrain each with the full recipe):")
@@ -309,7 +343,7 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
     print(f"Spent: {epochs} epochs of training under {setting.name} (GPU-epochs when run on GPUs), {wall:.0f} s here")
     if top:
         print(f"Retrain the best: python -m darts_lite +experiment=train genotype={out_dir.resolve()}/top/rank1.json")
-    extra = ", prefilter.csv" if surrogate is not None else ""
+    extra = ", prefilter.csv" if prefilter is not None else ""
     print(f"Run folder: {out_dir.resolve()}  (top.csv, top/, evolution.png, evolution.csv, evaluations.csv{extra}, archive)")
     return summary
 

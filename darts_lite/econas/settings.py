@@ -26,6 +26,9 @@ from ..errors import ConfigError
 
 _NAME = re.compile(r"^c(\d+)r(\d+)s(\d+)e(\d+)(?:n(\d+))?$")
 MIN_SIDE = 4  # px: two reductions of the evaluation network leave a 1x1 map
+# the fewest cells an evaluation network takes: DARTS's reduces at layers//3 and 2*layers//3; NAS-Bench-201's
+# layers are cells per stage
+MIN_LAYERS = {"darts": 3, "nb201": 1}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Base:
     batch_size: int
     lr: float
     dataset: str = "?"
+    min_layers: int = 3  # the fewest cells the evaluation network takes (DARTS: 3; NAS-Bench-201: 1 per stage)
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,8 @@ def resolve(entry: str | Mapping[str, Any], base: Base, setting_dir: str | Path 
         raise ValueError(f"setting {name!r}: s{s} keeps {fewest}/{s} < 1 image of the smallest {base.dataset} class; "
                          "use a smaller sample factor")
     layers = values.get("layers") or base.layers // _factor(n)
-    if not isinstance(layers, int) or layers < 3:
-        raise ValueError(f"setting {name!r}: {layers} cells; the evaluation network needs at least 3 "
+    if not isinstance(layers, int) or layers < base.min_layers:
+        raise ValueError(f"setting {name!r}: {layers} cells; the evaluation network needs at least {base.min_layers} "
                          f"(the base has {base.layers})")
     batch_size = values.get("batch_size") or base.batch_size
     lr = values.get("lr") or base.lr
@@ -148,8 +152,10 @@ def base_from_config(cfg: DictConfig) -> Base:
                      "synthetic_classes": data.get("synthetic_classes", 4)}
         counts = train_class_counts(data.name, **synthetic)
         side = data.get("resolution") or native_size(data.name, data.get("synthetic_size"))
+    space = str(cfg.train.get("space", "darts"))
     return Base(channels=int(cfg.train.C), layers=int(cfg.train.layers), resolution=int(side), class_counts=counts,
-                batch_size=int(data.batch_size), lr=float(cfg.train.lr), dataset=str(data.name))
+                batch_size=int(data.batch_size), lr=float(cfg.train.lr), dataset=str(data.name),
+                min_layers=MIN_LAYERS.get(space, 1))
 
 
 def setting_dir() -> Path:

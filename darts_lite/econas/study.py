@@ -8,8 +8,12 @@ FLOPs = forward FLOPs x images x epochs). ``task=proxy_study`` writes to the run
     proxy_study.csv   one row per proxy setting: setting, spearman, kendall, speedup, then the intervals and sizes
     proxy_study.md    the same as a table, with the machine and what was measured
     proxy_study.png   rank correlation against speed-up, one labelled point per setting
-    architectures.txt the sampled genotypes, one per line (DARTS text)
+    architectures.txt the sampled genotypes, one per line (their space's text)
     archive.sqlite    every evaluation (unless archive=PATH names another)
+    zero_cost.csv     with zero-cost proxies among the settings (``zc_synflow``, ...): every architecture's scores
+
+The architectures come from the space of the space group (darts or nb201), their evaluation networks from the train
+group. Zero-cost proxies score the untrained networks instead of training them (``zero_cost_study``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 from ..errors import ConfigError
 from ..schema import Allowed, Ge, Hint, MinLen, node_problems
 from ..spaces import get_space
-from . import build
+from . import build, zero_cost_study
 from .archive import genotype_hash
 from .evaluator import Failures, Request, report_failures, stopped_on_failures
 from .settings import Base, Setting, resolve_all
@@ -114,8 +118,9 @@ class StudySettings:
     repeat: bool = False
 
 
-def check(cfg: DictConfig) -> tuple[Base, Setting, list[Setting]]:
-    """Every study key, before anything is trained; returns the base and the resolved settings."""
+def check(cfg: DictConfig) -> tuple[Base, Setting, list[Setting], list[str]]:
+    """Every study key, before anything is trained; returns the base, the resolved reference and training proxy
+    settings, and the zero-cost proxies' names."""
     build.check_common(cfg)
     st = cfg.get("study")
     if st is None:
@@ -123,12 +128,18 @@ def check(cfg: DictConfig) -> tuple[Base, Setting, list[Setting]]:
     problems = node_problems(st, "study.", target=StudySettings)
     if problems:
         raise ConfigError("; ".join(problems))
-    proxies = st.get("proxies")
-    if cfg.space.name != "darts":
-        raise ConfigError(f"space={cfg.space.name}: the study trains evaluation networks of the darts space")
+    proxies = list(st.get("proxies"))
+    zero_cost = zero_cost_study.zero_cost_names(proxies)
+    if zero_cost_study.is_zero_cost(st.reference):
+        raise ConfigError(f"study.reference={st.reference}: the reference is a training setting (a zero-cost proxy "
+                          "is judged against it)")
+    train_space = cfg.train.get("space", "darts")
+    if cfg.space.name != train_space:
+        raise ConfigError(f"space={cfg.space.name} with train.space={train_space}: the study samples cells of the space "
+                          f"group and trains them with the train group; choose train={cfg.space.name}")
     base = build.base(cfg)
-    settings = resolve_all([st.reference, *proxies], base)
-    return base, settings[0], settings[1:]
+    settings = resolve_all([st.reference, *(p for p in proxies if not zero_cost_study.is_zero_cost(p))], base)
+    return base, settings[0], settings[1:], zero_cost
 
 
 def run_study(cfg: DictConfig) -> dict[str, Any]:
@@ -136,7 +147,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     from ..run.folder import start_run
     from ..run.loggers import wandb_experiment, wandb_run_ends_with_the_job
 
-    base, reference, proxies = check(cfg)
+    base, reference, proxies, zero_cost = check(cfg)
     data = build.prepare_data(cfg)  # a missing dataset stops the study here, before the archive or run folder is touched
     archive = build.open_archive(cfg)  # a foreign or corrupt file is refused before the run folder is touched
     out_dir = start_run(cfg)
@@ -146,8 +157,9 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     failures = Failures()
     evaluator = build.evaluator(cfg, archive, data, failures=failures)
     repeat = bool(st.get("repeat", False))
-    print(f"Proxy study: {len(genotypes)} architectures x {1 + len(proxies) + repeat} settings "
-          f"(reference {reference.name}{' twice' if repeat else ''}; proxies {', '.join(p.name for p in proxies)}); "
+    names = [p.name for p in proxies] + [zero_cost_study.PREFIX + n for n in zero_cost]
+    print(f"Proxy study: {len(genotypes)} architectures of the {cfg.space.name} space x {1 + len(proxies) + repeat} "
+          f"training settings (reference {reference.name}{' twice' if repeat else ''}; proxies {', '.join(names)}); "
           f"archive {archive.path}", flush=True)
     results: dict[str, list[dict | None]] = {}
     with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "proxy_study"):
@@ -163,7 +175,13 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
                 requests, label=f"{again.name}: ")
             compared.append(again)
         table = study_table(results, reference, compared, base, st.metric, st.bootstrap, cfg.seed, cfg.evaluation.val_split)
-        files = write_study(out_dir, table, reference, len(genotypes), st.metric)
+        if zero_cost:
+            print(f"zero-cost: scoring {len(genotypes)} untrained networks with {', '.join(zero_cost)}", flush=True)
+            scores = zero_cost_study.score_architectures(genotypes, zero_cost, reference, data, _plain(cfg.train), cfg.seed,
+                                                         cfg.evaluation.val_split)
+            zero_cost_study.write_scores(out_dir / "zero_cost.csv", genotypes, scores)
+            table += zero_cost_rows(scores, results[reference.name], reference, st.metric, st.bootstrap, cfg.seed)
+        files = write_study(out_dir, table, reference, len(genotypes), st.metric, cfg.space.name)
         archive.export_csv(out_dir / "evaluations.csv")
         if run is not None:
             import wandb
@@ -213,6 +231,30 @@ def study_table(results: dict[str, list[dict | None]], reference: Setting, proxi
     return table
 
 
+def zero_cost_rows(scores: dict[str, list[zero_cost_study.Scored]], reference_rows: Sequence[dict | None],
+                   reference: Setting, metric: str, bootstrap: int, seed: int) -> list[dict[str, Any]]:
+    """One study-table row per zero-cost proxy, over the architectures the reference evaluated and the proxy scored
+    with a number: its rank correlations with the reference and the speed-up of scoring over training."""
+    table = []
+    for name, scored in scores.items():
+        pairs = [(s, r) for s, r in zip(scored, reference_rows) if r is not None and not math.isnan(s.score)]
+        row: dict[str, Any] = {"setting": zero_cost_study.PREFIX + name, "architectures": len(pairs)}
+        if len(pairs) >= MIN_ARCHITECTURES:
+            row.update(rank_correlations([s.score for s, _ in pairs], [r[metric] for _, r in pairs], bootstrap, seed))
+        else:
+            row.update({k: float("nan") for k in ("spearman", "kendall", "spearman_low", "spearman_high",
+                                                   "kendall_low", "kendall_high")})
+        seconds = sum(s.seconds for s, _ in pairs)
+        row["speedup"] = sum(r["wall_time_s"] for _, r in pairs) / seconds if seconds else float("nan")
+        row["flops_speedup"] = row["mean_accuracy"] = float("nan")
+        row["wall_time_s"] = seconds
+        values = reference.values()
+        row.update({k: values[k] for k in ("channels", "layers", "resolution", "sample_ratio", "batch_size", "lr")})
+        row["epochs"] = 0
+        table.append(row)
+    return table
+
+
 def training_flops(setting: Setting, base: Base, val_split: float, rows: Sequence[dict]) -> float:
     """Forward FLOPs per image x training images x epochs, summed over the rows (the cost a GPU pays, roughly)."""
     images = setting.images(base) * (1 - val_split)
@@ -242,7 +284,14 @@ def study_plot(table: Sequence[dict[str, Any]], metric: str):
     return fig
 
 
-def write_study(out_dir: Path, table: Sequence[dict[str, Any]], reference: Setting, n: int, metric: str) -> list[Path]:
+def _plain(node: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def write_study(out_dir: Path, table: Sequence[dict[str, Any]], reference: Setting, n: int, metric: str,
+                space: str = "darts") -> list[Path]:
     from ..plots import save_figure
 
     csv_path = out_dir / "proxy_study.csv"
@@ -251,9 +300,12 @@ def write_study(out_dir: Path, table: Sequence[dict[str, Any]], reference: Setti
         writer.writeheader()
         writer.writerows([{k: _cell(r.get(k)) for k in CSV_COLUMNS} for r in table])
     md = out_dir / "proxy_study.md"
-    md.write_text(study_markdown(table, reference, n, metric))
+    md.write_text(study_markdown(table, reference, n, metric, space))
     png = save_figure(study_plot(table, metric), out_dir / "proxy_study.png")
     return [csv_path, md, *png]
+
+
+_SPACE_NAMES = {"darts": "DARTS", "nb201": "NAS-Bench-201"}
 
 
 def _cell(v: Any) -> Any:
@@ -264,7 +316,7 @@ def _share(ratio: float) -> str:
     return "all" if ratio >= 1 else f"{ratio:g} of the"
 
 
-def study_markdown(table: Sequence[dict[str, Any]], reference: Setting, n: int, metric: str) -> str:
+def study_markdown(table: Sequence[dict[str, Any]], reference: Setting, n: int, metric: str, space: str = "darts") -> str:
     def num(v: float, fmt: str = ".3f") -> str:
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
@@ -272,11 +324,15 @@ def study_markdown(table: Sequence[dict[str, Any]], reference: Setting, n: int, 
     lines = [
         "# Proxy study",
         "",
-        f"{n} architectures sampled from the DARTS space; reference setting `{r.name}` (C={r.channels}, {r.layers} cells, "
+        f"{n} architectures sampled from the {_SPACE_NAMES.get(space, space)} space; reference setting `{r.name}` "
+        f"(C={r.channels}, {r.layers} cells, "
         f"{r.resolution} px, {_share(r.sample_ratio)} training images, {r.epochs} epochs, batch {r.batch_size}, lr {r.lr:g}). "
         f"Rank correlations of `{metric}` with the reference's, 95% bootstrap intervals over the architectures; "
         "speed-up: the reference's measured wall time over the proxy's (same architectures), and training FLOPs "
         "(forward FLOPs x images x epochs)."
+        + (" Rows `zc_<proxy>`: zero-cost proxies, each untrained network of the reference setting scored from one "
+           "training batch; their speed-up is the reference's training time over the scoring time."
+           if any(t["setting"].startswith(zero_cost_study.PREFIX) for t in table) else "")
         + (f" The row `{reference.name}@seed<k>` is the reference trained again under the next seed: the rank "
            "consistency of the reference with itself, the most a proxy can reach." if any("@seed" in t["setting"] for t in table)
            else ""),
