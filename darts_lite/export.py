@@ -54,6 +54,8 @@ RAW_IMAGES = {
     "cifar100": ("uint8", "0..255: the release's pixels, RGB planes"),
     "digits": ("float32", "0..16: scikit-learn's 8x8 digits as load_digits gives them"),
     "synthetic": ("float32", "unbounded: darts_lite's generated class patterns plus Gaussian noise"),
+    "folder": ("uint8", "0..255: the image files' pixels (grayscale, or RGB planes) at the run's resolution, as "
+                        "Pillow decodes them, resized (bilinear) to that side"),
 }
 USER_IMAGES = "as the Dataset's items give them (uint8 images passed as images.float() give the same logits)"
 # what a data module's record must hold for the program to be built in front of its network

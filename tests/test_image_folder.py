@@ -255,6 +255,20 @@ def test_imagenet_recipe_on_a_tiny_ilsvrc_folder(tmp_path):
     lrs = sorted({float(r["train/lr"]) for r in rows if r.get("train/lr")}, reverse=True)
     assert lrs == pytest.approx([0.1, 0.097])
     assert summary["status"] == "done"
+    # a model out: the exported program, fed the test images as the data module decodes them, scores the run's accuracy
+    from conftest import compose_cfg
+
+    from darts_lite.export import run_export
+
+    run_export(compose_cfg("task=export", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+                           f"run_dir={tmp_path / 'export'}"))
+    card = json.loads((tmp_path / "export" / "model.json").read_text())
+    assert card["classes"] == list(wnids)
+    program = torch.export.load(str(tmp_path / "export" / "model.pt2")).module()
+    f = folders.scan_image_folder(root)
+    x = torch.from_numpy(np.stack([folders.decode(p, "RGB", 32, crop=0.875) for p in f.test.paths]))
+    predicted = program(x).argmax(1)
+    assert (predicted == f.test.labels).float().mean().item() == pytest.approx(summary["metrics"]["val/acc"], abs=1e-6)
 
 
 def test_label_smoothing_and_the_step_schedule_in_the_training_module():

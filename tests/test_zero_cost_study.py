@@ -81,6 +81,9 @@ def test_a_study_of_zero_cost_proxies_on_nb201_cells(tmp_path):
     (["study.reference=zc_snip"], "the reference is a training setting"),
     (["study.proxies=[zc_snip,zc_snip]"], "listed twice"),
     (["train=darts"], "space=nb201 with train.space=darts"),
+    (["study.reference=benchmark"], "study.reference=benchmark needs benchmark.path"),
+    (["study.reference=benchmark", "benchmark.path=.", "study.repeat=true"], "the mean over its seeds"),
+    (["study.reference=benchmark", "benchmark.path=.", "space=darts", "train=darts"], "cover the nb201 space"),
 ])
 def test_bad_zero_cost_inputs_are_refused_before_anything_is_trained(overrides, message):
     from darts_lite.econas.study import check
@@ -126,3 +129,28 @@ def test_an_nb201_evolution_with_a_zero_cost_prefilter_repeats_and_resumes_exact
                                f"run_dir={tmp_path / 'split'}"))
     with pytest.raises(ConfigError, match="one scorer chooses"):
         run_econas(compose_cfg(*EVOLUTION, "evolution.prefilter.model=m.json", f"run_dir={tmp_path / 'x'}"))
+
+
+def test_a_benchmark_reference_trains_nothing_and_leaves_out_cells_it_lacks(tmp_path):
+    """study.reference=benchmark: the reference accuracies come from a NATS-Bench file (a generated one: made-up
+    accuracies rising with the benchmark index); the fifth cell is not in it and is left out."""
+    from test_lookup import expected_metrics, write_benchmark
+
+    from darts_lite.econas.archive import Archive
+    from darts_lite.econas.study import run_study, sample_architectures
+
+    genotypes = sample_architectures("nb201", 5, 0)  # what the study draws with seed 0
+    bench = write_benchmark(tmp_path / "bench", archs=[g.to_text() for g in genotypes[:4]])
+    summary = run_study(compose_cfg(*TINY, "study.reference=benchmark", f"benchmark.path={bench}",
+                                    "study.proxies=[zc_params,zc_synflow]", f"run_dir={tmp_path / 'run'}"))
+    assert not Archive(tmp_path / "run" / "archive.sqlite").rows()  # nothing trained
+    reference = [expected_metrics(i)["benchmark/cifar10_test_acc"] for i in range(4)]
+    scores = {}
+    for r in csv.DictReader(open(tmp_path / "run" / "zero_cost.csv")):
+        scores.setdefault(r["proxy"], []).append(float(r["score"]))
+    for row in summary["table"]:
+        assert row["architectures"] == 4 and row["speedup"] != row["speedup"]  # NaN: the reference took no time here
+        mine = scores[row["setting"]][:4]
+        if len(set(mine)) > 1:
+            assert row["spearman"] == pytest.approx(_hand_spearman(mine, reference), abs=1e-6)
+    assert "Its accuracies are the NATS-Bench file's" in (tmp_path / "run" / "proxy_study.md").read_text()

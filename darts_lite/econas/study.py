@@ -13,7 +13,10 @@ FLOPs = forward FLOPs x images x epochs). ``task=proxy_study`` writes to the run
     zero_cost.csv     with zero-cost proxies among the settings (``zc_synflow``, ...): every architecture's scores
 
 The architectures come from the space of the space group (darts or nb201), their evaluation networks from the train
-group. Zero-cost proxies score the untrained networks instead of training them (``zero_cost_study``).
+group. Zero-cost proxies score the untrained networks instead of training them (``zero_cost_study``). On the
+NAS-Bench-201 space ``study.reference=benchmark`` takes the reference accuracies from the NATS-Bench file of
+``benchmark.path`` (the first of ``benchmark.datasets``, ``benchmark.hp``'s training) instead of training: a study of
+zero-cost proxies over hundreds of cells then trains nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .evaluator import Failures, Request, report_failures, stopped_on_failures
 from .settings import Base, Setting, resolve_all
 
 MIN_ARCHITECTURES = 3  # a rank correlation of two points is always +-1
+BENCHMARK = "benchmark"  # study.reference: the NATS-Bench accuracies of benchmark.path
 CSV_COLUMNS = ("setting", "spearman", "kendall", "speedup", "flops_speedup", "spearman_low", "spearman_high",
                "kendall_low", "kendall_high", "architectures", "mean_accuracy", "wall_time_s", "channels", "layers",
                "resolution", "sample_ratio", "epochs", "batch_size", "lr")
@@ -138,8 +142,51 @@ def check(cfg: DictConfig) -> tuple[Base, Setting, list[Setting], list[str]]:
         raise ConfigError(f"space={cfg.space.name} with train.space={train_space}: the study samples cells of the space "
                           f"group and trains them with the train group; choose train={cfg.space.name}")
     base = build.base(cfg)
-    settings = resolve_all([st.reference, *(p for p in proxies if not zero_cost_study.is_zero_cost(p))], base)
+    training = [p for p in proxies if not zero_cost_study.is_zero_cost(p)]
+    if st.reference == BENCHMARK:
+        reference = benchmark_reference(cfg, base)
+        return base, reference, resolve_all(training, base) if training else [], zero_cost
+    settings = resolve_all([st.reference, *training], base)
     return base, settings[0], settings[1:], zero_cost
+
+
+def benchmark_reference(cfg: DictConfig, base: Base) -> Setting:
+    """The reference of ``study.reference=benchmark``, checked: the NAS-Bench-201 space, a benchmark file, no repeat.
+    As a setting it is the base recipe (the benchmark's network, trained for ``benchmark.hp`` epochs): the size the
+    zero-cost proxies score the cells at."""
+    from ..lookup import check_benchmark
+
+    if cfg.space.name != "nb201":
+        raise ConfigError(f"study.reference=benchmark: the NATS-Bench accuracies cover the nb201 space, not "
+                          f"space={cfg.space.name}")
+    path = cfg.get("benchmark", {}).get("path")
+    if not path:
+        raise ConfigError("study.reference=benchmark needs benchmark.path: the NATS-Bench topology file or folder "
+                          "(NATS-tss-v1_0-3ffb9-simple)")
+    check_benchmark(path)
+    if cfg.study.get("repeat"):
+        raise ConfigError("study.repeat=true with study.reference=benchmark: the benchmark's accuracy is already the "
+                          "mean over its seeds; set study.repeat=false")
+    return Setting(BENCHMARK, base.channels, base.layers, base.resolution, 1.0, int(cfg.benchmark.hp), base.batch_size,
+                   base.lr)
+
+
+def benchmark_rows(cfg: DictConfig, genotypes: Sequence[Any]) -> list[dict | None]:
+    """Each genotype's NATS-Bench accuracies as an evaluation row (test_acc, val_acc as fractions; no wall time or
+    FLOPs: nothing was trained here); None for a cell the file does not hold (left out, as a failed evaluation)."""
+    from ..lookup import BenchmarkLookup
+
+    dataset = list(cfg.benchmark.datasets)[0]
+    lookup = BenchmarkLookup(cfg.benchmark.path, hp=cfg.benchmark.hp, datasets=[dataset])
+    rows: list[dict | None] = []
+    for genotype in genotypes:
+        found = lookup.lookup(genotype.to_text())
+        metrics = {} if found is None else found[1]
+        test = metrics.get(f"benchmark/{dataset}_test_acc")
+        valid = metrics.get(f"benchmark/{dataset}_valid_acc")
+        rows.append(None if test is None else {"test_acc": test / 100, "val_acc": (valid if valid is not None else test) / 100,
+                                               "wall_time_s": math.nan, "flops": math.nan})
+    return rows
 
 
 def run_study(cfg: DictConfig) -> dict[str, Any]:
@@ -164,7 +211,11 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, list[dict | None]] = {}
     with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "proxy_study"):
         run = wandb_experiment(cfg, out_dir, resuming=bool(cfg.get("resume")))
-        for setting in (reference, *proxies):
+        if reference.name == BENCHMARK:
+            results[reference.name] = benchmark_rows(cfg, genotypes)
+            print(f"benchmark: {sum(r is not None for r in results[reference.name])} of {len(genotypes)} cells found in "
+                  f"{cfg.benchmark.path}", flush=True)
+        for setting in (proxies if reference.name == BENCHMARK else (reference, *proxies)):
             requests = [Request(g, setting, setting.epochs) for g in genotypes]
             results[setting.name] = evaluator.evaluate(requests, label=f"{setting.name}: ")
         compared = list(proxies)
@@ -327,7 +378,9 @@ def study_markdown(table: Sequence[dict[str, Any]], reference: Setting, n: int, 
         f"{n} architectures sampled from the {_SPACE_NAMES.get(space, space)} space; reference setting `{r.name}` "
         f"(C={r.channels}, {r.layers} cells, "
         f"{r.resolution} px, {_share(r.sample_ratio)} training images, {r.epochs} epochs, batch {r.batch_size}, lr {r.lr:g}). "
-        f"Rank correlations of `{metric}` with the reference's, 95% bootstrap intervals over the architectures; "
+        + ("Its accuracies are the NATS-Bench file's (the mean over the benchmark's seeds): nothing was trained for "
+           "it here, so the speed-ups are n/a. " if r.name == BENCHMARK else "")
+        + f"Rank correlations of `{metric}` with the reference's, 95% bootstrap intervals over the architectures; "
         "speed-up: the reference's measured wall time over the proxy's (same architectures), and training FLOPs "
         "(forward FLOPs x images x epochs)."
         + (" Rows `zc_<proxy>`: zero-cost proxies, each untrained network of the reference setting scored from one "
