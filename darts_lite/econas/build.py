@@ -18,6 +18,15 @@ from .executor import EXECUTORS, Executor
 from .settings import Base, base_from_config
 
 
+def check_space(cfg: DictConfig, what: str) -> None:
+    """The space group's cells are trained by the train group's recipe: both must name the same space. ``what``:
+    what the task does with the cells ("samples", "breeds")."""
+    train_space = cfg.train.get("space", "darts")
+    if cfg.space.name != train_space:
+        raise ConfigError(f"space={cfg.space.name} with train.space={train_space}: the {what} cells of the space "
+                          f"group and trains them with the train group; choose train={cfg.space.name}")
+
+
 def base(cfg: DictConfig) -> Base:
     try:
         return base_from_config(cfg)

@@ -74,6 +74,15 @@ class _Record(pl.Callback):
         self.before_s, self.started = float(state["elapsed_s"]), time.time()
 
 
+def setting_datamodule(data: dict[str, Any], setting: dict[str, Any], seed: int, cutout: int, val_split: float) -> Any:
+    """The data module an evaluation under ``setting`` (Setting.values()) trains on: the setting decides the batch,
+    the sample ratio and the side (absolute: equal to the images' own, nothing is resized); a search's split and
+    validation part do not apply to training an evaluation network."""
+    node = {"_target_": "darts_lite.data.ImageDataModule", **{k: v for k, v in data.items() if k not in ("split", "val_on")}}
+    node.update(batch_size=setting["batch_size"], sample_ratio=setting["sample_ratio"], resolution=setting["resolution"])
+    return build(node, "data", seed=seed, bilevel=False, cutout=cutout, val_split=val_split)
+
+
 def run_evaluation(job: EvalJob) -> dict[str, Any]:
     """Train and measure; returns a row of the evaluation archive (status "done"). Errors propagate: the
     executor turns them into a failed row."""
@@ -82,11 +91,7 @@ def run_evaluation(job: EvalJob) -> dict[str, Any]:
     if not 1 <= job.epochs <= s["epochs"]:
         raise ValueError(f"epochs={job.epochs}: an evaluation trains 1..{s['epochs']} epochs of setting {s['name']}")
     pl.seed_everything(job.seed, workers=True, verbose=False)
-    # the setting decides the batch, the sample ratio and the side (absolute: equal to the images' own, nothing is
-    # resized); a search's split and validation part do not apply to training an evaluation network
-    data = {"_target_": "darts_lite.data.ImageDataModule", **{k: v for k, v in job.data.items() if k not in ("split", "val_on")}}
-    data.update(batch_size=s["batch_size"], sample_ratio=s["sample_ratio"], resolution=s["resolution"])
-    dm = build(data, "data", seed=job.seed, bilevel=False, cutout=job.train.get("cutout", 0), val_split=job.val_split)
+    dm = setting_datamodule(job.data, s, job.seed, job.train.get("cutout", 0), job.val_split)
     network = dict(space.eval_network_options({**job.train, "C": s["channels"], "layers": s["layers"]}),
                    num_classes=dm.num_classes, in_channels=dm.in_channels)
     # compile: each evaluation is a new short-lived network, compiling it would cost more than it saves

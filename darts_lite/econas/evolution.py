@@ -65,10 +65,7 @@ def check(cfg: DictConfig) -> tuple[Setting, str, dict[str, Any], int]:
         raise ConfigError(f"search_algo={algorithm!r}: must be one of {', '.join(ALGORITHMS)}")
     if cfg.get("evolution") is None or cfg.get("setting") is None:
         raise ConfigError("task=econas needs the evolution and setting groups: use +experiment=econas or econas_quick")
-    train_space = cfg.train.get("space", "darts")
-    if cfg.space.name != train_space:
-        raise ConfigError(f"space={cfg.space.name} with train.space={train_space}: the evolution breeds cells of the space "
-                          f"group and trains them with the train group; choose train={cfg.space.name}")
+    build.check_space(cfg, "evolution breeds")
     ev = OmegaConf.to_container(cfg.evolution, resolve=True)
     options = _options(algorithm, ev)
     if algorithm != "hierarchical" and options.get("budget") is None:

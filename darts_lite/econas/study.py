@@ -137,10 +137,7 @@ def check(cfg: DictConfig) -> tuple[Base, Setting, list[Setting], list[str]]:
     if zero_cost_study.is_zero_cost(st.reference):
         raise ConfigError(f"study.reference={st.reference}: the reference is a training setting (a zero-cost proxy "
                           "is judged against it)")
-    train_space = cfg.train.get("space", "darts")
-    if cfg.space.name != train_space:
-        raise ConfigError(f"space={cfg.space.name} with train.space={train_space}: the study samples cells of the space "
-                          f"group and trains them with the train group; choose train={cfg.space.name}")
+    build.check_space(cfg, "study samples")
     base = build.base(cfg)
     training = [p for p in proxies if not zero_cost_study.is_zero_cost(p)]
     if st.reference == BENCHMARK:

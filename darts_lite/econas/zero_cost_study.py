@@ -73,14 +73,10 @@ class ZeroCostScorer:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._batch is None:
-            from ..schema import build
+            from .evaluate import setting_datamodule
 
-            node = {"_target_": "darts_lite.data.ImageDataModule",
-                    **{k: v for k, v in self.data.items() if k not in ("split", "val_on")}}
-            s = self.setting
-            node.update(batch_size=s.batch_size, sample_ratio=s.sample_ratio, resolution=s.resolution)
-            dm = build(node, "data", seed=self.seed, bilevel=False, cutout=self.train.get("cutout", 0),
-                       val_split=self.val_split)
+            dm = setting_datamodule(self.data, self.setting.values(), self.seed, self.train.get("cutout", 0),
+                                    self.val_split)
             state = torch.random.get_rng_state()
             torch.manual_seed(self.seed)
             self._batch = next(iter(dm.train_dataloader()))
