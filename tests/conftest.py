@@ -45,11 +45,121 @@ def _cli(*args, env=None) -> tuple[list[str], dict[str, str]]:
                                                              **(env or {}))
 
 
-def run_cli(*args, cwd, timeout=600, env=None) -> subprocess.CompletedProcess:
-    """Runs `python -m darts_lite *args` in cwd to the end (with ``env``'s variables added); its stdout and stderr as
-    text."""
-    cmd, env = _cli(*args, env=env)
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+def run_cli(*args, cwd, timeout=600, env=None, isolated=False) -> subprocess.CompletedProcess:
+    """Runs `python -m darts_lite *args` in cwd to the end (with ``env``'s variables added); its exit status, stdout
+    and stderr as text.
+
+    In this test process by default (torch, Lightning and Hydra are imported once, not once per run: seconds per run
+    on a small machine), with what a run may change put back afterwards (see ``_in_process``); the output of the
+    process's file descriptors is captured too, so what worker processes print is there as from a subprocess.
+    ``isolated=True`` starts a real subprocess: for runs that must own the process (DDP, import-time settings).
+    """
+    if isolated:
+        cmd, env = _cli(*args, env=env)
+        return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return _in_process(list(args), cwd, env)
+
+
+def _in_process(args: list[str], cwd, env: dict | None) -> subprocess.CompletedProcess:
+    """`python -m darts_lite *args` as ``darts_lite.__main__.entry()`` in this process, in ``cwd`` (also first on
+    sys.path, as `python -m` puts it), with W&B offline and ``env``'s variables. Put back afterwards: the working
+    folder, sys.argv/sys.path, the environment, modules imported from ``cwd`` (a test's plug-ins) and what they
+    registered, logging, warning filters, signal handlers, torch's random state, threads, default dtype and
+    determinism, Python's and numpy's random state, Hydra's global state."""
+    import contextlib
+    import logging
+    import signal
+    import tempfile
+    import warnings
+
+    import numpy as np
+    from hydra.core.global_hydra import GlobalHydra
+
+    from darts_lite.__main__ import entry
+    from darts_lite.registry import Registry
+
+    cwd = os.path.abspath(cwd)
+    # what a run's plug-ins add to darts_lite's registries (a space of one's own, say) is taken out again
+    registries = {id(r): (r, dict(r._entries)) for name, module in list(sys.modules.items())
+                  if name.startswith("darts_lite") for r in vars(module).values() if isinstance(r, Registry)}
+    saved = dict(
+        environ=dict(os.environ), cwd=os.getcwd(), argv=sys.argv[:], path=sys.path[:], modules=set(sys.modules),
+        torch_rng=torch.get_rng_state(), threads=torch.get_num_threads(), dtype=torch.get_default_dtype(),
+        deterministic=torch.are_deterministic_algorithms_enabled(), grad=torch.is_grad_enabled(),
+        py_rng=random.getstate(), np_rng=np.random.get_state(),
+        signals={s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)},
+        loggers={name: (lg.level, lg.handlers[:], lg.propagate, lg.disabled)
+                 for name, lg in [("", logging.getLogger()), *logging.root.manager.loggerDict.items()]
+                 if isinstance(lg, logging.Logger)},
+    )
+    out_file, err_file = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    code = 0
+    sys.stdout.flush(), sys.stderr.flush()
+    fds = os.dup(1), os.dup(2)
+    try:
+        os.environ.update(WANDB_MODE="offline", HYDRA_FULL_ERROR="0", **(env or {}))
+        os.chdir(cwd)
+        sys.argv = [os.path.join(os.path.dirname(__import__("darts_lite").__file__), "__main__.py"), *args]
+        sys.path.insert(0, cwd)
+        GlobalHydra.instance().clear()
+        os.dup2(out_file.fileno(), 1), os.dup2(err_file.fileno(), 2)
+        with contextlib.redirect_stdout(out_file), contextlib.redirect_stderr(err_file), \
+                warnings.catch_warnings():
+            # Python's own warning filters, as a fresh process has them, shown on this stderr
+            warnings.resetwarnings()
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: \
+                sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+            try:
+                entry()
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if not isinstance(e.code, (int, type(None))):
+                    print(e.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - what the interpreter would print before exiting with 1
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            sys.stdout.flush(), sys.stderr.flush()
+    finally:
+        os.dup2(fds[0], 1), os.dup2(fds[1], 2)
+        os.close(fds[0]), os.close(fds[1])
+        GlobalHydra.instance().clear()
+        os.chdir(saved["cwd"])
+        sys.argv[:], sys.path[:] = saved["argv"], saved["path"]
+        os.environ.clear()
+        os.environ.update(saved["environ"])
+        for registry, entries in registries.values():
+            registry._entries.clear()
+            registry._entries.update(entries)
+        for name in set(sys.modules) - saved["modules"]:  # a test's plug-in modules, never a package's
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if file.startswith(cwd + os.sep) and "site-packages" not in file and not name.startswith("darts_lite"):
+                del sys.modules[name]
+        for name, (level, handlers, propagate, disabled) in saved["loggers"].items():
+            lg = logging.getLogger(name or None)
+            for handler in lg.handlers:
+                if handler not in handlers:  # the run's own (its log file): closed, as at the end of a process
+                    handler.close()
+            lg.setLevel(level)
+            lg.handlers[:] = handlers
+            lg.propagate, lg.disabled = propagate, disabled
+        for s, handler in saved["signals"].items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        torch.set_rng_state(saved["torch_rng"])
+        torch.set_num_threads(saved["threads"])
+        torch.set_default_dtype(saved["dtype"])
+        torch.use_deterministic_algorithms(saved["deterministic"])
+        torch.set_grad_enabled(saved["grad"])
+        random.setstate(saved["py_rng"])
+        np.random.set_state(saved["np_rng"])
+    out_file.seek(0), err_file.seek(0)
+    result = subprocess.CompletedProcess(["python", "-m", "darts_lite", *args], code, out_file.read(), err_file.read())
+    out_file.close(), err_file.close()
+    return result
 
 
 def start_cli(*args, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:

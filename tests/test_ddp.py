@@ -25,7 +25,7 @@ def test_ddp_search_on_two_processes(tmp_path, search):
     proc = run_cli("+experiment=quickstart", "data=synthetic", f"search={search}", "search.epochs=2",
                    "search.warmup_epochs=0", "space.C=4", "space.layers=3", "trainer=ddp", "trainer.accelerator=cpu",
                    "trainer.devices=2", "trainer.enable_progress_bar=false", "+trainer.limit_train_batches=2",
-                   f"hydra.run.dir={run}", cwd=tmp_path)
+                   f"hydra.run.dir={run}", cwd=tmp_path, isolated=True)  # DDP re-runs the command as rank 1
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (run / "train_ddp_process_1.log").is_file()  # a second rank really ran
     # alphas were compared across ranks after every step (SearchModule raises if they differ);

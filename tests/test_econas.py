@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import TINY_ECONAS, compose_cfg, start_cli
+from conftest import TINY_ECONAS, compose_cfg, run_cli, start_cli
 
 from darts_lite.config import config_dir
 from darts_lite.econas import evaluator as evaluator_module
@@ -296,9 +296,8 @@ def test_one_evolution_cycle_promotes_and_breeds(tmp_path):
 
 def test_a_killed_evolution_resumes_to_the_same_archive_and_top(tmp_path):
     args = [*EVOLUTION, "evolution.cycles=1"]
-    straight = start_cli(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
-    out, err = straight.communicate(timeout=600)
-    assert straight.returncode == 0, err[-3000:]
+    straight = run_cli(*args, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr[-3000:]
     killed_dir = tmp_path / "killed"
     killed = start_cli(*args, f"hydra.run.dir={killed_dir}", cwd=tmp_path)
     deadline = time.time() + 300
@@ -311,18 +310,17 @@ def test_a_killed_evolution_resumes_to_the_same_archive_and_top(tmp_path):
     os.kill(killed.pid, signal.SIGKILL)
     killed.communicate()
     done_before = len(_try_rows(killed_dir / "archive.sqlite"))
-    resumed = start_cli(*args, "resume=true", f"hydra.run.dir={killed_dir}", cwd=tmp_path)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-3000:]
+    resumed = run_cli(*args, "resume=true", f"hydra.run.dir={killed_dir}", cwd=tmp_path)
+    out = resumed.stdout
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming the hierarchical search at cycle" in out
     trained_after = len([line for line in out.splitlines() if "] c0r0s0e3 e" in line])
     assert trained_after == len(_try_rows(killed_dir / "archive.sqlite")) - done_before  # nothing was trained twice
     assert _archive_rows(killed_dir / "archive.sqlite") == _archive_rows(tmp_path / "straight" / "archive.sqlite")
     assert (killed_dir / "top.csv").read_text() == (tmp_path / "straight" / "top.csv").read_text()
     # started again without resume=true, the search refuses to replace what the archive holds
-    again = start_cli(*args, f"hydra.run.dir={killed_dir}", cwd=tmp_path)
-    _, err = again.communicate(timeout=300)
-    assert again.returncode == 2 and "continue it with resume=true" in err
+    again = run_cli(*args, f"hydra.run.dir={killed_dir}", cwd=tmp_path)
+    assert again.returncode == 2 and "continue it with resume=true" in again.stderr
 
 
 def _try_rows(db):
