@@ -14,8 +14,9 @@ from omegaconf import DictConfig
 from .config import config_dir
 
 
-def resume_hint(cfg: DictConfig) -> str:
-    """Where the last checkpoint of the run is and the command that continues from it."""
+def resume_hint(cfg: DictConfig, diverged: bool = False) -> str:
+    """Where the last checkpoint of the run is and the command that continues from it (``diverged``: after a loss
+    that stopped being finite, with the advice that goes with it)."""
     from hydra.core.hydra_config import HydraConfig
 
     run_dir = Path(cfg.run_dir)
@@ -27,7 +28,7 @@ def resume_hint(cfg: DictConfig) -> str:
                  if re.sub(r"^[+~]+", "", o).split("=", 1)[0] not in ("resume", "ckpt_path")]
     command = shlex.join(["python", "-m", "darts_lite", *overrides, "resume=true", f"hydra.run.dir={run_dir}"])
     hint = f"Last checkpoint (end of the last finished epoch): {last}\nContinue from it with: {command}"
-    if cfg.get("task") == "search":
+    if diverged and cfg.get("task") == "search":
         hint += ("\nResumed as it is, it will likely diverge again at the same step; add a lower search.lr or "
                  "search.arch_lr to that command and the resumed run uses it from there on.")
     return hint
@@ -56,7 +57,7 @@ def main(cfg: DictConfig) -> object:
     from hydra.types import RunMode
 
     from .data import DatasetUnavailable
-    from .errors import ConfigError, RunFailed
+    from .errors import CheckpointWriteFailed, ConfigError, RunFailed
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -67,13 +68,16 @@ def main(cfg: DictConfig) -> object:
     except (ConfigError, DatasetUnavailable) as e:
         # a user's mistake or missing data: one clear message, no traceback
         error, message, code = e, str(e), 2
+    except CheckpointWriteFailed as e:
+        # the disk, not the run, failed: what is on disk, and the command that continues once it is fixed
+        error, message, code = e, f"{e}\n{resume_hint(cfg)}", 1
     except RunFailed as e:
         # the config was valid but the work could not be done (a study's evaluations failed): the message says why,
         # grouped by cause, and where the whole errors are; a traceback of the driver would say nothing more
         error, message, code = e, str(e), 1
     except FloatingPointError as e:
         # the loss diverged: the traceback says nothing the message does not; where to continue from does
-        error, message, code = e, f"{e}\n{resume_hint(cfg)}", 1
+        error, message, code = e, f"{e}\n{resume_hint(cfg, diverged=True)}", 1
     except Exception as e:
         if not multirun:
             raise  # a bug, not a user's mistake: Hydra prints the traceback

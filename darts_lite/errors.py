@@ -16,3 +16,8 @@ class RunFailed(RuntimeError):
 
 class DatasetUnavailable(RuntimeError):
     """The dataset's files are missing, could not be downloaded, or cannot be read; the message says what to do."""
+
+
+class CheckpointWriteFailed(RunFailed):
+    """A checkpoint could not be written (a full disk, a folder that cannot be written, a file size limit): the
+    previous checkpoint, if any, is whole; the message says which and the entry point adds how to continue."""

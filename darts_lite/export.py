@@ -29,7 +29,7 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,9 @@ from torch import nn
 from ._version import __version__
 from .errors import ConfigError
 from .ofa.shrinking import resize
-from .run.checkpoints import RECORD_FORMAT, RECORD_KEY
+from .run.checkpoints import RECORD_FORMAT, RECORD_KEY, record_problem
 from .run.folder import start_run
+from .torchfiles import is_state_dict, weights_fit
 
 __all__ = ["RawImageClassifier", "check", "export_program", "onnx_missing", "read_exportable", "run_export", "write_onnx"]
 
@@ -86,6 +87,11 @@ class RawImageClassifier(nn.Module):
 # ---- what ckpt_path holds ------------------------------------------------------------------------------------------
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _is_side(value: Any) -> bool:
+    """Whether ``value`` is an input side as subnet.pt records it (an integer >= 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _run_folder(path: Path) -> Path:
@@ -139,26 +145,35 @@ class TrainedNetwork:
     def __init__(self, path: Path, saved: dict[str, Any], how: str):
         self.path, self.saved, self.how = path, saved, how
         self.record = saved[RECORD_KEY]
-        hp = dict(saved.get("hyper_parameters") or {})
-        if not isinstance(hp.get("genotype"), str) or not isinstance(hp.get("network", {}), dict):
+        hp = saved.get("hyper_parameters") or {}
+        if not isinstance(hp, dict) or not isinstance(hp.get("genotype"), str) \
+                or not isinstance(hp.get("network") or {}, dict):
             raise ConfigError(f"{how}: the checkpoint's hyper-parameters hold no genotype and network arguments, so "
                               "the evaluation network cannot be rebuilt (was it written by a LightningModule of your own?)")
         self.genotype, self.network_args = hp["genotype"], dict(hp.get("network") or {})
+        weights_fit(self._builder(), self._weights(), how)  # on the meta device: no memory taken
+
+    def _builder(self) -> Callable[[], nn.Module]:
+        """A builder of the evaluation network the hyper-parameters describe; ConfigError for a genotype that does
+        not parse."""
+        from .spaces import parse_genotype
+
+        try:
+            space, genotype = parse_genotype(self.genotype)
+        except ValueError as e:
+            raise ConfigError(f"{self.how}: the checkpoint's genotype does not parse ({_first_line(e)})") from None
+        return lambda: space.EvalNetwork(genotype, **self.network_args)
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """The evaluation network's weights in the checkpoint (the module's, without its ``net.`` prefix)."""
+        return {k.removeprefix("net."): v for k, v in self.saved["state_dict"].items() if k.startswith("net.")}
 
     def describe(self) -> str:
         return f"the evaluation network of the task=train run in {_run_folder(self.path.resolve())}"
 
     def network(self) -> tuple[nn.Module, int | None]:
-        from .spaces import parse_genotype
-
-        space, genotype = parse_genotype(self.genotype)
-        net = space.EvalNetwork(genotype, **self.network_args)
-        weights = {k.removeprefix("net."): v for k, v in self.saved["state_dict"].items() if k.startswith("net.")}
-        try:
-            net.load_state_dict(weights)
-        except RuntimeError as e:
-            raise ConfigError(f"{self.how}: the weights do not fit the network the hyper-parameters describe: "
-                              f"{_first_line(e)}") from None
+        net = self._builder()()
+        net.load_state_dict(self._weights())
         if getattr(net, "aux_head", None) is not None:
             net.aux_head = None  # eval mode never runs it: the program holds only what runs
         return net.eval(), None
@@ -273,6 +288,17 @@ def read_exportable(ckpt_path: Any) -> TrainedNetwork | OFASubnetFile:
     if not isinstance(saved, dict):
         raise ConfigError(f"{how}: not a checkpoint (the file holds a {type(saved).__name__}); {wanted}")
     if RECORD_KEY not in saved and {"config", "setting", "resolution", "state_dict"} <= set(saved):
+        wrong = [key for key, ok in (("config", isinstance(saved["config"], dict)),
+                                     ("setting", isinstance(saved["setting"], dict)),
+                                     ("resolution", _is_side(saved["resolution"])),
+                                     ("state_dict", is_state_dict(saved["state_dict"])),
+                                     ("data", isinstance(saved.get("data", {}), dict))) if not ok]
+        if wrong:
+            raise ConfigError(f"{how}: a damaged sub-network file (its {', '.join(wrong)} not of the types the "
+                              "specialisation writes); export the subnet.pt of a Once-for-All run again")
+        from .ofa.specialise import subnet_builder
+
+        weights_fit(subnet_builder(saved, how), saved["state_dict"], how)  # on the meta device: no memory taken
         return OFASubnetFile(path, saved, how)
     if RECORD_KEY not in saved and {"config", "state_dict", "phase"} <= set(saved):
         raise ConfigError(f"{how}: the elastic Once-for-All network (network.pt), which holds every sub-network; "
@@ -286,6 +312,9 @@ def read_exportable(ckpt_path: Any) -> TrainedNetwork | OFASubnetFile:
         raise ConfigError(f"{how}: written by darts_lite {record.get('version')} (checkpoint format "
                           f"{record.get('format')}); this darts_lite reads format {RECORD_FORMAT}: export it with the "
                           "version that wrote it")
+    problem = record_problem(record)
+    if problem or not is_state_dict(saved["state_dict"]):
+        raise ConfigError(f"{how}: a damaged checkpoint ({problem or 'its state_dict is not of tensors'}); {wanted}")
     task = record.get("task")
     if task == "search":
         raise ConfigError(f"{how}: the checkpoint of a search, whose supernet mixes every candidate op and is not a "

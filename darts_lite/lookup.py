@@ -18,6 +18,7 @@ The benchmark is read with the ``nats_bench`` package (``pip install nats_bench`
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -51,15 +52,82 @@ def check_benchmark(path: str | Path) -> Path:
 
 def open_benchmark(path: str | Path) -> Any:
     """The NATS-Bench topology API on ``path``: a folder is opened lazily (each architecture's file is read when it is
-    first looked up), a file is read whole. Raises ConfigError when the path or the package is missing."""
+    first looked up), a file is read whole. Raises ConfigError when the path or the package is missing, or when a
+    file is not a benchmark: one holding objects other than plain values (see ``safe_pickle_load``) included."""
     path = check_benchmark(path)
     import nats_bench
 
+    guard_pickles()
     try:
         return nats_bench.create(str(path), "tss", fast_mode=path.is_dir(), verbose=False)
     except Exception as e:  # the package raises many kinds on a wrong file: each means the same to a user
         raise ConfigError(f"benchmark.path={path} could not be opened as a NATS-Bench topology benchmark "
-                          f"({type(e).__name__}: {e})") from e
+                          f"({type(e).__name__}: {str(e)[:300]})") from None
+
+
+# ---- reading the benchmark's pickles without running code -----------------------------------------------------------
+# What a NATS-Bench file may hold besides dicts, lists, tuples, strings and numbers: the classes and functions the
+# pickles name, each building a plain value. A pickle names any callable it likes, and unpickling calls it: anything
+# not here is refused before it is called.
+_PICKLE_GLOBALS = {
+    ("collections", "OrderedDict"), ("collections", "defaultdict"),
+    *(("builtins", name) for name in ("set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "str",
+                                      "bool", "bytes", "bytearray", "slice")),
+    *((module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+      for name in ("scalar", "_reconstruct")),
+    ("numpy", "dtype"), ("numpy", "ndarray"),
+    ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+}
+
+
+def _storage_from_bytes(data: bytes) -> Any:
+    """A tensor storage pickled by torch (the full benchmark's trained weights), read weights-only: torch's own
+    ``torch.storage._load_from_bytes`` unpickles it with no such restriction."""
+    import io
+
+    import torch
+
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain values only (``_PICKLE_GLOBALS``); ConfigError naming ``where`` for anything
+    else a pickle asks for."""
+
+    def __init__(self, file: Any, where: str):
+        super().__init__(file)
+        self.where = where
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return _storage_from_bytes
+        if (module, name) in _PICKLE_GLOBALS:
+            return super().find_class(module, name)
+        raise ConfigError(f"{self.where}: holds a {module}.{name} object, which no NATS-Bench file holds; darts_lite "
+                          "reads only plain values from a benchmark's pickles (nothing in them is run)")
+
+
+def safe_pickle_load(file_path: Any, ext: str = ".pbz2") -> Any:
+    """What ``nats_bench.api_utils.pickle_load`` reads (the bz2-compressed pickle at ``file_path``, or at
+    ``file_path + ext``), built by ``_PlainUnpickler``: no code a pickle names runs."""
+    import bz2
+    import os
+
+    where = str(file_path) if os.path.isfile(str(file_path)) else str(file_path) + ext
+    with bz2.BZ2File(where, "rb") as f:
+        return _PlainUnpickler(f, f"benchmark file {where}").load()
+
+
+def guard_pickles() -> None:
+    """Make the nats_bench package read every benchmark file (the whole file, the folder's meta file, each
+    architecture's file when it is looked up) with ``safe_pickle_load``: it reads them with ``pickle.load``, which
+    runs whatever code a pickle names. Its modules hold the function under their own names: each is replaced."""
+    import importlib
+
+    for name in ("nats_bench", "nats_bench.api_utils", "nats_bench.api_topology", "nats_bench.api_size"):
+        module = importlib.import_module(name)
+        if hasattr(module, "pickle_load"):
+            module.pickle_load = safe_pickle_load
 
 
 class BenchmarkLookup(pl.Callback):
@@ -156,6 +224,8 @@ class BenchmarkLookup(pl.Callback):
         try:
             # the mean over the benchmark's seeds (is_random=False), after the last training epoch
             return self.api.get_more_info(index, dataset, iepoch=None, hp=self.hp, is_random=False)
+        except ConfigError:  # an architecture's file (read at its first look-up) holds objects it may not
+            raise
         except (KeyError, ValueError):  # no results for this hp or dataset, or the index was never trained
             return None
 

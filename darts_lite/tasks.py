@@ -104,7 +104,9 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
 
 def run_select(cfg: DictConfig) -> dict[str, Any]:
     """Perturbation-based selection on the supernet of a finished search's checkpoint (``ckpt_path``): writes the
-    argmax genotype.json/.txt, genotype_perturbation.json/.txt, selection.csv and summary.json into the run folder."""
+    argmax genotype.json/.txt, genotype_perturbation.json/.txt, selection.csv and summary.json into the run folder.
+    Its progress is saved after every decision (selection_state.pt): a killed selection continues with resume=true
+    in the same run folder."""
     from .run.checkpoints import load_search_module
     from .tricks.selection import perturbation_selection, selection_device
 
@@ -115,7 +117,8 @@ def run_select(cfg: DictConfig) -> dict[str, Any]:
     dm = build_datamodule(cfg, bilevel=True)
     argmax = module.net.genotype()
     chosen = perturbation_selection(module, dm, epochs=cfg.search.selection_epochs, batches=cfg.search.selection_batches,
-                                    seed=cfg.seed, device=selection_device(cfg.trainer.get("accelerator")))
+                                    seed=cfg.seed, device=selection_device(cfg.trainer.get("accelerator")),
+                                    state_path=out_dir / "selection_state.pt", resume=bool(cfg.get("resume")))
     chosen.write(out_dir)
     genotype = chosen.genotype
     summary = {"task": "select", "status": "done", "ckpt_path": str(cfg.ckpt_path), "genotype": argmax.to_text(),

@@ -362,6 +362,68 @@ def _(r: Results) -> str:
 _wall_and_machine("zc", ZC)
 
 
+# ---- the EcoNAS archive under load (experiments/archive_load.py) --------------------------------------------------------
+ARCHIVE_LOAD = "archive_load.json"
+
+
+def _load_case(r: Results, name: str) -> dict:
+    return next(c for c in r.json(ARCHIVE_LOAD)["cases"] if c["case"] == name)
+
+
+@figure("archive.returned", ARCHIVE_LOAD)
+def _(r: Results) -> str:
+    return f"{_load_case(r, 'through the driver')['submitted']} results"
+
+
+@figure("archive.lost", ARCHIVE_LOAD)
+def _(r: Results) -> str:
+    cases = r.json(ARCHIVE_LOAD)["cases"]
+    lost, twice = sum(c["lost"] for c in cases), sum(c["duplicated"] for c in cases)
+    return "none lost or duplicated" if lost == twice == 0 else f"{lost} lost, {twice} duplicated"
+
+
+@figure("archive.driver", ARCHIVE_LOAD)
+def _(r: Results) -> str:
+    c = _load_case(r, "through the driver")
+    return f"{c['rows_per_s']:.0f} rows per second ({c['ms_per_row']:.1f} ms a row)"
+
+
+@figure("archive.one_writer", ARCHIVE_LOAD)
+def _(r: Results) -> str:
+    return f"{_load_case(r, 'one writer')['rows_per_s']:.0f} rows per second"
+
+
+@figure("archive.inline", ARCHIVE_LOAD)
+def _(r: Results) -> str:
+    c = _load_case(r, "evaluator, inline")
+    return f"{1000 * c['driver_cpu_s'] / c['submitted']:.1f} ms of CPU ({c['ms_per_row']:.1f} ms of wall time)"
+
+
+figure("machine.archive", ARCHIVE_LOAD)(lambda r: _machine(r.json(ARCHIVE_LOAD)["machine"]))
+
+
+# ---- kill anywhere (experiments/chaos.py) -----------------------------------------------------------------------------
+CHAOS = "chaos.json"
+
+
+@figure("chaos.table", CHAOS)
+def _(r: Results) -> str:
+    lines = ["| task | kills | at (share of the run) | same result |", "| --- | ---: | --- | --- |"]
+    lines += [f"| {t['task']} | {t['kills']} | {', '.join(f'{m:.2f}' for m in t['moments']) or '-'} | "
+              f"{'yes' if t['equal'] else 'no'} |" for t in r.json(CHAOS)["tasks"]]
+    return "\n" + "\n".join(lines) + "\n"
+
+
+@figure("chaos.summary", CHAOS)
+def _(r: Results) -> str:
+    data = r.json(CHAOS)
+    same = "every resumed run ended equal" if data["all_equal"] else "NOT every resumed run ended equal"
+    return f"{data['kills_total']} kills over {len(data['tasks'])} tasks; {same}"
+
+
+_wall_and_machine("chaos", CHAOS)
+
+
 # ---- figures written by hand -----------------------------------------------------------------------------------------
 # A measurement in prose: a number with a unit of time, memory, speed or share, or a fraction with two or more decimals
 MEASURED = re.compile(r"(?<![\w.=/-])(?<!= )\d[\d,]*(?:\.\d+)?\s?(?:s|ms|min|minutes|hours|GPU-hours|GPU-days|%|x|MiB|GiB|"

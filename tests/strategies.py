@@ -114,3 +114,36 @@ def nb201_texts() -> st.SearchStrategy[str]:
         valid.map(NB201Genotype.to_json).flatmap(one_edit),
         json_values().map(json.dumps),
     )
+
+
+# ---- files: what a file darts_lite reads may hold instead of what darts_lite wrote ----------------------------------
+def truncated(data: bytes) -> st.SearchStrategy[bytes]:
+    """``data`` cut short at any length (a copy or a write that stopped, a full disk)."""
+    return st.integers(0, max(len(data) - 1, 0)).map(lambda n: data[:n])
+
+
+def one_byte_changed(data: bytes) -> st.SearchStrategy[bytes]:
+    """``data`` with one byte changed to any other value (a flipped bit, an edit in a hex editor)."""
+    return st.tuples(st.integers(0, len(data) - 1), st.integers(1, 255)).map(
+        lambda at: data[:at[0]] + bytes([data[at[0]] ^ at[1]]) + data[at[0] + 1:])
+
+
+def damaged_bytes(data: bytes) -> st.SearchStrategy[bytes]:
+    """Bytes in place of a valid file's ``data``: any bytes, the file truncated, one byte of it changed, nothing."""
+    return st.one_of(st.binary(max_size=300), truncated(data), one_byte_changed(data), st.just(b""))
+
+
+@st.composite
+def one_field_changed(draw, value, leaves: st.SearchStrategy | None = None, max_depth: int = 4):
+    """``value`` (the dicts and lists a JSON or torch file holds) with one entry at any depth up to ``max_depth``
+    deleted or replaced by one of ``leaves`` (default: any JSON value), or the whole of it replaced."""
+    leaves = json_values(max_leaves=6) if leaves is None else leaves
+    if not isinstance(value, (dict, list)) or not value or max_depth == 0 or draw(st.integers(0, 4)) == 0:
+        return draw(leaves)
+    key = draw(st.sampled_from(list(value) if isinstance(value, dict) else range(len(value))))
+    changed = dict(value) if isinstance(value, dict) else list(value)
+    if isinstance(changed, dict) and draw(st.integers(0, 3)) == 0:
+        del changed[key]  # a field missing
+    else:
+        changed[key] = draw(one_field_changed(value[key], leaves, max_depth - 1))
+    return changed

@@ -1,16 +1,20 @@
-"""Exact resume: a search, a retraining and a Once-for-All run killed with SIGKILL and resumed end where the
-uninterrupted runs do, tensor for tensor (the EcoNAS evolution's: tests/test_econas.py)."""
+"""Exact resume: a search killed with SIGKILL and resumed ends where the uninterrupted run does, tensor for tensor, its
+wall time and metrics rows carried over; checkpoint writes that fail; a run killed after its last checkpoint. Every
+long task killed at a random moment: tests/test_chaos.py (the EcoNAS evolution at a chosen one: tests/test_econas.py)."""
 
 import csv
+import errno
 import json
+import os
 import signal
 import subprocess
 import time
 
 import torch
-from conftest import run_cli, start_cli
+from conftest import _cli, run_cli, start_cli
 
 from darts_lite import Genotype
+from darts_lite.errors import CheckpointWriteFailed
 
 # GDAS on generated data: Gumbel sampling, augmentation and shuffling all draw random numbers
 ARGS = ["+experiment=quickstart", "data=synthetic", "data.crop_padding=1", "data.flip=true", "search=gdas",
@@ -71,79 +75,10 @@ def test_killed_search_resumes_to_the_same_result(tmp_path):
     assert losses(killed) == losses(straight) and len(losses(straight)) == 6
 
 
-def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 300) -> None:
-    """SIGKILL ``proc`` as soon as ``ready()`` holds (polled every 20 ms); fails if it ended on its own first."""
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None and not ready():
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, f"the {what} finished before it could be killed"
-
-
-def _same_tensors(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), f"{key} differs after the resume"
-
-
-def _straight_then_killed(tmp_path, args: list[str], checkpoint: str, epochs: int, what: str):
-    """Run ``args`` to the end in tmp_path/straight; run them again in tmp_path/killed, SIGKILLed once its
-    ``checkpoint`` (relative to the run folder) holds 2 of ``epochs`` epochs, and resumed. Returns both folders and
-    the resumed run."""
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    done = run_cli(*args, f"hydra.run.dir={straight}", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    proc = start_cli(*args, f"hydra.run.dir={killed}", cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: _epochs_in(killed / checkpoint) >= 2, what)
-    assert 2 <= _epochs_in(killed / checkpoint) < epochs, f"the {what} was not killed inside the epochs it was to run"
-    resumed = run_cli(*args, f"hydra.run.dir={killed}", "resume=true", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return straight, killed, resumed
-
-
-def _epochs_in(checkpoint) -> int:
-    return int(torch.load(checkpoint, weights_only=True, map_location="cpu")["epoch"]) + 1 if checkpoint.is_file() else 0
-
-
 # retraining a cell: drop path, cutout, crop and flip draw random numbers every step
 TRAIN = ["+experiment=train_quick", "genotype=DARTS_V2", "data=synthetic", "data.crop_padding=1", "data.flip=true",
          "train.C=8", "train.layers=3", "train.cutout=4", "train.drop_path_prob=0.3", "train.epochs=5", "seed=2",
          "trainer.enable_progress_bar=false"]
-
-
-def test_killed_retraining_resumes_to_the_same_weights(tmp_path):
-    straight, killed, _ = _straight_then_killed(tmp_path, TRAIN, "checkpoints/last.ckpt", 5, "retraining")
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)
-    _same_tensors(a["state_dict"], b["state_dict"])
-    assert a["optimizer_states"][0]["state"].keys() == b["optimizer_states"][0]["state"].keys()
-    for k, state in a["optimizer_states"][0]["state"].items():
-        assert torch.equal(state["momentum_buffer"], b["optimizer_states"][0]["state"][k]["momentum_buffer"])
-    summary = json.loads((killed / "summary.json").read_text())
-    assert summary["metrics"] == json.loads((straight / "summary.json").read_text())["metrics"]
-
-
-# Once-for-All, the tiny network of tests/conftest.py through the command line; the kernel phase is long enough to
-# be killed inside it, after one of its epochs
-OFA = ["+experiment=ofa_quick", "data=synthetic", "data.synthetic_samples=48", "data.synthetic_classes=3",
-       "data.batch_size=16", "data.crop_padding=1", "data.flip=true", "ofa.network.stem_channels=4",
-       "ofa.network.first_channels=4", "ofa.network.widths=[4,8]", "ofa.network.strides=[1,2]",
-       "ofa.network.acts=[relu,hswish]", "ofa.network.head_channels=16", "ofa.resolutions=[6,8]", "ofa.bn_calibration=1",
-       "ofa.val_split=0.2", "ofa.epochs=[1,6,1,1,1,1]", "ofa.subnets=[1,1,2,2,2,2]", "ofa.constraint.flops=null",
-       "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "seed=1"]
-
-
-def test_killed_once_for_all_resumes_to_the_same_network(tmp_path):
-    # killed inside the kernel phase, after two of its six epochs
-    straight, killed, resumed = _straight_then_killed(tmp_path, OFA, "kernel/checkpoints/last.ckpt", 6, "Once-for-All run")
-    assert "Phase full: finished before, skipped" in resumed.stdout
-    a = torch.load(straight / "network.pt", weights_only=True)
-    b = torch.load(killed / "network.pt", weights_only=True)
-    assert a["phase"] == b["phase"] == "expand2" and a["config"] == b["config"]
-    _same_tensors(a["state_dict"], b["state_dict"])
-    # the resumed phase continued the very same random draws: its metrics equal the uninterrupted run's
-    straight_kernel = json.loads((straight / "kernel" / "summary.json").read_text())["metrics"]
-    assert json.loads((killed / "kernel" / "summary.json").read_text())["metrics"] == straight_kernel
 
 
 def test_resume_without_a_checkpoint_says_what_to_do(tmp_path):
@@ -165,7 +100,52 @@ def test_interrupted_checkpoint_write_leaves_the_previous_checkpoint_whole(tmp_p
         raise OSError("disk full")
 
     monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", dies_mid_write)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointWriteFailed, match="disk full; the previous checkpoint"):
         io.save_checkpoint({"epoch": torch.tensor(2)}, target)
     assert torch.load(target, weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no half-written file left behind
+
+    def no_space(self, checkpoint, path, storage_options=None):
+        open(path, "wb").write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", no_space)
+    with pytest.raises(CheckpointWriteFailed) as e:
+        io.save_checkpoint({"epoch": torch.tensor(2)}, target)
+    assert str(e.value) == (f"could not write the checkpoint {target}: No space left on device (ENOSPC); the previous "
+                            f"checkpoint {target} is whole (an earlier epoch's)")
+    assert torch.load(target, weights_only=True)["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_a_checkpoint_too_large_for_the_disk_stops_the_run_with_one_message(tmp_path):
+    """A file size limit below the checkpoint's size (as a full disk or a quota would): the run stops at the end
+    of its first epoch with one line that says why and what is on disk, and how to continue; no traceback, no
+    half-written file."""
+    import resource
+
+    cmd, env = _cli(*_args(tmp_path / "run"), "search.epochs=2")
+    limit = 600_000  # above every other file the run writes (the pictures are about 120 kB), below its checkpoint
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert (f"darts_lite: could not write the checkpoint {checkpoints / 'last.ckpt'}: File too large (EFBIG); no "
+            "checkpoint was written before") in proc.stderr
+    assert "Traceback" not in proc.stderr and "No checkpoint was written yet" in proc.stderr
+    assert list(checkpoints.iterdir()) == []
+
+
+def test_a_run_killed_after_its_last_checkpoint_reports_the_same_metrics_on_resume(tmp_path):
+    """Killed between its last epoch's checkpoint and its summary (found by experiments/chaos.py): resumed, it has no
+    epoch left to run, and its summary reports the metrics the uninterrupted run reported (carried in the
+    checkpoint), not an empty set."""
+    run = tmp_path / "run"
+    args = [*TRAIN, "train.epochs=2", f"hydra.run.dir={run}"]
+    done = run_cli(*args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reported = json.loads((run / "summary.json").read_text())["metrics"]
+    assert {"val/acc", "train/loss"} <= set(reported)
+    (run / "summary.json").unlink()  # as if the kill came before it was written
+    again = run_cli(*args, "resume=true", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["metrics"] == reported

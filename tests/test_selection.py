@@ -251,6 +251,53 @@ def test_task_select_on_a_search_checkpoint(searched, tmp_path):
     assert Genotype.parse(summary["genotype_perturbation"]) == Genotype.parse((out / "genotype_perturbation.json").read_text())
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_a_stopped_selection_resumes_after_its_last_decision_to_the_same_result(searched, tmp_path, monkeypatch):
+    """Stopped right after its third decision was saved (fine-tuning drew random augmentations in between),
+    task=select with resume=true takes the remaining decisions only and ends as the uninterrupted one: same rows,
+    same genotype; its state file is gone once the selection is done. Another checkpoint's state is refused."""
+    from darts_lite.tasks import run_select
+    from darts_lite.tricks import selection as selection_module
+
+    run, _ = searched
+    args = [*SEARCH, "task=select", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", "search.selection_epochs=2"]
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    run_select(compose_cfg(*args, f"run_dir={straight}"))
+    assert not (straight / "selection_state.pt").exists()
+
+    real_save = selection_module.SelectionState.save
+
+    def save_then_stop(self, decisions, *a):
+        real_save(self, decisions, *a)
+        if decisions == 3:
+            raise _Stop
+
+    monkeypatch.setattr(selection_module.SelectionState, "save", save_then_stop)
+    with pytest.raises(_Stop):
+        run_select(compose_cfg(*args, f"run_dir={stopped}"))
+    assert torch.load(stopped / "selection_state.pt", weights_only=True)["decisions"] == 3
+    monkeypatch.setattr(selection_module.SelectionState, "save", real_save)
+    taken = []
+    monkeypatch.setattr(selection_module.PerturbationSelection, "_decide_op",
+                        lambda self, cell, edge, d, real=selection_module.PerturbationSelection._decide_op:
+                        taken.append(d) or real(self, cell, edge, d))
+    run_select(compose_cfg(*args, f"run_dir={stopped}", "resume=true"))
+    assert taken and min(taken) == 4  # decisions 1-3 came from the state, not measured again
+    assert (stopped / "selection.csv").read_text() == (straight / "selection.csv").read_text()
+    assert (stopped / "genotype_perturbation.json").read_text() == (straight / "genotype_perturbation.json").read_text()
+    assert not (stopped / "selection_state.pt").exists()
+
+    # a state saved from other options is refused, in one message that names the file
+    monkeypatch.setattr(selection_module.SelectionState, "save", save_then_stop)
+    with pytest.raises(_Stop):
+        run_select(compose_cfg(*args, f"run_dir={stopped}"))
+    with pytest.raises(ConfigError, match=r"selection_state.pt was saved by another selection \(epochs: 2 in the state, 1"):
+        run_select(compose_cfg(*args, f"run_dir={stopped}", "resume=true", "search.selection_epochs=1"))
+
+
 def test_select_refuses_another_space_and_another_split(searched):
     run, _ = searched
     ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"

@@ -1,5 +1,5 @@
 """The EcoNAS tasks' shared parts from a composed config: the base recipe, the data (prepared once, in the driver),
-the archive, the executor and the evaluator, each checked before anything is trained."""
+the archive and its driver lock, the executor and the evaluator, each checked before anything is trained."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data import ARCHIVES, prepare_dataset
 from ..errors import ConfigError
 from ..schema import Ge, Gt, Hint, Le, Lt, node_problems, raise_problems, value_problem
-from .archive import Archive
+from .archive import Archive, DriverLock
 from .evaluator import Evaluator, Failures
 from .executor import EXECUTORS, Executor
 from .settings import Base, base_from_config
@@ -68,6 +68,14 @@ def check_common(cfg: DictConfig) -> None:
 
 def open_archive(cfg: DictConfig) -> Archive:
     return Archive(archive_path(cfg))
+
+
+def driver_lock(cfg: DictConfig, archive: Archive, task: str) -> DriverLock:
+    """The driver lock of ``archive`` for this run (``task``, its run folder), to hold while the driver runs
+    (``with build.driver_lock(...):``): a second study or search on the same archive is refused at its start, naming
+    this one, and one whose archive cannot be written stops there, before anything is trained. Only drivers take it:
+    the workers return their rows to the driver, and readers (a surrogate's data, a script) open the archive freely."""
+    return DriverLock(archive.path, task=task, run_dir=str(Path(cfg.run_dir).resolve()))
 
 
 def prepare_data(cfg: DictConfig) -> dict[str, Any]:

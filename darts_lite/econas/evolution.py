@@ -27,6 +27,7 @@ surrogate to fit first, the same choices on every run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -46,7 +47,7 @@ from ..schema import Allowed, Ge, Hint, MinLen, OneOf, node_problems, raise_prob
 from ..spaces import get_space, parse_genotype
 from ..zero_cost import PROXIES
 from . import build
-from .archive import Archive, genotype_hash
+from .archive import Archive, ArchiveError, genotype_hash
 from .evaluator import Failures, Request, report_failures, stopped_on_failures
 from .settings import Setting, resolve_all
 from .zero_cost_study import VOTE, ZeroCostScorer
@@ -240,109 +241,115 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
     proxy, proxy_factor = zero_cost_prefilter(OmegaConf.to_container(cfg.evolution, resolve=True))
     data = build.prepare_data(cfg)  # a missing dataset stops the search here, before the archive is touched
     archive = build.open_archive(cfg)
-    name = _state_name(algorithm, cfg.seed)
-    saved = archive.load_state(name)
-    fixed = _fixed_config(cfg, setting, options, search_cls)
-    if surrogate is not None:  # another surrogate or factor would choose other genotypes: a resume must keep them
-        fixed["prefilter"] = {"factor": factor, "version": surrogate.version,
-                              "sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest()}
-    if proxy is not None:  # another proxy or factor would choose other genotypes
-        fixed["prefilter"] = {"factor": proxy_factor, "proxy": proxy}
-    if saved is not None and not cfg.get("resume"):
-        raise ConfigError(f"archive {archive.path} already holds a {algorithm} search with seed {cfg.seed} (cycle "
-                          f"{saved['search']['cycle']}); continue it with resume=true, or give another archive=PATH or seed")
-    if saved is not None and saved["config"] != fixed:
-        changed = sorted(k for k in fixed if saved["config"].get(k) != fixed[k])
-        was = ", ".join(f"{k}={saved['config'].get(k)!r}" for k in changed)
-        raise ConfigError(f"resume=true: the search in {archive.path} was made with other {', '.join(changed)} ({was}); "
-                          "resume it with those, or start a new search with another archive=PATH")
-    out_dir = start_run(cfg)
-    failures = Failures()
-    evaluator = build.evaluator(cfg, archive, data, failures=failures)
-    fitness = _Fitness(evaluator, setting, stage_epochs, continues=algorithm == "hierarchical")
-    moves = space_moves(cfg.space.name)
-    prefilter = None
-    if surrogate is not None:
-        prefilter = Prefilter(moves, surrogate.predict, factor)
-        fitness.prefilter, moves = prefilter, prefilter.moves
-        print(f"Pre-filter on: surrogate {surrogate.describe()} from {model_path}; every new genotype is the best "
-              f"predicted of {factor} candidates (prefilter.csv)", flush=True)
-    if proxy is not None:
-        scorer = ZeroCostScorer(setting, data, OmegaConf.to_container(cfg.train, resolve=True), cfg.seed,
-                                float(cfg.evaluation.val_split))
-        prefilter = Prefilter(moves, scorer.predict(proxy), proxy_factor, value=f"zc_{proxy}")
-        fitness.prefilter, moves = prefilter, prefilter.moves
-        print(f"Pre-filter on: zero-cost proxy {proxy}; every new genotype is the best scored of {proxy_factor} "
-              "untrained candidates (prefilter.csv)", flush=True)
-    search = search_cls(moves, fitness, seed=cfg.seed, **options)
-    spent_before = 0.0
-    if saved is not None:
-        search.load_state_dict(saved["search"])
-        spent_before = float(saved.get("wall_time_s", 0.0))
-        print(f"Resuming the {algorithm} search at cycle {search.cycle} from {archive.path}", flush=True)
-    started = time.time()
-    planned = search_cls.planned_stage_trainings(search.options)
-    print(f"EcoNAS {algorithm} search: setting {setting.name} (C={setting.channels}, {setting.layers} cells, "
-          f"{setting.resolution} px, {setting.epochs} epochs in {options['stages']} stages of {stage_epochs}), "
-          f"about {planned} stage-trainings = {planned * stage_epochs} epochs; archive {archive.path}", flush=True)
+    with contextlib.closing(archive), build.driver_lock(cfg, archive, "econas"):  # one driver per archive
+        name = _state_name(algorithm, cfg.seed)
+        saved = archive.load_state(name)
+        if saved is not None and not (isinstance(saved.get("config"), dict) and isinstance(saved.get("search"), dict)
+                                      and "cycle" in saved["search"]):
+            raise ArchiveError(f"archive {archive.path}: the driver state {name!r} is damaged (it lacks the search's "
+                               "config or state); nothing was changed. Delete it (sqlite3 shell: DELETE FROM driver_state "
+                               f"WHERE name = '{name}') to start that search afresh, or restore the file from a copy.")
+        fixed = _fixed_config(cfg, setting, options, search_cls)
+        if surrogate is not None:  # another surrogate or factor would choose other genotypes: a resume must keep them
+            fixed["prefilter"] = {"factor": factor, "version": surrogate.version,
+                                  "sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest()}
+        if proxy is not None:  # another proxy or factor would choose other genotypes
+            fixed["prefilter"] = {"factor": proxy_factor, "proxy": proxy}
+        if saved is not None and not cfg.get("resume"):
+            raise ConfigError(f"archive {archive.path} already holds a {algorithm} search with seed {cfg.seed} (cycle "
+                              f"{saved['search']['cycle']}); continue it with resume=true, or give another archive=PATH or seed")
+        if saved is not None and saved["config"] != fixed:
+            changed = sorted(k for k in fixed if saved["config"].get(k) != fixed[k])
+            was = ", ".join(f"{k}={saved['config'].get(k)!r}" for k in changed)
+            raise ConfigError(f"resume=true: the search in {archive.path} was made with other {', '.join(changed)} ({was}); "
+                              "resume it with those, or start a new search with another archive=PATH")
+        out_dir = start_run(cfg)
+        failures = Failures()
+        evaluator = build.evaluator(cfg, archive, data, failures=failures)
+        fitness = _Fitness(evaluator, setting, stage_epochs, continues=algorithm == "hierarchical")
+        moves = space_moves(cfg.space.name)
+        prefilter = None
+        if surrogate is not None:
+            prefilter = Prefilter(moves, surrogate.predict, factor)
+            fitness.prefilter, moves = prefilter, prefilter.moves
+            print(f"Pre-filter on: surrogate {surrogate.describe()} from {model_path}; every new genotype is the best "
+                  f"predicted of {factor} candidates (prefilter.csv)", flush=True)
+        if proxy is not None:
+            scorer = ZeroCostScorer(setting, data, OmegaConf.to_container(cfg.train, resolve=True), cfg.seed,
+                                    float(cfg.evaluation.val_split))
+            prefilter = Prefilter(moves, scorer.predict(proxy), proxy_factor, value=f"zc_{proxy}")
+            fitness.prefilter, moves = prefilter, prefilter.moves
+            print(f"Pre-filter on: zero-cost proxy {proxy}; every new genotype is the best scored of {proxy_factor} "
+                  "untrained candidates (prefilter.csv)", flush=True)
+        search = search_cls(moves, fitness, seed=cfg.seed, **options)
+        spent_before = 0.0
+        if saved is not None:
+            search.load_state_dict(saved["search"])
+            spent_before = float(saved.get("wall_time_s", 0.0))
+            print(f"Resuming the {algorithm} search at cycle {search.cycle} from {archive.path}", flush=True)
+        started = time.time()
+        planned = search_cls.planned_stage_trainings(search.options)
+        print(f"EcoNAS {algorithm} search: setting {setting.name} (C={setting.channels}, {setting.layers} cells, "
+              f"{setting.resolution} px, {setting.epochs} epochs in {options['stages']} stages of {stage_epochs}), "
+              f"about {planned} stage-trainings = {planned * stage_epochs} epochs; archive {archive.path}", flush=True)
 
-    # a cycle whose evaluations fail (more than evaluation.max_failed_share of them) stops the search before its state
-    # is saved: resumed, it runs that cycle again, finding what finished in the archive and retrying what failed
-    with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "econas"):
-        run = wandb_experiment(cfg, out_dir, resuming=saved is not None)
+        # a cycle whose evaluations fail (more than evaluation.max_failed_share of them) stops the search before its state
+        # is saved: resumed, it runs that cycle again, finding what finished in the archive and retrying what failed
+        with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "econas"):
+            run = wandb_experiment(cfg, out_dir, resuming=saved is not None)
 
-        def after_cycle(s: Search) -> None:
+            def after_cycle(s: Search) -> None:
+                wall = spent_before + time.time() - started
+                archive.save_state(name, {"config": fixed, "search": s.state_dict(), "wall_time_s": wall})
+                if prefilter is not None:
+                    write_prefilter(out_dir, prefilter)
+                h = s.history[-1]
+                best = "n/a" if h["best"] is None else f"{h['best']:.4f}"
+                median = "n/a" if h["median"] is None else f"{h['median']:.4f}"
+                print(f"cycle {h['cycle']}: {h['evaluations']} evaluations, {h['stages'] * stage_epochs} epochs; "
+                      f"best {best}, median {median} (fully trained); {wall:.0f} s", flush=True)
+                write_progress(out_dir, s, stage_epochs)
+                if run is not None:
+                    run.log({k: v for k, v in {"evolution/best": h["best"], "evolution/median": h["median"],
+                                              "evolution/epochs": h["stages"] * stage_epochs}.items() if v is not None},
+                            step=h["cycle"])
+
+            def cycle_label(s: Search) -> None:
+                fitness.label, fitness.cycle = f"cycle {s.cycle}: ", s.cycle
+
+            while not search.done:
+                cycle_label(search)
+                search.step()
+                after_cycle(search)
             wall = spent_before + time.time() - started
-            archive.save_state(name, {"config": fixed, "search": s.state_dict(), "wall_time_s": wall})
-            if prefilter is not None:
-                write_prefilter(out_dir, prefilter)
-            h = s.history[-1]
-            best = "n/a" if h["best"] is None else f"{h['best']:.4f}"
-            median = "n/a" if h["median"] is None else f"{h['median']:.4f}"
-            print(f"cycle {h['cycle']}: {h['evaluations']} evaluations, {h['stages'] * stage_epochs} epochs; "
-                  f"best {best}, median {median} (fully trained); {wall:.0f} s", flush=True)
-            write_progress(out_dir, s, stage_epochs)
-            if run is not None:
-                run.log({k: v for k, v in {"evolution/best": h["best"], "evolution/median": h["median"],
-                                          "evolution/epochs": h["stages"] * stage_epochs}.items() if v is not None},
-                        step=h["cycle"])
-
-        def cycle_label(s: Search) -> None:
-            fitness.label, fitness.cycle = f"cycle {s.cycle}: ", s.cycle
-
-        while not search.done:
-            cycle_label(search)
-            search.step()
-            after_cycle(search)
-        wall = spent_before + time.time() - started
-        top = write_top(out_dir, search, archive, setting, cfg.seed, int(cfg.evolution.top),
-                        predict=None if surrogate is None else surrogate.predict)
-        archive.export_csv(out_dir / "evaluations.csv")
-    archive.close()
-    epochs = search.stages_used * stage_epochs
-    summary = {"task": "econas", "status": "done", "search_algo": algorithm, "setting": setting.values(),
-               "cycles": search.cycle, "evaluations": search.evaluations, "epochs_trained": epochs,
-               "wall_time_s": wall, "top": top, "run_dir": str(out_dir), "archive": str(archive.path),
-               "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
-    if surrogate is not None:
-        summary["prefilter"] = {"model": model_path, "version": surrogate.version, "factor": factor}
-    if proxy is not None:
-        summary["prefilter"] = {"proxy": proxy, "factor": proxy_factor}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if top:
-        print(f"\nTop {len(top)} (validation accuracy under {setting.name}; retrain each with the full recipe):")
-        for t in top:
-            print(f"  {t['rank']}. {t['accuracy']:.4f}  {t['genotype']}")
-    else:
-        print(f"\nNo model was trained through all {setting.epochs} epochs of {setting.name}: run more cycles "
-              "(evolution.cycles, with resume=true)")
-    report_failures(failures, out_dir, archive)
-    print(f"Spent: {epochs} epochs of training under {setting.name} (GPU-epochs when run on GPUs), {wall:.0f} s here")
-    if top:
-        print(f"Retrain the best: python -m darts_lite +experiment=train genotype={out_dir.resolve()}/top/rank1.json")
-    extra = ", prefilter.csv" if prefilter is not None else ""
-    print(f"Run folder: {out_dir.resolve()}  (top.csv, top/, evolution.png, evolution.csv, evaluations.csv{extra}, archive)")
-    return summary
+            top = write_top(out_dir, search, archive, setting, cfg.seed, int(cfg.evolution.top),
+                            predict=None if surrogate is None else surrogate.predict)
+            archive.export_csv(out_dir / "evaluations.csv")
+        archive.close()
+        epochs = search.stages_used * stage_epochs
+        summary = {"task": "econas", "status": "done", "search_algo": algorithm, "setting": setting.values(),
+                   "cycles": search.cycle, "evaluations": search.evaluations, "epochs_trained": epochs,
+                   "wall_time_s": wall, "top": top, "run_dir": str(out_dir), "archive": str(archive.path),
+                   "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
+        if surrogate is not None:
+            summary["prefilter"] = {"model": model_path, "version": surrogate.version, "factor": factor}
+        if proxy is not None:
+            summary["prefilter"] = {"proxy": proxy, "factor": proxy_factor}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if top:
+            print(f"\nTop {len(top)} (validation accuracy under {setting.name}; retrain each with the full recipe):")
+            for t in top:
+                print(f"  {t['rank']}. {t['accuracy']:.4f}  {t['genotype']}")
+        else:
+            print(f"\nNo model was trained through all {setting.epochs} epochs of {setting.name}: run more cycles "
+                  "(evolution.cycles, with resume=true)")
+        report_failures(failures, out_dir, archive)
+        print(f"Spent: {epochs} epochs of training under {setting.name} (GPU-epochs when run on GPUs), {wall:.0f} s here")
+        if top:
+            print(f"Retrain the best: python -m darts_lite +experiment=train genotype={out_dir.resolve()}/top/rank1.json")
+        extra = ", prefilter.csv" if prefilter is not None else ""
+        print(f"Run folder: {out_dir.resolve()}  (top.csv, top/, evolution.png, evolution.csv, evaluations.csv{extra}, archive)")
+        return summary
 
 
 def write_progress(out_dir: Path, search: Search, stage_epochs: int) -> None:

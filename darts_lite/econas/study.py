@@ -21,6 +21,7 @@ zero-cost proxies over hundreds of cells then trains nothing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -194,60 +195,61 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     base, reference, proxies, zero_cost = check(cfg)
     data = build.prepare_data(cfg)  # a missing dataset stops the study here, before the archive or run folder is touched
     archive = build.open_archive(cfg)  # a foreign or corrupt file is refused before the run folder is touched
-    out_dir = start_run(cfg)
-    st = cfg.study
-    genotypes = sample_architectures(cfg.space.name, st.architectures, cfg.seed)
-    (out_dir / "architectures.txt").write_text("".join(g.to_text() + "\n" for g in genotypes))
-    failures = Failures()
-    evaluator = build.evaluator(cfg, archive, data, failures=failures)
-    repeat = bool(st.get("repeat", False))
-    names = [p.name for p in proxies] + [zero_cost_study.PREFIX + n for n in zero_cost]
-    print(f"Proxy study: {len(genotypes)} architectures of the {cfg.space.name} space x {1 + len(proxies) + repeat} "
-          f"training settings (reference {reference.name}{' twice' if repeat else ''}; proxies {', '.join(names)}); "
-          f"archive {archive.path}", flush=True)
-    results: dict[str, list[dict | None]] = {}
-    with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "proxy_study"):
-        run = wandb_experiment(cfg, out_dir, resuming=bool(cfg.get("resume")))
-        if reference.name == BENCHMARK:
-            results[reference.name] = benchmark_rows(cfg, genotypes)
-            print(f"benchmark: {sum(r is not None for r in results[reference.name])} of {len(genotypes)} cells found in "
-                  f"{cfg.benchmark.path}", flush=True)
-        for setting in (proxies if reference.name == BENCHMARK else (reference, *proxies)):
-            requests = [Request(g, setting, setting.epochs) for g in genotypes]
-            results[setting.name] = evaluator.evaluate(requests, label=f"{setting.name}: ")
-        compared = list(proxies)
-        if repeat:  # the reference against itself under the next seed: the most any proxy can keep
-            again = dataclasses.replace(reference, name=repeat_label(reference, cfg.seed + 1))
-            requests = [Request(g, reference, reference.epochs) for g in genotypes]
-            results[again.name] = build.evaluator(cfg, archive, data, seed=cfg.seed + 1, failures=failures).evaluate(
-                requests, label=f"{again.name}: ")
-            compared.append(again)
-        table = study_table(results, reference, compared, base, st.metric, st.bootstrap, cfg.seed, cfg.evaluation.val_split)
-        if zero_cost:
-            print(f"zero-cost: scoring {len(genotypes)} untrained networks with {', '.join(zero_cost)}", flush=True)
-            scores = zero_cost_study.score_architectures(genotypes, zero_cost, reference, data, _plain(cfg.train), cfg.seed,
-                                                         cfg.evaluation.val_split)
-            zero_cost_study.write_scores(out_dir / "zero_cost.csv", genotypes, scores)
-            table += zero_cost_rows(scores, results[reference.name], reference, st.metric, st.bootstrap, cfg.seed)
-        files = write_study(out_dir, table, reference, len(genotypes), st.metric, cfg.space.name)
-        archive.export_csv(out_dir / "evaluations.csv")
-        if run is not None:
-            import wandb
+    with contextlib.closing(archive), build.driver_lock(cfg, archive, "proxy_study"):  # one driver per archive
+        out_dir = start_run(cfg)
+        st = cfg.study
+        genotypes = sample_architectures(cfg.space.name, st.architectures, cfg.seed)
+        (out_dir / "architectures.txt").write_text("".join(g.to_text() + "\n" for g in genotypes))
+        failures = Failures()
+        evaluator = build.evaluator(cfg, archive, data, failures=failures)
+        repeat = bool(st.get("repeat", False))
+        names = [p.name for p in proxies] + [zero_cost_study.PREFIX + n for n in zero_cost]
+        print(f"Proxy study: {len(genotypes)} architectures of the {cfg.space.name} space x {1 + len(proxies) + repeat} "
+              f"training settings (reference {reference.name}{' twice' if repeat else ''}; proxies {', '.join(names)}); "
+              f"archive {archive.path}", flush=True)
+        results: dict[str, list[dict | None]] = {}
+        with wandb_run_ends_with_the_job(), stopped_on_failures(out_dir, archive, failures, "proxy_study"):
+            run = wandb_experiment(cfg, out_dir, resuming=bool(cfg.get("resume")))
+            if reference.name == BENCHMARK:
+                results[reference.name] = benchmark_rows(cfg, genotypes)
+                print(f"benchmark: {sum(r is not None for r in results[reference.name])} of {len(genotypes)} cells found in "
+                      f"{cfg.benchmark.path}", flush=True)
+            for setting in (proxies if reference.name == BENCHMARK else (reference, *proxies)):
+                requests = [Request(g, setting, setting.epochs) for g in genotypes]
+                results[setting.name] = evaluator.evaluate(requests, label=f"{setting.name}: ")
+            compared = list(proxies)
+            if repeat:  # the reference against itself under the next seed: the most any proxy can keep
+                again = dataclasses.replace(reference, name=repeat_label(reference, cfg.seed + 1))
+                requests = [Request(g, reference, reference.epochs) for g in genotypes]
+                results[again.name] = build.evaluator(cfg, archive, data, seed=cfg.seed + 1, failures=failures).evaluate(
+                    requests, label=f"{again.name}: ")
+                compared.append(again)
+            table = study_table(results, reference, compared, base, st.metric, st.bootstrap, cfg.seed, cfg.evaluation.val_split)
+            if zero_cost:
+                print(f"zero-cost: scoring {len(genotypes)} untrained networks with {', '.join(zero_cost)}", flush=True)
+                scores = zero_cost_study.score_architectures(genotypes, zero_cost, reference, data, _plain(cfg.train), cfg.seed,
+                                                             cfg.evaluation.val_split)
+                zero_cost_study.write_scores(out_dir / "zero_cost.csv", genotypes, scores)
+                table += zero_cost_rows(scores, results[reference.name], reference, st.metric, st.bootstrap, cfg.seed)
+            files = write_study(out_dir, table, reference, len(genotypes), st.metric, cfg.space.name)
+            archive.export_csv(out_dir / "evaluations.csv")
+            if run is not None:
+                import wandb
 
-            from ..plots import wandb_image
+                from ..plots import wandb_image
 
-            run.log({"proxy_study/table": wandb.Table(columns=list(CSV_COLUMNS),
-                                                       data=[[r.get(c) for c in CSV_COLUMNS] for r in table]),
-                     "proxy_study/plot": wandb_image(study_plot(table, st.metric), caption="rank correlation vs speed-up")})
-    archive.close()
-    summary = {"task": "proxy_study", "status": "done", "reference": reference.name, "architectures": len(genotypes),
-               "table": table, "files": [str(f) for f in files], "run_dir": str(out_dir),
-               "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print((out_dir / "proxy_study.md").read_text())
-    report_failures(failures, out_dir, archive)
-    print(f"Run folder: {out_dir.resolve()}  (proxy_study.csv, proxy_study.md, proxy_study.png, archive)")
-    return summary
+                run.log({"proxy_study/table": wandb.Table(columns=list(CSV_COLUMNS),
+                                                           data=[[r.get(c) for c in CSV_COLUMNS] for r in table]),
+                         "proxy_study/plot": wandb_image(study_plot(table, st.metric), caption="rank correlation vs speed-up")})
+        archive.close()
+        summary = {"task": "proxy_study", "status": "done", "reference": reference.name, "architectures": len(genotypes),
+                   "table": table, "files": [str(f) for f in files], "run_dir": str(out_dir),
+                   "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print((out_dir / "proxy_study.md").read_text())
+        report_failures(failures, out_dir, archive)
+        print(f"Run folder: {out_dir.resolve()}  (proxy_study.csv, proxy_study.md, proxy_study.png, archive)")
+        return summary
 
 
 def repeat_label(reference: Setting, seed: int) -> str:

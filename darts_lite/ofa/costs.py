@@ -20,6 +20,7 @@ thousands of settings needs.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,11 @@ def _describe(origin: dict[str, Any]) -> str:
     return f"{m.get('node')} ({m.get('processor')}, torch {m.get('torch')}, {m.get('threads')} threads)"
 
 
+def _milliseconds(value: Any) -> bool:
+    """Whether ``value`` is a latency a table may hold: a finite number >= 0 (JSON lets a file hold NaN or true)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def read_latency_table(path: str | Path, origin: dict[str, Any]) -> dict[str, float]:
     """The entries of the latency table at ``path`` if it was measured for ``origin`` (this machine, this network,
     this batch); CostTableError saying what differs otherwise."""
@@ -173,8 +179,8 @@ def read_latency_table(path: str | Path, origin: dict[str, Any]) -> dict[str, fl
         data = json.loads(Path(path).read_text())
         saved, entries = data["origin"], data["entries"]
         if not (isinstance(saved, dict) and isinstance(entries, dict)
-                and all(isinstance(v, (int, float)) for v in entries.values())):
-            raise ValueError("origin and entries (key -> milliseconds) expected")
+                and all(_milliseconds(v) for v in entries.values())):
+            raise ValueError("origin and entries (key -> milliseconds, a number >= 0) expected")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CostTableError(f"{what}: not a latency table darts_lite wrote ({type(e).__name__}: {e})") from e
     if saved.get("version") != origin["version"]:

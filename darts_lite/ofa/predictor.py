@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..torchfiles import is_state_dict, read_torch_file, weights_fit
+
 PREDICTOR_VERSION = "dl-ofa-mlp-v1"
 EPS = 1e-3  # accuracies are clamped to [EPS, 1 - EPS] before the logit
 
@@ -153,23 +155,45 @@ class AccuracyPredictor(nn.Module):
 
 def load_predictor(path: str | Path, encoding: SubnetEncoding | None = None) -> tuple[AccuracyPredictor, dict[str, Any]]:
     """(predictor, record) from a file ``AccuracyPredictor.save`` wrote; PredictorError for another version, or
-    another encoding than ``encoding`` when given."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        version = saved.get("version") if isinstance(saved, dict) else None
-    except Exception as e:  # torch raises several types for a file that is not its format
-        raise PredictorError(f"{path}: not an accuracy predictor file darts_lite wrote ({type(e).__name__}: {e})") from e
+    another encoding than ``encoding`` when given, and for any file that is not such a file (read weights-only, its
+    sizes checked against its weights before the predictor is built: see darts_lite.torchfiles)."""
+    what = f"{path}: not an accuracy predictor file darts_lite wrote"
+    saved = read_torch_file(path, str(path), PredictorError)
+    version = saved.get("version")
     if version != PREDICTOR_VERSION:
         raise PredictorError(f"{path}: a predictor file of version {version!r}; this darts_lite reads {PREDICTOR_VERSION}. "
                              "Fit it again (delete the file: the next specialisation measures and fits a new one)")
-    stored = SubnetEncoding.from_dict(saved["encoding"])
+    try:
+        stored = _stored_encoding(saved["encoding"])
+        hidden, layers, state = saved["hidden"], saved["layers"], saved["state_dict"]
+        metrics, record = dict(saved.get("metrics") or {}), dict(saved.get("record") or {})
+    except Exception as e:  # a key missing, or a value of another type than save writes
+        raise PredictorError(f"{what} ({type(e).__name__}: {e})") from None
     if encoding is not None and stored != encoding:
         raise PredictorError(f"{path}: fitted for choices {stored.to_dict()}, this network and its sides are "
                              f"{encoding.to_dict()}")
-    model = AccuracyPredictor(stored, saved["hidden"], saved["layers"])
-    model.load_state_dict(saved["state_dict"])
-    model.metrics = dict(saved.get("metrics") or {})
-    return model.eval(), dict(saved.get("record") or {})
+    sizes = (hidden, layers)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes) or not is_state_dict(state) \
+            or not 1 <= layers <= len(state) or hidden < 1:
+        raise PredictorError(f"{what} (hidden={hidden!r}, layers={layers!r} and the weights do not go together)")
+    weights_fit(lambda: AccuracyPredictor(stored, hidden, layers), state, str(path), PredictorError)
+    model = AccuracyPredictor(stored, hidden, layers)
+    model.load_state_dict(state)
+    model.metrics = metrics
+    return model.eval(), record
+
+
+def _stored_encoding(d: Any) -> SubnetEncoding:
+    """The SubnetEncoding a predictor file records; ValueError when a choice is not a number it can be."""
+    if not isinstance(d, dict):
+        raise ValueError(f"the encoding is a {type(d).__name__}")
+    stored = SubnetEncoding.from_dict(d)
+    counts = (*stored.ks_list, *stored.depth_list, stored.units, *stored.sides)
+    if not (stored.ks_list and stored.expand_list and stored.depth_list and stored.sides) \
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in counts) \
+            or not all(math.isfinite(e) and e > 0 for e in stored.expand_list):
+        raise ValueError(f"the encoding's choices {d} are not lists of sizes >= 1")
+    return stored
 
 
 def rank_scores(predicted: Sequence[float], true: Sequence[float]) -> dict[str, float]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import json
 import math
 import random
@@ -36,6 +37,7 @@ from ..errors import ConfigError
 from ..evolve import GeneticEvolution, Moves
 from ..measure import count_flops, million_multiply_adds
 from ..schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, node_problems
+from ..torchfiles import read_torch_file, weights_fit
 from .costs import LATENCY_FILE, CostTableError, SubnetCosts, measured_latency
 from .network import OFANetwork, OFASubnet
 from .predictor import (
@@ -50,6 +52,7 @@ from .predictor import (
 from .shrinking import subnet_accuracy
 
 KINDS = {"flops": "M multiply-adds", "latency_ms": "ms"}
+MAX_BLOCKS = 512  # elastic blocks a saved network may make: far above any darts_lite trains (the cifar preset's 20)
 MAX_TRIES = 200  # draws of a new candidate before a move gives up on meeting the constraint
 
 
@@ -175,13 +178,53 @@ def save_subnet(path: str | Path, net: OFANetwork, setting: dict[str, list], sid
 
 def load_subnet(path: str | Path) -> tuple[OFASubnet, dict[str, Any]]:
     """(standalone sub-network in eval mode, its record) from a ``subnet.pt`` the specialisation wrote; the record's
-    ``data`` is missing from files written before it was kept."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    net = OFANetwork(**saved["config"])
-    net.set_active_subnet(**saved["setting"])
-    subnet = net.get_active_subnet()
+    ``data`` is missing from files written before it was kept. ConfigError naming the file for any other file (read
+    weights-only; the network is built only after the weights were found to fit it)."""
+    what = f"sub-network file {path}"
+    saved = read_torch_file(path, what)
+    build = subnet_builder(saved, what)
+    weights_fit(build, saved["state_dict"], what)
+    subnet = build()
     subnet.load_state_dict(saved["state_dict"])
     return subnet.eval(), {k: v for k, v in saved.items() if k != "state_dict"}
+
+
+def subnet_builder(saved: dict[str, Any], what: str) -> Callable[[], OFASubnet]:
+    """A builder of the standalone sub-network the contents of a ``subnet.pt`` describe (its elastic network's
+    arguments and its setting), once they are known to be such; ConfigError naming ``what`` otherwise."""
+    missing = [key for key in ("config", "setting", "state_dict") if key not in saved]
+    if missing:
+        raise ConfigError(f"{what}: no {', '.join(missing)}; not a subnet.pt the Once-for-All specialisation wrote")
+    setting = saved["setting"]
+    if not isinstance(setting, dict) or not set(setting) <= {"ks", "e", "d"}:
+        raise ConfigError(f"{what}: its setting is not a sub-network setting ({{\"ks\", \"e\", \"d\"}})")
+    elastic = saved_network(saved["config"], what)
+
+    def build() -> OFASubnet:
+        net = elastic()
+        net.set_active_subnet(**setting)
+        return net.get_active_subnet()
+
+    return build
+
+
+def saved_network(config: Any, what: str) -> Callable[[], OFANetwork]:
+    """A builder of ``OFANetwork(**config)`` for the arguments a file records, once they are known to be OFANetwork's
+    (its schema) and to make at most MAX_BLOCKS elastic blocks; ConfigError naming ``what`` otherwise."""
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        raise ConfigError(f"{what}: its config is a {type(config).__name__}, not OFANetwork's arguments")
+    try:
+        problems = node_problems(config, "", target=OFANetwork)
+    except Exception as e:  # values no config holds (tensors, say) that the checks cannot even describe
+        problems = [f"{type(e).__name__}: {e}"]
+    if problems:
+        raise ConfigError(f"{what}: its config is not OFANetwork's arguments ({'; '.join(problems)[:500]})")
+    full = {name: p.default for name, p in inspect.signature(OFANetwork).parameters.items()} | config
+    blocks = len(full["widths"]) * max(full["depth_list"])
+    if blocks > MAX_BLOCKS:
+        raise ConfigError(f"{what}: its config makes a network of {blocks} elastic blocks; darts_lite builds at most "
+                          f"{MAX_BLOCKS} (a damaged file?)")
+    return lambda: OFANetwork(**config)
 
 
 # ---- options -------------------------------------------------------------------------------------------------
@@ -465,5 +508,5 @@ def front_plot(ranked: list, measured: list[dict[str, Any]], costs: SubnetCosts,
     return fig
 
 
-__all__ = ["Candidate", "SubnetSpace", "constraints", "fit_predictor", "front_plot", "load_subnet", "measure",
-           "option_problems", "save_subnet", "specialise"]
+__all__ = ["MAX_BLOCKS", "Candidate", "SubnetSpace", "constraints", "fit_predictor", "front_plot", "load_subnet",
+           "measure", "option_problems", "save_subnet", "saved_network", "specialise", "subnet_builder"]

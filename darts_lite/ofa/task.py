@@ -41,10 +41,18 @@ from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, writ
 from ..run.loggers import wandb_run_ends_with_the_job
 from ..run.trainer import build_trainer
 from ..schema import Allowed, Ge, Gt, Hint, Lt, MaxLen, MinLen, OneOf, node_problems
+from ..torchfiles import read_torch_file, weights_fit
 from .costs import CostTableError, SubnetCosts, read_latency_table
 from .network import OFANetwork
 from .shrinking import PHASE_NAMES, PHASES, Phase, ShrinkingModule
-from .specialise import constraints, latency_table_path, option_problems, smallest_problems, specialise
+from .specialise import (
+    constraints,
+    latency_table_path,
+    option_problems,
+    saved_network,
+    smallest_problems,
+    specialise,
+)
 
 SPECIALISE = "specialise"  # ofa.phase value: the specialisation alone, on the run folder's network.pt
 
@@ -248,9 +256,17 @@ def save_network(net: OFANetwork, phase: str, path: Path) -> None:
 
 
 def load_network(path: str | Path) -> OFANetwork:
-    """The OFANetwork in ``network.pt`` (or in a phase checkpoint's run folder file), in eval mode."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    net = OFANetwork(**saved["config"])
+    """The OFANetwork in ``network.pt`` (or in a phase checkpoint's run folder file), in eval mode. ConfigError naming
+    the file for any other file (read weights-only; the network is built only after the weights were found to fit
+    it)."""
+    what = f"Once-for-All network file {path}"
+    saved = read_torch_file(path, what)
+    missing = [key for key in ("config", "state_dict") if key not in saved]
+    if missing:
+        raise ConfigError(f"{what}: no {', '.join(missing)}; not a network.pt task=ofa wrote")
+    build = saved_network(saved["config"], what)
+    weights_fit(build, saved["state_dict"], what)
+    net = build()
     net.load_state_dict(saved["state_dict"])
     return net.eval()
 

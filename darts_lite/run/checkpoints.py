@@ -3,8 +3,10 @@ from one (same task, space, network and data settings; a file that is not such a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,9 @@ import torch
 from omegaconf import DictConfig
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from ..errors import ConfigError
+from ..errors import CheckpointWriteFailed, ConfigError
 from ..search import SearchModule
+from ..torchfiles import first_line, read_torch_file, weights_fit
 from .folder import is_rank_zero
 
 log = logging.getLogger("darts_lite")
@@ -30,8 +33,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             super().save_checkpoint(checkpoint, tmp, storage_options)
             with open(tmp, "rb") as f:  # on disk before the rename, so a machine crash cannot leave it empty
                 os.fsync(f.fileno())
-        except BaseException:
+        except BaseException as e:
             tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):  # full disk, no permission, file size limit: say so, not a traceback
+                raise CheckpointWriteFailed(_write_failure(path, e)) from e
             raise
         os.replace(tmp, path)
         if os.name == "posix":  # make the rename itself durable
@@ -40,6 +45,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+
+def _write_failure(path: Path, error: OSError) -> str:
+    """One message for a checkpoint that could not be written: why, and what is left on disk."""
+    why = error.strerror or str(error)
+    if error.errno is not None:
+        why += f" ({errno.errorcode.get(error.errno, error.errno)})"
+    kept = (f"the previous checkpoint {path} is whole (an earlier epoch's)" if path.is_file()
+            else f"no checkpoint was written before ({path} does not exist)")
+    return f"could not write the checkpoint {path}: {why}; {kept}"
 
 
 def resume_checkpoint(cfg: DictConfig) -> str | None:
@@ -160,14 +175,44 @@ def is_fixed(key: str, task: str) -> bool:
     return any(key == f or key.startswith(f + ".") for f in entry.fixed)
 
 
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is a config value as a run record holds them: None, a bool, number or string, or a list of
+    (or a mapping of strings to) such values."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if depth > 20:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v, depth + 1) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """What makes ``record`` (a checkpoint's RECORD_KEY entry, a dict with settings) other than a run record as
+    ``run_record`` writes it, or None: a field of another type, settings that are not plain config values. What
+    reads a record compares and prints these fields, so a damaged one is refused before."""
+    fields = {"task": str, "space": str, "run_dir": str, "version": str}
+    wrong = [key for key, kind in fields.items() if key in record and not isinstance(record[key], kind)]
+    overrides = record.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        wrong.append("overrides")
+    if not _plain(record["settings"]):
+        wrong.append("settings")
+    return f"its run record ({', '.join(wrong)}) is not of the types darts_lite writes" if wrong else None
+
+
 def read_record(path: str | Path, how: str) -> dict[str, Any]:
     """The record of a checkpoint file, read without changing it; ConfigError for a file no run can continue
-    from (truncated, foreign, no record, a newer format)."""
+    from (truncated, foreign, no record, a newer format, a record damaged or of other types)."""
     kept = "The file was left as it is."
+    if Path(path).is_dir():
+        raise ConfigError(f"{how}: a folder, not a checkpoint file. {kept}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # a truncated zip, a pickle of other objects, not a torch file at all
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        # torch's own message for a pickle it refuses suggests unpickling the file with weights_only=False
+        why = "not torch's format, or objects other than tensors and plain values in it" \
+            if isinstance(e, pickle.UnpicklingError) else first_line(e)
         raise ConfigError(f"{how}: not a readable checkpoint ({why}); it may be truncated or not a checkpoint "
                           f"at all. {kept}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -181,6 +226,9 @@ def read_record(path: str | Path, how: str) -> dict[str, Any]:
         raise ConfigError(f"{how}: the file was written by darts_lite {record.get('version')} (checkpoint format "
                           f"{record.get('format')}); this darts_lite reads format {RECORD_FORMAT}. Continue it with the "
                           f"version that wrote it. {kept}")
+    problem = record_problem(record)
+    if problem:
+        raise ConfigError(f"{how}: {problem}: a damaged checkpoint or one of another program. {kept}")
     return record
 
 
@@ -220,8 +268,8 @@ def check_resume(cfg: DictConfig, path: str) -> list[str]:
                           f"{space!r}. The file was left as it is.")
     fixed, free = changed_settings(record, cfg, task)
     if fixed:
-        resume = (["resume=true", f"hydra.run.dir={record['run_dir']}"] if cfg.get("resume") and not cfg.get("ckpt_path")
-                  else [f"ckpt_path={path}"])
+        resume = ["resume=true", f"hydra.run.dir={record.get('run_dir')}"] \
+            if cfg.get("resume") and not cfg.get("ckpt_path") else [f"ckpt_path={path}"]
         command = shlex.join(["python", "-m", "darts_lite", *record.get("overrides", []), *resume])
         lines = "\n".join(f"  {change.replace(' -> ', ' in the checkpoint, ', 1)} now" for change in fixed)
         raise ConfigError(f"{how}: cannot continue from this checkpoint: these settings differ from the checkpoint's and "
@@ -233,8 +281,51 @@ def check_resume(cfg: DictConfig, path: str) -> list[str]:
 
 def load_search_module(path: str | Path) -> SearchModule:
     """The SearchModule a search checkpoint holds, rebuilt from its own hyper-parameters (space, network) and
-    loaded without unpickling code (``weights_only``); on the CPU."""
-    checkpoint = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
-    module = SearchModule(**dict(checkpoint.get("hyper_parameters") or {}))
+    loaded without unpickling code (``weights_only``); on the CPU. ConfigError naming the file for a file that is
+    not such a checkpoint, and for hyper-parameters that name something other than a network, relaxation or
+    regulariser class to build (what a ``_target_`` names is called: from a file, only those)."""
+    path = Path(path).expanduser()
+    what = f"search checkpoint {path}"
+    checkpoint = read_torch_file(path, what)
+    hp = checkpoint.get("hyper_parameters") or {}
+    if not isinstance(hp, dict) or not all(isinstance(k, str) for k in hp) or "state_dict" not in checkpoint:
+        raise ConfigError(f"{what}: no state_dict and hyper-parameters of a search; not a search's checkpoint")
+    target = _foreign_target(hp)
+    if target is not None:
+        raise ConfigError(f"{what}: its hyper-parameters name {target!r} to build, which is not a network, relaxation "
+                          "or regulariser class; a checkpoint of another program, or a damaged one")
+
+    def build() -> SearchModule:
+        return SearchModule(**hp)
+
+    weights_fit(build, checkpoint["state_dict"], what)
+    try:
+        module = build()
+    except Exception as e:  # hyper-parameters this darts_lite's SearchModule does not take
+        raise ConfigError(f"{what}: its hyper-parameters do not build a SearchModule ({first_line(e)})") from None
     module.load_state_dict(checkpoint["state_dict"])
     return module
+
+
+def _foreign_target(node: Any, depth: int = 0) -> str | None:
+    """The first ``_target_`` inside ``node`` (hyper-parameters, nested) that does not name a network (nn.Module),
+    relaxation or regulariser class, or None. Importing the module it names is all that is done with it."""
+    from ..registry import load_path
+    from ..regularizers import Regularizer
+    from ..relax import Relaxation
+
+    if depth > 20:
+        return "(nested too deep)"
+    if isinstance(node, (list, tuple)):
+        return next((t for t in (_foreign_target(v, depth + 1) for v in node) if t is not None), None)
+    if not isinstance(node, dict):
+        return None
+    if "_target_" in node:
+        path = node["_target_"]
+        try:
+            target = load_path(path)
+        except Exception:  # not an import path, or nothing there: nothing it names can be built
+            return str(path)
+        if not (isinstance(target, type) and issubclass(target, (torch.nn.Module, Relaxation, Regularizer))):
+            return str(path)
+    return next((t for t in (_foreign_target(v, depth + 1) for v in node.values()) if t is not None), None)

@@ -52,9 +52,36 @@ class WallClock(pl.Callback):
         self.before_s = float(state_dict["elapsed_s"])
 
 
+def _scalars(metrics: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+
+
+class FinalMetrics(pl.Callback):
+    """The run's scalar metrics as they were when its checkpoint was written, carried in the checkpoint: a run killed
+    after its last epoch's checkpoint, before its summary, has no epoch left to run when it resumes, and reports
+    these (what the uninterrupted run reported) rather than nothing."""
+
+    def __init__(self) -> None:
+        self.trainer: pl.Trainer | None = None
+        self.saved: dict[str, float] = {}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metrics": _scalars(self.trainer.callback_metrics) if self.trainer is not None else {}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved = {str(k): float(v) for k, v in state_dict.get("metrics", {}).items()}
+
+
 def final_metrics(trainer: pl.Trainer) -> dict[str, float]:
-    """The scalar metrics the Trainer holds at the end of the run, as floats."""
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    """The scalar metrics the Trainer holds at the end of the run, as floats; for a resumed run that had no epoch
+    left to run, those its checkpoint carries (``FinalMetrics``)."""
+    metrics = _scalars(trainer.callback_metrics)
+    if not metrics:
+        metrics = next((dict(c.saved) for c in trainer.callbacks if isinstance(c, FinalMetrics)), {})
+    return metrics
 
 
 def write_summary(trainer: pl.Trainer, out_dir: Path, summary: dict[str, Any]) -> bool:

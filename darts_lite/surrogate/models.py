@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -144,6 +146,8 @@ def load_surrogate(path: str | Path, kind: str | None = None) -> Surrogate:
     """Read a file written by ``Surrogate.save``. Raises SurrogateFileError for a file that is not one, or holds
     another kind than ``kind`` or another version than this darts_lite writes."""
     path = Path(path)
+    if path.is_dir():
+        raise SurrogateFileError(f"surrogate file {path}: a folder, not a file")
     if not path.is_file():
         raise SurrogateFileError(f"surrogate file {path}: no such file")
     if path.stat().st_size > MAX_FILE:
@@ -168,7 +172,12 @@ def load_surrogate(path: str | Path, kind: str | None = None) -> Surrogate:
         model = cls(seed=record.get("seed", 0), **record.get("options", {}))
         model._restore(record["model"])
         model.trained_on = {k: record[k] for k in ("data_hash", "rows", "source", "fit_metrics")}
-    except (KeyError, TypeError, ValueError) as e:
+        kinds = {"data_hash": str, "rows": int, "source": str, "fit_metrics": dict}
+        if not all(isinstance(record[k], kind) for k, kind in kinds.items()) \
+                or not isinstance(record.get("evaluation") or {}, dict):
+            raise ValueError("what it was fitted on (data_hash, rows, source, fit_metrics) or its evaluation is of "
+                             "other types")
+    except Exception as e:  # numpy's, torch's and LightGBM's own errors too: each means a damaged file
         raise SurrogateFileError(f"{path}: a damaged {cls.version} file ({type(e).__name__}: {e})") from None
     model.evaluation = record.get("evaluation") or {}
     return model
@@ -219,10 +228,110 @@ class LightGBMSurrogate(Surrogate):
         text = payload["booster"]
         if not isinstance(text, str):
             raise ValueError("the booster is not LightGBM model text")
+        why = booster_problem(text, FlatEncoding().width)
+        if why:
+            raise ValueError(why)
         self.booster = _lightgbm().Booster(model_str=text)
         if self.booster.num_feature() != FlatEncoding().width:
             raise ValueError(f"the booster reads {self.booster.num_feature()} features, the flat encoding has "
                              f"{FlatEncoding().width}")
+
+
+# LightGBM's text model format, as far as the surrogate's regression boosters use it: the fields of each tree,
+# per internal node (n - 1 values) or per leaf (n values), whole numbers or any number
+_NODE_INTS = ("split_feature", "decision_type", "left_child", "right_child", "internal_count")
+_NODE_FLOATS = ("split_gain", "threshold", "internal_value", "internal_weight")
+_LEAF_FIELDS = {"leaf_value": False, "leaf_weight": False, "leaf_count": True}  # field -> whole numbers
+_TREE_FIELDS = {"num_leaves", "num_cat", "is_linear", "shrinkage", *_NODE_INTS, *_NODE_FLOATS, *_LEAF_FIELDS}
+_INT = re.compile(r"-?\d{1,10}")
+_FLOAT = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|nan)", re.IGNORECASE)
+_FEATURE_INFO = re.compile(r"none|\[[-+.\deEinfa]+:[-+.\deEinfa]+\]")
+# what follows the trees: feature importances, the training parameters and the pandas categories line
+_TAIL_LINE = re.compile(r"|end of trees|feature_importances:|[\w.-]+=\d+|parameters:|\[\w+: [ -Z^-~]*\]"
+                        r"|end of parameters|pandas_categorical:[ -~]*")
+
+
+def booster_problem(text: str, width: int) -> str | None:
+    """Why ``text`` is not the model text LightGBM writes for a regression booster on ``width`` features (one tree
+    per iteration, numerical splits), or None. LightGBM's parser trusts its input: a truncated text, or a child
+    index or feature out of range, makes it read past its buffers and can abort the whole process. So every field it
+    reads is checked here first: the header, each tree's fields and structure (each node reached once, from a node
+    before it), the tree sizes it seeks by, and the lines after the trees."""
+    if not text.isascii() or "\r" in text or "\x00" in text:
+        return "the booster text holds characters LightGBM never writes"
+    head, found, rest = text.partition("\nTree=")
+    if not found:
+        return "the booster text has no trees (a truncated file?)"
+    header = dict(line.split("=", 1) for line in head.split("\n") if "=" in line)
+    expected = {"num_class": "1", "num_tree_per_iteration": "1", "label_index": "0",
+                "max_feature_idx": str(width - 1), "objective": "regression"}
+    for key, value in expected.items():
+        if header.get(key) != value:
+            return f"the booster's {key} is {header.get(key)!r}, not {value} (a booster of another model)"
+    names, infos = header.get("feature_names", "").split(" "), header.get("feature_infos", "").split(" ")
+    if len(names) != width or len(infos) != width or not all(_FEATURE_INFO.fullmatch(i) for i in infos):
+        return f"the booster does not describe {width} features"
+    sizes = header.get("tree_sizes", "").split(" ")
+    if not all(s.isdigit() and len(s) < 10 for s in sizes):
+        return "the booster's tree_sizes are not sizes"
+    body, start = "Tree=" + rest, 0
+    for i, size in enumerate(int(s) for s in sizes):
+        block = body[start:start + size]
+        start += size
+        if len(block) != size:
+            return "the booster text ends before its trees do (a truncated file?)"
+        why = _tree_problem(block, i, width)
+        if why:
+            return f"the booster's tree {i}: {why}"
+    tail = body[start:].split("\n")
+    if tail[0] != "end of trees" or not all(_TAIL_LINE.fullmatch(line) for line in tail):
+        return "the booster text does not end as LightGBM ends it (end of trees, importances, parameters)"
+    return None
+
+
+def _tree_problem(block: str, index: int, width: int) -> str | None:
+    """Why one tree's text (``Tree=<index>``, its fields, a blank line) is not one LightGBM can read, or None."""
+    lines = block.split("\n")
+    if lines[0] != f"Tree={index}" or "" not in lines[1:]:
+        return "not a tree's text"
+    end = lines.index("", 1)
+    fields = dict(line.split("=", 1) for line in lines[1:end] if "=" in line)
+    if len(fields) != end - 1 or not set(fields) <= _TREE_FIELDS or any(lines[end:]):
+        return "fields LightGBM does not write"
+    leaves = int(fields["num_leaves"]) if _INT.fullmatch(fields.get("num_leaves", "")) else 0
+    if leaves < 1 or fields.get("num_cat") != "0" or fields.get("is_linear", "0") != "0":
+        return "not a tree of numerical splits with at least one leaf"
+    if "leaf_value" not in fields or (leaves > 1 and not {"left_child", "right_child", "split_feature",
+                                                          "threshold"} <= set(fields)):
+        return "a field it needs is missing"
+    if "shrinkage" in fields and not _FLOAT.fullmatch(fields["shrinkage"]):
+        return "its shrinkage is not a number"
+    values: dict[str, list[str]] = {}
+    for key in (*_NODE_INTS, *_NODE_FLOATS, *_LEAF_FIELDS):
+        if key in fields:
+            values[key] = fields[key].split(" ") if fields[key] else []
+            if leaves == 1 and key != "leaf_value" and not values[key]:
+                continue  # a tree of one leaf: LightGBM writes (and reads) its leaf value only
+            whole = key in _NODE_INTS or _LEAF_FIELDS.get(key, False)
+            if len(values[key]) != (leaves if key in _LEAF_FIELDS else leaves - 1) \
+                    or not all((_INT if whole else _FLOAT).fullmatch(v) for v in values[key]):
+                return f"its {key} is not {leaves if key in _LEAF_FIELDS else leaves - 1} numbers"
+    if leaves == 1:
+        return None
+    left, right, feature = ([int(v) for v in values[k]] for k in ("left_child", "right_child", "split_feature"))
+    decisions = [int(v) for v in values.get("decision_type", [])]
+    # a decision type: bit 0 categorical (never here), bit 1 default left, bits 2-3 the missing-value rule (0-2)
+    if any(not 0 <= d < 16 or d & 1 or d >> 2 > 2 for d in decisions) or any(not 0 <= f < width for f in feature):
+        return "a split reads a feature or a decision rule the booster does not have"
+    reached = [0] * (2 * leaves - 1)  # internal nodes 0..n-2, then leaves n-1..2n-2
+    for node in range(leaves - 1):
+        for child in (left[node], right[node]):
+            if child >= 0 and not node < child < leaves - 1 or child < 0 and ~child >= leaves:
+                return "a child points outside the tree or back up it"
+            reached[child if child >= 0 else leaves - 1 + ~child] += 1
+    if reached[1:] != [1] * (2 * leaves - 2):
+        return "its nodes are not each reached once"
+    return None
 
 
 # ---- random forest ----------------------------------------------------------------------------------------
@@ -397,20 +506,28 @@ class GINSurrogate(Surrogate):
         return {"state": state, "mean": self.mean, "std": self.std}
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        net = self._new_net()
-        expected = net.state_dict()
         saved = payload["state"]
+        if not isinstance(saved, dict) or len(saved) < self.options["layers"]:
+            raise ValueError("the weights are not those of a GIN with these options (fewer than its layers)")
+        # the shapes the options give, on the meta device: options far larger than the weights saved with them (a
+        # damaged or hostile file) take no memory before they are refused
+        with torch.device("meta"):
+            expected = GIN(GraphEncoding().features, self.options["hidden"], self.options["layers"]).state_dict()
         if set(saved) != set(expected):
             raise ValueError(f"the weights are not those of a GIN with these options (keys {sorted(saved)[:4]} ...)")
-        state = {}
         for key, tensor in expected.items():
-            values = torch.tensor(saved[key]["values"], dtype=torch.float32)
-            if list(saved[key]["shape"]) != list(tensor.shape) or values.numel() != tensor.numel():
-                raise ValueError(f"weight {key} has shape {saved[key]['shape']}, expected {list(tensor.shape)}")
-            state[key] = values.reshape(tensor.shape)
+            if list(saved[key]["shape"]) != list(tensor.shape) or len(saved[key]["values"]) != tensor.numel():
+                raise ValueError(f"weight {key} has shape {saved[key]['shape']} and {len(saved[key]['values'])} "
+                                 f"values, expected {list(tensor.shape)}")
+        net = self._new_net()
+        state = {key: torch.tensor(saved[key]["values"], dtype=torch.float32).reshape(tensor.shape)
+                 for key, tensor in expected.items()}
+        mean, std = float(payload["mean"]), float(payload["std"])
+        if not (math.isfinite(mean) and math.isfinite(std)):
+            raise ValueError(f"the accuracies' mean {mean} and standard deviation {std} are not numbers")
         net.load_state_dict(state)
         self.net = net.eval()
-        self.mean, self.std = float(payload["mean"]), float(payload["std"])
+        self.mean, self.std = mean, std
 
 
 MODELS: Registry[type[Surrogate]] = Registry("surrogate model")
@@ -429,4 +546,4 @@ def make_surrogate(kind: str, seed: int = 0, **options: Any) -> Surrogate:
 
 
 __all__ = ["FORMAT", "GIN", "MODELS", "ForestSurrogate", "GINSurrogate", "LightGBMSurrogate", "Surrogate",
-           "SurrogateFileError", "lightgbm_available", "load_surrogate", "make_surrogate"]
+           "SurrogateFileError", "booster_problem", "lightgbm_available", "load_surrogate", "make_surrogate"]

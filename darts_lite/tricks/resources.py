@@ -23,6 +23,8 @@ and reported once as ``fixed`` (flops and params).
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +185,14 @@ def _describe(machine: dict[str, Any]) -> str:
             f"{machine.get('threads')} threads)")
 
 
+_OP_KEY = re.compile(r"[^|]+\|\d+(?:x\d+)*->\d+(?:x\d+)*")  # what _OpRun.key writes
+
+
+def _milliseconds(value: Any) -> bool:
+    """Whether ``value`` is a latency a table may hold: a finite number >= 0 (JSON lets a file hold NaN or true)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
 def latency_table_problem(path: str | Path) -> str | None:
     """Why the latency table at ``path`` cannot be used on this machine, or None when it can."""
     what = f"search.resource_latency_table={str(path)!r}"
@@ -191,8 +201,11 @@ def latency_table_problem(path: str | Path) -> str | None:
         machine, entries = data["origin"]["machine"], data["entries"]
         if not isinstance(machine, dict):
             raise ValueError("origin.machine must say where the table was measured")
-        if not (isinstance(entries, dict) and all(isinstance(v, (int, float)) for v in entries.values())):
-            raise ValueError("entries must map op keys to milliseconds")
+        if "version" in data["origin"]:  # the Once-for-All tables say which version wrote them; these never do
+            raise ValueError(f"a table of another kind (version {data['origin']['version']!r}: a Once-for-All one?)")
+        if not (isinstance(entries, dict)
+                and all(_OP_KEY.fullmatch(k) and _milliseconds(v) for k, v in entries.items())):
+            raise ValueError("entries must map op keys (op|CxHxW->CxHxW) to milliseconds (numbers >= 0)")
     except (OSError, ValueError, KeyError, TypeError) as e:
         return f"{what}: not a latency table darts_lite wrote ({type(e).__name__}: {e})"
     here = this_machine()

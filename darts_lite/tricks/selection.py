@@ -24,6 +24,8 @@ space, constant in NAS-Bench-201; ``epochs`` epochs between two decisions (5 the
 from __future__ import annotations
 
 import csv
+import hashlib
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +37,10 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import Registry
 from ..relax import EdgeWeights
+from ..resume import rng_states, set_rng_states
 from ..spaces import get_space, space_of
 from ..spaces.supernet import frozen
 from .bn_calibration import preserved_bn_statistics
@@ -54,6 +58,7 @@ SELECTIONS.register("sampling", "darts_lite.methods.rsws:sampling_selection",
 SELECTION_TITLES = {"perturbation": "perturbation-based selection", "sampling": "sampling selection"}
 CSV_COLUMNS = ("decision", "phase", "cell", "edge", "node", "candidate", "accuracy_removed", "base_accuracy", "chosen")
 DEFAULT_EPOCHS = 5  # fine-tuning epochs between two decisions (the selection paper's interval)
+STATE_FORMAT = 1  # of selection_state.pt, what a resumed task=select continues from
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -155,8 +160,12 @@ class PerturbationSelection:
         """One per edge (each deciding that edge in every cell type), then one per node with more than two inputs."""
         return len(self.layout.labels) + len(self.layout.nodes)
 
-    def run(self) -> Any:
-        """Take every decision; returns the resulting genotype of the space. The rows are in ``self.rows``."""
+    def run(self, start: int = 0, after_decision: Callable[[int], None] | None = None) -> Any:
+        """Take every decision; returns the resulting genotype of the space. The rows are in ``self.rows``.
+
+        start: decisions already taken (their choices restored with ``load_state_dict``): the run goes on from the
+        next one. after_decision(d): called after decision d and the fine-tuning that follows it (a resumable
+        selection saves its state there)."""
         layout, rng = self.layout, random.Random(self.seed)
         edge_order = {cell: rng.sample(range(len(layout.labels)), len(layout.labels)) for cell in layout.cells}
         node_order = {cell: rng.sample(sorted(layout.nodes), len(layout.nodes)) for cell in layout.cells}
@@ -170,14 +179,28 @@ class PerturbationSelection:
         self.net.edge_weight_transform = self.transform
         try:
             for d, step in enumerate(steps, start=1):
+                if d <= start:
+                    continue
                 said = step()
                 if self.progress:
                     rank_zero_info(f"perturbation selection: decision {d} of {len(steps)}: {said}")
                 if d < len(steps) and self.fine_tune is not None:
                     self.fine_tune()
+                if after_decision is not None:
+                    after_decision(d)
         finally:
             self.net.edge_weight_transform = previous
         return self.genotype()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The choices taken so far and their rows (plain values, loadable with weights_only=True)."""
+        return {"decided": {c: dict(es) for c, es in self.transform.decided.items()},
+                "dropped": {c: sorted(es) for c, es in self.transform.dropped.items()}, "rows": list(self.rows)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.transform.decided = {c: {int(e): int(op) for e, op in es.items()} for c, es in state["decided"].items()}
+        self.transform.dropped = {c: {int(e) for e in es} for c, es in state["dropped"].items()}
+        self.rows = [dict(r) for r in state["rows"]]
 
     def _accuracy(self, removal: tuple[str, int, int | None] | None) -> float:
         self.transform.removal = removal
@@ -282,8 +305,17 @@ class FineTuner:
                                                                         eta_min=min(lr_min, lr))
         self.epoch = 0
 
-    def __call__(self) -> None:
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "epoch": self.epoch,
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict()}
 
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+    def __call__(self) -> None:
         device = next(self.net.parameters()).device
         was_training = self.net.training
         self.net.train()
@@ -352,13 +384,18 @@ def check_selection_options(epochs: Any, batches: Any) -> list[str]:
 
 
 def perturbation_selection(module: nn.Module, dm: Any, epochs: int = DEFAULT_EPOCHS, batches: int | None = None,
-                           seed: int = 0, progress: bool = True, device: str | torch.device | None = None) -> SelectionResult:
+                           seed: int = 0, progress: bool = True, device: str | torch.device | None = None,
+                           state_path: str | Path | None = None, resume: bool = False) -> SelectionResult:
     """Select a genotype from ``module`` (a trained SearchModule) by perturbation on ``dm``'s data (a
     SearchDataModule: fine-tuning on its weight part, accuracy on its validation data). Fine-tunes the
     supernet's weights in place; the alphas are left as they were.
 
     epochs: fine-tuning epochs between two decisions; batches: at most this many batches per epoch (None: all).
     device: where the supernet runs (None: where the data module holds its data).
+    state_path: after every decision the selection's state (choices, rows, supernet weights, fine-tuning optimiser
+    and schedule, random streams) is written there atomically; with ``resume`` and such a file, the selection goes
+    on after its last decision and ends where an uninterrupted one does (a file made from other alphas or other
+    options is refused). The file is removed when the selection is done.
     """
     problems = check_selection_options(epochs, batches)
     if problems:
@@ -379,8 +416,72 @@ def perturbation_selection(module: nn.Module, dm: Any, epochs: int = DEFAULT_EPO
                           momentum=hp.momentum, weight_decay=hp.weight_decay, grad_clip=hp.get("grad_clip"),
                           lr_min=hp.lr_min if cosine else None, total_epochs=epochs * intervals if cosine else None)
     selection = PerturbationSelection(net, space, lambda: validation_accuracy(net, val), tuner, seed, progress)
-    genotype = selection.run()
-    return SelectionResult(genotype, selection.rows)
+    if state_path is None:
+        return SelectionResult(selection.run(), selection.rows)
+    state = SelectionState(Path(state_path), {"epochs": epochs, "batches": batches, "seed": seed,
+                                              "alphas": _alphas_digest(net)})
+    start = state.restore(net, tuner, selection) if resume else 0
+    if progress and start:
+        rank_zero_info(f"perturbation selection: resuming after decision {start} of {selection.num_decisions} "
+                       f"({state.path})")
+    genotype = selection.run(start, lambda d: state.save(d, net, tuner, selection))
+    result = SelectionResult(genotype, selection.rows)
+    state.path.unlink(missing_ok=True)
+    return result
+
+
+def _alphas_digest(net: nn.Module) -> str:
+    """sha256 of the supernet's alphas: which search a selection state belongs to."""
+    digest = hashlib.sha256()
+    for p in net.arch_parameters():
+        digest.update(p.detach().to("cpu", torch.float64).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class SelectionState:
+    """A selection's progress on disk (``path``), for ``options`` (fine-tuning epochs, batches, seed, alphas)."""
+
+    path: Path
+    options: dict[str, Any]
+
+    def save(self, decisions: int, net: nn.Module, tuner: FineTuner | None, selection: PerturbationSelection) -> None:
+        state = {"format": STATE_FORMAT, "decisions": decisions, "options": self.options, "net": net.state_dict(),
+                 "tuner": None if tuner is None else tuner.state_dict(), "selection": selection.state_dict(),
+                 "rng": rng_states()}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # a kill mid-write leaves the previous state whole
+
+    def restore(self, net: nn.Module, tuner: FineTuner | None, selection: PerturbationSelection) -> int:
+        """Loads the saved progress into net, tuner and selection; the decisions taken (0: nothing saved yet)."""
+        if not self.path.is_file():
+            return 0
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            decisions, options = int(state["decisions"]), state["options"]
+            fmt = state.get("format")
+        except Exception as e:  # truncated, not a torch file, another kind of file
+            raise ConfigError(f"resume=true: {self.path} is not a readable selection state ({type(e).__name__}: {e}); "
+                              "remove it to select from the start") from None
+        if fmt != STATE_FORMAT:
+            raise ConfigError(f"resume=true: {self.path} has selection state format {fmt!r}, this darts_lite reads "
+                              f"{STATE_FORMAT}; remove it to select from the start")
+        changed = [f"{k}: {options.get(k)!r} in the state, {v!r} now" for k, v in self.options.items()
+                   if options.get(k) != v]
+        if changed:
+            what = "; ".join("alphas: another search's checkpoint" if c.startswith("alphas") else c for c in changed)
+            raise ConfigError(f"resume=true: {self.path} was saved by another selection ({what}); give the same "
+                              "ckpt_path and options, or another run folder")
+        if not 0 < decisions <= selection.num_decisions:
+            raise ConfigError(f"resume=true: {self.path} says {decisions} decisions of {selection.num_decisions} were "
+                              "taken; remove it to select from the start")
+        net.load_state_dict(state["net"])
+        if tuner is not None:
+            tuner.load_state_dict(state["tuner"])
+        selection.load_state_dict(state["selection"])
+        set_rng_states(state["rng"])
+        return decisions
 
 
 def perturbation_after_search(module: nn.Module, dm: Any, seed: int = 0, **kwargs: Any) -> SelectionResult:
