@@ -125,27 +125,29 @@ def _metric_rows(folder: Path, metric: str) -> list[tuple[str, str]]:
 def compare_search(a: Path, b: Path) -> list[str]:
     out = _same_files(a, b, "genotype.json")
     out += _same_tree(_load(a / "alphas.pt"), _load(b / "alphas.pt"), "alphas")
-    ca, cb = _load(a / "checkpoints" / "last.ckpt"), _load(b / "checkpoints" / "last.ckpt")
-    out += _same_tree(ca["state_dict"], cb["state_dict"], "weights")
-    out += _same_tree(ca["optimizer_states"], cb["optimizer_states"], "optimizer states")
+    out += _same_training_state(a, b, "search/train_loss")
     history = [json.loads(line)["epoch"] for line in (b / "genotype_history.jsonl").read_text().splitlines()]
     expected = [json.loads(line)["epoch"] for line in (a / "genotype_history.jsonl").read_text().splitlines()]
     if history != expected:
         out.append(f"genotype_history.jsonl epochs {history}, expected {expected}")
-    if _metric_rows(a, "search/train_loss") != _metric_rows(b, "search/train_loss"):
+    return out
+
+
+def _same_training_state(a: Path, b: Path, loss: str) -> list[str]:
+    """The last checkpoints' weights and optimiser states, and metrics.csv's per-epoch ``loss`` rows."""
+    ca, cb = _load(a / "checkpoints" / "last.ckpt"), _load(b / "checkpoints" / "last.ckpt")
+    out = _same_tree(ca["state_dict"], cb["state_dict"], "weights")
+    out += _same_tree(ca["optimizer_states"], cb["optimizer_states"], "optimizer states")
+    if _metric_rows(a, loss) != _metric_rows(b, loss):
         out.append("metrics.csv: the per-epoch training losses differ (a row lost or written twice?)")
     return out
 
 
 def compare_train(a: Path, b: Path) -> list[str]:
-    ca, cb = _load(a / "checkpoints" / "last.ckpt"), _load(b / "checkpoints" / "last.ckpt")
-    out = _same_tree(ca["state_dict"], cb["state_dict"], "weights")
-    out += _same_tree(ca["optimizer_states"], cb["optimizer_states"], "optimizer states")
+    out = _same_training_state(a, b, "train/loss")
     sa, sb = (json.loads((f / "summary.json").read_text())["metrics"] for f in (a, b))
     if sa != sb:
         out.append(f"summary.json metrics {sb} against {sa}")
-    if _metric_rows(a, "train/loss") != _metric_rows(b, "train/loss"):
-        out.append("metrics.csv: the per-epoch training losses differ (a row lost or written twice?)")
     return out
 
 
