@@ -14,6 +14,7 @@ Three rules every reader of such a file keeps:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,28 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["first_line", "is_state_dict", "read_torch_file", "weights_fit"]
+__all__ = ["first_line", "is_state_dict", "read_torch_file", "replace_atomically", "weights_fit"]
+
+
+def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` writes the new content beside ``path``; it reaches the disk, then takes ``path``'s name: a kill
+    or a fault mid-write leaves the previous file whole and nothing half-written behind (the error is raised)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:  # on disk before the rename, so a machine crash cannot leave it empty
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    if os.name == "posix":  # make the rename itself durable
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def read_torch_file(path: str | Path, what: str, error: type[Exception] = ConfigError, mmap: bool = False

@@ -224,10 +224,6 @@ def prepare_search_checkpoint(work: Path, finish: Callable) -> str:
     return str(ckpt)
 
 
-def prepare_nothing(work: Path, finish: Callable) -> str:
-    return ""
-
-
 TASKS: dict[str, ChaosTask] = {t.name: t for t in (
     ChaosTask("search_darts1", [*SEARCH, "search=darts"], "checkpoints/last.ckpt", compare_search),
     ChaosTask("search_darts2", [*SEARCH, "search=darts_v2", "search.epochs=4"], "checkpoints/last.ckpt", compare_search),

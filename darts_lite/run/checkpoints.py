@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ..errors import CheckpointWriteFailed, ConfigError
 from ..search import SearchModule
-from ..torchfiles import first_line, read_torch_file, weights_fit
+from ..torchfiles import first_line, read_torch_file, replace_atomically, weights_fit
 from .folder import is_rank_zero
 
 log = logging.getLogger("darts_lite")
@@ -28,23 +27,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
+        save = super().save_checkpoint
         try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            with open(tmp, "rb") as f:  # on disk before the rename, so a machine crash cannot leave it empty
-                os.fsync(f.fileno())
-        except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError):  # full disk, no permission, file size limit: say so, not a traceback
-                raise CheckpointWriteFailed(_write_failure(path, e)) from e
-            raise
-        os.replace(tmp, path)
-        if os.name == "posix":  # make the rename itself durable
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            replace_atomically(path, lambda tmp: save(checkpoint, tmp, storage_options))
+        except OSError as e:  # full disk, no permission, file size limit: say so, not a traceback
+            raise CheckpointWriteFailed(_write_failure(path, e)) from e
 
 
 def _write_failure(path: Path, error: OSError) -> str:

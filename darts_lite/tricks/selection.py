@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from ..relax import EdgeWeights
 from ..resume import rng_states, set_rng_states
 from ..spaces import get_space, space_of
 from ..spaces.supernet import frozen
+from ..torchfiles import read_torch_file, replace_atomically
 from .bn_calibration import preserved_bn_statistics
 
 # how the final genotype is chosen (search.selection); each entry but argmax runs after the search:
@@ -449,19 +449,18 @@ class SelectionState:
         state = {"format": STATE_FORMAT, "decisions": decisions, "options": self.options, "net": net.state_dict(),
                  "tuner": None if tuner is None else tuner.state_dict(), "selection": selection.state_dict(),
                  "rng": rng_states()}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)  # a kill mid-write leaves the previous state whole
+        replace_atomically(self.path, lambda tmp: torch.save(state, tmp))  # a kill mid-write leaves the previous whole
 
     def restore(self, net: nn.Module, tuner: FineTuner | None, selection: PerturbationSelection) -> int:
         """Loads the saved progress into net, tuner and selection; the decisions taken (0: nothing saved yet)."""
         if not self.path.is_file():
             return 0
+        state = read_torch_file(self.path, f"resume=true: the selection state {self.path} (remove it to select from "
+                                           "the start)")
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
             decisions, options = int(state["decisions"]), state["options"]
             fmt = state.get("format")
-        except Exception as e:  # truncated, not a torch file, another kind of file
+        except Exception as e:  # a torch file, but not a selection state
             raise ConfigError(f"resume=true: {self.path} is not a readable selection state ({type(e).__name__}: {e}); "
                               "remove it to select from the start") from None
         if fmt != STATE_FORMAT:
