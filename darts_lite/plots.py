@@ -61,8 +61,9 @@ def alpha_heatmap(probs: Any, row_labels: Sequence[str], col_labels: Sequence[st
 
 
 def scatter(points: Sequence[tuple[float, float, str]], xlabel: str, ylabel: str, title: str,
-            logx: bool = False) -> Figure:
-    """One labelled point per (x, y, label), e.g. a proxy setting's rank correlation against its speed-up."""
+            logx: bool = False, ylim: tuple[float, float] | None = None) -> Figure:
+    """One labelled point per (x, y, label), e.g. a proxy setting's rank correlation against its speed-up; labels
+    of points close together are moved apart so that none covers another (``spread_labels``)."""
     fig = Figure(figsize=(6.4, 4.8), layout="constrained")
     ax = fig.add_subplot()
     for x, y, label in points:
@@ -70,11 +71,34 @@ def scatter(points: Sequence[tuple[float, float, str]], xlabel: str, ylabel: str
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if logx:
         ax.set_xscale("log")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    spread_labels(fig, ax)
     return fig
+
+
+def spread_labels(fig: Figure, ax: Any) -> None:
+    """Moves the axes' point labels (annotations in offset points), highest point first, down one label height at a
+    time until none overlaps a label placed before it. Set the axes' limits and scales first: the overlap is
+    measured as the figure will be drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()  # the constrained layout places the axes; positions are final from here
+    labels = sorted((a for a in ax.texts if hasattr(a, "xyann")), key=lambda a: (-a.xy[1], a.xy[0]))
+    placed: list[Any] = []
+    for label in labels:
+        for _ in range(len(labels)):
+            box = label.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                break
+            height_pt = box.height * 72 / fig.dpi
+            label.xyann = (label.xyann[0], label.xyann[1] - height_pt - 1)
+        placed.append(label.get_window_extent(renderer))
 
 
 def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]] | tuple[Sequence[float], Sequence[float],

@@ -57,6 +57,24 @@ def test_alpha_heatmap_rejects_mismatched_shapes():
         plots.alpha_heatmap([[0.5, 0.5], [1.0]], ["a", "b"], ["x", "y"], "t")
 
 
+def test_scatter_labels_of_close_points_do_not_cover_each_other():
+    """Points almost on top of each other (as zero-cost proxies of equal speed-up and correlation are): each label
+    stays beside its own point's height order and no two labels' boxes overlap, as drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    points = [(180.0, 0.085, "zc_jacob_cov"), (190.0, 0.075, "zc_nwot"), (170.0, -0.03, "zc_flops"),
+              (1.1, 0.84, "c0r0s0e6@seed1"), (1.2, 0.80, "c2r0s0e6"), (900.0, 0.5, "alone")]
+    fig = plots.scatter(points, "speed-up", "Spearman", "proxies", logx=True, ylim=(-1.05, 1.05))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    ax = fig.axes[0]
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    names = list(boxes)
+    assert not [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if boxes[a].overlaps(boxes[b])]
+    assert boxes["zc_jacob_cov"].y0 > boxes["zc_nwot"].y0  # the higher point's label stays above
+    assert next(t for t in ax.texts if t.get_text() == "alone").xyann == (4, 4)  # a label with room keeps its place
+
+
 def test_study_plots_scatter_and_curves(tmp_path):
     fig = plots.scatter([(2.0, 0.9, "c2r0s0e60"), (8.0, 0.6, "c4r4s0e60")], "speed-up", "Spearman", "proxies", logx=True)
     ax = fig.axes[0]
