@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -55,8 +56,9 @@ def alpha_heatmap(probs: Any, row_labels: Sequence[str], col_labels: Sequence[st
         for c in range(cols):
             value = matrix[r, c]
             ink = "white" if math.isfinite(value) and value > 0.55 else "black"
+            # inside the axes: the layout need not measure them (it measured every one, the heatmap's main cost)
             ax.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8, color=ink,
-                    fontweight="bold" if c == best else "normal")
+                    fontweight="bold" if c == best else "normal", in_layout=False)
     return fig
 
 
@@ -158,8 +160,10 @@ def save_figure(fig: Figure, path: str | Path, formats: Sequence[str] = ("png",)
         fig.savefig(target, dpi=dpi, format=fmt)
         written.append(target)
         if fig.get_layout_engine() is not None:
-            # the first format laid the figure out; the others reuse that layout instead of solving it again
-            fig.set_layout_engine("none")
+            # the first format laid the figure out; the others reuse that layout instead of solving it again (no
+            # engine at all: even a placeholder one makes matplotlib draw the figure twice per file)
+            with matplotlib.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+                fig.set_layout_engine(None)
     return written
 
 

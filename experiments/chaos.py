@@ -45,6 +45,8 @@ from common import RESULTS, ROOT, machine, machine_text, write_result  # noqa: E
 SEARCH = ["+experiment=quickstart", "data=synthetic", "data.crop_padding=1", "data.flip=true", "search.epochs=5",
           "search.warmup_epochs=1", "space.C=4", "space.layers=3", "seed=3", "trainer.enable_progress_bar=false",
           "+trainer.limit_train_batches=3"]
+# the tests: a cell of 2 nodes and 4 candidate ops (a third of the time; the resume does not depend on the cell)
+SEARCH_CI = ["space.steps=2", "space.multiplier=2", "space.primitives=[none,skip_connect,sep_conv_3x3,max_pool_3x3]"]
 TINY_ECONAS = ["data=synthetic", "train.C=4", "train.layers=3", "data.batch_size=16"]
 # the table of evaluated genotypes darts_lite ships (300 DARTS-space cells trained on digits)
 SURROGATE_TABLE = ROOT / "darts_lite" / "surrogate" / "data" / "digits_c0r0s0e2.csv"
@@ -225,13 +227,14 @@ def prepare_search_checkpoint(work: Path, finish: Callable) -> str:
 
 
 TASKS: dict[str, ChaosTask] = {t.name: t for t in (
-    ChaosTask("search_darts1", [*SEARCH, "search=darts"], "checkpoints/last.ckpt", compare_search),
-    ChaosTask("search_darts2", [*SEARCH, "search=darts_v2", "search.epochs=4"], "checkpoints/last.ckpt", compare_search),
-    ChaosTask("search_gdas", [*SEARCH, "search=gdas"], "checkpoints/last.ckpt", compare_search),
+    ChaosTask("search_darts1", [*SEARCH, "search=darts"], "checkpoints/last.ckpt", compare_search, ci=SEARCH_CI),
+    ChaosTask("search_darts2", [*SEARCH, "search=darts_v2", "search.epochs=4"], "checkpoints/last.ckpt", compare_search,
+              ci=SEARCH_CI),
+    ChaosTask("search_gdas", [*SEARCH, "search=gdas"], "checkpoints/last.ckpt", compare_search, ci=SEARCH_CI),
     ChaosTask("train", ["+experiment=train_quick", "genotype=DARTS_V2", "data=synthetic", "data.crop_padding=1",
                         "data.flip=true", "train.C=8", "train.layers=3", "train.cutout=4", "train.drop_path_prob=0.3",
                         "train.epochs=5", "seed=2", "trainer.enable_progress_bar=false"],
-              "checkpoints/last.ckpt", compare_train),
+              "checkpoints/last.ckpt", compare_train, ci=["train.epochs=3"]),
     ChaosTask("select", [*SELECT_SEARCH, "task=select", "ckpt_path={prepared}", "search.selection_epochs=2"],
               "selection_state.pt", compare_select, prepare_search_checkpoint),
     ChaosTask("proxy_study", ["+experiment=proxy_study_quick", *TINY_ECONAS, "study.architectures=4",
@@ -242,8 +245,8 @@ TASKS: dict[str, ChaosTask] = {t.name: t for t in (
                                   "evolution.tournament=2", "evolution.top=2", "evolution.cycles=1", "executor=local",
                                   "executor.max_parallel=2"],
               "archive.sqlite", compare_evolution, evaluations=True,
-              # the tests: the first population only, 4 evaluations 2 at a time (each worker imports torch anew)
-              ci=["evolution.initial=4", "evolution.cycles=0"]),
+              # the tests: the first population only, 2 evaluations at once (each worker imports torch anew)
+              ci=["evolution.initial=2", "evolution.cycles=0"]),
     ChaosTask("ofa", ["+experiment=ofa_quick", "data=synthetic", "data.synthetic_samples=48",
                       "data.synthetic_classes=3", "data.batch_size=16", "data.crop_padding=1", "data.flip=true",
                       "ofa.network.stem_channels=4", "ofa.network.first_channels=4", "ofa.network.widths=[4,8]",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -25,6 +26,41 @@ if _workers > 1:
     _threads = max(1, (os.cpu_count() or 1) // _workers)
     torch.set_num_threads(_threads)
     os.environ["OMP_NUM_THREADS"] = str(_threads)  # and the command-line runs the tests start
+
+
+# ---- which tests share a worker ------------------------------------------------------------------------------------
+_GROUP_MARK = re.compile(r'^pytestmark = pytest\.mark\.xdist_group\("([^"]+)"\)', re.MULTILINE)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` as pytest-xdist documents it: the tests of a module whose ``pytestmark`` is
+    ``pytest.mark.xdist_group("name")`` run on one worker, one group after another (the DDP tests never race for
+    ports or cores; a module fixture is built once). xdist groups by a suffix it appends to the test ids in the
+    workers, which pytest 9.2 no longer keeps (pytest-xdist issue 1386): every test would go its own way. This
+    scheduler reads the group from the module's own line instead."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    groups: dict[str, str | None] = {}
+
+    def module_group(nodeid: str) -> str | None:
+        path = nodeid.split("::", 1)[0]
+        if path not in groups:
+            try:
+                found = _GROUP_MARK.search((config.rootpath / path).read_text())
+            except OSError:
+                found = None
+            groups[path] = found.group(1) if found else None
+        return groups[path]
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]"):  # xdist's own suffix, where pytest keeps it
+                return nodeid.rsplit("@", 1)[-1]
+            return module_group(nodeid) or nodeid
+
+    return ModuleGroupScheduling(config, log)
 
 
 # ---- configs and the command line ------------------------------------------------------------------------------
@@ -180,6 +216,16 @@ def tiny_darts_args(**kw) -> dict:
     """SearchModule's network= for a DARTS supernet at C=4 with 3 cells on the synthetic data (3 channels, 4 classes)."""
     return dict(C=4, layers=3, num_classes=4, in_channels=3, **kw)
 
+
+# a DARTS supernet of 2 nodes (5 edges) and 4 candidate ops (none, a parameter-free op, a conv, a pooling): a third of
+# the default cell's time, for tests whose subject (resume, DDP, a method's loop) does not depend on the cell's size
+SMALL_OPS = ("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3")
+SMALL_DARTS = ["space.steps=2", "space.multiplier=2", f"space.primitives=[{','.join(SMALL_OPS)}]"]
+
+
+def small_darts_args(**kw) -> dict:
+    """``tiny_darts_args`` with that small cell."""
+    return tiny_darts_args(**{"steps": 2, "multiplier": 2, "primitives": SMALL_OPS, **kw})
 
 # EcoNAS evaluations on generated data: C=4, 3 cells, 8 px, 4 classes
 TINY_ECONAS = ["data=synthetic", "train.C=4", "train.layers=3", "data.batch_size=16"]

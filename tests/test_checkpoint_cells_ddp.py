@@ -59,7 +59,8 @@ for name, kw in algorithms.items():
 """
 
 
-@pytest.fixture(scope="module")
+# session scope: built once even when the worker runs test_ddp.py's tests between this module's
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory):
     """{(algorithm, checkpoint_cells, rank): {"state", "initial", "steps"}} of the six 2-rank searches."""
     tmp = tmp_path_factory.mktemp("ckpt_ddp")

@@ -20,6 +20,9 @@ from darts_lite.errors import ConfigError
 from darts_lite.relax import GumbelRelaxation
 from darts_lite.tricks import CollapseGuard, darts_plus_stop, eigen_stop, eigen_window_means, hessian_eigenvalue
 
+# one worker runs this module's tests, so its module fixture (straight_run) is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("collapse")
+
 # ---- the eigenvalue -----------------------------------------------------------------------------
 
 

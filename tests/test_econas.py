@@ -96,7 +96,13 @@ def _job(tmp_path, epochs, folder, start_from=None, setting="c0r0s0e3"):
 
 
 def test_an_evaluation_continued_for_more_epochs_equals_one_trained_straight_through(tmp_path):
+    import logging
+
+    rank_zero = logging.getLogger("lightning_fabric.utilities.rank_zero")
+    before = rank_zero.level
     first = run_evaluation(_job(tmp_path, 1, "e1"))
+    # an evaluation in the caller's process quiets Lightning while it runs, not after (the caller's runs still talk)
+    assert rank_zero.level == before != logging.WARNING
     continued = run_evaluation(_job(tmp_path, 3, "e3", start_from=str(tmp_path / "e1/checkpoints/last.ckpt")))
     straight = run_evaluation(_job(tmp_path, 3, "straight"))
     assert len(first["val_accs"]) == 1 and continued["val_accs"][:1] == first["val_accs"]

@@ -19,6 +19,9 @@ from darts_lite.errors import ConfigError
 from darts_lite.export import TrainedNetwork, check, read_exportable, run_export
 from darts_lite.run.checkpoints import RECORD_KEY
 
+# one worker runs this module's tests, so its module fixture (trained) is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("export")
+
 TINY_TRAIN = ["+experiment=train_quick", "genotype=DARTS_V2", "train.epochs=2", "train.C=4", "train.layers=3",
               "+trainer.limit_train_batches=6", "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
 

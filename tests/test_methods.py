@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import compose_cfg, run_cli, tiny_darts_network
+from conftest import SMALL_DARTS, compose_cfg, run_cli, tiny_darts_network
 
 from darts_lite.methods.beta_darts import BetaDecay
 from darts_lite.methods.darts_minus import AuxiliarySkipRelaxation, skip_coefficient
@@ -259,7 +259,8 @@ def test_a_bad_method_argument_is_reported_with_its_key():
 
 
 # ---- end to end -------------------------------------------------------------------------------------------------
-SPACES = {"darts": ["space=darts", "space.C=4", "space.layers=3"], "nb201": ["space=nb201", "space.C=4", "space.N=1"]}
+SPACES = {"darts": ["space=darts", "space.C=4", "space.layers=3", *SMALL_DARTS],
+          "nb201": ["space=nb201", "space.C=4", "space.N=1"]}
 
 
 @pytest.mark.parametrize("space", SPACES)

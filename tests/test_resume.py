@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import torch
-from conftest import _cli, run_cli, start_cli
+from conftest import SMALL_DARTS, _cli, run_cli, start_cli
 
 from darts_lite import Genotype
 from darts_lite.errors import CheckpointWriteFailed
@@ -19,7 +19,7 @@ from darts_lite.errors import CheckpointWriteFailed
 # GDAS on generated data: Gumbel sampling, augmentation and shuffling all draw random numbers
 ARGS = ["+experiment=quickstart", "data=synthetic", "data.crop_padding=1", "data.flip=true", "search=gdas",
         "search.epochs=6", "search.warmup_epochs=1", "space.C=4", "space.layers=3", "seed=3",
-        "trainer.enable_progress_bar=false", "+trainer.limit_train_batches=4"]
+        "trainer.enable_progress_bar=false", "+trainer.limit_train_batches=4", *SMALL_DARTS]
 
 
 def _args(run, *extra):
@@ -124,7 +124,7 @@ def test_a_checkpoint_too_large_for_the_disk_stops_the_run_with_one_message(tmp_
     import resource
 
     cmd, env = _cli(*_args(tmp_path / "run"), "search.epochs=2")
-    limit = 600_000  # above every other file the run writes (the pictures are about 120 kB), below its checkpoint
+    limit = 150_000  # above every other file the run writes (the pictures are about 50 kB), below its checkpoint
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     checkpoints = tmp_path / "run" / "checkpoints"

@@ -10,13 +10,16 @@ import re
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import SMALL_DARTS, compose_cfg, run_cli
 
 from darts_lite.errors import ConfigError
 from darts_lite.run.checkpoints import RECORD_KEY, resume_checkpoint
 
+# one worker runs this module's tests, so its module fixture (search_run) is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("resume_check")
+
 ARGS = ["+experiment=quickstart", "data=synthetic", "search.epochs=2", "search.warmup_epochs=1", "space.C=4",
-        "space.layers=3", "trainer.enable_progress_bar=false"]
+        "space.layers=3", "trainer.enable_progress_bar=false", *SMALL_DARTS]
 
 
 def _cli(run, *extra, cwd):

@@ -3,7 +3,7 @@
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import tiny_darts_args
+from conftest import small_darts_args, tiny_darts_args
 
 from darts_lite import SearchModule
 from darts_lite.data import SearchDataModule
@@ -24,6 +24,12 @@ def _fit(module, epochs, callbacks=(), **data):
 
 def _module(**kw):
     network = tiny_darts_args(**kw.pop("network", {}))
+    return SearchModule(network=network, **kw)
+
+
+def _small_module(**kw):
+    """A supernet of 2 nodes and 4 ops, for tests of the training loop, which does not depend on the cell."""
+    network = small_darts_args(**kw.pop("network", {}))
     return SearchModule(network=network, **kw)
 
 
@@ -65,7 +71,7 @@ def test_cosine_schedule_and_tau_schedule_per_epoch():
 
 @pytest.mark.parametrize("order,relaxation", [(1, "softmax"), (2, "softmax"), (1, "gumbel")])
 def test_search_trains_both_levels(order, relaxation):
-    module = _module(epochs=2, order=order, arch_lr=0.01, network=dict(relaxation=relaxation))
+    module = _small_module(epochs=2, order=order, arch_lr=0.01, network=dict(relaxation=relaxation))
     before = [a.detach().clone() for a in module.net.arch_parameters()]
     trainer = _fit(module, 2)
     assert all(not torch.equal(a0, a) for a0, a in zip(before, module.net.arch_parameters()))
@@ -142,11 +148,11 @@ def test_fp16_loss_scaling_does_not_shrink_weight_updates():
 def test_resuming_with_a_new_learning_rate_rebases_the_cosine_schedule(tmp_path):
     import math
 
-    first = _module(epochs=4, lr=0.1, lr_min=0.001)
+    first = _small_module(epochs=4, lr=0.1, lr_min=0.001)
     trainer = _fit(first, 2)
     trainer.save_checkpoint(tmp_path / "last.ckpt")
 
-    resumed, seen = _module(epochs=4, lr=0.01, lr_min=0.001, arch_lr=1e-4), _Snapshots()
+    resumed, seen = _small_module(epochs=4, lr=0.01, lr_min=0.001, arch_lr=1e-4), _Snapshots()
     pl.seed_everything(0, verbose=False)
     dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=0, flip=False, seed=0,
                           synthetic_samples=128, synthetic_classes=4, synthetic_size=8)
@@ -230,7 +236,7 @@ def test_step_order_weights_first_is_the_reference_loop():
     import copy
 
     pl.seed_everything(0, verbose=False)
-    module = _module(epochs=1, step_order="weights_first", channels_last=False, lr_min=0.025)
+    module = _small_module(epochs=1, step_order="weights_first", channels_last=False, lr_min=0.025)
     start = copy.deepcopy(module.net)
     batches = _Batches()
     _fit(module, 1, [batches])

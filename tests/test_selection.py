@@ -23,6 +23,9 @@ from darts_lite.tricks.selection import (
     perturbation_selection,
 )
 
+# one worker runs this module's tests, so its module fixture (searched) is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("selection")
+
 OPS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3"]  # a short op list keeps real selections quick
 TINY = {"darts": dict(C=4, layers=3, num_classes=4), "nb201": dict(C=4, N=1, num_classes=4)}
 

@@ -20,6 +20,9 @@ from darts_lite.spaces.darts.genotype import Genotype, zoo
 from darts_lite.surrogate import Table, make_surrogate, write_table
 from darts_lite.surrogate.predict import load_model, resolve, run_surrogate_predict
 
+# one worker runs this module's tests, so its module fixture (surrogate_file) is built once, not once per worker
+pytestmark = pytest.mark.xdist_group("surrogate_predict")
+
 # a known accuracy: a score per op, more for ops that read an intermediate state, the normal cell weighing double
 OP_SCORE = {"none": 0.0, "max_pool_3x3": 0.1, "avg_pool_3x3": 0.1, "skip_connect": -0.2, "sep_conv_3x3": 0.5,
             "sep_conv_5x5": 0.4, "dil_conv_3x3": 0.3, "dil_conv_5x5": 0.2}

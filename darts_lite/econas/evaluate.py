@@ -10,10 +10,12 @@ after it was killed, to the same result as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,10 +105,9 @@ def run_evaluation(job: EvalJob) -> dict[str, Any]:
                                               enable_version_counter=False)
     ckpt = str(job.checkpoint) if job.checkpoint.is_file() else job.start_from
     options = {"accelerator": "cpu", "devices": 1, **job.trainer}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_lightning():
         quiet = "does not have many workers|LeafSpec|smaller than the logging|dirpath has changed"
         warnings.filterwarnings("ignore", message=rf".*({quiet}).*")
-        _quiet_lightning()
         trainer = pl.Trainer(max_epochs=job.epochs, logger=False, callbacks=[checkpoint, record],
                              plugins=[AtomicCheckpointIO()], default_root_dir=str(folder), enable_progress_bar=False,
                              enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
@@ -125,10 +126,19 @@ def run_evaluation(job: EvalJob) -> dict[str, Any]:
     }
 
 
-def _quiet_lightning() -> None:
-    # thousands of evaluations: Lightning's per-fit banners (GPU available, ...) would bury the driver's progress
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-        for sub in ("utilities.rank_zero", "accelerators.cuda"):
-            logging.getLogger(f"{name}.{sub}").setLevel(logging.WARNING)
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's info messages off during an evaluation, as they were afterwards: thousands of evaluations'
+    per-fit banners (GPU available, ...) would bury the driver's progress, and an evaluation run in the caller's
+    process (executor=inline) must not silence the caller's own runs after it."""
+    loggers = [logging.getLogger(f"{name}{sub}") for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")
+               for sub in ("", ".utilities.rank_zero", ".accelerators.cuda")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
