@@ -628,7 +628,13 @@ def test_a_driver_refused_for_a_read_only_archive_trains_nothing(shared_dir, tmp
         run_study(compose_cfg("+experiment=proxy_study_quick", *TINY_ECONAS, "study.proxies=[c2r0s0e1]", f"archive={foreign}",
                               f"run_dir={tmp_path}"))
 
+    # the config tree's settings, where user nobody may read them (a checkout's folders may be private to this user)
+    from darts_lite.econas import settings
+
+    readable = shutil.copytree(settings.setting_dir(), shared_dir / "setting")
+
     def drive():
+        settings.setting_dir = lambda: readable  # in the child only
         unprivileged()
         run_study(cfg)
 

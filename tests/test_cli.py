@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, run_cli
+from conftest import SMALL_DARTS, compose_cfg, run_cli
 from hydra import compose, initialize_config_dir
 
 from darts_lite import Genotype
@@ -277,7 +277,7 @@ def test_multirun_over_genotypes_ends_with_a_table(tmp_path):
 
 
 TINY_SEARCH = ["+experiment=quickstart", "data=synthetic", "space.C=4", "space.layers=3", "trainer.enable_progress_bar=false",
-               "+trainer.limit_train_batches=3"]
+               "+trainer.limit_train_batches=3", *SMALL_DARTS]
 
 
 def test_multirun_with_failing_jobs_runs_the_rest_and_lists_the_errors(tmp_path):
@@ -352,7 +352,7 @@ def test_search_sweep_with_parallel_jobs_summarises_agreement(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "hydra/launcher=local", "+experiment=quickstart", "data=synthetic", "seed=0,1",
                    "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3", "+trainer.limit_train_batches=3",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                   *SMALL_DARTS, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = list(csv.DictReader(open(sweep / "summary.csv")))
     assert ["seed=0" in rows[0]["overrides"], "seed=1" in rows[1]["overrides"]] == [True, True]
