@@ -45,14 +45,14 @@ from common import RESULTS, ROOT, machine, machine_text, write_result  # noqa: E
 SEARCH = ["+experiment=quickstart", "data=synthetic", "data.crop_padding=1", "data.flip=true", "search.epochs=5",
           "search.warmup_epochs=1", "space.C=4", "space.layers=3", "seed=3", "trainer.enable_progress_bar=false",
           "+trainer.limit_train_batches=3"]
-# the tests: a cell of 2 nodes and 4 candidate ops (a third of the time; the resume does not depend on the cell)
-SEARCH_CI = ["space.steps=2", "space.multiplier=2", "space.primitives=[none,skip_connect,sep_conv_3x3,max_pool_3x3]"]
+# a cell of 2 nodes and 4 candidate ops: a third of the default cell's time
+SMALL_CELL = ["space.steps=2", "space.multiplier=2", "space.primitives=[none,skip_connect,sep_conv_3x3,max_pool_3x3]"]
+SEARCH_CI = SMALL_CELL  # the tests' searches: the resume does not depend on the cell
 TINY_ECONAS = ["data=synthetic", "train.C=4", "train.layers=3", "data.batch_size=16"]
 # the table of evaluated genotypes darts_lite ships (300 DARTS-space cells trained on digits)
 SURROGATE_TABLE = ROOT / "darts_lite" / "surrogate" / "data" / "digits_c0r0s0e2.csv"
-# a quickstart-like search shrunk for the selection: 2 nodes, 3 candidate ops, a tenth of the digits
-SELECT_SEARCH = ["+experiment=quickstart", "space.C=4", "space.layers=3", "space.steps=2", "space.multiplier=2",
-                 "space.primitives=[none,skip_connect,sep_conv_3x3,max_pool_3x3]", "data.sample_ratio=0.1",
+# a quickstart-like search shrunk for the selection: the small cell (3 candidate ops besides none), a tenth of the digits
+SELECT_SEARCH = ["+experiment=quickstart", "space.C=4", "space.layers=3", *SMALL_CELL, "data.sample_ratio=0.1",
                  "data.batch_size=32", "search.epochs=1", "search.warmup_epochs=0", "search.selection_epochs=1",
                  "search.selection_batches=2", "trainer.enable_progress_bar=false"]
 

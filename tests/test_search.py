@@ -22,15 +22,13 @@ def _fit(module, epochs, callbacks=(), **data):
     return trainer
 
 
-def _module(**kw):
-    network = tiny_darts_args(**kw.pop("network", {}))
-    return SearchModule(network=network, **kw)
+def _module(cell=tiny_darts_args, **kw):
+    return SearchModule(network=cell(**kw.pop("network", {})), **kw)
 
 
 def _small_module(**kw):
     """A supernet of 2 nodes and 4 ops, for tests of the training loop, which does not depend on the cell."""
-    network = small_darts_args(**kw.pop("network", {}))
-    return SearchModule(network=network, **kw)
+    return _module(cell=small_darts_args, **kw)
 
 
 class _Snapshots(pl.Callback):
