@@ -10,8 +10,8 @@ What it checks, in this order:
   2. a full search step (through the Trainer, as users run it) and the supernet's forward+backward, with peak
      memory (torch.cuda.max_memory_allocated), at the paper's supernet size and the EcoNAS proxy size, for DARTS
      first order, second order and GDAS, in 32-true, bf16-mixed and 16-mixed (first order only), with
-     channels_last on and off; data on the device through the real data module; weights and alphas must stay
-     finite;
+     channels_last on and off; and at the paper size the memory modes beside first-order DARTS (checkpointed
+     cells, PC-DARTS); data on the device through the real data module; weights and alphas must stay finite;
   3. the command line end to end on synthetic CIFAR-shaped data (no download) with trainer=gpu: a 1-epoch GDAS
      search with the proxy, a 1-epoch second-order search, a 1-epoch retraining of DARTS_V2 at a reduced size,
      and a GDAS search killed after its first checkpoint and resumed, whose alphas must equal an uninterrupted
@@ -66,6 +66,12 @@ ALGORITHMS = {
     "darts1": dict(relaxation="softmax", order=1, label="DARTS 1st order"),
     "darts2": dict(relaxation="softmax", order=2, label="DARTS 2nd order"),
     "gdas": dict(relaxation="gumbel", order=1, label="GDAS"),
+    # the memory modes: first-order DARTS with less kept for the backward pass, so that the GPU's peak memory of
+    # each mode stands beside the plain step's (measured at the paper size only, channels_last, eager)
+    "darts1_cells": dict(relaxation="softmax", order=1, module=dict(checkpoint_cells=True), memory_mode=True,
+                         label="DARTS 1st order, checkpointed cells"),
+    "pc_darts": dict(relaxation="softmax", order=1, network=dict(partial_channels=4, edge_normalization=True),
+                     memory_mode=True, label="PC-DARTS (K=4, edge normalization)"),
 }
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 # the experiments whose full searches are estimated, and the supernet size each one measures
@@ -391,8 +397,9 @@ def measure_step(spec: dict, device: str, dry_run: bool) -> dict:
         synthetic_size=dims["resolution"], synthetic_channels=3,
     )
     module = SearchModule(
-        network=dict(C=dims["C"], layers=dims["layers"], num_classes=10, relaxation=algo["relaxation"]),
-        order=algo["order"], channels_last=spec["channels_last"], compile=spec["compile"],
+        network=dict(C=dims["C"], layers=dims["layers"], num_classes=10, relaxation=algo["relaxation"],
+                     **algo.get("network", {})),
+        order=algo["order"], channels_last=spec["channels_last"], compile=spec["compile"], **algo.get("module", {}),
     )
     timer = StepTimer()
     trainer = pl.Trainer(
@@ -409,7 +416,8 @@ def measure_step(spec: dict, device: str, dry_run: bool) -> dict:
     data: dict[str, Any] = {
         "first_step_s": timer.times[0], "step_s": statistics.median(timer.times[spec["warmup"]:]),
         "steps_timed": len(timer.times) - spec["warmup"], "peak_step_mib": peak_mib(), "baseline_mib": baseline,
-        "data_device": str(dm.device),
+        "data_device": str(dm.device), "checkpoint_cells": module.net.checkpoint_cells,
+        "partial_channels": module.net.partial_channels,
     }
     if dm.device.type != device:
         raise CaseFailed(f"the training data stayed on {dm.device}, not on the {device} device", data)
@@ -634,16 +642,20 @@ def step_name(size: str, algorithm: str, precision: str, channels_last: bool, co
 
 def step_matrix(quick: bool) -> tuple[list[tuple], list[tuple]]:
     """(eager, compiled) cases as (size, algorithm, precision, channels_last, compiled)."""
+    searches = [a for a in ALGORITHMS if not ALGORITHMS[a].get("memory_mode")]
     eager = [(size, algo, precision, cl, False)
-             for size in ("paper", "proxy") for algo in ALGORITHMS for precision in PRECISIONS for cl in (True, False)
+             for size in ("paper", "proxy") for algo in searches for precision in PRECISIONS for cl in (True, False)
              # fp16 loss scaling does not cover second order's autograd.grad: the config checks refuse it
              if not (precision == "16-mixed" and ALGORITHMS[algo]["order"] == 2)]
+    memory = [("paper", algo, precision, True, False) for algo in ALGORITHMS if ALGORITHMS[algo].get("memory_mode")
+              for precision in (("32-true",) if quick else ("32-true", "bf16-mixed"))]
     compiled = [("paper", "darts1", "bf16-mixed", True, True)]
     if quick:
         # channels_last as configured; all precisions at the paper size and for GDAS at its proxy size
         eager = [c for c in eager if c[3] and (c[0] == "paper" or c[1] == "gdas" or c[2] == "32-true")]
         eager.append(("paper", "darts1", "32-true", False, False))
-    else:
+    eager += memory
+    if not quick:
         # the precision the experiments run at; first-order DARTS runs at the paper size only
         compiled.append(("paper", "darts1", "32-true", True, True))
     return eager, compiled

@@ -168,8 +168,8 @@ def test_wandb_logger_runs_offline_without_credentials(tmp_path):
     env_home.mkdir()
     args = [sys.executable, "-m", "darts_lite", "+experiment=quickstart", "logger=wandb", "data=synthetic",
             "search.epochs=2", "search.warmup_epochs=1", "space.C=4", "space.layers=3", "+trainer.limit_train_batches=3",
-            "logger.wandb.name=my-name",
-            "logger.wandb.group=my-group", "logger.wandb.tags=[my-tag]", f"hydra.run.dir={run}"]
+            "logger.wandb.name=my-name", "logger.wandb.group=my-group", "logger.wandb.tags=[my-tag]", *SMALL_DARTS,
+            f"hydra.run.dir={run}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")} | {"HOME": str(env_home)}
     proc = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

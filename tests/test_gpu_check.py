@@ -181,7 +181,8 @@ def test_cpu_dry_run_writes_a_marked_report_and_a_failing_case_fails_the_run(tmp
     real_plan = gpu_check.plan
     monkeypatch.setattr(gpu_check, "plan", lambda *a: [*real_plan(*a), Case("cli/broken", "cli", 30.0, {}, broken)])
     out, runs = tmp_path / "out", tmp_path / "runs"
-    only = "step/paper/darts1/32-true/cl,step/proxy/gdas/bf16-mixed/cl,cli/resume-gdas-proxy,cli/broken"
+    only = ("step/paper/darts1/32-true/cl,step/proxy/gdas/bf16-mixed/cl,step/paper/darts1_cells/32-true/cl,"
+            "cli/resume-gdas-proxy,cli/broken")
     code = gpu_check.main(["--cpu-dry-run", "--only", only, "--out", str(out), "--runs-dir", str(runs)])
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check_cpu_dryrun.json", "gpu_check_cpu_dryrun.md"]
@@ -190,13 +191,17 @@ def test_cpu_dry_run_writes_a_marked_report_and_a_failing_case_fails_the_run(tmp
     cases = {r["name"]: r for r in report["cases"]}
     assert list(cases) == only.split(",")
     assert {n: r["status"] for n, r in cases.items()} == {n: "passed" for n in cases} | {"cli/broken": "failed"}
-    assert report["summary"]["counts"] == {"passed": 3, "failed": 1, "timeout": 0, "out of budget": 0}
+    assert report["summary"]["counts"] == {"passed": 4, "failed": 1, "timeout": 0, "out of budget": 0}
     assert report["summary"]["exit_status"] == 1 and report["runs_dir"] == str(runs) and runs.is_dir()
 
     for name in ("step/paper/darts1/32-true/cl", "step/proxy/gdas/bf16-mixed/cl"):
         d = cases[name]["data"]
         assert d["step_s"] > 0 and d["fwd_bwd_s"] > 0 and d["steps_timed"] == gpu_check.DRY.steps
         assert d["peak_step_mib"] is None and d["data_device"] == "cpu"  # no GPU memory to report on a CPU
+    # a memory mode ran as such: its switch on the supernet, not on the plain step's
+    modes = [(cases[name]["data"]["checkpoint_cells"], cases[name]["data"]["partial_channels"])
+             for name in ("step/paper/darts1/32-true/cl", "step/paper/darts1_cells/32-true/cl")]
+    assert modes == [(False, 1), (True, 1)]
     resume = cases["cli/resume-gdas-proxy"]["data"]
     assert resume["alpha_max_abs_diff"] == 0 and resume["tolerance"] == 0 and resume["same_genotype"]
     assert 1 <= resume["killed_after_epochs"] < resume["epochs"] == 3
@@ -209,6 +214,7 @@ def test_cpu_dry_run_writes_a_marked_report_and_a_failing_case_fails_the_run(tmp
     md = (out / "gpu_check_cpu_dryrun.md").read_text()
     assert md.startswith("# GPU check: CPU DRY RUN (placeholder, no GPU figures)") and gpu_check.DRY_NOTE in md
     assert "| paper (C=4, 3 cells, batch 8, 8 px) | DARTS 1st order | 32-true | channels_last | no |" in md
+    assert "| paper (C=4, 3 cells, batch 8, 8 px) | DARTS 1st order, checkpointed cells | 32-true |" in md
     assert "killed after" in md and "- **cli/broken**: failed: broken on purpose" in md
     assert "## Estimated full searches on this CPU (placeholder)" in md
 
@@ -220,3 +226,14 @@ def test_cpu_dry_run_writes_a_marked_report_and_a_failing_case_fails_the_run(tmp
     assert gpu_md.startswith("# GPU check: Some GPU 80GB\n") and "DRY RUN" not in gpu_md and "placeholder" not in gpu_md
     assert "| driver | 1.2 |" in gpu_md and "## Estimated full searches on this GPU" in gpu_md
     assert gpu_check.report_name(report["machine"], dry_run=False) == "gpu_Some_GPU_80GB"
+
+
+def test_the_memory_modes_are_measured_at_the_paper_size_beside_the_plain_step():
+    for quick, precisions in ((False, {"32-true", "bf16-mixed"}), (True, {"32-true"})):
+        eager, compiled = gpu_check.step_matrix(quick)
+        for algo in ("darts1_cells", "pc_darts"):
+            cases = [c for c in eager + compiled if c[1] == algo]
+            assert {c[2] for c in cases} == precisions and {(c[0], c[3], c[4]) for c in cases} == {("paper", True, False)}
+            assert ("paper", "darts1", "32-true", True, False) in eager  # the plain step they are compared with
+    names = [c.name for c in gpu_check.plan(gpu_check.DRY, False, True, 1, gpu_check.DRY_SIZES)]
+    assert "step/paper/darts1_cells/bf16-mixed/cl" in names and not any("proxy/pc_darts" in n for n in names)
