@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .spaces.supernet import frozen
+from .spaces.supernet import frozen, no_recompute
 
 __all__ = ["HVP_ESTIMATORS", "RngSnapshot", "architecture_loss", "exact_hvp", "total_norm", "unrolled_architecture_gradients"]
 
@@ -173,7 +173,9 @@ def exact_hvp(call: Callable, w: list[torch.Tensor], v: list[torch.Tensor], x_w:
     larger still: it keeps that pass's graph alive through step 2, and PyTorch takes the second derivative of a
     grouped (depthwise) convolution one channel group at a time.
     """
-    with fwAD.dual_level():
+    # every edge keeps what autograd saves here: through a selective recomputation (search.recompute) this pass
+    # runs, but its alpha gradients measured not bit-identical to the plain pass's (tests/test_recompute.py)
+    with fwAD.dual_level(), no_recompute():
         dual = [fwAD.make_dual(wk, vk) for wk, vk in zip(w, v)]
         grads = torch.autograd.grad(F.cross_entropy(call(dual, x_w), y_w), alphas, allow_unused=True)
         # no gradient, or one that does not depend on the weights: its derivative along v is zero

@@ -74,6 +74,9 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     every op ever sampled keeps receiving momentum and weight decay, as in the reference scripts).
     channels_last: run convolutions in NHWC memory layout. compile: torch.compile the supernet (first order only).
     checkpoint_cells: recompute each cell's activations in the backward pass (less memory, same results).
+    recompute: what each mixed edge keeps for the backward pass: "none", "convolutions" (only the convolutions'
+    outputs; ReLU, BatchNorm, pooling and the weighted sums recomputed) or "pointwise" (only the 1x1 convolutions'
+    outputs): less memory, the same results (``darts_lite.spaces.supernet.RecomputableEdge``).
     perturb, perturb_epsilon, perturb_steps: SDARTS (``darts_lite.tricks.perturb``).
     resource, resource_weight, resource_target, resource_latency_table: a cost (flops, params, latency) whose
     expected value over the alphas joins the architecture loss (``darts_lite.tricks.resources``).
@@ -108,6 +111,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         checkpoint_cells: bool = False,
+        recompute: Literal["none", "convolutions", "pointwise"] = "none",
         perturb: Literal["none", "random", "adversarial"] = "none",
         perturb_epsilon: Annotated[float, Ge(0), Hint("the L-inf radius of the alpha perturbation")] = 0.03,
         perturb_steps: Annotated[int, Ge(1)] = 7,
@@ -128,6 +132,8 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         self.regularizer = make_regularizer(regularizer)
         if checkpoint_cells:  # a switch of the supernet's (off unless the network or the search turns it on)
             self.net.checkpoint_cells = True
+        if recompute != "none":  # likewise
+            self.net.recompute = recompute
         if compile and (order == 2 or getattr(self.net.relaxation, "hard", False)):
             raise ValueError(
                 "compile works with first-order DARTS only: second order swaps in new weight tensors every step "
@@ -150,6 +156,12 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
                             "with no epoch left after warm-up the alphas never train")
         if v["lr_min"] > v["lr"]:
             problems.append(f"{key('lr_min')}={v['lr_min']}: must be <= {key('lr')}")
+        if v["compile"] and v["recompute"] != "none":
+            problems.append(f"{key('recompute')}={v['recompute']}: not together with {key('compile')}=true (a compiled "
+                            "supernet decides itself what to keep for the backward pass)")
+        if v["checkpoint_cells"] and v["recompute"] != "none":
+            problems.append(f"{key('recompute')}={v['recompute']}: choose it or {key('checkpoint_cells')}=true, not both "
+                            "(a checkpointed cell recomputes its edges whole)")
         relaxation = relaxation_class(v.get("relaxation"))
         hard = bool(getattr(relaxation, "hard", False))
         if v["compile"] and (v["order"] == 2 or hard):

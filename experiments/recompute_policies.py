@@ -1,31 +1,26 @@
-"""What recomputing the cheap tensors of the DARTS supernet costs and saves: a study for the memory issue.
+"""What keeping only the convolutions' outputs costs and saves: the supernet's memory modes side by side.
 
     python experiments/recompute_policies.py                 # paper size: C=16, 8 cells, batch 64, 32 px
-    python experiments/recompute_policies.py --batch 32 --reps 2
+    python experiments/recompute_policies.py --batch 32 --reps 2 --rounds 1
 
-The supernet's forward+backward (softmax relaxation, channels_last, as a search runs it) under four policies, each
-in its own process (so that its peak is its own):
+The DARTS supernet's forward+backward (softmax relaxation, channels_last, as a search runs it) under four policies,
+each in its own process (so that its peak is its own), in ``--rounds`` rounds one after the other:
 
 - ``plain``: darts_lite's default: autograd keeps what each op saves;
 - ``cells``: ``checkpoint_cells=True``: only each cell's inputs are kept, the whole cell is recomputed in backward;
-- ``sac_conv``: PyTorch's selective activation checkpointing (torch.utils.checkpoint with
-  create_selective_checkpoint_contexts) around every mixed edge, keeping every convolution's output and
-  recomputing the rest (ReLU, BatchNorm, pooling, the weighted sum) in backward;
-- ``sac_pointwise``: the same, keeping only the outputs of the ungrouped (1x1) convolutions and recomputing the
-  depthwise ones too.
+- ``convolutions``: ``recompute="convolutions"``: each mixed edge keeps its convolutions' outputs and recomputes the
+  rest (ReLU, BatchNorm, pooling, the weighted sum) in backward (PyTorch's selective activation checkpointing);
+- ``pointwise``: ``recompute="pointwise"``: the same, keeping only the 1x1 convolutions' outputs and recomputing
+  the depthwise ones too.
 
 The selective regions run every op under a Python dispatch mode: a cost per op, large beside a tiny network's
 arithmetic and small beside the paper size's (results/recompute_policies.md has the paper size; a tiny run such
 as ``--C 4 --layers 3 --batch 8 --size 8`` shows the other end).
 
-The selective policies are built here, around darts_lite's edges, without changing darts_lite: they are the design
-the memory issue proposes, measured before it is built. A recomputation leaves BatchNorm's running statistics
-alone (momentum 0 and no step count during the recompute).
-
 Per policy: the median time of ``--reps`` forward+backward passes after a warm-up, the peak (process max RSS growth
-on the CPU, max allocated on a GPU), the bytes autograd keeps for backward outside recomputed regions, and whether
-the gradients and BatchNorm buffers after the same passes are bit-identical to ``plain``'s. Writes
-results/recompute_policies.json and the .md made from it.
+on the CPU, max allocated on a GPU), the bytes kept for backward (what autograd saves outside recomputed regions
+plus what the selective policy keeps), and whether the gradients and BatchNorm buffers after the same passes are
+bit-identical to ``plain``'s. Writes results/recompute_policies.json and the .md made from it.
 """
 
 from __future__ import annotations
@@ -41,63 +36,34 @@ RESULT = RESULTS / "recompute_policies.md"  # and .json
 POLICIES = {
     "plain": "autograd keeps what each op saves (the default)",
     "cells": "checkpoint_cells=True: each cell recomputed whole",
-    "sac_conv": "selective, per edge: convolution outputs kept, the rest recomputed",
-    "sac_pointwise": "selective, per edge: 1x1 convolution outputs kept, the rest recomputed",
+    "convolutions": "recompute=convolutions: per edge, convolution outputs kept, the rest recomputed",
+    "pointwise": "recompute=pointwise: per edge, 1x1 convolution outputs kept, the rest recomputed",
 }
+RECOMPUTE = {"convolutions": "convolutions", "pointwise": "pointwise"}  # policy -> the supernet's recompute
 
 
-def selective_edges(net: Any, keep_depthwise: bool) -> list[int]:
-    """Wraps every mixed edge of ``net`` in selective activation checkpointing: convolution outputs kept (only the
-    ungrouped ones unless ``keep_depthwise``), everything else recomputed in the backward pass. Returns a one-item
-    list counting the bytes the policy has kept (the caller resets it)."""
+def _count_kept(net: Any) -> list[int]:
+    """A one-item list counting the bytes of the outputs ``net``'s selective policy keeps (the caller resets it):
+    each edge's policy, wrapped to count what it keeps."""
     import functools
 
-    import torch
-    from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
-    from darts_lite.spaces.darts.search import MixedEdge
-    from darts_lite.spaces.supernet import tracking_batchnorms
+    from darts_lite.spaces import supernet
 
-    convolution = torch.ops.aten.convolution.default
     kept = [0]
+    modes = {}
+    for keep, context in supernet._KEEP.items():
+        policy = context.args[0]
 
-    def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
-        keep = op is convolution and (keep_depthwise or args[8] == 1)  # args[8]: groups
-        if keep:
-            kept[0] += ctx.op_output.numel() * ctx.op_output.element_size()
-        return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+        def counting(ctx: Any, op: Any, *args: Any, _policy: Any = policy, **kwargs: Any) -> CheckpointPolicy:
+            decision = _policy(ctx, op, *args, **kwargs)
+            if decision == CheckpointPolicy.MUST_SAVE:
+                kept[0] += ctx.op_output.numel() * ctx.op_output.element_size()
+            return decision
 
-    context = functools.partial(create_selective_checkpoint_contexts, policy)
-
-    def wrap(edge: MixedEdge) -> None:
-        inner = edge.forward
-        bns = tracking_batchnorms(edge)
-
-        def forward(*args: Any) -> torch.Tensor:
-            if not (edge.training and torch.is_grad_enabled()):
-                return inner(*args)
-            passes = [0]
-
-            def run(*inputs: Any) -> torch.Tensor:
-                passes[0] += 1
-                if passes[0] == 1:
-                    return inner(*inputs)
-                saved = [(bn, bn.momentum, bn.num_batches_tracked) for bn in bns]
-                for bn in bns:  # attributes only: no tensor op, which the recompute would have to match
-                    bn.momentum, bn.num_batches_tracked = 0.0, None
-                try:
-                    return inner(*inputs)
-                finally:
-                    for bn, momentum, count in saved:
-                        bn.momentum, bn.num_batches_tracked = momentum, count
-
-            return checkpoint(run, *args, use_reentrant=False, context_fn=context)
-
-        edge.forward = forward
-
-    for module in net.modules():
-        if isinstance(module, MixedEdge):
-            wrap(module)
+        modes[keep] = functools.partial(create_selective_checkpoint_contexts, counting)
+    supernet._KEEP.update(modes)
     return kept
 
 
@@ -111,10 +77,11 @@ def one_case(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, relaxation=args.relaxation,
-                        checkpoint_cells=args.policy == "cells").to(device, memory_format=torch.channels_last)
+                        checkpoint_cells=args.policy == "cells", recompute=RECOMPUTE.get(args.policy, "none"))
+    net = net.to(device, memory_format=torch.channels_last)
     kept = [0]
-    if args.policy.startswith("sac_"):
-        kept = selective_edges(net, keep_depthwise=args.policy == "sac_conv")
+    if args.policy in RECOMPUTE:
+        kept = _count_kept(net)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,), device=device)
 

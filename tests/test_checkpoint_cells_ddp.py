@@ -1,8 +1,8 @@
-"""checkpoint_cells under DDP: 2 CPU processes (gloo) search with and without it and end with the same alphas and
-weights, on both ranks, for first-order DARTS, second-order DARTS and GDAS.
+"""checkpoint_cells and recompute under DDP: 2 CPU processes (gloo) search with and without each and end with the
+same alphas and weights, on both ranks, for first-order DARTS, second-order DARTS and GDAS.
 
 `strategy="ddp"` re-launches the running command for rank 1, so the searches run in a script of their own in a
-subprocess, never inside the pytest process. One launch runs all six searches: the later Trainers find the process
+subprocess, never inside the pytest process. One launch runs all nine searches: the later Trainers find the process
 group of the first one and reuse it, which keeps the test to one start-up of two processes.
 """
 
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.xdist_group("ddp")
 
 ALGORITHMS = {"darts": dict(order=1, relaxation="softmax"), "darts_v2": dict(order=2, relaxation="softmax"),
               "gdas": dict(order=1, relaxation="gumbel")}
+# the plain supernet, checkpointed cells, edges that keep only their 1x1 convolutions' outputs
+MODES = {"plain": dict(), "cells": dict(checkpoint_cells=True), "recompute": dict(recompute="pointwise")}
 
 SCRIPT = """
 import sys
@@ -31,15 +33,15 @@ from darts_lite.data import SearchDataModule
 from darts_lite.search import SearchModule
 
 out = Path(sys.argv[1])
-algorithms = {algorithms!r}
+algorithms, modes = {algorithms!r}, {modes!r}
 for name, kw in algorithms.items():
-    for checkpoint_cells in (False, True):
+    for mode, switch in modes.items():
         pl.seed_everything(0, verbose=False)
         # a few ops of the DARTS list for time: pooling with its BN, the factorized reduction and dil_conv (which
         # share the edge's ReLU on reduction edges), the strided dilated conv's fast path
         module = SearchModule(network=dict(C=4, layers=3, num_classes=4, relaxation=kw["relaxation"],
                                            primitives=("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3"),
-                                           drop_path_prob=0.2, checkpoint_cells=checkpoint_cells),
+                                           drop_path_prob=0.2, **switch),
                               epochs=1, order=kw["order"], hvp="central", arch_lr=0.1, channels_last=False)
         initial = {{k: v.detach().clone() for k, v in module.net.named_parameters()}}
         # 64 images: 32 for the weights, 32 for the alphas, batches of 8 on each of 2 ranks = 2 steps
@@ -52,34 +54,37 @@ for name, kw in algorithms.items():
                              enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0,
                              use_distributed_sampler=False, enable_model_summary=False)
         trainer.fit(module, datamodule=dm)
-        assert trainer.global_step > 0 and module.net.checkpoint_cells == checkpoint_cells
+        assert trainer.global_step > 0
+        assert module.net.checkpoint_cells == switch.get("checkpoint_cells", False)
+        assert module.net.recompute == switch.get("recompute", "none")
         state = {{k: v.detach().clone() for k, v in module.net.state_dict().items()}}
         torch.save({{"state": state, "initial": initial, "steps": trainer.global_step}},
-                   out / f"{{name}}-{{int(checkpoint_cells)}}-rank{{trainer.global_rank}}.pt")
+                   out / f"{{name}}-{{mode}}-rank{{trainer.global_rank}}.pt")
 """
 
 
 # session scope: built once even when the worker runs test_ddp.py's tests between this module's
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
-    """{(algorithm, checkpoint_cells, rank): {"state", "initial", "steps"}} of the six 2-rank searches."""
+    """{(algorithm, mode, rank): {"state", "initial", "steps"}} of the nine 2-rank searches."""
     tmp = tmp_path_factory.mktemp("ckpt_ddp")
     script = tmp / "search_ddp.py"
-    script.write_text(SCRIPT.format(algorithms=ALGORITHMS))
+    script.write_text(SCRIPT.format(algorithms=ALGORITHMS, modes=MODES))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE",
                                                                "MASTER_ADDR", "MASTER_PORT")}
     env.update(WANDB_MODE="offline", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(script), str(tmp)], cwd=tmp, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return {(name, flag, rank): torch.load(tmp / f"{name}-{int(flag)}-rank{rank}.pt")
-            for name in ALGORITHMS for flag in (False, True) for rank in (0, 1)}
+    return {(name, mode, rank): torch.load(tmp / f"{name}-{mode}-rank{rank}.pt")
+            for name in ALGORITHMS for mode in MODES for rank in (0, 1)}
 
 
+@pytest.mark.parametrize("mode", ["cells", "recompute"])
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
-def test_checkpointed_cells_follow_the_plain_trajectory_on_every_rank(runs, algorithm):
+def test_a_memory_mode_follows_the_plain_trajectory_on_every_rank(runs, algorithm, mode):
     for rank in (0, 1):
-        plain, lean = runs[algorithm, False, rank], runs[algorithm, True, rank]
+        plain, lean = runs[algorithm, "plain", rank], runs[algorithm, mode, rank]
         assert plain["steps"] == lean["steps"] > 0
         for name, a in plain["state"].items():
             assert torch.allclose(a.float(), lean["state"][name].float(), rtol=0, atol=1e-6), (rank, name)
@@ -91,7 +96,7 @@ def test_checkpointed_cells_follow_the_plain_trajectory_on_every_rank(runs, algo
 
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
 def test_both_ranks_hold_the_same_parameters(runs, algorithm):
-    for flag in (False, True):
-        first, second = runs[algorithm, flag, 0], runs[algorithm, flag, 1]
+    for mode in MODES:
+        first, second = runs[algorithm, mode, 0], runs[algorithm, mode, 1]
         for name in first["initial"]:  # parameters only: each rank's BatchNorm statistics see its own batches
-            assert torch.equal(first["state"][name], second["state"][name]), (flag, name)
+            assert torch.equal(first["state"][name], second["state"][name]), (mode, name)

@@ -4,6 +4,7 @@ every other parameter, and the relaxation's temperature."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -11,11 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ..relax import EdgeWeights, Relaxation
 
 ALPHA_INITS = ("randn", "zeros")  # what new_alphas takes
+# what a mixed edge keeps for the backward pass (Supernet.recompute): "none" recomputes nothing; "convolutions" keeps
+# every convolution's output and recomputes the rest; "pointwise" keeps only the 1x1 (ungrouped) convolutions' outputs
+RECOMPUTE = ("none", "convolutions", "pointwise")
 
 
 def new_alphas(shape: tuple[int, ...], alpha_init: str) -> nn.Parameter:
@@ -47,47 +51,114 @@ def frozen(params: Sequence[torch.nn.Parameter]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _bn_statistics_frozen(module: nn.Module) -> Iterator[None]:
-    """BatchNorm layers normalise with the batch's statistics as in training but leave their running ones alone."""
+    """BatchNorm layers normalise with the batch's statistics as in training but leave their running ones alone.
+
+    By attributes only, no tensor op (a selective recomputation must run exactly the ops of its first pass): a
+    momentum of 0 keeps the running statistics ((1 - 0) * running + 0 * batch), and without its step count a layer
+    does not count the pass."""
     bns = tracking_batchnorms(module)
-    saved = [(bn, bn.momentum, bn.num_batches_tracked.clone()) for bn in bns]
+    saved = [(bn, bn.momentum, bn.num_batches_tracked) for bn in bns]
     for bn in bns:
-        bn.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+        bn.momentum, bn.num_batches_tracked = 0.0, None
     try:
         yield
     finally:
         for bn, momentum, count in saved:
-            bn.momentum = momentum
-            bn.num_batches_tracked.copy_(count)
+            bn.momentum, bn.num_batches_tracked = momentum, count
 
 
-def checkpointed(cell: nn.Module, *args: Any) -> torch.Tensor:
-    """``cell(*args)`` whose inner activations are recomputed in the backward pass instead of kept (non-reentrant
-    ``torch.utils.checkpoint``): the output and every gradient are those of ``cell(*args)``.
+# set while a checkpointed region runs (first pass and recomputation): the edges inside run as they are
+_in_region: contextvars.ContextVar[bool] = contextvars.ContextVar("darts_lite_in_checkpointed_region", default=False)
+
+
+@contextlib.contextmanager
+def no_recompute() -> Iterator[None]:
+    """Inside the block every edge keeps what autograd saves, whatever its ``recompute``: for passes whose graph is
+    differentiated more than once (a Hessian by double backward), which a selective recomputation cannot serve."""
+    token = _in_region.set(True)
+    try:
+        yield
+    finally:
+        _in_region.reset(token)
+
+
+def _region(module: nn.Module, *args: Any, context_fn: Callable | None = None, **kwargs: Any) -> torch.Tensor:
+    """``module(*args, **kwargs)`` under non-reentrant ``torch.utils.checkpoint`` (``context_fn``: the selective policy, or
+    None to recompute everything): the output and every gradient are those of ``module(*args, **kwargs)``.
 
     The recomputation draws the same random numbers (drop path masks: the RNG state is replayed), leaves the
     BatchNorm running statistics as the first pass left them (they are updated once), and uses the weights the
     first pass used, also when those were tensors substituted by ``torch.func.functional_call`` (the second
     order's unrolled and perturbed weights) and the backward runs after that call has returned.
     """
-    names = [name for name, _ in cell.named_parameters()]
-    weights = {name: functools.reduce(getattr, name.split("."), cell) for name in names}  # what forward sees now
+    names = [name for name, _ in module.named_parameters()]
+    weights = {name: functools.reduce(getattr, name.split("."), module) for name in names}  # what forward sees now
     passes = [0]
 
-    def run(*inputs: Any) -> torch.Tensor:
+    def run(*inputs: Any, **named: Any) -> torch.Tensor:
         passes[0] += 1
-        if passes[0] == 1:
-            return cell(*inputs)
-        with _bn_statistics_frozen(cell):
-            return functional_call(cell, weights, inputs, strict=False)
+        token = _in_region.set(True)
+        try:
+            if passes[0] == 1:
+                return module(*inputs, **named)
+            with _bn_statistics_frozen(module):
+                return functional_call(module, weights, inputs, named, strict=False)
+        finally:
+            _in_region.reset(token)
 
-    return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True)
+    policy = {} if context_fn is None else {"context_fn": context_fn}
+    return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=True, **policy, **kwargs)
+
+
+def checkpointed(cell: nn.Module, *args: Any) -> torch.Tensor:
+    """``cell(*args)`` whose inner activations are all recomputed in the backward pass instead of kept (see
+    ``_region``); its edges run as they are inside."""
+    return _region(cell, *args)
+
+
+def _keep_policy(keep: str) -> Callable:
+    convolution = torch.ops.aten.convolution.default
+
+    def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+        # args[8] of aten.convolution: groups (1 for a 1x1 conv, the channels for a depthwise one)
+        if op is convolution and (keep == "convolutions" or args[8] == 1):
+            return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
+
+    return functools.partial(create_selective_checkpoint_contexts, policy)
+
+
+_KEEP = {keep: _keep_policy(keep) for keep in RECOMPUTE[1:]}
+
+
+class RecomputableEdge(nn.Module):
+    """Base of a space's mixed edge: ``recompute`` (one of RECOMPUTE, set by its supernet) decides what its
+    forward pass keeps for the backward pass; the edge's own pass is ``edge_forward``.
+
+    "convolutions" keeps only the outputs of the edge's convolutions and recomputes everything else (ReLU,
+    BatchNorm, pooling, drop path, the weighted sum) in the backward pass, with PyTorch's selective activation
+    checkpointing; "pointwise" keeps only the 1x1 convolutions' outputs and recomputes the depthwise ones too.
+    Outputs, gradients, BatchNorm statistics and random draws are those of the plain edge, bit for bit. Only
+    while training with gradients on, outside a checkpointed cell and outside ``no_recompute()``.
+    """
+
+    recompute: str = "none"
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.recompute == "none" or not (self.training and torch.is_grad_enabled()) or _in_region.get():
+            return self.edge_forward(*args, **kwargs)
+        return _region(self, *args, context_fn=_KEEP[self.recompute], **kwargs)
+
+    def edge_forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class Supernet(nn.Module):
     """Base of a space's SearchNetwork: it sets ``relaxation`` and defines ``arch_parameters()``.
 
     ``checkpoint_cells``: recompute each cell's inner activations in the backward pass (less memory, about one
-    more forward pass of time); results are unchanged.
+    more forward pass of time); results are unchanged. ``recompute``: what each mixed edge keeps for the backward
+    pass (``RecomputableEdge``; inside a checkpointed cell the cell's recomputation decides).
 
     ``edge_weight_transform``: None, or ``f(cell_type, EdgeWeights) -> EdgeWeights`` applied to the relaxation's
     output of each cell type ("normal", "reduce"; NB201: "cell") before the cells use it: how architecture
@@ -97,6 +168,25 @@ class Supernet(nn.Module):
     relaxation: Relaxation
     checkpoint_cells: bool = False
     edge_weight_transform: Callable[[str, EdgeWeights], EdgeWeights] | None = None
+    _recompute: str = "none"
+
+    @property
+    def recompute(self) -> str:
+        """What each mixed edge keeps for the backward pass: "none" (everything autograd saves), "convolutions" or
+        "pointwise" (see ``RecomputableEdge``). Set on the supernet, it reaches every edge."""
+        return self._recompute
+
+    @recompute.setter
+    def recompute(self, value: str) -> None:
+        if value not in RECOMPUTE:
+            raise ValueError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {value!r}")
+        edges = [m for m in self.modules() if isinstance(m, RecomputableEdge)]
+        if value != "none" and not edges:
+            raise ValueError(f"recompute={value!r}: {type(self).__name__} has no edge that can recompute (a subclass of "
+                             "darts_lite.spaces.supernet.RecomputableEdge)")
+        self._recompute = value
+        for edge in edges:
+            edge.recompute = value
 
     def relax(self, cell_type: str, alphas: torch.Tensor) -> EdgeWeights:
         """The op weights of ``cell_type``'s cells: the relaxation of ``alphas`` [E, O], then the transform if one is set."""

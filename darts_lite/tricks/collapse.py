@@ -28,7 +28,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from ..decision import edge_decision, param_free_share
 from ..errors import ConfigError
 from ..schema import Ge, Gt, Hint, Le, checked
-from ..spaces.supernet import frozen
+from ..spaces.supernet import frozen, no_recompute
 
 log = logging.getLogger("darts_lite")
 
@@ -74,7 +74,8 @@ def _power_iteration(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ite
     cuda = x.device if x.device.type == "cuda" else None
     try:
         with torch.random.fork_rng(devices=[cuda] if cuda is not None else []), \
-                torch.autocast(device_type=x.device.type, enabled=False), frozen(net.weight_parameters()):
+                torch.autocast(device_type=x.device.type, enabled=False), frozen(net.weight_parameters()), \
+                no_recompute():  # the gradient's graph is differentiated once per product
             # seed only the generators fork_rng restores (torch.manual_seed would also reseed other GPUs)
             torch.default_generator.manual_seed(seed)
             if cuda is not None:

@@ -17,7 +17,7 @@ from torch import nn
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, Lt, checked
 from ..ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, starts_with_relu
-from ..supernet import Supernet, new_alphas
+from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import PRIMITIVES, Genotype
 from .ops import channel_shuffle, make_op
 from .pictures import edge_labels
@@ -51,7 +51,7 @@ def cell_plan(C: int, layers: int) -> list[tuple[bool, int]]:
     return plan
 
 
-class MixedEdge(nn.Module):
+class MixedEdge(RecomputableEdge):
     """All candidate ops of one edge; the relaxation decides which run and how they are weighted.
 
     The ops that begin with a ReLU of the edge's input (sep_conv, dil_conv, the stride-2 skip_connect) share one
@@ -79,10 +79,10 @@ class MixedEdge(nn.Module):
         # after the ops, so that the ops start as the plain supernet's do
         self.auxiliary = (Identity() if stride == 1 else FactorizedReduce(C, C, affine=False)) if auxiliary_skip else None
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float,
-                skip: float = 0.0) -> torch.Tensor:
+    def edge_forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float,
+                     skip: float = 0.0) -> torch.Tensor:
         """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
-        coefficient -> [B, C, H/stride, W/stride]."""
+        coefficient -> [B, C, H/stride, W/stride]. Called as ``edge(...)``, which keeps what ``recompute`` says."""
         out = self._edge(x, weights, index, drop_prob)
         if skip and self.auxiliary is not None:
             out = out + skip * self.auxiliary(x)
@@ -249,6 +249,7 @@ class SearchNetwork(Supernet):
         checkpoint_cells: bool = False,
         partial_channels: Annotated[int, Ge(1), Hint("PC-DARTS's K; 1 = off")] = 1,
         edge_normalization: bool = False,
+        recompute: Literal["none", "convolutions", "pointwise"] = "none",
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)
@@ -288,6 +289,7 @@ class SearchNetwork(Supernet):
         if self.edge_normalization:
             self.beta_normal = new_alphas(shape[:1], alpha_init)
             self.beta_reduce = None if fixed_reduction else new_alphas(shape[:1], alpha_init)
+        self.recompute = recompute  # reaches every edge
 
     @classmethod
     def config_problems(cls, rules: Any) -> list[str]:

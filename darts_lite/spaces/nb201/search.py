@@ -12,12 +12,12 @@ from torch import nn
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, checked
 from ..ops import Zero, channel_shuffle
-from ..supernet import Supernet, new_alphas
+from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
 from .ops import _Macro, make_op
 
 
-class MixedEdge(nn.Module):
+class MixedEdge(RecomputableEdge):
     """All candidate ops of one edge; the relaxation decides which run and how they are weighted.
 
     ``auxiliary_skip`` (DARTS-): an identity branch beside the ops, outside the op choice; forward adds ``skip``
@@ -41,9 +41,9 @@ class MixedEdge(nn.Module):
             raise ValueError(f"an auxiliary skip needs an edge that keeps its shape, not {c_in}->{c_out} at stride {stride}")
         self.auxiliary_skip = auxiliary_skip
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, skip: float = 0.0) -> torch.Tensor:
+    def edge_forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, skip: float = 0.0) -> torch.Tensor:
         """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
-        coefficient."""
+        coefficient. Called as ``edge(...)``, which keeps what ``recompute`` says."""
         k = self.partial_channels
         if k == 1:
             out = self._edge(x, weights, index)
@@ -128,6 +128,7 @@ class SearchNetwork(Supernet, _Macro):
         checkpoint_cells: bool = False,
         partial_channels: Annotated[int, Ge(1), Hint("PC-DARTS's K; 1 = off")] = 1,
         edge_normalization: bool = False,
+        recompute: Literal["none", "convolutions", "pointwise"] = "none",
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)
@@ -142,6 +143,7 @@ class SearchNetwork(Supernet, _Macro):
         self.alphas = new_alphas((len(EDGES), len(primitives)), alpha_init)
         # created after the alphas and only when asked for, so the alphas (and the RNG) are those of the plain network
         self.beta = new_alphas((len(EDGES),), alpha_init) if self.edge_normalization else None
+        self.recompute = recompute  # reaches every edge
 
     @classmethod
     def config_problems(cls, rules: Any) -> list[str]:
