@@ -235,6 +235,54 @@ TINY_OFA = dict(num_classes=5, in_channels=3, stem_channels=4, first_channels=4,
                 acts=("relu", "hswish"), head_channels=16)
 
 
+def seeded_step(net, x, y, seed: int) -> torch.Tensor:
+    """One forward+backward of ``net`` on (x, y) after ``torch.manual_seed(seed)`` (the same Gumbel sample and
+    drop-path masks for two networks compared); returns the loss, detached."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    return loss.detach()
+
+
+def saved_bytes(net, x, y) -> int:
+    """The bytes of the tensors autograd saves over one forward+backward of ``net`` on (x, y), counted per use
+    (what a checkpointed region recomputes is not among them)."""
+    import torch.nn.functional as F
+
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        F.cross_entropy(net(x), y).backward()
+    return total[0]
+
+
+def one_epoch_search(order: int, hvp: str, relaxation: str, **switches):
+    """A one-epoch search (4 steps) on generated data with drop path, seeded: every op of the DARTS list in a cell
+    of 2 nodes (the 4-node cell triples the time and tests nothing more), ``switches`` on the supernet (e.g.
+    checkpoint_cells=True); returns the SearchModule."""
+    import pytorch_lightning as pl
+
+    from darts_lite.data import SearchDataModule
+    from darts_lite.search import SearchModule
+
+    pl.seed_everything(0, verbose=False)
+    network = tiny_darts_args(steps=2, multiplier=2, relaxation=relaxation, drop_path_prob=0.2, **switches)
+    module = SearchModule(network=network, epochs=1, order=order, hvp=hvp, channels_last=False)
+    dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=1, flip=True, seed=0, synthetic_samples=64,
+                          synthetic_classes=4, synthetic_size=8)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+                         enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    return module
+
+
 def tiny_ofa_network(seed: int = 0) -> OFANetwork:
     """A tiny network whose BatchNorm statistics and kernel transformations are not at their initial values."""
     from darts_lite.ofa import OFANetwork

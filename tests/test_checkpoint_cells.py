@@ -1,13 +1,9 @@
 """checkpoint_cells: the same outputs, gradients, BN statistics and search trajectory with less kept for backward."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from conftest import tiny_darts_args
+from conftest import one_epoch_search, saved_bytes, seeded_step
 
-from darts_lite.data import SearchDataModule
-from darts_lite.search import SearchModule
 from darts_lite.spaces.darts.search import SearchNetwork
 from darts_lite.spaces.nb201 import SearchNetwork as NB201SearchNetwork
 
@@ -20,13 +16,6 @@ def _pair(cls, **kw):
     return nets
 
 
-def _step(net, x, y, seed):
-    torch.manual_seed(seed)  # the same Gumbel sample and drop-path masks for both
-    loss = F.cross_entropy(net(x), y)
-    loss.backward()
-    return loss.detach()
-
-
 @pytest.mark.parametrize("cls,kw", [
     (SearchNetwork, dict(C=4, layers=3, num_classes=4, drop_path_prob=0.3)),
     (SearchNetwork, dict(C=4, layers=3, num_classes=4, relaxation="gumbel", drop_path_prob=0.3)),
@@ -37,7 +26,7 @@ def test_outputs_gradients_and_bn_statistics_equal_the_plain_supernet(cls, kw):
     plain, lean = _pair(cls, **kw)
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))
     for seed in (1, 2):
-        assert torch.equal(_step(plain, x, y, seed), _step(lean, x, y, seed))
+        assert torch.equal(seeded_step(plain, x, y, seed), seeded_step(lean, x, y, seed))
     for (name, a), b in zip(plain.named_parameters(), lean.parameters()):
         if a.grad is None:  # GDAS: an op sampled in neither step
             assert b.grad is None, name
@@ -47,22 +36,10 @@ def test_outputs_gradients_and_bn_statistics_equal_the_plain_supernet(cls, kw):
         assert torch.equal(a, b), name  # running statistics updated once per forward, not again in the recompute
 
 
-def _saved_bytes(net, x, y):
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        F.cross_entropy(net(x), y).backward()
-    return total[0]
-
-
 def test_less_is_kept_for_the_backward_pass():
     plain, lean = _pair(SearchNetwork, C=8, layers=5, num_classes=4)
     x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 4, (16,))
-    kept, kept_lean = _saved_bytes(plain, x, y), _saved_bytes(lean, x, y)
+    kept, kept_lean = saved_bytes(plain, x, y), saved_bytes(lean, x, y)
     # only each cell's inputs are kept across the forward pass; a cell's inside lives during its own recompute
     assert kept_lean < 0.25 * kept, (kept_lean, kept)
     lean.eval()
@@ -70,26 +47,11 @@ def test_less_is_kept_for_the_backward_pass():
         assert torch.equal(plain.eval()(x), lean(x))  # no checkpointing without a backward pass
 
 
-def _search(order, hvp, relaxation, checkpoint_cells):
-    pl.seed_everything(0, verbose=False)
-    # every op of the DARTS list, in a cell of 2 nodes (the 4-node cell triples the time and tests nothing more)
-    network = tiny_darts_args(steps=2, multiplier=2, relaxation=relaxation, drop_path_prob=0.2,
-                              checkpoint_cells=checkpoint_cells)
-    module = SearchModule(network=network, epochs=1, order=order, hvp=hvp, channels_last=False)
-    dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=1, flip=True, seed=0, synthetic_samples=64,
-                          synthetic_classes=4, synthetic_size=8)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-                         enable_model_summary=False)
-    trainer.fit(module, datamodule=dm)
-    return module
-
-
 @pytest.mark.parametrize("order,hvp,relaxation", [(1, "central", "gumbel"), (2, "central", "softmax"),
                                                   (2, "exact", "softmax")])
 def test_a_search_follows_the_same_trajectory(order, hvp, relaxation):
-    plain = _search(order, hvp, relaxation, False)
-    lean = _search(order, hvp, relaxation, True)
+    plain = one_epoch_search(order, hvp, relaxation)
+    lean = one_epoch_search(order, hvp, relaxation, checkpoint_cells=True)
     for (name, a), b in zip(plain.state_dict().items(), lean.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), rtol=0, atol=1e-6), name
     assert lean.net.checkpoint_cells and not plain.net.checkpoint_cells

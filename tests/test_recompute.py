@@ -2,12 +2,9 @@
 outputs, gradients, BatchNorm statistics and search trajectories are the plain supernet's, bit for bit."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
-from conftest import compose_cfg, small_darts_args
+from conftest import compose_cfg, one_epoch_search, saved_bytes, seeded_step, small_darts_args
 
-from darts_lite.data import SearchDataModule
 from darts_lite.errors import ConfigError
 from darts_lite.search import SearchModule
 from darts_lite.spaces.darts.search import SearchNetwork
@@ -28,13 +25,6 @@ CASES = ([(name, keep, torch.float32) for name in NETWORKS for keep in ("convolu
          + [(name, "pointwise", torch.float64) for name in NETWORKS])
 
 
-def _step(net, x, y, seed):
-    torch.manual_seed(seed)  # the same Gumbel sample and drop-path masks for both
-    loss = F.cross_entropy(net(x), y)
-    loss.backward()
-    return loss.detach()
-
-
 @pytest.mark.parametrize("name,keep,dtype", CASES, ids=[f"{n}-{k}-{str(d)[6:]}" for n, k, d in CASES])
 def test_outputs_gradients_and_bn_statistics_equal_the_plain_supernet(name, keep, dtype):
     cls, kw = NETWORKS[name]
@@ -46,24 +36,12 @@ def test_outputs_gradients_and_bn_statistics_equal_the_plain_supernet(name, keep
     assert lean.recompute == keep and all(e.recompute == keep for e in lean.modules() if isinstance(e, RecomputableEdge))
     x, y = torch.randn(8, 3, 8, 8, dtype=dtype), torch.randint(0, 4, (8,))
     for seed in (1, 2):
-        assert torch.equal(_step(plain, x, y, seed), _step(lean, x, y, seed))
+        assert torch.equal(seeded_step(plain, x, y, seed), seeded_step(lean, x, y, seed))
     for (n, a), b in zip(plain.named_parameters(), lean.parameters()):
         assert (a.grad is None) == (b.grad is None), n  # GDAS: an op sampled in neither step has none
         assert a.grad is None or torch.equal(a.grad, b.grad), n
     for (n, a), b in zip(plain.named_buffers(), lean.buffers()):
         assert torch.equal(a, b), n  # running statistics updated once per forward, not again in the recompute
-
-
-def _kept_outside_regions(net, x, y):
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        F.cross_entropy(net(x), y).backward()
-    return total[0]
 
 
 def test_the_edges_keep_nothing_of_their_own_for_autograd_and_evaluation_is_plain():
@@ -74,31 +52,18 @@ def test_the_edges_keep_nothing_of_their_own_for_autograd_and_evaluation_is_plai
     plain, lean = nets
     x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 4, (8,))
     # what an edge keeps (its 1x1 convolutions' outputs) sits in the selective cache; autograd keeps the rest
-    assert _kept_outside_regions(lean, x, y) < 0.2 * _kept_outside_regions(plain, x, y)
+    assert saved_bytes(lean, x, y) < 0.2 * saved_bytes(plain, x, y)
     with no_recompute():
-        assert _kept_outside_regions(lean, x, y) == _kept_outside_regions(plain, x, y)
+        assert saved_bytes(lean, x, y) == saved_bytes(plain, x, y)
     with torch.no_grad():
         assert torch.equal(plain.eval()(x), lean.eval()(x))
-
-
-def _search(order, hvp, relaxation, recompute):
-    pl.seed_everything(0, verbose=False)
-    network = small_darts_args(relaxation=relaxation, drop_path_prob=0.2, recompute=recompute)
-    module = SearchModule(network=network, epochs=1, order=order, hvp=hvp, channels_last=False)
-    dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=1, flip=True, seed=0, synthetic_samples=64,
-                          synthetic_classes=4, synthetic_size=8)
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, num_sanity_val_steps=0, use_distributed_sampler=False,
-                         enable_model_summary=False)
-    trainer.fit(module, datamodule=dm)
-    return module
 
 
 @pytest.mark.parametrize("order,hvp,relaxation", [(1, "central", "gumbel"), (2, "central", "softmax"),
                                                   (2, "exact", "softmax")])
 def test_a_search_follows_the_same_trajectory_bit_for_bit(order, hvp, relaxation):
-    plain = _search(order, hvp, relaxation, "none")
-    lean = _search(order, hvp, relaxation, "convolutions")
+    plain = one_epoch_search(order, hvp, relaxation)
+    lean = one_epoch_search(order, hvp, relaxation, recompute="convolutions")
     for (name, a), b in zip(plain.state_dict().items(), lean.state_dict().values()):
         assert torch.equal(a, b), name
     assert lean.net.recompute == "convolutions" and plain.net.recompute == "none"
