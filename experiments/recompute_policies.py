@@ -39,31 +39,28 @@ POLICIES = {
     "convolutions": "recompute=convolutions: per edge, convolution outputs kept, the rest recomputed",
     "pointwise": "recompute=pointwise: per edge, 1x1 convolution outputs kept, the rest recomputed",
 }
-RECOMPUTE = {"convolutions": "convolutions", "pointwise": "pointwise"}  # policy -> the supernet's recompute
+SELECTIVE = ("convolutions", "pointwise")  # the policies that are values of the supernet's recompute
 
 
-def _count_kept(net: Any) -> list[int]:
-    """A one-item list counting the bytes of the outputs ``net``'s selective policy keeps (the caller resets it):
-    each edge's policy, wrapped to count what it keeps."""
-    import functools
-
-    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+def _count_kept() -> list[int]:
+    """A one-item list counting the bytes of the outputs the edges' selective policies keep (the caller resets it):
+    darts_lite's policies, each wrapped to count what it keeps."""
+    from torch.utils.checkpoint import CheckpointPolicy
 
     from darts_lite.spaces import supernet
 
     kept = [0]
-    modes = {}
-    for keep, context in supernet._KEEP.items():
-        policy = context.args[0]
 
-        def counting(ctx: Any, op: Any, *args: Any, _policy: Any = policy, **kwargs: Any) -> CheckpointPolicy:
-            decision = _policy(ctx, op, *args, **kwargs)
+    def counting(policy: Any) -> Any:
+        def count(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+            decision = policy(ctx, op, *args, **kwargs)
             if decision == CheckpointPolicy.MUST_SAVE:
                 kept[0] += ctx.op_output.numel() * ctx.op_output.element_size()
             return decision
 
-        modes[keep] = functools.partial(create_selective_checkpoint_contexts, counting)
-    supernet._KEEP.update(modes)
+        return count
+
+    supernet._KEEP.update({keep: counting(policy) for keep, policy in supernet._KEEP.items()})
     return kept
 
 
@@ -77,11 +74,10 @@ def one_case(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, relaxation=args.relaxation,
-                        checkpoint_cells=args.policy == "cells", recompute=RECOMPUTE.get(args.policy, "none"))
+                        checkpoint_cells=args.policy == "cells",
+                        recompute=args.policy if args.policy in SELECTIVE else "none")
     net = net.to(device, memory_format=torch.channels_last)
-    kept = [0]
-    if args.policy in RECOMPUTE:
-        kept = _count_kept(net)
+    kept = _count_kept() if args.policy in SELECTIVE else [0]
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,), device=device)
 

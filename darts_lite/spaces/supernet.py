@@ -117,6 +117,7 @@ def checkpointed(cell: nn.Module, *args: Any) -> torch.Tensor:
 
 
 def _keep_policy(keep: str) -> Callable:
+    """The selective checkpointing policy of ``recompute=keep``: which op outputs a region keeps."""
     convolution = torch.ops.aten.convolution.default
 
     def policy(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
@@ -125,10 +126,10 @@ def _keep_policy(keep: str) -> Callable:
             return CheckpointPolicy.MUST_SAVE
         return CheckpointPolicy.PREFER_RECOMPUTE
 
-    return functools.partial(create_selective_checkpoint_contexts, policy)
+    return policy
 
 
-_KEEP = {keep: _keep_policy(keep) for keep in RECOMPUTE[1:]}
+_KEEP = {keep: _keep_policy(keep) for keep in RECOMPUTE[1:]}  # recompute -> its policy
 
 
 class RecomputableEdge(nn.Module):
@@ -147,7 +148,8 @@ class RecomputableEdge(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.recompute == "none" or not (self.training and torch.is_grad_enabled()) or _in_region.get():
             return self.edge_forward(*args, **kwargs)
-        return _region(self, *args, context_fn=_KEEP[self.recompute], **kwargs)
+        contexts = functools.partial(create_selective_checkpoint_contexts, _KEEP[self.recompute])
+        return _region(self, *args, context_fn=contexts, **kwargs)
 
     def edge_forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
