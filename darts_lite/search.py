@@ -3,7 +3,8 @@
 Each training step takes a weight batch and an architecture batch. After ``warmup_epochs`` it first updates the
 alphas on the architecture batch (first order, or DARTS's unrolled second order: ``darts_lite.bilevel``, which
 holds the algorithm), then (always) the weights on the weight batch, as the DARTS reference loop does
-(``step_order=weights_first`` swaps the two, as the NAS-Bench-201 reference scripts do). Around that
+(``step_order=weights_first`` swaps the two, as the NAS-Bench-201 reference scripts do). ``single_level=True``
+takes both updates from one forward and backward pass on the weight batch instead (SNAS's loop). Around that
 step: SDARTS's perturbed alphas for the weight step (``darts_lite.tricks.perturb``), the method's regulariser on the
 architecture loss (``darts_lite.regularizers``: beta-DARTS, FairDARTS, DrNAS's KL), the resource penalty of a
 resource-aware search (``darts_lite.tricks.resources``), checks for non-finite losses and, under DDP, the averaging
@@ -72,6 +73,9 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     NAS-Bench-201 reference scripts of DARTS first order and GDAS). zero_grad: "none" (gradients set to None before
     each step: an op no gradient reached is left alone by both optimisers) or "fill" (zero-filled, as torch 1.x did:
     every op ever sampled keeps receiving momentum and weight decay, as in the reference scripts).
+    single_level: False (bilevel: the alphas learn from the architecture batch) or True (single level, as SNAS's
+    code: one forward and backward pass of the training loss on the weight batch gives the weights' and the alphas'
+    gradients, from the same sampled op weights, and both optimisers step; the architecture batch is not read).
     channels_last: run convolutions in NHWC memory layout. compile: torch.compile the supernet (first order only).
     checkpoint_cells: recompute each cell's activations in the backward pass (less memory, same results).
     recompute: what each mixed edge keeps for the backward pass: "none", "convolutions" (only the convolutions'
@@ -108,6 +112,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         hvp: Literal["exact", "central", "forward"] = "central",
         step_order: Literal["arch_first", "weights_first"] = "arch_first",
         zero_grad: Literal["none", "fill"] = "none",
+        single_level: bool = False,
         channels_last: bool = True,
         compile: bool = False,
         checkpoint_cells: bool = False,
@@ -162,6 +167,13 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         if v["checkpoint_cells"] and v["recompute"] != "none":
             problems.append(f"{key('recompute')}={v['recompute']}: choose it or {key('checkpoint_cells')}=true, not both "
                             "(a checkpointed cell recomputes its edges whole)")
+        if v["single_level"]:
+            if v["order"] == 2:
+                problems.append(f"{key('single_level')}=true: not with {key('order')}=2 (the second order unrolls a weight "
+                                "step to score the alphas on another batch; a single-level search has no other batch)")
+            if v["perturb"] != "none":
+                problems.append(f"{key('single_level')}=true: not with {key('perturb')}={v['perturb']} (SDARTS perturbs "
+                                "the alphas the weight step sees, while a single-level step trains those same alphas)")
         relaxation = relaxation_class(v.get("relaxation"))
         hard = bool(getattr(relaxation, "hard", False))
         if v["compile"] and (v["order"] == 2 or hard):
@@ -218,6 +230,8 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         x_w, x_a = self._layout(x_w), self._layout(x_a)
         if self.resource is not None:
             self._prepare_resource(x_a)
+        if self.hparams.get("single_level", False):
+            return self._single_level_step(x_w, y_w)
         arch_first = self.hparams.get("step_order", "arch_first") == "arch_first"
         if arch_first and self.arch_updates_active:
             self._architecture_step(x_w, y_w, x_a, y_a)
@@ -250,6 +264,24 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         self.log("search/arch_loss", arch_loss, on_step=False, on_epoch=True, sync_dist=True)
         self.log("search/arch_acc", self.arch_acc, on_step=False, on_epoch=True)
 
+    def _single_level_step(self, x, y) -> torch.Tensor:
+        """SNAS's step: one forward and backward pass of the training loss (plus the alphas' terms) on one batch, then
+        the weights' and the alphas' updates; during warm-up the weights' update alone."""
+        if not self.arch_updates_active:
+            return self._weight_step(x, y)
+        opt_w, opt_a = self.optimizers()
+        opt_w.zero_grad(set_to_none=self._set_to_none)
+        opt_a.zero_grad(set_to_none=self._set_to_none)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y)
+        self._check_finite(loss, "training")
+        terms = self._alpha_terms()
+        self.manual_backward(loss if terms is None else loss + terms)
+        opt_w.step()  # clips the weights' gradients first: see on_before_optimizer_step
+        opt_a.step()
+        self._log_weight_step(logits.detach(), loss.detach(), y)
+        return loss.detach()
+
     def _weight_step(self, x_w, y_w) -> torch.Tensor:
         """One SGD update of the weights on the weight batch (SDARTS perturbs the alphas it sees); the loss."""
         opt_w = self.optimizers()[0]
@@ -262,10 +294,13 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             self._check_finite(loss, "weight")
             self.manual_backward(loss)
         opt_w.step()  # clips first: see on_before_optimizer_step
-        self.train_acc(logits.detach(), y_w)
-        self.log("search/train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        self.log("search/train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        self._log_weight_step(logits.detach(), loss.detach(), y_w)
         return loss.detach()
+
+    def _log_weight_step(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.train_acc(logits, y)
+        self.log("search/train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("search/train_acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
 
     # ---- resource-aware search ------------------------------------------------------------------
     def _prepare_resource(self, x: torch.Tensor) -> None:

@@ -21,9 +21,10 @@ from darts_lite import SearchModule
 pytestmark = pytest.mark.xdist_group("ddp")
 
 
-# through the command line: the two with DDP's traps (GDAS's unused ops, second order's autograd.grad, which DDP does
-# not all-reduce); first-order DARTS on two ranks: tests/test_checkpoint_cells_ddp.py
-@pytest.mark.parametrize("search", ["darts_v2", "gdas"])
+# through the command line: the three with DDP's traps (GDAS's unused ops, second order's autograd.grad, which DDP
+# does not all-reduce, SNAS's single-level step, whose one backward pass all-reduces the alphas with the weights);
+# first-order DARTS on two ranks: tests/test_checkpoint_cells_ddp.py
+@pytest.mark.parametrize("search", ["darts_v2", "gdas", "snas"])
 def test_ddp_search_on_two_processes(tmp_path, search):
     run = tmp_path / "run"
     proc = run_cli("+experiment=quickstart", "data=synthetic", f"search={search}", "search.epochs=2",

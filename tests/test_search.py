@@ -198,11 +198,14 @@ def test_compile_is_refused_where_it_would_recompile_every_step():
 
 # ---- the reference loops' switches (search.step_order, search.zero_grad) ----------------------------------------
 class _Batches(pl.Callback):
+    """Every step's batch and the random-number state its step starts from."""
+
     def __init__(self):
-        self.batches = []
+        self.batches, self.rng = [], []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.batches.append([[t.clone() for t in part] for part in batch])
+        self.rng.append(torch.get_rng_state())
 
 
 def _hand_written_loop(net, batches, weights_first, lr=0.025, momentum=0.9, wd=3e-4):
@@ -271,3 +274,44 @@ def test_zero_grad_fill_keeps_moving_every_op_once_sampled():
             stood_still |= bool(ever - step)  # moved in an earlier step, not in this one
             ever |= step
         assert stood_still != fill, (fill, [len(m) for m in moved.moved])
+
+
+def test_single_level_takes_both_updates_from_one_pass_on_the_weight_batch():
+    """search.single_level (SNAS's loop): the weights' and the alphas' gradients come from one forward and backward
+    pass of the training loss on the weight batch, through one sample of the soft Gumbel weights; the architecture
+    batch is never read. Reproduced by a hand-written loop that sees the weight batches only."""
+    import copy
+
+    pl.seed_everything(0, verbose=False)
+    snas = dict(relaxation=dict(_target_="darts_lite.methods.snas.SoftGumbelRelaxation"))
+    module = _small_module(epochs=2, single_level=True, channels_last=False, lr_min=0.025, network=snas)
+    start = copy.deepcopy(module.net)
+    batches = _Batches()
+    _fit(module, 1, [batches])  # the first of two epochs: 4 steps
+    net = copy.deepcopy(start).train()
+    net.relaxation.set_epoch(0, 2)
+    opt_w = torch.optim.SGD(net.weight_parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+    opt_a = torch.optim.Adam(net.arch_parameters(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    for ((x, y), _), rng in zip(batches.batches, batches.rng):
+        torch.set_rng_state(rng)
+        opt_w.zero_grad()
+        opt_a.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        torch.nn.utils.clip_grad_norm_(net.weight_parameters(), 5.0)
+        opt_w.step()
+        opt_a.step()
+    found = dict(module.net.named_parameters())
+    assert len(batches.batches) == 4
+    for name, p in net.named_parameters():
+        torch.testing.assert_close(found[name], p, rtol=0, atol=1e-6, msg=name)
+    moved = [not torch.equal(a, b) for a, b in zip(module.net.arch_parameters(), start.arch_parameters())]
+    assert all(moved)
+
+
+def test_single_level_is_refused_with_the_second_order_and_sdarts():
+    from darts_lite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="single_level=true: not with order=2"):
+        _small_module(single_level=True, order=2)
+    with pytest.raises(ConfigError, match="single_level=true: not with perturb=random"):
+        _small_module(single_level=True, perturb="random")
