@@ -31,6 +31,7 @@ from .regularizers import make_regularizer
 from .relax import relaxation_class
 from .resume import Resumable
 from .schema import Allowed, Ge, Gt, Hint, Lt, MinLen, OneOf, checked
+from .spaces import space_name
 from .spaces.supernet import frozen
 from .speed import SpeedSwitches
 from .tricks.perturb import perturbed
@@ -85,8 +86,9 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     resource, resource_weight, resource_target, resource_latency_table: a cost (flops, params, latency) whose
     expected value over the alphas joins the architecture loss (``darts_lite.tricks.resources``).
     bn_calibration: > 0 logs ``val/acc_derived`` every epoch (``darts_lite.tricks.bn_calibration``).
-    selection, selection_epochs, selection_batches, selection_samples: how the task chooses the final genotype after
-    the search (``darts_lite.tricks.selection``; sampling: ``darts_lite.methods.rsws``).
+    selection, selection_epochs, selection_batches, selection_samples, selection_threshold: how the task chooses the
+    final genotype after the search (``darts_lite.tricks.selection``; sampling: ``darts_lite.methods.rsws``;
+    threshold: ``darts_lite.methods.fairdarts``).
     """
 
     @checked
@@ -129,6 +131,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         selection_epochs: Annotated[int, Ge(0), Hint("fine-tuning epochs between two decisions")] = 5,
         selection_batches: Annotated[Annotated[int, Ge(1)] | None, Allowed("null (whole epochs) or an integer >= 1")] = None,
         selection_samples: Annotated[int, Ge(1), Hint("architectures the sampling selection scores")] = 100,
+        selection_threshold: Annotated[float, Gt(0), Lt(1), Hint("the strength an op must reach to be kept")] = 0.85,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -183,6 +186,15 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             problems.append(f"{key('selection')}=argmax: the {relaxation.__name__} relaxation never trains the alphas, so "
                             "their argmax chooses nothing; use a selection that measures the supernet, e.g. "
                             f"{key('selection')}=sampling (search=rsws sets it)")
+        if v["selection"] == "threshold":
+            target = (v.get("network") or {}).get("_target_", DEFAULT_NETWORK)
+            try:
+                space = space_name(target)
+            except ValueError:
+                space = None  # the network's own check names the import problem
+            if space == "nb201":
+                problems.append(f"{key('selection')}=threshold: keeps or drops the edges of DARTS-space cells; a "
+                                "NAS-Bench-201 cell keeps every edge (its `none` op is a candidate like the others)")
         if v["selection"] == "perturbation" and hard:
             problems.append(f"{key('selection')}=perturbation: removes one op from a supernet that mixes every op; it needs "
                             "a relaxation that runs every op (DARTS's softmax), and the search uses "

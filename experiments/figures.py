@@ -197,7 +197,8 @@ def _(r: Results) -> str:
 
 
 # ---- parameter counts of the published cells (built here; tests/ assert the exact counts) ----------------------------
-def _published_params(name: str, C: int, layers: int, imagenet: bool = False) -> Callable[[Results], str]:
+def _published_params(name: str, C: int, layers: int, imagenet: bool = False,
+                      auxiliary: bool = False) -> Callable[[Results], str]:
     def make(_: Results) -> str:
         from darts_lite import EvalNetwork, Genotype
 
@@ -206,13 +207,15 @@ def _published_params(name: str, C: int, layers: int, imagenet: bool = False) ->
                               dataset="imagenet")
         else:
             net = EvalNetwork(Genotype.named(name), C=C, num_classes=10, layers=layers, auxiliary=True)
-        return f"{net.num_parameters() / 1e6:.2f}M"
+        return f"{net.num_parameters(auxiliary=auxiliary) / 1e6:.{3 if auxiliary else 2}f}M"
 
     return make
 
 
 for _name in ("DARTS_V2", "GDAS_V1", "GDAS_F1", "PC_DARTS", "P_DARTS"):
     figure(f"params.{_name}", "darts_lite (the network built)")(_published_params(_name, 36, 20))
+for _name in ("FAIRDARTS_A", "FAIRDARTS_B"):  # FairDARTS's table counts the auxiliary head
+    figure(f"params.{_name}.aux", "darts_lite (the network built)")(_published_params(_name, 36, 20, auxiliary=True))
 figure("params.DARTS_V2.imagenet", "darts_lite (the network built)")(_published_params("DARTS_V2", 48, 14, True))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from darts_lite.spaces.darts.genotype import PRIMITIVES as DARTS_PRIMITIVES
@@ -43,15 +44,49 @@ def darts_cell(draw, steps: int, full_concat: bool = False,
 
 
 @st.composite
+def sparse_cell(draw, steps: int) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+    """A sparse DARTS cell, as FairDARTS's threshold selection leaves them: any pair may be ``none`` (an edge left
+    out, its input any state), no pair reads a node whose two pairs are ``none``, and the concatenation lists only
+    states that are there."""
+    pairs, absent = [], set()
+    for node in range(steps):
+        for _ in range(2):
+            inp = draw(st.integers(0, node + 1))
+            op = draw(st.sampled_from(("none",) + DARTS_OPS)) if inp not in absent else "none"
+            pairs.append((op, inp))
+        if pairs[-1][0] == pairs[-2][0] == "none":
+            absent.add(node + 2)
+    assume(len(absent) < steps)  # a cell keeps at least one op
+    there = [c for c in range(steps + 2) if c not in absent]
+    concat = draw(st.lists(st.sampled_from(there), min_size=1, max_size=len(there), unique=True))
+    return tuple(pairs), tuple(concat)
+
+
+def triples_text(g: Genotype) -> str:
+    """``g`` in FairDARTS's text form: (op, node, input) for every kept edge; the concatenation as ``g`` has it."""
+    def cell(pairs):
+        return "[" + ", ".join(f"('{op}', {k // 2 + 2}, {j})" for k, (op, j) in enumerate(pairs) if op != "none") + "]"
+
+    return (f"Genotype(normal={cell(g.normal)}, normal_concat={list(g.normal_concat)}, reduce={cell(g.reduce)}, "
+            f"reduce_concat={list(g.reduce_concat)})")
+
+
+@st.composite
 def darts_genotypes(draw, steps: st.SearchStrategy[int] | None = None, full_concat: bool = False,
-                    distinct_inputs: bool = False, fixed_reduction: bool = True) -> Genotype:
+                    distinct_inputs: bool = False, fixed_reduction: bool = True, sparse: bool = False) -> Genotype:
     """A valid DARTS-space genotype: any number of nodes, any concatenation, sometimes GDAS's fixed reduction
-    (``fixed_reduction=False``: never)."""
+    (``fixed_reduction=False``: never); ``sparse``: sometimes sparse cells (edges left out, ``sparse_cell``)."""
     n = draw(steps if steps is not None else st.integers(1, 6))
-    normal, normal_concat = draw(darts_cell(n, full_concat, distinct_inputs))
+
+    def cell():
+        if sparse and draw(st.booleans()):
+            return draw(sparse_cell(n))
+        return draw(darts_cell(n, full_concat, distinct_inputs))
+
+    normal, normal_concat = cell()
     if fixed_reduction and draw(st.booleans()) and draw(st.booleans()):
         return Genotype(normal, normal_concat, (), (), fixed_reduction=True)
-    reduce, reduce_concat = draw(darts_cell(n, full_concat, distinct_inputs))
+    reduce, reduce_concat = cell()
     return Genotype(normal, normal_concat, reduce, reduce_concat)
 
 
@@ -94,11 +129,12 @@ def json_values(max_leaves: int = 20) -> st.SearchStrategy:
 
 def darts_texts() -> st.SearchStrategy[str]:
     """Text a DARTS genotype may be read from, valid or not."""
-    valid = darts_genotypes()
+    valid = darts_genotypes(sparse=True)
     return st.one_of(
         st.text(max_size=300),
         st.text(alphabet=GRAMMAR, max_size=300),
         valid.map(Genotype.to_text).flatmap(one_edit),
+        valid.filter(lambda g: not g.fixed_reduction).map(triples_text).flatmap(one_edit),
         valid.map(Genotype.to_json).flatmap(one_edit),
         json_values().map(json.dumps),
     )

@@ -42,13 +42,48 @@ PUBLISHED_TEXT = {
     "('sep_conv_3x3', 1), ('sep_conv_3x3', 3), ('sep_conv_3x3', 0), ('dil_conv_5x5', 4)], normal_concat=range(2, 6), "
     "reduce=[('avg_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('dil_conv_5x5', 2), ('max_pool_3x3', 0), "
     "('dil_conv_3x3', 1), ('dil_conv_3x3', 1), ('dil_conv_5x5', 3)], reduce_concat=range(2, 6))",
+    # FairDARTS's (op, node, input) triples: its threshold selection keeps one input or none on some nodes
+    "FAIRDARTS_A": "Genotype(normal=[('sep_conv_3x3', 2, 0), ('sep_conv_5x5', 2, 1), ('max_pool_3x3', 4, 0), "
+    "('sep_conv_3x3', 5, 0)], normal_concat=range(2, 6), reduce=[('max_pool_3x3', 2, 0), ('avg_pool_3x3', 2, 1), "
+    "('avg_pool_3x3', 3, 0), ('dil_conv_5x5', 3, 1), ('avg_pool_3x3', 4, 0), ('sep_conv_5x5', 4, 1), "
+    "('skip_connect', 5, 0), ('skip_connect', 5, 1)], reduce_concat=range(2, 6))",
+    "FAIRDARTS_B": "Genotype(normal=[('sep_conv_3x3', 2, 0), ('sep_conv_3x3', 2, 1), ('sep_conv_3x3', 3, 1), "
+    "('dil_conv_3x3', 4, 0), ('sep_conv_5x5', 4, 1), ('dil_conv_5x5', 5, 1)], normal_concat=range(2, 6), "
+    "reduce=[('skip_connect', 2, 0), ('dil_conv_3x3', 2, 1), ('skip_connect', 3, 0), ('dil_conv_3x3', 3, 1), "
+    "('max_pool_3x3', 4, 0), ('sep_conv_3x3', 4, 1), ('skip_connect', 5, 2), ('max_pool_3x3', 5, 0)], "
+    "reduce_concat=range(2, 6))",
 }
+# FairDARTS's table counts the auxiliary head (millions, cut to two decimals as its table prints them: 2.837M is 2.83)
+PUBLISHED_PARAMS_WITH_AUX = {"FAIRDARTS_A": 2.83, "FAIRDARTS_B": 3.88}
 
 
 def test_zoo_holds_exactly_the_published_cells():
     assert set(zoo()) == set(PUBLISHED_TEXT)
     for name, text in PUBLISHED_TEXT.items():
         assert Genotype.named(name) == Genotype.parse(text), name
+
+
+def test_a_sparse_cell_builds_only_the_edges_and_nodes_it_keeps():
+    """FAIRDARTS_A's normal cell: node 2 reads both inputs, node 3 keeps no edge, nodes 4 and 5 one each; the cell
+    concatenates nodes 2, 4 and 5, and its parameter count is FairDARTS's own (auxiliary head included)."""
+    g = Genotype.named("FAIRDARTS_A")
+    assert g.normal == (("sep_conv_3x3", 0), ("sep_conv_5x5", 1), ("none", 0), ("none", 0), ("max_pool_3x3", 0),
+                        ("none", 0), ("sep_conv_3x3", 0), ("none", 0))
+    assert g.normal_concat == (2, 4, 5) and g.reduce_concat == (2, 3, 4, 5)
+    assert Genotype.parse(g.to_text()) == g == Genotype.from_dict(json.loads(g.to_json()))
+    for name, millions in PUBLISHED_PARAMS_WITH_AUX.items():
+        net = EvalNetwork(Genotype.named(name), C=36, num_classes=10, layers=20, auxiliary=True)
+        assert net.num_parameters(auxiliary=True) // 10_000 == round(millions * 100), name
+    small = EvalNetwork(g, C=4, num_classes=10, layers=3, auxiliary=False, in_channels=1).train()
+    cell = small.cells[0]  # a normal cell: 3 nodes concatenated, an op module for each kept edge
+    assert cell.multiplier == 3 and cell.live == [True, True, False, False, True, False, True, False]
+    x = torch.randn(2, 1, 8, 8)
+    s = small.stem(x)
+    out = cell(s, s)
+    assert out.shape == (2, 3 * 4, 8, 8)
+    small(x).sum().backward()
+    unused = [n for n, p in small.named_parameters() if p.grad is None]
+    assert unused == []  # the left-out edges hold no parameters; every kept one trains
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))

@@ -32,6 +32,19 @@ def test_text_and_json_round_trip():
         (DARTS_V2_TEXT.replace("[2, 3, 4, 5]", "[2, 3, 4, 5+1]", 1), "unexpected character '+'"),
         (DARTS_V2_TEXT + "; import os", "unexpected character ';'"),
         ("Genotype(normal=[('sep_conv_3x3', 0)], evil=1)", "unknown field 'evil'"),
+        # sparse cells (FairDARTS): `none` leaves an edge out; triples (op, node, input) list the kept edges
+        ("Genotype(normal=[('none', 0), ('none', 1), ('sep_conv_3x3', 2), ('skip_connect', 0)], normal_concat=[2, 3], "
+         "reduce=[], reduce_concat=[])", "normal[2]: reads state 2, which has no op"),
+        ("Genotype(normal=[('none', 0), ('none', 1), ('sep_conv_3x3', 1), ('skip_connect', 0)], normal_concat=[2, 3], "
+         "reduce=[], reduce_concat=[])", "normal_concat: state 2 has no op (both its pairs are none)"),
+        ("Genotype(normal=[('none', 0), ('none', 1)], normal_concat=[0], reduce=[], reduce_concat=[])",
+         "normal: every edge is left out"),
+        ("Genotype(normal=[('sep_conv_3x3', 2, 0), ('sep_conv_3x3', 1)], normal_concat=[2])",
+         "mixes (op, input) pairs and (op, node, input) triples"),
+        ("Genotype(normal=[('sep_conv_3x3', 2, 0), ('sep_conv_3x3', 2, 1), ('skip_connect', 2, 1)], normal_concat=[2])",
+         "normal node 2 keeps 3 edges; a DARTS cell takes at most two per node"),
+        ("Genotype(normal=[('sep_conv_3x3', 1, 0)], normal_concat=[2])", "normal[0] ('sep_conv_3x3', 1, 0): node 1 out of "
+         "range 2..2"),
         ("{\"normal\": 5}", "normal: expected a list"),
         ("garbage", "expected 'Genotype'"),
         (DARTS_V2_TEXT.replace("], normal_concat", "] normal_concat"), "expected ',' or ')' at position"),

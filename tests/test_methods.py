@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from conftest import SMALL_DARTS, compose_cfg, run_cli, tiny_darts_network
+from conftest import SMALL_DARTS, compose_cfg, run_cli, tiny_darts_args, tiny_darts_network
 
 from darts_lite.methods.beta_darts import BetaDecay
 from darts_lite.methods.darts_minus import AuxiliarySkipRelaxation, skip_coefficient
@@ -20,6 +20,7 @@ from darts_lite.methods.drnas import DirichletKL, DirichletRelaxation
 from darts_lite.methods.fairdarts import SigmoidRelaxation, ZeroOneLoss
 from darts_lite.methods.rsws import UniformPathRelaxation, random_architecture
 from darts_lite.methods.snas import SoftGumbelRelaxation, snas_temperature
+from darts_lite.search import SearchModule
 
 METHODS = ("drnas", "snas", "beta_darts", "fairdarts", "darts_minus", "rsws")
 
@@ -155,6 +156,75 @@ def test_fairdarts_genotype_ranks_edges_by_sigmoid_not_softmax():
             dst.copy_(src)
     assert net.genotype().normal[0] == ("sep_conv_3x3", 1)  # strongest sigmoid on edge 1
     assert softmax_pick.genotype().normal[0] == ("sep_conv_3x3", 0)  # softmax's rule favours the edge with one op
+
+
+def _fairdarts_threshold_sparse(weights: torch.Tensor, primitives, threshold: float, steps: int = 4):
+    """FairDARTS's threshold_sparse rule written out on one cell's op strengths [E, O]: per node the two edges with
+    the strongest non-`none` op, each kept with its strongest op if that op's strength reaches the threshold; an
+    edge from a node that kept nothing is dropped too (it would read nothing). (node, input, op) of the kept edges."""
+    kept, empty, start = [], set(), 0
+    ops = [k for k, p in enumerate(primitives) if p != "none"]
+    for node in range(steps):
+        rows = weights[start:start + node + 2]
+        best = {j: max(ops, key=lambda k: rows[j, k].item()) for j in range(node + 2)}
+        edges = sorted(range(node + 2), key=lambda j: -rows[j, best[j]].item())[:2]
+        mine = [(node + 2, j, primitives[best[j]]) for j in edges
+                if rows[j, best[j]].item() >= threshold and j not in empty]
+        if not mine:
+            empty.add(node + 2)
+        kept += mine
+        start += node + 2
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fairdarts_threshold_selection_is_its_rule(seed):
+    """search.selection=threshold: the genotype keeps exactly the edges FairDARTS's rule keeps (written out above),
+    `none` marks the others, the cell concatenates only the nodes that kept an edge, and selection.csv lists every
+    edge the top-2 rule chose with its sigmoid; the published FAIRDARTS cells were made by this rule."""
+    from darts_lite.methods.fairdarts import threshold_selection
+    from darts_lite.spaces.darts.genotype import absent_states
+
+    module = SearchModule(network=tiny_darts_args(), relaxation={"_target_": "darts_lite.methods.fairdarts.SigmoidRelaxation"},
+                          selection="threshold", selection_threshold=0.8)
+    net = module.net
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.copy_(torch.randn(a.shape, generator=g) * 2.5 - 0.5 * seed)  # later seeds leave more edges out
+    chosen = threshold_selection(module)
+    dropped = 0
+    for cell in ("normal", "reduce"):
+        strengths = torch.sigmoid(getattr(net, f"alpha_{cell}").detach())
+        expected = _fairdarts_threshold_sparse(strengths, net.primitives, 0.8)
+        pairs = getattr(chosen.genotype, cell)
+        got = [(k // 2 + 2, j, op) for k, (op, j) in enumerate(pairs) if op != "none"]
+        assert sorted(got) == sorted(expected), (cell, got, expected)
+        present = {n for n, _, _ in expected}
+        assert getattr(chosen.genotype, f"{cell}_concat") == tuple(n for n in range(2, 6) if n in present)
+        assert set(absent_states(pairs)) == set(range(2, 6)) - present
+        rows = [r for r in chosen.rows if r["cell"] == cell]
+        assert len(rows) == 8 and sum(r["kept"] for r in rows) == len(expected)
+        for r in rows:
+            edge = sum(i + 2 for i in range(r["node"] - 2)) + r["input"]
+            assert r["strength"] == pytest.approx(strengths[edge, net.primitives.index(r["op"])].item())
+        dropped += 8 - len(expected)
+    assert dropped > 0 or seed == 0  # the test sees edges left out (seed 0 may keep all)
+
+
+def test_threshold_selection_refusals():
+    from darts_lite.errors import ConfigError
+    from darts_lite.methods.fairdarts import threshold_selection
+
+    module = SearchModule(network=tiny_darts_args(), relaxation={"_target_": "darts_lite.methods.fairdarts.SigmoidRelaxation"})
+    with torch.no_grad():
+        for a in module.net.arch_parameters():
+            a.fill_(-3.0)  # no sigmoid reaches 0.85: every node would be left out
+    with pytest.raises(ConfigError, match="selection_threshold=0.85: no op of the normal cell reaches the threshold"):
+        threshold_selection(module)
+    with pytest.raises(ConfigError, match="selection=threshold: keeps or drops the edges of DARTS-space cells"):
+        SearchModule(network=dict(_target_="darts_lite.spaces.nb201.SearchNetwork", C=4, N=1, num_classes=4),
+                     selection="threshold")
 
 
 # ---- DARTS- -----------------------------------------------------------------------------------------------------
@@ -294,3 +364,29 @@ def test_every_method_searches_end_to_end(tmp_path, space):
             assert (run / "genotype.txt").read_text().strip() == best["genotype"]
             assert (run / "genotype_sampling.json").read_text() == (run / "genotype.json").read_text()
     assert seen == set(METHODS)
+
+
+def test_a_fairdarts_search_writes_its_threshold_genotype(tmp_path):
+    """search=fairdarts search.selection=threshold from the command line: the run keeps its top-2 genotype.json and
+    adds genotype_threshold.json/.txt and selection.csv (one row per chosen edge), named in summary.json."""
+    from darts_lite.spaces.darts.genotype import Genotype
+
+    run = tmp_path / "run"
+    proc = run_cli("data=synthetic", "trainer=cpu", "search=fairdarts", *SPACES["darts"], "search.epochs=1",
+                   "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "search.selection=threshold",
+                   "search.selection_threshold=0.5", "trainer.enable_progress_bar=false", f"hydra.run.dir={run}",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Genotype (threshold selection)" in proc.stdout
+    chosen = Genotype.parse((run / "genotype_threshold.json").read_text())
+    assert Genotype.parse((run / "genotype_threshold.txt").read_text()) == chosen
+    rows = list(csv.DictReader(open(run / "selection.csv")))
+    assert len(rows) == 2 * 4  # two cell types, two nodes of two chosen edges each
+    for cell in ("normal", "reduce"):
+        mine = [r for r in rows if r["cell"] == cell]
+        kept = [(int(r["node"]), int(r["input"]), r["op"]) for r in mine if r["kept"] == "1"]
+        assert all(float(r["strength"]) >= 0.5 for r in mine if r["kept"] == "1")
+        assert sorted(kept) == sorted((k // 2 + 2, j, op) for k, (op, j) in enumerate(getattr(chosen, cell)) if op != "none")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["genotype_threshold"] == chosen.to_text()
+    assert Genotype.parse((run / "genotype.json").read_text()).to_text() == summary["genotype"]

@@ -11,7 +11,16 @@ from contextlib import contextmanager
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from strategies import darts_genotypes, darts_texts, json_values, nb201_genotypes, nb201_texts, one_edit, surrogate_genotypes
+from strategies import (
+    darts_genotypes,
+    darts_texts,
+    json_values,
+    nb201_genotypes,
+    nb201_texts,
+    one_edit,
+    surrogate_genotypes,
+    triples_text,
+)
 
 from darts_lite.econas.archive import genotype_hash
 from darts_lite.spaces.darts.genotype import Genotype, zoo
@@ -47,12 +56,30 @@ def refused_or_read(parse, text: str):
 
 
 @FIXED
-@given(darts_genotypes())
+@given(darts_genotypes(sparse=True))
 def test_a_darts_genotype_round_trips_through_text_and_json(g):
     assert Genotype.parse(g.to_text()) == g
     assert Genotype.parse(g.to_json()) == g
     assert Genotype.from_dict(json.loads(json.dumps(g.to_dict()))) == g
     assert Genotype.parse("  \n" + g.to_text() + "\t\n") == g  # surrounding white space is not part of it
+
+
+@FIXED
+@given(darts_genotypes(sparse=True, fixed_reduction=False))
+def test_fairdarts_triples_read_as_the_same_cells(g):
+    """FairDARTS's (op, node, input) text of a genotype reads back as the same kept edges per node and the same
+    concatenation; a left-out edge comes back as ('none', 0)."""
+    read = Genotype.parse(triples_text(g))
+
+    def kept(pairs):
+        return sorted((k // 2, op, j) for k, (op, j) in enumerate(pairs) if op != "none")
+
+    steps = max(g.steps, read.steps)
+    for cell in ("normal", "reduce"):
+        assert kept(getattr(read, cell)) == kept(getattr(g, cell))
+        assert getattr(read, f"{cell}_concat") == getattr(g, f"{cell}_concat")
+        assert all(j == 0 for op, j in getattr(read, cell) if op == "none")
+    assert read.steps <= steps
 
 
 @FIXED

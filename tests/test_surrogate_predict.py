@@ -18,7 +18,7 @@ from darts_lite.evolve import HierarchicalEvolution, StageRequest
 from darts_lite.spaces.darts import sample
 from darts_lite.spaces.darts.genotype import Genotype, zoo
 from darts_lite.surrogate import Table, make_surrogate, write_table
-from darts_lite.surrogate.predict import load_model, resolve, run_surrogate_predict
+from darts_lite.surrogate.predict import ZOO, load_model, resolve, run_surrogate_predict
 
 # one worker runs this module's tests, so its module fixture (surrogate_file) is built once, not once per worker
 pytestmark = pytest.mark.xdist_group("surrogate_predict")
@@ -81,7 +81,8 @@ def test_with_no_inputs_the_whole_zoo_is_scored_as_surrogate_search_scores_it(su
     out = tmp_path / "out"
     run_surrogate_predict(compose_cfg("+experiment=surrogate_predict", f"surrogate.model={surrogate_file}", f"run_dir={out}"))
     rows = list(csv.DictReader(open(out / "predictions.csv")))
-    assert [r["name"] for r in rows] == list(zoo()) and {r["source"] for r in rows} == {"zoo"}
+    assert [r["name"] for r in rows] == list(ZOO) and {r["source"] for r in rows} == {"zoo"}
+    assert set(zoo()) - set(ZOO) == {"FAIRDARTS_A", "FAIRDARTS_B"}  # sparse cells: no encoding reads them
     # task=surrogate_search writes the zoo through the same function: same rows, same numbers
     from darts_lite.surrogate.benchmark import run_surrogate_search
 
@@ -97,6 +98,7 @@ def test_with_no_inputs_the_whole_zoo_is_scored_as_surrogate_search_scores_it(su
     ("nb201_run", "a search run of the nb201 space; the surrogates predict darts-space genotypes"),
     ("nb201_text", "genotype text 1: a genotype of the nb201 space"),
     ("unknown_name", "DARTS_V9: unknown published genotype name; the zoo: DARTS_V1"),
+    ("sparse_cell", "FAIRDARTS_A: the encodings take cells of two ops per node; the normal cell leaves an edge out"),
     ("missing_path", "no such file or folder"),
     ("missing_model", "surrogate.model: surrogate file"),
 ])
@@ -112,6 +114,8 @@ def test_bad_inputs_give_one_clear_message_and_leave_no_run_folder(what, message
         spec = f'"{nb201_text}"'
     elif what == "unknown_name":
         spec = "DARTS_V9"
+    elif what == "sparse_cell":
+        spec = "fairdarts_a"
     elif what == "missing_path":
         spec = str(tmp_path / "runs" / "nothing")
     else:
@@ -127,7 +131,7 @@ def test_bad_inputs_give_one_clear_message_and_leave_no_run_folder(what, message
 def test_every_bad_input_is_listed_and_a_surrogate_of_another_space_is_refused(surrogate_file, tmp_path):
     with pytest.raises(ConfigError) as e:
         resolve(["DARTS_V2", "NOPE", str(tmp_path / "missing")])
-    assert e.value.args[0].splitlines()[1:] == ["  NOPE: unknown published genotype name; the zoo: " + ", ".join(zoo()),
+    assert e.value.args[0].splitlines()[1:] == ["  NOPE: unknown published genotype name; the zoo: " + ", ".join(ZOO),
                                                 f"  {tmp_path / 'missing'}: no such file or folder"]
     with pytest.raises(ConfigError, match="a surrogate of the darts space .*needs genotypes of the nb201 space"):
         load_model(str(surrogate_file), "evolution.prefilter.model", space="nb201")

@@ -361,6 +361,8 @@ def genotype_to_nb301(genotype: Genotype) -> dict[str, str]:
         for k in range(_NB301_STEPS):
             (op_a, i), (op_b, j) = pairs[2 * k], pairs[2 * k + 1]
             node = k + 2
+            if "none" in (op_a, op_b):
+                raise ValueError(f"{cell} node {node} leaves an edge out (`none`); NAS-Bench-301 cells keep two per node")
             if i == j:
                 raise ValueError(f"{cell} node {node} reads state {i} twice; NAS-Bench-301 cells read two distinct states")
             config[f"{NB301_PREFIX}edge_{cell}_{_edge_start(node) + i}"] = op_a

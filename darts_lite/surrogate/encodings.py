@@ -23,6 +23,10 @@ def problem(genotype: Genotype, steps: int = STEPS) -> str | None:
     """Why ``genotype`` cannot be encoded (None: it can)."""
     if genotype.steps != steps:
         return f"the encodings take cells of {steps} nodes; this genotype has {genotype.steps}"
+    for cell, pairs in genotype.cells().items():
+        if any(op == "none" for op, _ in pairs):
+            return (f"the encodings take cells of two ops per node; the {cell} cell leaves an edge out (`none`, a sparse "
+                    "cell such as FairDARTS's threshold selection gives)")
     full = list(range(2, steps + 2))
     for cell in CELLS:
         concat = list(getattr(genotype, f"{cell}_concat"))

@@ -35,7 +35,8 @@ from .encodings import FlatEncoding, GraphEncoding
 from .encodings import problem as encoding_problem
 from .models import Surrogate, load_surrogate
 
-ZOO: tuple[str, ...] = tuple(zoo())  # every published genotype darts_lite knows, in its order
+# every published genotype darts_lite knows that the encodings read (not FairDARTS's sparse cells), in its order
+ZOO: tuple[str, ...] = tuple(name for name in zoo() if encoding_problem(Genotype.named(name)) is None)
 # the search space whose genotypes each encoding reads: a surrogate predicts genotypes of that space only
 ENCODING_SPACE = {FlatEncoding.name: "darts", GraphEncoding.name: "darts"}
 # the derived genotype files a search run folder holds, in the order they are scored (label, file)
@@ -127,7 +128,7 @@ def resolve(specs: Sequence[str]) -> list[Item]:
     Every bad spec is reported, one line each, in one ConfigError."""
     items: list[Item] = []
     problems: list[str] = []
-    names = {name.upper(): name for name in ZOO}
+    names = {name.upper(): name for name in zoo()}
     for n, spec in enumerate(specs, start=1):
         spec = str(spec)
         try:
@@ -136,7 +137,7 @@ def resolve(specs: Sequence[str]) -> list[Item]:
                 continue
             key = spec.strip().upper().replace("-", "_")
             if key in names:
-                items.append(Item("zoo", names[key], Genotype.named(names[key])))
+                items.append(Item("zoo", names[key], _darts(Genotype.named(names[key]).to_text(), names[key])))
                 continue
             path = Path(spec).expanduser()
             if path.is_dir():

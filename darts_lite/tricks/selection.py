@@ -54,8 +54,11 @@ SELECTIONS.register("perturbation", "darts_lite.tricks.selection:perturbation_af
                     summary="DARTS-PT: remove each op in turn on the trained supernet, keep the one the accuracy needs most")
 SELECTIONS.register("sampling", "darts_lite.methods.rsws:sampling_selection",
                     summary="RSWS: score architectures drawn at random with the shared weights, keep the most accurate")
+SELECTIONS.register("threshold", "darts_lite.methods.fairdarts:threshold_selection",
+                    summary="FairDARTS: the top-2 rule's edges, each kept only if its op's strength reaches a threshold")
 # how the run's messages call each selection that runs after a search
-SELECTION_TITLES = {"perturbation": "perturbation-based selection", "sampling": "sampling selection"}
+SELECTION_TITLES = {"perturbation": "perturbation-based selection", "sampling": "sampling selection",
+                    "threshold": "threshold selection"}
 CSV_COLUMNS = ("decision", "phase", "cell", "edge", "node", "candidate", "accuracy_removed", "base_accuracy", "chosen")
 DEFAULT_EPOCHS = 5  # fine-tuning epochs between two decisions (the selection paper's interval)
 STATE_FORMAT = 1  # of selection_state.pt, what a resumed task=select continues from

@@ -24,6 +24,7 @@ class EvalCell(nn.Module):
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0)
         self.ops = nn.ModuleList()
         self.inputs = [j for _, j in pairs]
+        self.live = [op != "none" for op, _ in pairs]
         for op, j in pairs:
             stride = 2 if reduction and j < 2 else 1
             self.ops.append(make_op(op, C, stride, affine=True, pool_bn=False))
@@ -31,10 +32,12 @@ class EvalCell(nn.Module):
         self.multiplier = len(self.concat)
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        states: list[torch.Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
         for k in range(len(self.ops) // 2):
             node = None
             for e in (2 * k, 2 * k + 1):
+                if not self.live[e]:
+                    continue  # an edge left out (`none`): a sparse cell's node keeps one input or none
                 h = self.ops[e](states[self.inputs[e]])
                 if self.training and drop_active(drop_prob) and not isinstance(self.ops[e], Identity):
                     h = drop_path(h, drop_prob)

@@ -39,13 +39,14 @@ Pair = tuple[str, int]
 def _check_cell(name: str, pairs: Sequence[Pair], concat: Sequence[int], steps: int) -> None:
     if len(pairs) != 2 * steps:
         raise ValueError(f"{name}: expected {2 * steps} (op, input) pairs for {steps} nodes, got {len(pairs)}")
+    absent: set[int] = set()  # intermediate states whose two pairs are both `none`
     for k, pair in enumerate(pairs):
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise ValueError(f"{name}[{k}]: expected an (op, input) pair, got {pair!r}")
         op, inp = pair
-        if op not in PRIMITIVES or op == "none":
+        if op not in PRIMITIVES:
             valid = ", ".join(p for p in PRIMITIVES if p != "none")
-            raise ValueError(f"{name}[{k}]: unknown op {op!r}; valid ops: {valid}")
+            raise ValueError(f"{name}[{k}]: unknown op {op!r}; valid ops: {valid} (none: an edge left out)")
         if isinstance(inp, bool) or not isinstance(inp, int):
             raise ValueError(f"{name}[{k}]: input index must be an integer, got {inp!r}")
         node = k // 2  # pairs 2k and 2k+1 feed intermediate node k = state k + 2
@@ -54,6 +55,12 @@ def _check_cell(name: str, pairs: Sequence[Pair], concat: Sequence[int], steps: 
                 f"{name}[{k}]: input {inp} out of range for intermediate node {node} "
                 f"(valid: 0..{node + 1})"
             )
+        if op != "none" and inp in absent:
+            raise ValueError(f"{name}[{k}]: reads state {inp}, which has no op (both its pairs are none)")
+        if k % 2 and op == "none" and pairs[k - 1][0] == "none":
+            absent.add(node + 2)
+    if all(op == "none" for op, _ in pairs):
+        raise ValueError(f"{name}: every edge is left out (all its pairs are none); a cell keeps at least one op")
     if not concat:
         raise ValueError(f"{name}_concat is empty")
     if len(set(concat)) != len(concat):
@@ -61,6 +68,14 @@ def _check_cell(name: str, pairs: Sequence[Pair], concat: Sequence[int], steps: 
     for c in concat:
         if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < steps + 2:
             raise ValueError(f"{name}_concat: state {c!r} out of range 0..{steps + 1}")
+        if c in absent:
+            raise ValueError(f"{name}_concat: state {c} has no op (both its pairs are none); leave it out")
+
+
+def absent_states(pairs: Sequence[Pair]) -> list[int]:
+    """The intermediate states of a cell whose two pairs are both ``none`` (a sparse cell, e.g. FairDARTS's threshold
+    selection, leaves them out: nothing reads them and the cell does not concatenate them)."""
+    return [k // 2 + 2 for k in range(0, len(pairs), 2) if pairs[k][0] == pairs[k + 1][0] == "none"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,10 @@ class Genotype:
 
     ``reduce`` may be empty with ``reduce_concat`` empty and ``fixed_reduction=True``: the
     GDAS fixed reduction cell is used instead of a searched one.
+
+    A pair whose op is ``none`` is an edge left out: a node of a sparse cell (FairDARTS's threshold selection) keeps
+    one input or none. A node with both pairs ``none`` is absent: no pair reads it and the concatenation leaves it
+    out. The text format also reads FairDARTS's (op, node, input) triples, one per kept edge.
     """
 
     normal: tuple[Pair, ...]
@@ -114,14 +133,17 @@ class Genotype:
     @staticmethod
     def cell_from_alphas(alphas: torch.Tensor, steps: int = 4, primitives: Sequence[str] = PRIMITIVES,
                          edge_scale: torch.Tensor | None = None,
-                         strengths: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[Pair]:
+                         strengths: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                         threshold: float | None = None) -> list[Pair]:
         """Derive one cell. alphas: [num_edges, num_ops] logits, edges ordered node by node.
 
         Per node keep the 2 incoming edges whose strongest non-`none` softmax weight is largest,
         and on each the argmax op excluding `none` (DARTS, Sec. 2.4). ``edge_scale`` [num_edges] (PC-DARTS's edge
         normalization: the node-softmaxed betas) multiplies each edge's strength before the two are chosen.
         ``strengths``: alphas -> op weights [num_edges, num_ops] in place of the softmax (a relaxation's
-        ``strengths``, e.g. FairDARTS's sigmoid).
+        ``strengths``, e.g. FairDARTS's sigmoid). ``threshold`` (FairDARTS's threshold selection): a chosen edge keeps
+        its op only if the op's strength is at least this, else it becomes ``('none', input)``; an edge that reads an
+        absent node (both its pairs left out) is left out too.
         """
         a = alphas.detach().float().cpu()
         weights = torch.softmax(a, dim=-1) if strengths is None else strengths(a).detach().float()
@@ -135,6 +157,7 @@ class Genotype:
         mask = torch.tensor([p != "none" for p in primitives])
         masked = weights.masked_fill(~mask, -1.0)
         pairs: list[Pair] = []
+        absent: set[int] = set()
         start = 0
         for node in range(steps):
             n_in = node + 2
@@ -145,7 +168,10 @@ class Genotype:
             # stable sort keeps the lower input first on ties, so derivation is deterministic
             order = sorted(range(n_in), key=lambda j: -best_w[j].item())[:2]
             for j in order:
-                pairs.append((primitives[int(best_op[j])], j))
+                keep = threshold is None or (block[j, best_op[j]].item() >= threshold and j not in absent)
+                pairs.append((primitives[int(best_op[j])] if keep else "none", j))
+            if pairs[-1][0] == pairs[-2][0] == "none":
+                absent.add(node + 2)
             start += n_in
         return pairs
 
@@ -160,16 +186,26 @@ class Genotype:
         normal_scale: torch.Tensor | None = None,
         reduce_scale: torch.Tensor | None = None,
         strengths: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        threshold: float | None = None,
     ) -> Genotype:
         """Genotype of a search network's alphas; ``alpha_reduce=None`` means a fixed reduction cell.
         ``normal_scale`` / ``reduce_scale``: optional per-edge factors [num_edges] of the edge choice (see
-        ``cell_from_alphas``); ``strengths``: what ranks edges and ops in place of the softmax."""
-        concat = tuple(range(2 + steps - multiplier, steps + 2))
-        normal = cls.cell_from_alphas(alpha_normal, steps, primitives, normal_scale, strengths)
+        ``cell_from_alphas``); ``strengths``: what ranks edges and ops in place of the softmax; ``threshold``:
+        FairDARTS's threshold selection (a sparse cell concatenates only the nodes that kept an op)."""
+        full = tuple(range(2 + steps - multiplier, steps + 2))
+
+        def cell(alphas: torch.Tensor, scale: torch.Tensor | None, name: str) -> tuple[tuple[Pair, ...], tuple[int, ...]]:
+            pairs = cls.cell_from_alphas(alphas, steps, primitives, scale, strengths, threshold)
+            concat = tuple(c for c in full if c not in absent_states(pairs))
+            if not concat:
+                raise ValueError(f"no op of the {name} cell reaches the threshold {threshold}: every node it "
+                                 "concatenates is left out; lower the threshold")
+            return tuple(pairs), concat
+
+        normal, normal_concat = cell(alpha_normal, normal_scale, "normal")
         if alpha_reduce is None:
-            return cls(normal=tuple(normal), normal_concat=concat, fixed_reduction=True)
-        reduce = cls.cell_from_alphas(alpha_reduce, steps, primitives, reduce_scale, strengths)
-        return cls(tuple(normal), concat, tuple(reduce), concat)
+            return cls(normal=normal, normal_concat=normal_concat, fixed_reduction=True)
+        return cls(normal, normal_concat, *cell(alpha_reduce, reduce_scale, "reduction"))
 
     # ---- text and JSON ----------------------------------------------------------------------
     def to_text(self) -> str:
@@ -310,11 +346,12 @@ def _parse_darts_text(s: str) -> dict:
             return sign * node.value
         raise unexpected(node, "an integer")
 
-    def pair(node: ast.AST) -> tuple[str, int]:
-        if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) == 2:
-            op, inp = node.elts
+    def pair(node: ast.AST) -> tuple:
+        # (op, input), or FairDARTS's (op, node, input)
+        if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) in (2, 3):
+            op, *numbers = node.elts
             if isinstance(op, ast.Constant) and type(op.value) is str:
-                return op.value, integer(inp)
+                return (op.value, *(integer(n) for n in numbers))
             raise unexpected(op, "an op name in quotes")
         raise unexpected(node, "an (op, input) pair")
 
@@ -347,7 +384,40 @@ def _parse_darts_text(s: str) -> dict:
         if key in fields:
             raise ValueError(f"genotype text: field {key!r} given twice (position {_position(s, keyword)})")
         fields[key] = value(key, keyword.value)
-    return fields
+    return _pairs_of_triples(fields)
+
+
+def _pairs_of_triples(fields: dict) -> dict:
+    """FairDARTS's text lists a sparse cell as (op, node, input) triples, one per kept edge: the same cell as pairs,
+    two per node, ``('none', 0)`` where a node keeps fewer than two edges; the concatenation keeps only the nodes
+    that kept an edge (FairDARTS's cell concatenates exactly those). Fields of pairs come back as they are."""
+    cells = {key: fields[key] for key in ("normal", "reduce") if key in fields}
+    kinds = {len(item) for items in cells.values() for item in items}
+    if 3 not in kinds:
+        return fields
+    if kinds != {3}:
+        raise ValueError("genotype text: mixes (op, input) pairs and (op, node, input) triples; give one form")
+    last = max([n for items in cells.values() for _, n, _ in items]
+               + [c for key in ("normal_concat", "reduce_concat") for c in fields.get(key, [])])
+    out = dict(fields)
+    for key, triples in cells.items():
+        if not triples:
+            continue  # reduce=[]: the fixed reduction cell
+        kept: dict[int, list[Pair]] = {n: [] for n in range(2, last + 1)}
+        for k, (op, n, i) in enumerate(triples):
+            if n not in kept:
+                raise ValueError(f"genotype text: {key}[{k}] ({op!r}, {n}, {i}): node {n} out of range 2..{last}")
+            kept[n].append((op, i))
+        pairs: list[Pair] = []
+        for n, edges in kept.items():
+            if len(edges) > 2:
+                raise ValueError(f"genotype text: {key} node {n} keeps {len(edges)} edges; a DARTS cell takes at most "
+                                 "two per node")
+            pairs += edges + [("none", 0)] * (2 - len(edges))
+        present = [n for n, edges in kept.items() if edges]
+        out[key] = pairs
+        out[f"{key}_concat"] = [c for c in fields.get(f"{key}_concat", present) if c < 2 or c in present]
+    return out
 
 
 # Published cells. Each entry: (text in the DARTS format, where it comes from). CIFAR-10 numbers
@@ -394,6 +464,23 @@ _ZOO_TEXT: dict[str, tuple[str, str]] = {
         "reduce=[('avg_pool_3x3', 0), ('sep_conv_5x5', 1), ('sep_conv_3x3', 0), ('dil_conv_5x5', 2), ('max_pool_3x3', 0), "
         "('dil_conv_3x3', 1), ('dil_conv_3x3', 1), ('dil_conv_5x5', 3)], reduce_concat=[2, 3, 4, 5])",
         "P-DARTS (Chen et al., ICCV 2019), CIFAR-10 search: 2.50% error, 3.4M params",
+    ),
+    # FairDARTS's threshold selection keeps fewer than two inputs on some nodes: its code writes (op, node, input)
+    "FAIRDARTS_A": (
+        "Genotype(normal=[('sep_conv_3x3', 2, 0), ('sep_conv_5x5', 2, 1), ('max_pool_3x3', 4, 0), ('sep_conv_3x3', 5, 0)], "
+        "normal_concat=range(2, 6), reduce=[('max_pool_3x3', 2, 0), ('avg_pool_3x3', 2, 1), ('avg_pool_3x3', 3, 0), "
+        "('dil_conv_5x5', 3, 1), ('avg_pool_3x3', 4, 0), ('sep_conv_5x5', 4, 1), ('skip_connect', 5, 0), "
+        "('skip_connect', 5, 1)], reduce_concat=range(2, 6))",
+        "FairDARTS (Chu et al., ECCV 2020), threshold selection: 2.54% error, 2.83M params counted with the "
+        "auxiliary head (this cell builds 2.837M with it, 2.36M without), 373M FLOPs",
+    ),
+    "FAIRDARTS_B": (
+        "Genotype(normal=[('sep_conv_3x3', 2, 0), ('sep_conv_3x3', 2, 1), ('sep_conv_3x3', 3, 1), ('dil_conv_3x3', 4, 0), "
+        "('sep_conv_5x5', 4, 1), ('dil_conv_5x5', 5, 1)], normal_concat=range(2, 6), reduce=[('skip_connect', 2, 0), "
+        "('dil_conv_3x3', 2, 1), ('skip_connect', 3, 0), ('dil_conv_3x3', 3, 1), ('max_pool_3x3', 4, 0), "
+        "('sep_conv_3x3', 4, 1), ('skip_connect', 5, 2), ('max_pool_3x3', 5, 0)], reduce_concat=range(2, 6))",
+        "FairDARTS (Chu et al., ECCV 2020), threshold selection: 2.51% error, 3.88M params counted with the "
+        "auxiliary head (this cell builds 3.884M with it, 3.41M without), 536M FLOPs",
     ),
 }
 

@@ -51,7 +51,8 @@ def cell_dot(pairs: Sequence[tuple[str, int]], concat: Sequence[int], title: str
 
     ``pairs`` are (op, input state) pairs, two per intermediate node; ``concat`` lists the states
     joined into the cell output. Every pair becomes one edge labelled with its op and coloured by
-    op family; every concatenated state gets one uncoloured edge into the output node.
+    op family; every concatenated state gets one uncoloured edge into the output node. A ``none`` pair (an
+    edge a sparse cell leaves out) draws nothing, nor does a node whose two pairs are ``none``.
     """
     pairs = [(str(op), int(j)) for op, j in pairs]
     if len(pairs) % 2:
@@ -65,10 +66,13 @@ def cell_dot(pairs: Sequence[tuple[str, int]], concat: Sequence[int], title: str
             raise ValueError(f"concat state {c} out of range 0..{steps + 1}")
 
     lines = _dot_header(title)
-    lines += [f"  {dot_id(str(node))} [shape=circle, fillcolor=lightblue];" for node in range(steps)]
+    absent = {k // 2 for k in range(0, len(pairs), 2) if pairs[k][0] == pairs[k + 1][0] == "none"}
+    lines += [f"  {dot_id(str(node))} [shape=circle, fillcolor=lightblue];" for node in range(steps) if node not in absent]
     lines.append(f"  {dot_id(OUTPUT_NAME)} [shape=box, fillcolor=palegoldenrod];")
     lines.append(f"  {{ rank=sink; {dot_id(OUTPUT_NAME)} }}")
     for k, (op, j) in enumerate(pairs):
+        if op == "none":
+            continue
         colour = FAMILY_COLOURS[op_family(op)]
         lines.append(
             f"  {dot_id(_state_name(j))} -> {dot_id(str(k // 2))} "

@@ -359,13 +359,15 @@ class SearchNetwork(Supernet):
         """One label per alpha row, "input->node" (c_{k-2}, c_{k-1} the cell inputs, 0.. the intermediate nodes)."""
         return edge_labels(self.steps)
 
-    def genotype(self) -> Genotype:
+    def genotype(self, threshold: float | None = None) -> Genotype:
         """The discrete cell pair the alphas select now (two strongest non-`none` edges per node, argmax op; strength
         the relaxation's, a softmax unless it says otherwise); with edge normalization an edge's strength is its
-        node-softmaxed beta times its strongest non-`none` op weight."""
+        node-softmaxed beta times its strongest non-`none` op weight. ``threshold`` (FairDARTS's threshold
+        selection): a chosen edge whose op's strength is below it is left out (``Genotype.cell_from_alphas``)."""
         with torch.no_grad():
             scale_normal, scale_reduce = self.edge_scales()
         return Genotype.from_alphas(
             self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives,
             normal_scale=scale_normal, reduce_scale=scale_reduce, strengths=self.relaxation_strengths,
+            threshold=threshold,
         )
