@@ -43,7 +43,7 @@ from .errors import ConfigError
 from .ofa.shrinking import resize
 from .run.checkpoints import RECORD_FORMAT, RECORD_KEY, record_problem
 from .run.folder import start_run
-from .torchfiles import is_state_dict, weights_fit
+from .torchfiles import is_state_dict, weights_fit, write_text_atomically
 
 __all__ = ["RawImageClassifier", "check", "export_program", "onnx_missing", "read_exportable", "run_export", "write_onnx"]
 
@@ -491,8 +491,8 @@ def run_export(cfg: DictConfig) -> dict[str, Any]:
                "max_abs_difference": difference, "onnx": onnx,
                "accuracy": None if accuracy is None else accuracy["value"], "run_dir": str(out_dir),
                "wall_time_s": time.time() - started}
-    (out_dir / CARD).write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / CARD, json.dumps(card, indent=2) + "\n")
+    write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     shown = "not found beside the checkpoint" if accuracy is None else (
         f"{accuracy['value']:.4f} ({accuracy['split']} split, from {Path(accuracy['source']).name})")
     print(f"Accuracy: {shown}")

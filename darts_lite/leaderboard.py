@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, RunFailed
 from .registry import Registry
+from .torchfiles import write_text_atomically
 
 __all__ = ["CSV_COLUMNS", "METHODS", "NB201_OPTIMUM", "PAPERS_NB201", "check", "run_leaderboard"]
 
@@ -325,7 +326,7 @@ def write_files(out_dir: Path, rows: list[dict[str, Any]], cfg: DictConfig) -> d
     failed = [r for r in rows if r["status"] != "done"]
     if failed:
         text += ["", "## Failed jobs", ""] + [f"- {r['method']} seed {r['seed']}: {r['error']}" for r in failed]
-    files["leaderboard.md"].write_text("\n".join(text) + "\n")
+    write_text_atomically(files["leaderboard.md"], "\n".join(text) + "\n")
     _plot(rows, files["leaderboard.png"])
     return files
 
@@ -378,7 +379,7 @@ def run_leaderboard(cfg: DictConfig) -> dict[str, Any]:
     summary = {"task": "leaderboard", "status": "done", "jobs": len(jobs),
                "failed": sum(r["status"] != "done" for r in done_rows), "run_dir": str(out_dir),
                "files": {k: str(v) for k, v in files.items()}}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print((out_dir / "leaderboard.md").read_text())
     print(f"Run folder: {out_dir.resolve()}  (leaderboard.csv, leaderboard.md, leaderboard.png, jobs/)")
     if summary["failed"]:

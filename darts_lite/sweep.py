@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .spaces import parse_genotype
+from .torchfiles import write_text_atomically
 
 
 def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -71,7 +72,7 @@ def write_job_failure(job_dir: str | Path, task: str, error: BaseException) -> P
         if isinstance(earlier, dict) and earlier.get("status") == "failed":
             record = earlier
     record.update(task=task, status="failed", error=f"{type(error).__name__}: {error}", run_dir=str(job_dir))
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(record, indent=2) + "\n")
     return path
 
 
@@ -167,7 +168,7 @@ def write_sweep_summary(sweep_dir: str | Path, rows: list[dict[str, Any]] | None
                 if r.get(f"{cell}_max_prob") is not None:
                     md.append(f"| {r['job']} | {cell} | {r[f'{cell}_max_prob']:.3f} | {r[f'{cell}_margin']:.3f} | "
                               f"{r[f'{cell}_entropy']:.3f} | {fmt(r.get(f'{cell}_param_free_share'), '.2f')} |")
-    (sweep_dir / "summary.md").write_text("\n".join(md) + "\n")
+    write_text_atomically(sweep_dir / "summary.md", "\n".join(md) + "\n")
     return {"csv": sweep_dir / "summary.csv", "md": sweep_dir / "summary.md"}
 
 

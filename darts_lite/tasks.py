@@ -34,6 +34,7 @@ from .run.checkpoints import resume_checkpoint
 from .run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
 from .run.loggers import wandb_run_ends_with_the_job
 from .run.trainer import build_trainer
+from .torchfiles import write_text_atomically
 from .train import resolve_genotype
 
 
@@ -75,8 +76,8 @@ def run_search(cfg: DictConfig) -> dict[str, Any]:
                 genotype = chosen.genotype
                 summary["genotype"] = genotype.to_text()
                 summary["decision"] = decided = decision(module.net.op_probabilities(), genotype)
-                (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
-                (out_dir / "genotype.txt").write_text(genotype.to_text() + "\n")
+                write_text_atomically(out_dir / "genotype.json", genotype.to_json() + "\n")
+                write_text_atomically(out_dir / "genotype.txt", genotype.to_text() + "\n")
         if lookup is not None and is_rank_zero():
             found = lookup.lookup(genotype.to_text())  # the final cell (a resumed finished run looked nothing up)
             summary["benchmark"] = None if found is None else {"index": found[0], "hp": lookup.hp, **found[1]}
@@ -124,9 +125,9 @@ def run_select(cfg: DictConfig) -> dict[str, Any]:
     summary = {"task": "select", "status": "done", "ckpt_path": str(cfg.ckpt_path), "genotype": argmax.to_text(),
                "genotype_perturbation": genotype.to_text(), "run_dir": str(out_dir), "wall_time_s": clock.elapsed_s()}
     if is_rank_zero():
-        (out_dir / "genotype.json").write_text(argmax.to_json() + "\n")
-        (out_dir / "genotype.txt").write_text(argmax.to_text() + "\n")
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomically(out_dir / "genotype.json", argmax.to_json() + "\n")
+        write_text_atomically(out_dir / "genotype.txt", argmax.to_text() + "\n")
+        write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         print(f"\nGenotype (argmax of the alphas): {argmax.to_text()}")
         print(f"Genotype (perturbation-based selection): {genotype.to_text()}")
         print(f"Run folder: {out_dir.resolve()}  (genotype.json, genotype_perturbation.json, selection.csv, summary.json)")
@@ -150,7 +151,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     print(f"Parameters: {params / 1e6:.2f}M (without the auxiliary head); "
           f"{flops / 2e6:.1f}M MACs ({flops / 1e6:.1f}M FLOPs) per {dm.image_size}x{dm.image_size} image")
     if is_rank_zero():
-        (out_dir / "genotype.json").write_text(genotype.to_json() + "\n")
+        write_text_atomically(out_dir / "genotype.json", genotype.to_json() + "\n")
     clock = WallClock()
     trainer = build_trainer(cfg, out_dir, [clock], ckpt, max_epochs=module.hparams.epochs)
     with wandb_run_ends_with_the_job():

@@ -24,7 +24,7 @@ from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["first_line", "is_state_dict", "read_torch_file", "replace_atomically", "weights_fit"]
+__all__ = ["first_line", "is_state_dict", "read_torch_file", "replace_atomically", "weights_fit", "write_text_atomically"]
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -46,6 +46,12 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def write_text_atomically(path: str | Path, text: str, encoding: str = "utf-8") -> None:
+    """``path`` holds ``text`` whole, or still what it held before (``replace_atomically``): a run killed mid-write
+    never leaves a half-written summary, genotype, table or record that a resume or a reader would take for whole."""
+    replace_atomically(path, lambda tmp: tmp.write_text(text, encoding=encoding))
 
 
 def read_torch_file(path: str | Path, what: str, error: type[Exception] = ConfigError, mmap: bool = False

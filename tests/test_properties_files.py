@@ -61,6 +61,7 @@ from darts_lite.surrogate.models import GINSurrogate, Surrogate, SurrogateFileEr
 from darts_lite.surrogate.predict import load_model
 from darts_lite.train import TrainModule
 from darts_lite.tricks.resources import LatencyTable, LatencyTableError
+from darts_lite.tricks.selection import FineTuner, PerturbationSelection, SelectionState
 
 # fewer examples than the genotype readers': each reads a file, and a damaged torch file may still build a network
 FILES = settings(FIXED, max_examples=30)
@@ -71,6 +72,7 @@ HEAVY = settings(FIXED, max_examples=15)  # readers that build a network from wh
 SEARCH = ["+experiment=nb201_quick", "data=synthetic", "trainer.enable_progress_bar=false"]
 NB201_NET = dict(_target_="darts_lite.spaces.nb201.SearchNetwork", C=2, N=1, num_classes=3, in_channels=3)
 NB201_CELL = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
+SELECTION_OPTIONS = {"epochs": 1, "batches": None, "seed": 0, "alphas": "digest"}  # what a selection state is for
 # what a damaged torch file may hold in place of any of its values
 TORCH_LEAVES = json_values(max_leaves=4) | st.sampled_from([torch.zeros(3), torch.ones(2, 2), torch.tensor(7)])
 
@@ -168,10 +170,34 @@ def made(tmp_path_factory) -> Made:
     for kind in ("network", "subnet", "predictor", "search", "train"):
         m.objects[kind] = torch.load(m.files[kind], weights_only=True)
 
+    net, tuner, selection = _selection_parts(0)
+    selection.transform.decided, selection.transform.dropped = {"cell": {2: 3}}, {}
+    selection.rows = [{"decision": 0, "phase": "operation", "cell": "cell", "edge": 2, "node": "", "candidate": 3,
+                       "accuracy_removed": 0.25, "base_accuracy": 0.5, "chosen": 1}]
+    tuner.epoch = 1
+    m.files["selection"] = folder / "selection_state.pt"
+    SelectionState(m.files["selection"], SELECTION_OPTIONS).save(1, net, tuner, selection)
+    m.objects["selection"] = torch.load(m.files["selection"], weights_only=True)
+
     m.files["benchmark"] = write_benchmark(folder / "bench.pickle.pbz2", folder=False)
     m.objects["benchmark"] = {"meta_archs": ARCHS[:1], "arch2infos": {0: {"12": _arch_state(0, ARCHS[0], "12")}},
                               "evaluated_indexes": [0]}
     return m
+
+
+def _selection_parts(seed: int) -> tuple[torch.nn.Module, FineTuner, PerturbationSelection]:
+    """A perturbation selection's supernet, fine-tuner and decisions on the smallest NAS-Bench-201 supernet."""
+    from darts_lite.search import build_network
+
+    torch.manual_seed(seed)
+    net = build_network(NB201_NET)
+    tuner = FineTuner(net, lambda epoch: [], 1, None, lr=0.01, momentum=0.9, weight_decay=3e-4, grad_clip=5.0)
+    return net, tuner, PerturbationSelection(net, "nb201", measure=lambda: 0.0, progress=False)
+
+
+def _restore_selection(m: Made, path: str) -> int:
+    """task=select's resume: a fresh supernet, fine-tuner and selection restored from the state at ``path``."""
+    return SelectionState(Path(path), SELECTION_OPTIONS).restore(*_selection_parts(1))
 
 
 # ---- the readers --------------------------------------------------------------------------------------------------
@@ -230,6 +256,7 @@ READERS = {
                                      heavy=True),
     "read_exportable[subnet]": Reader("subnet", lambda m, p: read_exportable(p), (ConfigError,), _an_exportable,
                                       "torch", heavy=True),
+    "SelectionState.restore": Reader("selection", _restore_selection, (ConfigError,), _a(int), "torch"),
     "open_benchmark": Reader("benchmark", lambda m, p: open_benchmark(p), (ConfigError,), _a(object), "pickle",
                              heavy=True),
 }
@@ -426,6 +453,14 @@ def test_an_exportable_file_reads_back_equal(made):
     assert isinstance(found, OFASubnetFile) and found.description()["resolution"] == 8
     net, side = found.network()
     assert side == 8 and _same_weights(net.state_dict(), made.objects["subnet"]["state_dict"])
+
+
+def test_a_selection_state_reads_back_equal(made):
+    net, tuner, selection = _selection_parts(1)
+    assert SelectionState(made.files["selection"], SELECTION_OPTIONS).restore(net, tuner, selection) == 1
+    saved = made.objects["selection"]
+    assert all(torch.equal(v, saved["net"][k]) for k, v in net.state_dict().items())
+    assert selection.state_dict() == saved["selection"] and tuner.epoch == 1
 
 
 def test_a_benchmark_reads_back_equal(made, tmp_path):

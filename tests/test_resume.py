@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
 from conftest import SMALL_DARTS, _cli, run_cli, start_cli
 
@@ -133,6 +134,33 @@ def test_a_checkpoint_too_large_for_the_disk_stops_the_run_with_one_message(tmp_
             "checkpoint was written before") in proc.stderr
     assert "Traceback" not in proc.stderr and "No checkpoint was written yet" in proc.stderr
     assert list(checkpoints.iterdir()) == []
+
+
+def test_a_result_file_whose_write_fails_midway_keeps_its_previous_content(tmp_path, monkeypatch):
+    """summary.json, genotype.json and every other result file darts_lite writes are replaced whole or not at all
+    (torchfiles.write_text_atomically): a write that fails half-way (a full disk, a kill) raises, and leaves the
+    previous file as it was and no temporary file behind."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from darts_lite.run.folder import write_summary
+
+    out = tmp_path / "run"
+    out.mkdir()
+    write_summary(SimpleNamespace(is_global_zero=True), out, {"status": "running", "epoch": 3})
+    before = (out / "summary.json").read_text()
+    real = Path.write_text
+
+    def half_then_full_disk(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_summary(SimpleNamespace(is_global_zero=True), out, {"status": "done", "epoch": 50, "metrics": {}})
+    monkeypatch.undo()
+    assert (out / "summary.json").read_text() == before and json.loads(before)["status"] == "running"
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
 
 
 def test_a_run_killed_after_its_last_checkpoint_reports_the_same_metrics_on_resume(tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunFailed
+from ..torchfiles import write_text_atomically
 from .archive import Archive, genotype_hash
 from .evaluate import EvalJob, run_evaluation
 from .executor import Executor
@@ -111,7 +112,7 @@ def stopped_on_failures(out_dir: Path, archive: Archive, failures: Failures, tas
         archive.export_csv(out_dir / "evaluations.csv")
         summary = {"task": task, "status": "failed", "error": str(e), "run_dir": str(out_dir),
                    "archive": str(archive.path), "failures": failures.as_dict(file)}
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         raise RunFailed(f"{e}.\n{failures.summary()}\n{_where(failures, out_dir, archive)}\nOnce the cause is fixed, "
                         f"run the same command with resume=true hydra.run.dir={out_dir.resolve()}: what finished is "
                         "kept, the failed evaluations are tried again.") from None

@@ -45,6 +45,7 @@ from ..errors import ConfigError
 from ..evolve import ALGORITHMS, Moves, Search, StageRequest, stage_trainings
 from ..schema import Allowed, Ge, Hint, MinLen, OneOf, node_problems, raise_problems, value_problem
 from ..spaces import get_space, parse_genotype
+from ..torchfiles import write_text_atomically
 from ..zero_cost import PROXIES
 from . import build
 from .archive import Archive, ArchiveError, genotype_hash
@@ -335,7 +336,7 @@ def run_evolution(cfg: DictConfig, load_surrogate: Callable[..., Any] | None = N
             summary["prefilter"] = {"model": model_path, "version": surrogate.version, "factor": factor}
         if proxy is not None:
             summary["prefilter"] = {"proxy": proxy, "factor": proxy_factor}
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         if top:
             print(f"\nTop {len(top)} (validation accuracy under {setting.name}; retrain each with the full recipe):")
             for t in top:
@@ -388,7 +389,7 @@ def write_top(out_dir: Path, search: Search, archive: Archive, setting: Setting,
                     "setting": setting.name, "genotype_hash": genotype_hash(genotype)})
         if predicted:
             top[-1]["predicted_accuracy"] = predicted[rank - 1]
-        (folder / f"rank{rank}.json").write_text(genotype.to_json() + "\n")
+        write_text_atomically(folder / f"rank{rank}.json", genotype.to_json() + "\n")
     with open(out_dir / "top.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["rank", "genotype", "accuracy", "epochs", "test_accuracy", "params", "flops",
                                                "setting", "genotype_hash", *(["predicted_accuracy"] if predicted else [])])

@@ -39,6 +39,7 @@ from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 from ..errors import ConfigError
 from ..schema import Allowed, Ge, Hint, MinLen, node_problems
 from ..spaces import get_space
+from ..torchfiles import write_text_atomically
 from . import build, zero_cost_study
 from .archive import genotype_hash
 from .evaluator import Failures, Request, report_failures, stopped_on_failures
@@ -199,7 +200,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         out_dir = start_run(cfg)
         st = cfg.study
         genotypes = sample_architectures(cfg.space.name, st.architectures, cfg.seed)
-        (out_dir / "architectures.txt").write_text("".join(g.to_text() + "\n" for g in genotypes))
+        write_text_atomically(out_dir / "architectures.txt", "".join(g.to_text() + "\n" for g in genotypes))
         failures = Failures()
         evaluator = build.evaluator(cfg, archive, data, failures=failures)
         repeat = bool(st.get("repeat", False))
@@ -245,7 +246,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         summary = {"task": "proxy_study", "status": "done", "reference": reference.name, "architectures": len(genotypes),
                    "table": table, "files": [str(f) for f in files], "run_dir": str(out_dir),
                    "failures": failures.as_dict(failures.write(out_dir / "failures.csv"))}
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         print((out_dir / "proxy_study.md").read_text())
         report_failures(failures, out_dir, archive)
         print(f"Run folder: {out_dir.resolve()}  (proxy_study.csv, proxy_study.md, proxy_study.png, archive)")
@@ -350,7 +351,7 @@ def write_study(out_dir: Path, table: Sequence[dict[str, Any]], reference: Setti
         writer.writeheader()
         writer.writerows([{k: _cell(r.get(k)) for k in CSV_COLUMNS} for r in table])
     md = out_dir / "proxy_study.md"
-    md.write_text(study_markdown(table, reference, n, metric, space))
+    write_text_atomically(md, study_markdown(table, reference, n, metric, space))
     png = save_figure(study_plot(table, metric), out_dir / "proxy_study.png")
     return [csv_path, md, *png]
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..measure import count_flops, latency_ms, million_multiply_adds, this_machine
+from ..torchfiles import write_text_atomically
 from .network import OFANetwork
 
 LATENCY_FILE = "latency_table.json"
@@ -137,8 +138,8 @@ class SubnetCosts:
         if self.path is None:
             return None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"origin": self.origin, "entries": dict(sorted(self.latency.items()))},
-                                        indent=2) + "\n")
+        write_text_atomically(self.path, json.dumps({"origin": self.origin,
+                                                     "entries": dict(sorted(self.latency.items()))}, indent=2) + "\n")
         return self.path
 
 

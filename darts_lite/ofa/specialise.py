@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from ..evolve import GeneticEvolution, Moves
 from ..measure import count_flops, million_multiply_adds
 from ..schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, node_problems
-from ..torchfiles import read_torch_file, weights_fit
+from ..torchfiles import read_torch_file, weights_fit, write_text_atomically
 from .costs import LATENCY_FILE, CostTableError, SubnetCosts, measured_latency
 from .network import OFANetwork, OFASubnet
 from .predictor import (
@@ -446,13 +446,13 @@ def specialise(net: OFANetwork, dm: Any, ofa: dict[str, Any], out: Path, seed: i
                    "wall_time_s": round(time.perf_counter() - started, 2)},
         "network_file": str(network_file) if network_file else None,
     }
-    (budget / "subnet.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text_atomically(budget / "subnet.json", json.dumps(record, indent=2) + "\n")
     save_subnet(budget / "subnet.pt", net, best.setting(), best.side, subnet, dm.state_dict())
     _write_candidates(budget / "candidates.csv", ranked, costs, "latency_ms" in limits)
     from ..plots import save_figure
 
     save_figure(front_plot(ranked, measured, costs, limits, best, predicted, test_accuracy), budget / "front.png")
-    (budget / "summary.json").write_text(json.dumps({"task": "ofa", "part": "specialise", **record}, indent=2) + "\n")
+    write_text_atomically(budget / "summary.json", json.dumps({"task": "ofa", "part": "specialise", **record}, indent=2) + "\n")
     log(f"Specialise [{budget_label(limits)}]: side {best.side}, d {best.d}; {counted:.4g} {KINDS['flops']}, "
         f"{cost['latency_ms']:.3g} ms (table), {whole:.3g} ms (measured); predicted {predicted:.4f}, measured test "
         f"accuracy {test_accuracy:.4f} (val {val_accuracy:.4f}). Files: {budget}")

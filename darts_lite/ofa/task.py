@@ -41,7 +41,7 @@ from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, writ
 from ..run.loggers import wandb_run_ends_with_the_job
 from ..run.trainer import build_trainer
 from ..schema import Allowed, Ge, Gt, Hint, Lt, MaxLen, MinLen, OneOf, node_problems
-from ..torchfiles import read_torch_file, weights_fit
+from ..torchfiles import read_torch_file, weights_fit, write_text_atomically
 from .costs import CostTableError, SubnetCosts, read_latency_table
 from .network import OFANetwork
 from .shrinking import PHASE_NAMES, PHASES, Phase, ShrinkingModule
@@ -337,7 +337,7 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
                             log=lambda m: print(m, flush=True))
         summary["specialise"] = {k: record[k] for k in ("setting", "resolution", "flops", "latency_ms", "accuracy",
                                                         "predicted_accuracy", "constraint")}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"Run folder: {out.resolve()}  (network.pt, summary.json, one folder per phase with its checkpoints and "
           "metrics.csv" + (", specialise/ with the sub-network for the budget" if constraints(ofa) else "") + ")")
     sys.stdout.flush()

@@ -16,6 +16,7 @@ from ..decision import cell_title, decision, decision_metrics
 from ..plots import alpha_heatmap, save_figure, wandb_image
 from ..search import SearchModule
 from ..spaces import space_of
+from ..torchfiles import write_text_atomically
 from ..viz import dot_to_png, write_dot_pictures
 
 log = logging.getLogger("darts_lite")
@@ -33,7 +34,7 @@ class SearchArtifacts(pl.Callback):
         if trainer.is_global_zero and history.is_file():
             kept = [line for line in history.read_text().splitlines()
                     if line and json.loads(line)["epoch"] < trainer.current_epoch]
-            history.write_text("".join(line + "\n" for line in kept))
+            write_text_atomically(history, "".join(line + "\n" for line in kept))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: SearchModule) -> None:
         genotype = module.net.genotype()
@@ -110,8 +111,8 @@ def write_search_outputs(module: SearchModule, out_dir: Path) -> dict[str, Path]
     net = module.net
     genotype = net.genotype()
     files = {"genotype.json": out_dir / "genotype.json", "genotype.txt": out_dir / "genotype.txt"}
-    files["genotype.json"].write_text(genotype.to_json() + "\n")
-    files["genotype.txt"].write_text(genotype.to_text() + "\n")
+    write_text_atomically(files["genotype.json"], genotype.to_json() + "\n")
+    write_text_atomically(files["genotype.txt"], genotype.to_text() + "\n")
     torch.save({cell: a.detach().cpu().clone() for cell, a in net.cell_alphas().items()}, out_dir / "alphas.pt")
     probs = net.op_probabilities()
     torch.save({cell: p.cpu() for cell, p in probs.items()}, out_dir / "op_probabilities.pt")

@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..torchfiles import write_text_atomically
+
 
 def is_rank_zero() -> bool:
     """Whether this process is global rank 0, also before the Trainer exists.
@@ -31,7 +33,7 @@ def start_run(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if is_rank_zero():  # DDP re-runs this command once per extra rank, into the same folder
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        write_text_atomically(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     return out_dir
 
@@ -88,5 +90,5 @@ def write_summary(trainer: pl.Trainer, out_dir: Path, summary: dict[str, Any]) -
     """summary.json in the run folder, written by global rank 0; returns whether this process wrote it."""
     if not trainer.is_global_zero:
         return False
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     return True

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ..torchfiles import write_text_atomically
 from .folder import is_rank_zero
 
 log = logging.getLogger("darts_lite")
@@ -87,7 +88,7 @@ def wandb_run_id(out_dir: Path, resuming: bool) -> str | None:
         return None  # only rank 0 ever starts a W&B run (WandbLogger.experiment is rank-zero only)
     # W&B's own form (8 of [a-z0-9]); wandb.util.generate_id, which made it, is gone from recent wandb
     run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-    id_file.write_text(run_id + "\n")
+    write_text_atomically(id_file, run_id + "\n")
     return run_id
 
 

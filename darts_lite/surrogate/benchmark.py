@@ -44,6 +44,7 @@ from ..evolve import (
 from ..registry import Registry
 from ..schema import Allowed, Ge, Hint, MinLen, OneOf, node_problems
 from ..spaces.darts.genotype import Genotype
+from ..torchfiles import write_text_atomically
 from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
 
 # the evaluated genotypes darts_lite ships (experiments/make_surrogate_data.py; how they were made: the .json beside)
@@ -360,11 +361,11 @@ def _search_and_report(cfg: DictConfig, opts: dict[str, Any], out_dir: Path, sta
     lines += ["", "The curves per query: `surrogate_search.csv`, `surrogate_search.png`.", "",
               "## Published genotypes, predicted by the surrogate", "", "| name | predicted accuracy |", "| --- | --- |"]
     lines += [f"| {name} | {100 * v:.2f}% (predicted) |" for name, v in zoo]
-    (out_dir / "surrogate_search.md").write_text("\n".join(lines) + "\n")
+    write_text_atomically(out_dir / "surrogate_search.md", "\n".join(lines) + "\n")
     summary = {"task": "surrogate_search", "status": "done", "surrogate": model.version, "origin": origin,
                "budget": opts["budget"], "seeds": seeds, "final_best_predicted": final,
                "zoo_predicted": dict(zoo), "run_dir": str(out_dir), "wall_time_s": time.time() - started}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print("\n".join(f"{a}: best predicted {100 * f['mean']:.2f}% (min {100 * f['min']:.2f}%, max {100 * f['max']:.2f}%)"
                     for a, f in final.items()))
     print("zoo (predicted): " + ", ".join(f"{name} {100 * v:.2f}%" for name, v in zoo if not math.isnan(v)))

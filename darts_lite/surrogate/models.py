@@ -34,6 +34,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..schema import Ge, Gt, Hint, Le, node_problems
 from ..spaces.darts.genotype import Genotype
+from ..torchfiles import write_text_atomically
 from .data import Table, require_learnable
 from .encodings import FlatEncoding, GraphEncoding
 from .metrics import scores
@@ -129,7 +130,7 @@ class Surrogate:
                   "model": self._payload()}
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, allow_nan=True) + "\n", encoding="utf-8")
+        write_text_atomically(path, json.dumps(record, allow_nan=True) + "\n", encoding="utf-8")
         return path
 
     @classmethod

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..schema import node_problems, raise_problems
 from ..spaces.darts.genotype import Genotype, zoo
+from ..torchfiles import write_text_atomically
 from .encodings import FlatEncoding, GraphEncoding
 from .encodings import problem as encoding_problem
 from .models import Surrogate, load_surrogate
@@ -233,7 +234,7 @@ def run_surrogate_predict(cfg: DictConfig) -> dict[str, Any]:
     summary = {"task": "surrogate_predict", "status": "done", "surrogate": opts["model"], "surrogate_sha256": digest,
                "version": model.version, "fitted_on": model.trained_on, "note": "predicted accuracies, not measured ones",
                "predictions": rows, "run_dir": str(out_dir), "wall_time_s": time.time() - started}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(table_text(rows, model))
     print(f"Run folder: {out_dir.resolve()}  (predictions.csv, summary.json)", flush=True)
     return summary

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, OneOf, node_problems, raise_problems
+from ..torchfiles import write_text_atomically
 from .data import FORMATS, METRICS, UNITS, Table, load_table, table_format
 from .metrics import METRIC_NAMES, heldout, kfold, learning_curve
 from .models import MODELS, lightgbm_available, make_surrogate
@@ -244,7 +245,7 @@ def _fit_and_report(cfg: DictConfig, opts: dict[str, Any], table: Table, out_dir
     fmt = table_format(opts["data"])
     source = "the archive" if fmt == "archive" else "the NAS-Bench-301 results"
     read = "the accuracy column" if fmt in ("csv", "jsonl") else f"{opts['metric']} of {source}"
-    (out_dir / "surrogate_report.md").write_text(_markdown(table, opts, rows, curve, test_rows, seed, read))
+    write_text_atomically(out_dir / "surrogate_report.md", _markdown(table, opts, rows, curve, test_rows, seed, read))
     _scatter(points, out_dir / "surrogate_scatter.png")
     from ..plots import curves, save_figure
 
@@ -256,7 +257,7 @@ def _fit_and_report(cfg: DictConfig, opts: dict[str, Any], table: Table, out_dir
                "skipped": len(table.skipped), "duplicates": len(table.duplicates),
                "models": {r["model"]: {k: r[k] for k in columns if k != "model"} for r in rows},
                "run_dir": str(out_dir), "wall_time_s": time.time() - started}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     print("\n" + "\n".join(f"{r['model']}: held-out sparse Kendall tau {_fmt(r['sparse_kendall_tau'])}, "
                            f"R^2 {_fmt(r['r2'])}" for r in rows))
     print(f"Run folder: {out_dir.resolve()}  (surrogate_report.md, surrogate_report.csv, surrogate_scatter.png, "

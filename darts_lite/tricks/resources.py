@@ -36,6 +36,7 @@ from torch import nn
 from ..measure import counted_forward, latency_ms, million_multiply_adds, module_device, this_machine
 from ..registry import Registry
 from ..relax import SoftmaxRelaxation
+from ..torchfiles import write_text_atomically
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ class LatencyTable:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"origin": self.origin, "entries": self.entries}, indent=2, sort_keys=True) + "\n")
+        write_text_atomically(path, json.dumps({"origin": self.origin, "entries": self.entries}, indent=2, sort_keys=True) + "\n")
         return path
 
     @classmethod

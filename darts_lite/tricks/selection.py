@@ -42,7 +42,7 @@ from ..relax import EdgeWeights
 from ..resume import rng_states, set_rng_states
 from ..spaces import get_space, space_of
 from ..spaces.supernet import frozen
-from ..torchfiles import read_torch_file, replace_atomically
+from ..torchfiles import read_torch_file, replace_atomically, write_text_atomically
 from .bn_calibration import preserved_bn_statistics
 
 # how the final genotype is chosen (search.selection); each entry but argmax runs after the search:
@@ -201,9 +201,18 @@ class PerturbationSelection:
                 "dropped": {c: sorted(es) for c, es in self.transform.dropped.items()}, "rows": list(self.rows)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.transform.decided = {c: {int(e): int(op) for e, op in es.items()} for c, es in state["decided"].items()}
-        self.transform.dropped = {c: {int(e) for e in es} for c, es in state["dropped"].items()}
-        self.rows = [dict(r) for r in state["rows"]]
+        """The choices of ``state_dict``; ValueError for choices this supernet cannot hold (cell types, edges, ops)."""
+        decided = {c: {int(e): int(op) for e, op in es.items()} for c, es in state["decided"].items()}
+        dropped = {c: {int(e) for e in es} for c, es in state["dropped"].items()}
+        rows = [dict(r) for r in state["rows"]]
+        edges, ops = len(self.layout.labels), len(self.net.primitives)
+        for c in {*decided, *dropped}:
+            if c not in self.layout.cells:
+                raise ValueError(f"cell type {c!r}: this supernet has {', '.join(self.layout.cells)}")
+        if any(not 0 <= e < edges or not 0 <= op < ops for es in decided.values() for e, op in es.items()) or any(
+                not 0 <= e < edges for es in dropped.values() for e in es):
+            raise ValueError(f"a decision names an edge or an op this supernet does not have ({edges} edges, {ops} ops)")
+        self.transform.decided, self.transform.dropped, self.rows = decided, dropped, rows
 
     def _accuracy(self, removal: tuple[str, int, int | None] | None) -> float:
         self.transform.removal = removal
@@ -370,8 +379,8 @@ class SelectionResult:
             writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        files[json_name].write_text(self.genotype.to_json() + "\n")
-        files[text_name].write_text(self.genotype.to_text() + "\n")
+        write_text_atomically(files[json_name], self.genotype.to_json() + "\n")
+        write_text_atomically(files[text_name], self.genotype.to_text() + "\n")
         return files
 
 
@@ -456,7 +465,7 @@ class SelectionState:
 
     def restore(self, net: nn.Module, tuner: FineTuner | None, selection: PerturbationSelection) -> int:
         """Loads the saved progress into net, tuner and selection; the decisions taken (0: nothing saved yet)."""
-        if not self.path.is_file():
+        if not self.path.exists():
             return 0
         state = read_torch_file(self.path, f"resume=true: the selection state {self.path} (remove it to select from "
                                            "the start)")
@@ -478,11 +487,23 @@ class SelectionState:
         if not 0 < decisions <= selection.num_decisions:
             raise ConfigError(f"resume=true: {self.path} says {decisions} decisions of {selection.num_decisions} were "
                               "taken; remove it to select from the start")
-        net.load_state_dict(state["net"])
-        if tuner is not None:
-            tuner.load_state_dict(state["tuner"])
-        selection.load_state_dict(state["selection"])
-        set_rng_states(state["rng"])
+        rng = rng_states()
+        try:
+            weights = state["net"]
+            mine = net.state_dict()
+            if not (isinstance(weights, dict) and weights.keys() == mine.keys() and all(
+                    isinstance(weights[k], torch.Tensor) and weights[k].shape == v.shape and weights[k].dtype == v.dtype
+                    for k, v in mine.items())):
+                raise ValueError("its supernet weights are not this supernet's (names, shapes or types differ)")
+            selection.load_state_dict(state["selection"])
+            if tuner is not None:
+                tuner.load_state_dict(state["tuner"])
+            set_rng_states(state["rng"])
+            net.load_state_dict(weights)  # last: checked above, so the supernet is never left half-restored
+        except Exception as e:  # a torch file of the right form whose parts are damaged or another program's
+            set_rng_states(rng)
+            raise ConfigError(f"resume=true: {self.path} is not a readable selection state ({type(e).__name__}: "
+                              f"{str(e)[:300]}); remove it to select from the start") from None
         return decisions
 
 
