@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError, RunFailed
 from .registry import Registry
-from .torchfiles import write_text_atomically
+from .torchfiles import open_atomically, write_text_atomically
 
 __all__ = ["CSV_COLUMNS", "METHODS", "NB201_OPTIMUM", "PAPERS_NB201", "check", "run_leaderboard"]
 
@@ -306,7 +306,7 @@ def write_files(out_dir: Path, rows: list[dict[str, Any]], cfg: DictConfig) -> d
 
     machine = this_machine()
     files = {name: out_dir / name for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.png")}
-    with open(files["leaderboard.csv"], "w", newline="") as f:
+    with open_atomically(files["leaderboard.csv"]) as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows({k: r.get(k) for k in CSV_COLUMNS} for r in rows)

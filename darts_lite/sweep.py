@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from .spaces import parse_genotype
-from .torchfiles import write_text_atomically
+from .torchfiles import open_atomically, write_text_atomically
 
 
 def _job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -121,7 +121,7 @@ def write_sweep_summary(sweep_dir: str | Path, rows: list[dict[str, Any]] | None
     cells = _decision_cells(rows)
     columns = ["job", "overrides", "status", "task", "genotype_spec", "val_acc", "wall_time_s", "params", "genotype",
                *(f"{cell}_{k}" for cell in cells for k in _DECISION_COLUMNS), "error"]
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+    with open_atomically(sweep_dir / "summary.csv") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)

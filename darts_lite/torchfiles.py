@@ -14,17 +14,19 @@ Three rules every reader of such a file keeps:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
 
 from .errors import ConfigError
 
-__all__ = ["first_line", "is_state_dict", "read_torch_file", "replace_atomically", "weights_fit", "write_text_atomically"]
+__all__ = ["first_line", "is_state_dict", "open_atomically", "read_torch_file", "replace_atomically", "weights_fit",
+           "write_text_atomically"]
 
 
 def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -39,6 +41,10 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _rename(tmp, path)
+
+
+def _rename(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
     if os.name == "posix":  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
@@ -46,6 +52,23 @@ def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def open_atomically(path: str | Path, encoding: str = "utf-8") -> Iterator[TextIO]:
+    """A text file (``newline=""``, as the csv module wants) to write ``path`` through: what the block writes takes
+    ``path``'s name only when the block ends without an error, as ``replace_atomically``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", newline="", encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _rename(tmp, path)
 
 
 def write_text_atomically(path: str | Path, text: str, encoding: str = "utf-8") -> None:

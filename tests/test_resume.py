@@ -161,6 +161,16 @@ def test_a_result_file_whose_write_fails_midway_keeps_its_previous_content(tmp_p
     monkeypatch.undo()
     assert (out / "summary.json").read_text() == before and json.loads(before)["status"] == "running"
     assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
+    # the tables (metrics.csv on resume, the archive's export, the studies' CSVs) go through one writer too
+    from darts_lite.torchfiles import open_atomically
+
+    with open_atomically(out / "table.csv") as f:
+        csv.writer(f).writerows([["a", "b"], [1, 2]])
+    with pytest.raises(KeyboardInterrupt), open_atomically(out / "table.csv") as f:
+        csv.writer(f).writerow(["a", "b"])
+        raise KeyboardInterrupt  # killed after the header
+    assert (out / "table.csv").read_bytes() == b"a,b\r\n1,2\r\n"
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "table.csv"]
 
 
 def test_a_run_killed_after_its_last_checkpoint_reports_the_same_metrics_on_resume(tmp_path):

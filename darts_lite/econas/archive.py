@@ -43,6 +43,7 @@ from typing import Any
 from urllib.request import pathname2url
 
 from ..errors import ConfigError
+from ..torchfiles import open_atomically
 
 log = logging.getLogger("darts_lite")
 
@@ -374,7 +375,7 @@ class Archive:
         rows = self.rows(setting)  # all checked before the file is started
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", newline="", encoding="utf-8") as f:
+        with open_atomically(out) as f:
             writer = csv.writer(f)
             writer.writerow(COLUMN_NAMES)
             for r in rows:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunFailed
-from ..torchfiles import write_text_atomically
+from ..torchfiles import open_atomically, write_text_atomically
 from .archive import Archive, genotype_hash
 from .evaluate import EvalJob, run_evaluation
 from .executor import Executor
@@ -87,7 +87,7 @@ class Failures:
         if not self.rows:
             path.unlink(missing_ok=True)
             return None
-        with open(path, "w", newline="", encoding="utf-8") as f:
+        with open_atomically(path) as f:
             writer = csv.DictWriter(f, fieldnames=list(FAILURE_COLUMNS))
             writer.writeheader()
             writer.writerows(self.rows)

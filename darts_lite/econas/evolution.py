@@ -45,7 +45,7 @@ from ..errors import ConfigError
 from ..evolve import ALGORITHMS, Moves, Search, StageRequest, stage_trainings
 from ..schema import Allowed, Ge, Hint, MinLen, OneOf, node_problems, raise_problems, value_problem
 from ..spaces import get_space, parse_genotype
-from ..torchfiles import write_text_atomically
+from ..torchfiles import open_atomically, write_text_atomically
 from ..zero_cost import PROXIES
 from . import build
 from .archive import Archive, ArchiveError, genotype_hash
@@ -359,7 +359,7 @@ def write_progress(out_dir: Path, search: Search, stage_epochs: int) -> None:
 
     from ..plots import curves, save_figure
 
-    with open(out_dir / "evolution.csv", "w", newline="") as f:
+    with open_atomically(out_dir / "evolution.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["cycle", "evaluations", "epochs", "best", "median"])
         for h in search.history:
@@ -390,7 +390,7 @@ def write_top(out_dir: Path, search: Search, archive: Archive, setting: Setting,
         if predicted:
             top[-1]["predicted_accuracy"] = predicted[rank - 1]
         write_text_atomically(folder / f"rank{rank}.json", genotype.to_json() + "\n")
-    with open(out_dir / "top.csv", "w", newline="") as f:
+    with open_atomically(out_dir / "top.csv") as f:
         writer = csv.DictWriter(f, fieldnames=["rank", "genotype", "accuracy", "epochs", "test_accuracy", "params", "flops",
                                                "setting", "genotype_hash", *(["predicted_accuracy"] if predicted else [])])
         writer.writeheader()

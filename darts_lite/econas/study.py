@@ -39,7 +39,7 @@ from torchmetrics.functional import kendall_rank_corrcoef, spearman_corrcoef
 from ..errors import ConfigError
 from ..schema import Allowed, Ge, Hint, MinLen, node_problems
 from ..spaces import get_space
-from ..torchfiles import write_text_atomically
+from ..torchfiles import open_atomically, write_text_atomically
 from . import build, zero_cost_study
 from .archive import genotype_hash
 from .evaluator import Failures, Request, report_failures, stopped_on_failures
@@ -346,7 +346,7 @@ def write_study(out_dir: Path, table: Sequence[dict[str, Any]], reference: Setti
     from ..plots import save_figure
 
     csv_path = out_dir / "proxy_study.csv"
-    with open(csv_path, "w", newline="") as f:
+    with open_atomically(csv_path) as f:
         writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
         writer.writeheader()
         writer.writerows([{k: _cell(r.get(k)) for k in CSV_COLUMNS} for r in table])

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..torchfiles import open_atomically
 from .settings import Setting
 
 PREFIX = "zc_"
@@ -146,7 +147,7 @@ def pairwise_wins(scores: Sequence[Sequence[float]]) -> list[int]:
 
 def write_scores(path: Path, genotypes: Sequence[Any], scores: dict[str, list[Scored]]) -> Path:
     """zero_cost.csv: one row per architecture and proxy (architecture index, genotype, proxy, score, seconds)."""
-    with open(path, "w", newline="") as f:
+    with open_atomically(path) as f:
         writer = csv.writer(f)
         writer.writerow(["architecture", "genotype", "proxy", "score", "seconds"])
         for name, scored in scores.items():

@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from ..evolve import GeneticEvolution, Moves
 from ..measure import count_flops, million_multiply_adds
 from ..schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, node_problems
-from ..torchfiles import read_torch_file, weights_fit, write_text_atomically
+from ..torchfiles import open_atomically, read_torch_file, weights_fit, write_text_atomically
 from .costs import LATENCY_FILE, CostTableError, SubnetCosts, measured_latency
 from .network import OFANetwork, OFASubnet
 from .predictor import (
@@ -362,7 +362,7 @@ def fit_predictor(net: OFANetwork, dm: Any, sides: Sequence[int], sp: dict[str, 
     predictor.metrics = {**scores, "measured": len(rows)}
     folder.mkdir(parents=True, exist_ok=True)
     predictor.save(path, record)
-    with table.open("w", newline="") as f:
+    with open_atomically(table) as f:
         writer = csv.DictWriter(f, fieldnames=["side", "flops", "accuracy", "row"])
         writer.writeheader()
         for r in rows:
@@ -460,7 +460,7 @@ def specialise(net: OFANetwork, dm: Any, ofa: dict[str, Any], out: Path, seed: i
 
 
 def _write_candidates(path: Path, ranked: list, costs: SubnetCosts, latency: bool) -> None:
-    with path.open("w", newline="") as f:
+    with open_atomically(path) as f:
         writer = csv.writer(f)
         writer.writerow(["rank", "predicted_accuracy", "flops", "latency_ms", "side", "d", "ks", "e"])
         for i, (c, fitness, _) in enumerate(ranked, 1):

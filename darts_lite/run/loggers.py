@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..torchfiles import write_text_atomically
+from ..torchfiles import open_atomically, write_text_atomically
 from .folder import is_rank_zero
 
 log = logging.getLogger("darts_lite")
@@ -49,7 +49,7 @@ def csv_logger(run_config: dict | None = None, out_dir: Path = Path("."), resume
         return logger
     writer = logger.experiment  # created now: it clears an existing metrics.csv, so write the kept rows after
     if kept:
-        with open(metrics, "w", newline="") as f:
+        with open_atomically(metrics) as f:
             csv_writer = csv.DictWriter(f, fieldnames=header)
             csv_writer.writeheader()
             csv_writer.writerows(kept)

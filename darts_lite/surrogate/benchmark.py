@@ -44,7 +44,7 @@ from ..evolve import (
 from ..registry import Registry
 from ..schema import Allowed, Ge, Hint, MinLen, OneOf, node_problems
 from ..spaces.darts.genotype import Genotype
-from ..torchfiles import write_text_atomically
+from ..torchfiles import open_atomically, write_text_atomically
 from .predict import ZOO, prediction_rows, score, score_zoo, write_predictions, zoo_items
 
 # the evaluated genotypes darts_lite ships (experiments/make_surrogate_data.py; how they were made: the .json beside)
@@ -203,7 +203,7 @@ def write_curves(curves: dict[str, np.ndarray], seeds: Sequence[int], out_dir: P
     from ..plots import save_figure
 
     csv_path = out_dir / "surrogate_search.csv"
-    with open(csv_path, "w", newline="") as f:
+    with open_atomically(csv_path) as f:
         writer = csv.writer(f)
         writer.writerow(["algorithm", "queries", "best_mean", "best_min", "best_max", *[f"best_seed{s}" for s in seeds]])
         for algorithm, runs in curves.items():

@@ -22,6 +22,7 @@ import numpy as np
 from ..econas.archive import Archive, genotype_hash
 from ..errors import ConfigError
 from ..spaces.darts.genotype import PRIMITIVES, Genotype
+from ..torchfiles import open_atomically
 from .encodings import problem as encoding_problem
 
 UNITS = ("fraction", "percent")
@@ -330,7 +331,7 @@ def write_table(path: str | Path, genotypes: Iterable[Genotype], accuracies: Ite
     with ``accuracy_unit="fraction"``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with open_atomically(path) as f:
         writer = csv.writer(f)
         writer.writerow(["genotype", "accuracy"])
         for g, a in zip(genotypes, accuracies):

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..schema import node_problems, raise_problems
 from ..spaces.darts.genotype import Genotype, zoo
-from ..torchfiles import write_text_atomically
+from ..torchfiles import open_atomically, write_text_atomically
 from .encodings import FlatEncoding, GraphEncoding
 from .encodings import problem as encoding_problem
 from .models import Surrogate, load_surrogate
@@ -184,7 +184,7 @@ def prediction_rows(items: Sequence[Item], values: Sequence[float], model: Surro
 
 def write_predictions(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """``rows`` (from ``prediction_rows``) as a CSV file with the COLUMNS; accuracies as fractions, 6 decimals."""
-    with open(path, "w", newline="") as f:
+    with open_atomically(path) as f:
         writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows({**r, "predicted_accuracy": f"{r['predicted_accuracy']:.6f}"} for r in rows)

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..schema import Allowed, Ge, Gt, Hint, Le, Lt, MinLen, OneOf, node_problems, raise_problems
-from ..torchfiles import write_text_atomically
+from ..torchfiles import open_atomically, write_text_atomically
 from .data import FORMATS, METRICS, UNITS, Table, load_table, table_format
 from .metrics import METRIC_NAMES, heldout, kfold, learning_curve
 from .models import MODELS, lightgbm_available, make_surrogate
@@ -233,11 +233,11 @@ def _fit_and_report(cfg: DictConfig, opts: dict[str, Any], table: Table, out_dir
                      "file": str(file.relative_to(out_dir))})
 
     columns = list(REPORT_COLUMNS) + [c for c in rows[0] if c not in REPORT_COLUMNS]
-    with open(out_dir / "surrogate_report.csv", "w", newline="") as f:
+    with open_atomically(out_dir / "surrogate_report.csv") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    with open(out_dir / "surrogate_learning_curve.csv", "w", newline="") as f:
+    with open_atomically(out_dir / "surrogate_learning_curve.csv") as f:
         writer = csv.DictWriter(f, fieldnames=["model", "fraction", "train_rows", *METRIC_NAMES])
         writer.writeheader()
         writer.writerows(curve)

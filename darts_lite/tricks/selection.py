@@ -42,7 +42,7 @@ from ..relax import EdgeWeights
 from ..resume import rng_states, set_rng_states
 from ..spaces import get_space, space_of
 from ..spaces.supernet import frozen
-from ..torchfiles import read_torch_file, replace_atomically, write_text_atomically
+from ..torchfiles import open_atomically, read_torch_file, replace_atomically, write_text_atomically
 from .bn_calibration import preserved_bn_statistics
 
 # how the final genotype is chosen (search.selection); each entry but argmax runs after the search:
@@ -375,7 +375,7 @@ class SelectionResult:
         out = Path(out_dir)
         json_name, text_name = f"genotype_{self.name}.json", f"genotype_{self.name}.txt"
         files = {"selection.csv": out / "selection.csv", json_name: out / json_name, text_name: out / text_name}
-        with open(files["selection.csv"], "w", newline="") as f:
+        with open_atomically(files["selection.csv"]) as f:
             writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)

@@ -1,0 +1,116 @@
+"""Where a GDAS search step goes, against the sampled sub-network's own forward+backward (issue: the GDAS step).
+
+A GDAS step is two passes through the supernet, each running one op per edge: the architecture pass (forward, then
+backward into the alphas only: the weights frozen) and the weight pass (forward, backward into the weights: the
+alphas frozen). The limit a GDAS pass can approach is the sampled sub-network alone: the same ops, the same
+architecture, no Gumbel sample, no straight-through weights, no alphas. This script times, in one process and
+alternating so that every part sees the same machine load:
+
+- ``arch``: the architecture pass; ``weights``: the weight pass (each with a new Gumbel sample);
+- ``subnet``: forward+backward into the weights of the supernet with one sampled architecture fixed (every edge
+  runs its sampled op with a constant weight of 1: what the sub-network computes, in the same op code);
+
+at the DARTS paper's search size (8 cells, C=16, batch 64, 3x32x32, channels-last), and reports each part's median
+and the ratios (arch + weights) / subnet and weights / subnet.
+
+    python experiments/gdas_step_parts.py               # about 2 minutes on 2 cores
+    python experiments/gdas_step_parts.py --reps 3 --C 8 --layers 5 --batch 16 --size 16   # a quick look
+
+Writes experiments/results/gdas_step_parts.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from common import RESULTS, machine, machine_text, write_result
+
+
+def measure(args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from darts_lite.relax import EdgeWeights
+    from darts_lite.spaces.darts.search import SearchNetwork
+    from darts_lite.spaces.supernet import frozen
+
+    torch.manual_seed(0)
+    net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, in_channels=3, relaxation="gumbel").train()
+    x = torch.randn(args.batch, 3, args.size, args.size).contiguous(memory_format=torch.channels_last)
+    net = net.to(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch,))
+    weights, alphas = net.weight_parameters(), net.arch_parameters()
+
+    # one architecture, sampled once, fixed: every edge runs its op with a constant weight of 1
+    with torch.no_grad():
+        fixed = {cell: net.relax(cell, a) for cell, a in net.cell_alphas().items()}
+    fixed = {cell: EdgeWeights(torch.zeros_like(ew.weights).scatter_(1, torch.tensor(ew.index)[:, None], 1.0),
+                               list(ew.index)) for cell, ew in fixed.items()}
+
+    def arch() -> None:
+        with frozen(weights):
+            F.cross_entropy(net(x), y).backward()
+
+    def weight() -> None:
+        with frozen(alphas):
+            F.cross_entropy(net(x), y).backward()
+
+    def subnet() -> None:
+        net.edge_weight_transform = lambda cell, ew: fixed[cell]
+        try:
+            with frozen(alphas):
+                F.cross_entropy(net(x), y).backward()
+        finally:
+            net.edge_weight_transform = None
+
+    parts = {"arch": arch, "weights": weight, "subnet": subnet}
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for rep in range(args.warmup + args.reps):
+        for name, part in parts.items():
+            net.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            part()
+            if rep >= args.warmup:
+                times[name].append(time.perf_counter() - start)
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    return {"times_s": times, "median_s": med,
+            "step_over_subnet": (med["arch"] + med["weights"]) / med["subnet"],
+            "weights_over_subnet": med["weights"] / med["subnet"], "arch_over_subnet": med["arch"] / med["subnet"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--C", type=int, default=16)
+    p.add_argument("--layers", type=int, default=8)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--name", default="gdas_step_parts")
+    args = p.parse_args()
+    result = {"machine": machine(), "settings": vars(args), **measure(args)}
+    med = result["median_s"]
+    lines = [
+        "# The GDAS step in parts, against the sampled sub-network",
+        "",
+        f"Machine: {machine_text(result['machine'])}.",
+        f"Command: `python experiments/gdas_step_parts.py` (C={args.C}, {args.layers} cells, batch {args.batch}, "
+        f"3x{args.size}x{args.size}, channels-last; median of {args.reps} alternating repetitions after "
+        f"{args.warmup} warm-up).",
+        "",
+        "| part | median (s) | / sub-network |",
+        "| --- | ---: | ---: |",
+        *(f"| {name} | {med[name]:.3f} | {med[name] / med['subnet']:.2f} |" for name in ("arch", "weights", "subnet")),
+        f"| GDAS step (arch + weights) | {med['arch'] + med['weights']:.3f} | {result['step_over_subnet']:.2f} |",
+        "",
+        "arch: the architecture pass (backward into the alphas, weights frozen); weights: the weight pass; subnet: "
+        "forward+backward into the weights of the same supernet with one sampled architecture fixed (each edge runs "
+        "its sampled op, weight 1, no Gumbel sample).",
+    ]
+    write_result(RESULTS / f"{args.name}.md", result, lines)
+
+
+if __name__ == "__main__":
+    main()
