@@ -7,8 +7,11 @@ architecture, no Gumbel sample, no straight-through weights, no alphas. This scr
 alternating so that every part sees the same machine load:
 
 - ``arch``: the architecture pass; ``weights``: the weight pass (each with a new Gumbel sample);
-- ``subnet``: forward+backward into the weights of the supernet with one sampled architecture fixed (every edge
+- ``subnet``: forward+backward into the weights of the supernet with that sampled architecture fixed (every edge
   runs its sampled op with a constant weight of 1: what the sub-network computes, in the same op code);
+
+each repetition draws one architecture (a seed per repetition) and all three parts run that architecture, so the
+ratios compare the same ops (architectures differ in cost: a parameter-free op is cheaper than a convolution);
 
 at the DARTS paper's search size (8 cells, C=16, batch 64, 3x32x32, channels-last), and reports each part's median
 and the ratios (arch + weights) / subnet and weights / subnet.
@@ -43,21 +46,26 @@ def measure(args: argparse.Namespace) -> dict:
     y = torch.randint(0, 10, (args.batch,))
     weights, alphas = net.weight_parameters(), net.arch_parameters()
 
-    # one architecture, sampled once, fixed: every edge runs its op with a constant weight of 1
-    with torch.no_grad():
-        fixed = {cell: net.relax(cell, a) for cell, a in net.cell_alphas().items()}
-    fixed = {cell: EdgeWeights(torch.zeros_like(ew.weights).scatter_(1, torch.tensor(ew.index)[:, None], 1.0),
-                               list(ew.index)) for cell, ew in fixed.items()}
+    def sample(seed: int) -> dict:
+        """The architecture the Gumbel sample under ``seed`` picks, fixed: every edge runs its op with weight 1."""
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            drawn = {cell: net.relax(cell, a) for cell, a in net.cell_alphas().items()}
+        return {cell: EdgeWeights(torch.zeros_like(ew.weights).scatter_(1, torch.tensor(ew.index)[:, None], 1.0),
+                                  list(ew.index)) for cell, ew in drawn.items()}
 
-    def arch() -> None:
+    def arch(seed: int) -> None:
+        torch.manual_seed(seed)
         with frozen(weights):
             F.cross_entropy(net(x), y).backward()
 
-    def weight() -> None:
+    def weight(seed: int) -> None:
+        torch.manual_seed(seed)
         with frozen(alphas):
             F.cross_entropy(net(x), y).backward()
 
-    def subnet() -> None:
+    def subnet(seed: int) -> None:
+        fixed = sample(seed)
         net.edge_weight_transform = lambda cell, ew: fixed[cell]
         try:
             with frozen(alphas):
@@ -65,13 +73,14 @@ def measure(args: argparse.Namespace) -> dict:
         finally:
             net.edge_weight_transform = None
 
+    # every repetition draws one architecture (its seed); the three parts each run that same architecture
     parts = {"arch": arch, "weights": weight, "subnet": subnet}
     times: dict[str, list[float]] = {name: [] for name in parts}
     for rep in range(args.warmup + args.reps):
         for name, part in parts.items():
             net.zero_grad(set_to_none=True)
             start = time.perf_counter()
-            part()
+            part(rep)
             if rep >= args.warmup:
                 times[name].append(time.perf_counter() - start)
     med = {name: statistics.median(ts) for name, ts in times.items()}
@@ -106,8 +115,9 @@ def main() -> None:
         f"| GDAS step (arch + weights) | {med['arch'] + med['weights']:.3f} | {result['step_over_subnet']:.2f} |",
         "",
         "arch: the architecture pass (backward into the alphas, weights frozen); weights: the weight pass; subnet: "
-        "forward+backward into the weights of the same supernet with one sampled architecture fixed (each edge runs "
-        "its sampled op, weight 1, no Gumbel sample).",
+        "forward+backward into the weights of the same supernet with that pass's sampled architecture fixed (each "
+        "edge runs its sampled op, weight 1, no Gumbel sample). Each repetition draws one architecture; all three "
+        "parts run it.",
     ]
     write_result(RESULTS / f"{args.name}.md", result, lines)
 
