@@ -77,6 +77,8 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     single_level: False (bilevel: the alphas learn from the architecture batch) or True (single level, as SNAS's
     code: one forward and backward pass of the training loss on the weight batch gives the weights' and the alphas'
     gradients, from the same sampled op weights, and both optimisers step; the architecture batch is not read).
+    arch_grad_clip: None, or the norm the alphas' gradient is clipped to before each architecture update (SNAS's
+    code: 10); the weights' gradient is clipped at ``grad_clip``.
     channels_last: run convolutions in NHWC memory layout. compile: torch.compile the supernet (first order only).
     checkpoint_cells: recompute each cell's activations in the backward pass (less memory, same results).
     recompute: what each mixed edge keeps for the backward pass: "none", "convolutions" (only the convolutions'
@@ -110,6 +112,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         arch_lr: Annotated[float, Ge(0), Hint("0 leaves the alphas as they start")] = 3e-4,
         arch_betas: Annotated[tuple[_Beta, _Beta], Allowed("two numbers in [0, 1)")] = (0.5, 0.999),
         arch_weight_decay: Annotated[float, Ge(0)] = 1e-3,
+        arch_grad_clip: Annotated[float, Gt(0), Hint("the alphas' gradient norm; null = unclipped")] | None = None,
         unrolled_eps: Annotated[float, Gt(0)] = 0.01,
         hvp: Literal["exact", "central", "forward"] = "central",
         step_order: Literal["arch_first", "weights_first"] = "arch_first",
@@ -350,6 +353,10 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         # Lightning calls this inside opt.step(), after a mixed-precision loss scaler has unscaled the
         # gradients: clipping before that would clip the scaled gradients and shrink every fp16 update
         # by the scale factor
+        if optimizer is self.optimizers()[1].optimizer:
+            if self.hparams.get("arch_grad_clip"):  # SNAS's code clips the alphas' gradient norm at 10
+                torch.nn.utils.clip_grad_norm_(self.net.arch_parameters(), self.hparams.arch_grad_clip, foreach=True)
+            return
         if optimizer is not self.optimizers()[0].optimizer:
             return
         grads = [p.grad for p in self.net.weight_parameters() if p.grad is not None]

@@ -315,3 +315,25 @@ def test_single_level_is_refused_with_the_second_order_and_sdarts():
         _small_module(single_level=True, order=2)
     with pytest.raises(ConfigError, match="single_level=true: not with perturb=random"):
         _small_module(single_level=True, perturb="random")
+
+
+def test_arch_grad_clip_bounds_the_alphas_gradient_at_each_update():
+    """search.arch_grad_clip (SNAS's code: 10, search=snas sets it): the alphas' gradient norm at every architecture
+    update is at most the clip; unclipped it is not."""
+    from conftest import compose_cfg
+
+    class Norms(pl.Callback):
+        def __init__(self):
+            self.norms = []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            # the weight step leaves the alphas' gradient as the architecture update used it
+            grads = torch.cat([a.grad.flatten() for a in module.net.arch_parameters()])
+            self.norms.append(torch.linalg.vector_norm(grads).item())
+
+    for clip in (None, 1e-4):
+        norms = Norms()
+        _fit(_small_module(epochs=1, arch_grad_clip=clip), 1, [norms])
+        assert len(norms.norms) == 4
+        assert all(n <= 1e-4 * (1 + 1e-5) for n in norms.norms) == (clip is not None), norms.norms
+    assert compose_cfg("+experiment=quickstart", "search=snas").search.arch_grad_clip == 10.0
