@@ -25,8 +25,8 @@ HOSTILE = GRAMMAR + "._;\\\n\t\x00 #@!$%^&*-/<>?`aeiou__import__os system lambda
 
 
 @st.composite
-def darts_cell(draw, steps: int, full_concat: bool = False,
-               distinct_inputs: bool = False) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+def darts_cell(draw, steps: int, full_concat: bool = False, distinct_inputs: bool = False,
+               inner_concat: bool = False) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
     """One DARTS cell: two (op, input) pairs per intermediate node (inputs: the two cell inputs and the nodes
     before it) and the states it concatenates (``full_concat``: every intermediate node, as the papers' cells;
     ``distinct_inputs``: a node's two pairs read two different states, as NAS-Bench-301's cells)."""
@@ -39,12 +39,13 @@ def darts_cell(draw, steps: int, full_concat: bool = False,
         pairs += [(draw(st.sampled_from(DARTS_OPS)), i) for i in inputs]
     if full_concat:
         return tuple(pairs), tuple(range(2, steps + 2))
-    concat = draw(st.lists(st.integers(0, steps + 1), min_size=1, max_size=steps + 2, unique=True))
+    first = 2 if inner_concat else 0  # inner_concat: intermediate states only (what a network can build)
+    concat = draw(st.lists(st.integers(first, steps + 1), min_size=1, max_size=steps + 2 - first, unique=True))
     return tuple(pairs), tuple(concat)
 
 
 @st.composite
-def sparse_cell(draw, steps: int) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
+def sparse_cell(draw, steps: int, inner_concat: bool = False) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]]:
     """A sparse DARTS cell, as FairDARTS's threshold selection leaves them: any pair may be ``none`` (an edge left
     out, its input any state), no pair reads a node whose two pairs are ``none``, and the concatenation lists only
     states that are there."""
@@ -57,7 +58,7 @@ def sparse_cell(draw, steps: int) -> tuple[tuple[tuple[str, int], ...], tuple[in
         if pairs[-1][0] == pairs[-2][0] == "none":
             absent.add(node + 2)
     assume(len(absent) < steps)  # a cell keeps at least one op
-    there = [c for c in range(steps + 2) if c not in absent]
+    there = [c for c in range(2 if inner_concat else 0, steps + 2) if c not in absent]
     concat = draw(st.lists(st.sampled_from(there), min_size=1, max_size=len(there), unique=True))
     return tuple(pairs), tuple(concat)
 
@@ -73,15 +74,17 @@ def triples_text(g: Genotype) -> str:
 
 @st.composite
 def darts_genotypes(draw, steps: st.SearchStrategy[int] | None = None, full_concat: bool = False,
-                    distinct_inputs: bool = False, fixed_reduction: bool = True, sparse: bool = False) -> Genotype:
+                    distinct_inputs: bool = False, fixed_reduction: bool = True, sparse: bool = False,
+                    inner_concat: bool = False) -> Genotype:
     """A valid DARTS-space genotype: any number of nodes, any concatenation, sometimes GDAS's fixed reduction
-    (``fixed_reduction=False``: never); ``sparse``: sometimes sparse cells (edges left out, ``sparse_cell``)."""
+    (``fixed_reduction=False``: never); ``sparse``: sometimes sparse cells (edges left out, ``sparse_cell``);
+    ``inner_concat``: cells concatenate intermediate states only, as every network built from a genotype needs."""
     n = draw(steps if steps is not None else st.integers(1, 6))
 
     def cell():
         if sparse and draw(st.booleans()):
-            return draw(sparse_cell(n))
-        return draw(darts_cell(n, full_concat, distinct_inputs))
+            return draw(sparse_cell(n, inner_concat))
+        return draw(darts_cell(n, full_concat, distinct_inputs, inner_concat))
 
     normal, normal_concat = cell()
     if fixed_reduction and draw(st.booleans()) and draw(st.booleans()):

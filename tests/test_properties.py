@@ -64,6 +64,27 @@ def test_a_darts_genotype_round_trips_through_text_and_json(g):
     assert Genotype.parse("  \n" + g.to_text() + "\t\n") == g  # surrounding white space is not part of it
 
 
+@settings(FIXED, max_examples=25)
+@given(darts_genotypes(st.integers(1, 4), sparse=True, inner_concat=True))
+def test_any_genotype_with_edges_left_out_builds_a_network_that_trains(g):
+    """A valid genotype, sparse cells included (that concatenates intermediate nodes: a reduction cell cannot join
+    its full-size inputs to its reduced nodes), builds its evaluation network, whose forward and backward pass run
+    and give finite values; its cells run exactly the kept edges."""
+    import torch
+
+    from darts_lite.spaces.darts.eval import EvalNetwork
+
+    torch.manual_seed(0)
+    net = EvalNetwork(g, C=4, num_classes=3, layers=3, auxiliary=False, in_channels=1).train()
+    logits = net(torch.randn(2, 1, 8, 8))
+    assert logits.shape == (2, 3) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    kept = {name: sum(op != "none" for op, _ in pairs) for name, pairs in g.cells().items()}
+    runs = sum(sum(cell.live) for cell in net.cells if hasattr(cell, "live"))  # 1 normal cell, 2 reduction cells
+    assert runs == kept["normal"] + 2 * kept.get("reduce", 0)
+
+
 @FIXED
 @given(darts_genotypes(sparse=True, fixed_reduction=False))
 def test_fairdarts_triples_read_as_the_same_cells(g):
