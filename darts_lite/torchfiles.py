@@ -29,22 +29,20 @@ __all__ = ["first_line", "is_state_dict", "open_atomically", "read_torch_file", 
            "write_text_atomically"]
 
 
-def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` writes the new content beside ``path``; it reaches the disk, then takes ``path``'s name: a kill
-    or a fault mid-write leaves the previous file whole and nothing half-written behind (the error is raised)."""
+@contextlib.contextmanager
+def _replacing(path: str | Path) -> Iterator[Path]:
+    """The temporary file beside ``path`` for the block to write; when the block ends without an error it reaches the
+    disk, then takes ``path``'s name: a kill or a fault mid-write leaves the previous file whole and nothing
+    half-written behind (the error is raised)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        write(tmp)
+        yield tmp
         with open(tmp, "rb") as f:  # on disk before the rename, so a machine crash cannot leave it empty
             os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _rename(tmp, path)
-
-
-def _rename(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
     if os.name == "posix":  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
@@ -54,21 +52,19 @@ def _rename(tmp: Path, path: Path) -> None:
             os.close(fd)
 
 
+def replace_atomically(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` writes the new content beside ``path``; it reaches the disk, then takes ``path``'s name: a kill
+    or a fault mid-write leaves the previous file whole and nothing half-written behind (the error is raised)."""
+    with _replacing(path) as tmp:
+        write(tmp)
+
+
 @contextlib.contextmanager
 def open_atomically(path: str | Path, encoding: str = "utf-8") -> Iterator[TextIO]:
     """A text file (``newline=""``, as the csv module wants) to write ``path`` through: what the block writes takes
     ``path``'s name only when the block ends without an error, as ``replace_atomically``."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", newline="", encoding=encoding) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _rename(tmp, path)
+    with _replacing(path) as tmp, open(tmp, "w", newline="", encoding=encoding) as f:
+        yield f
 
 
 def write_text_atomically(path: str | Path, text: str, encoding: str = "utf-8") -> None:

@@ -42,7 +42,7 @@ from ..relax import EdgeWeights
 from ..resume import rng_states, set_rng_states
 from ..spaces import get_space, space_of
 from ..spaces.supernet import frozen
-from ..torchfiles import open_atomically, read_torch_file, replace_atomically, write_text_atomically
+from ..torchfiles import open_atomically, read_torch_file, replace_atomically, weights_fit, write_text_atomically
 from .bn_calibration import preserved_bn_statistics
 
 # how the final genotype is chosen (search.selection); each entry but argmax runs after the search:
@@ -487,14 +487,14 @@ class SelectionState:
         if not 0 < decisions <= selection.num_decisions:
             raise ConfigError(f"resume=true: {self.path} says {decisions} decisions of {selection.num_decisions} were "
                               "taken; remove it to select from the start")
+        weights = state.get("net")
+        weights_fit(lambda: net, weights, f"resume=true: the selection state {self.path} (remove it to select from "
+                    "the start)")
+        if any(weights[k].dtype != v.dtype for k, v in net.state_dict().items()):
+            raise ConfigError(f"resume=true: {self.path} holds supernet weights of other types; remove it to select "
+                              "from the start")
         rng = rng_states()
         try:
-            weights = state["net"]
-            mine = net.state_dict()
-            if not (isinstance(weights, dict) and weights.keys() == mine.keys() and all(
-                    isinstance(weights[k], torch.Tensor) and weights[k].shape == v.shape and weights[k].dtype == v.dtype
-                    for k, v in mine.items())):
-                raise ValueError("its supernet weights are not this supernet's (names, shapes or types differ)")
             selection.load_state_dict(state["selection"])
             if tuner is not None:
                 tuner.load_state_dict(state["tuner"])

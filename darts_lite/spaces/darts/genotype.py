@@ -39,7 +39,6 @@ Pair = tuple[str, int]
 def _check_cell(name: str, pairs: Sequence[Pair], concat: Sequence[int], steps: int) -> None:
     if len(pairs) != 2 * steps:
         raise ValueError(f"{name}: expected {2 * steps} (op, input) pairs for {steps} nodes, got {len(pairs)}")
-    absent: set[int] = set()  # intermediate states whose two pairs are both `none`
     for k, pair in enumerate(pairs):
         if not (isinstance(pair, tuple) and len(pair) == 2):
             raise ValueError(f"{name}[{k}]: expected an (op, input) pair, got {pair!r}")
@@ -55,10 +54,10 @@ def _check_cell(name: str, pairs: Sequence[Pair], concat: Sequence[int], steps: 
                 f"{name}[{k}]: input {inp} out of range for intermediate node {node} "
                 f"(valid: 0..{node + 1})"
             )
+    absent = set(absent_states(pairs))
+    for k, (op, inp) in enumerate(pairs):
         if op != "none" and inp in absent:
             raise ValueError(f"{name}[{k}]: reads state {inp}, which has no op (both its pairs are none)")
-        if k % 2 and op == "none" and pairs[k - 1][0] == "none":
-            absent.add(node + 2)
     if all(op == "none" for op, _ in pairs):
         raise ValueError(f"{name}: every edge is left out (all its pairs are none); a cell keeps at least one op")
     if not concat:
@@ -157,9 +156,9 @@ class Genotype:
         mask = torch.tensor([p != "none" for p in primitives])
         masked = weights.masked_fill(~mask, -1.0)
         pairs: list[Pair] = []
-        absent: set[int] = set()
         start = 0
         for node in range(steps):
+            absent = absent_states(pairs)  # of the nodes before this one
             n_in = node + 2
             block = masked[start:start + n_in]
             best_w, best_op = block.max(dim=-1)
@@ -170,8 +169,6 @@ class Genotype:
             for j in order:
                 keep = threshold is None or (block[j, best_op[j]].item() >= threshold and j not in absent)
                 pairs.append((primitives[int(best_op[j])] if keep else "none", j))
-            if pairs[-1][0] == pairs[-2][0] == "none":
-                absent.add(node + 2)
             start += n_in
         return pairs
 

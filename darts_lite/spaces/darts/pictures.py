@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ...viz import FAMILY_COLOURS, dot_id, op_family, write_dot_pictures
-from .genotype import Genotype
+from .genotype import Genotype, absent_states
 
 INPUT_NAMES: tuple[str, str] = ("c_{k-2}", "c_{k-1}")
 OUTPUT_NAME = "c_{k}"
@@ -66,7 +66,7 @@ def cell_dot(pairs: Sequence[tuple[str, int]], concat: Sequence[int], title: str
             raise ValueError(f"concat state {c} out of range 0..{steps + 1}")
 
     lines = _dot_header(title)
-    absent = {k // 2 for k in range(0, len(pairs), 2) if pairs[k][0] == pairs[k + 1][0] == "none"}
+    absent = {state - 2 for state in absent_states(pairs)}  # nodes that keep no edge
     lines += [f"  {dot_id(str(node))} [shape=circle, fillcolor=lightblue];" for node in range(steps) if node not in absent]
     lines.append(f"  {dot_id(OUTPUT_NAME)} [shape=box, fillcolor=palegoldenrod];")
     lines.append(f"  {{ rank=sink; {dot_id(OUTPUT_NAME)} }}")
