@@ -187,3 +187,32 @@ def test_a_run_killed_after_its_last_checkpoint_reports_the_same_metrics_on_resu
     again = run_cli(*args, "resume=true", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((run / "summary.json").read_text())["metrics"] == reported
+
+
+def test_an_epochs_metrics_row_lost_to_a_kill_after_its_checkpoint_comes_back_on_resume(tmp_path):
+    """Lightning writes an epoch's checkpoint, then logs the epoch's aggregated metrics: a run killed between the two
+    would resume at the next epoch with that row gone for good. The checkpoint carries the row's metrics and step, and
+    the resumed run's metrics.csv gets it back as the uninterrupted run wrote it (every column, the step included)."""
+    from darts_lite.run.loggers import csv_logger
+
+    run = tmp_path / "run"
+    done = run_cli(*_args(run, "search.epochs=2"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = run / "metrics.csv"
+    written = list(csv.DictReader(open(metrics)))
+    ends = [i for i, row in enumerate(written) if row["epoch"] == "1" and row.get("search/train_loss")]
+    assert len(ends) == 1  # the last epoch's end-of-epoch row
+    lost = written[ends[0]]
+    with open(metrics, "w", newline="") as f:  # as the kill left the file: without that row
+        out = csv.DictWriter(f, fieldnames=list(written[0]))
+        out.writeheader()
+        out.writerows(row for i, row in enumerate(written) if i != ends[0])
+
+    csv_logger(out_dir=run, resume_from=str(run / "checkpoints" / "last.ckpt"))
+    restored = list(csv.DictReader(open(metrics)))
+    assert restored[-1] == lost
+    assert sorted(map(tuple, (sorted(r.items()) for r in restored))) == sorted(map(tuple, (sorted(r.items()) for r in written)))
+
+    # a file that has the row is left as it was
+    csv_logger(out_dir=run, resume_from=str(run / "checkpoints" / "last.ckpt"))
+    assert list(csv.DictReader(open(metrics))) == restored

@@ -61,7 +61,8 @@ def _scalars(metrics: Any) -> dict[str, float]:
 class FinalMetrics(pl.Callback):
     """The run's scalar metrics as they were when its checkpoint was written, carried in the checkpoint: a run killed
     after its last epoch's checkpoint, before its summary, has no epoch left to run when it resumes, and reports
-    these (what the uninterrupted run reported) rather than nothing."""
+    these (what the uninterrupted run reported) rather than nothing. Lightning writes a checkpoint before it logs the
+    epoch's end-of-epoch metrics; a run killed between the two gets that row back from here on resume."""
 
     def __init__(self) -> None:
         self.trainer: pl.Trainer | None = None
@@ -71,7 +72,15 @@ class FinalMetrics(pl.Callback):
         self.trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"metrics": _scalars(self.trainer.callback_metrics) if self.trainer is not None else {}}
+        if self.trainer is None:
+            return {"metrics": {}}
+        # the step the loggers give the epoch's end-of-epoch row, logged just after the checkpoint is written: a run
+        # killed in between restores that row from here (darts_lite.run.loggers.csv_logger)
+        step = getattr(self.trainer.fit_loop.epoch_loop, "_batches_that_stepped", None)
+        state: dict[str, Any] = {"metrics": _scalars(self.trainer.callback_metrics)}
+        if isinstance(step, int):
+            state["log_step"] = step - 1
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.saved = {str(k): float(v) for k, v in state_dict.get("metrics", {}).items()}

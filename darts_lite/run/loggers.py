@@ -27,6 +27,22 @@ from .folder import is_rank_zero
 log = logging.getLogger("darts_lite")
 
 
+def _end_of_epoch_row(checkpoint: dict, kept: list[dict]) -> dict | None:
+    """The checkpoint's epoch's end-of-epoch metrics row when metrics.csv lacks it, else None. Lightning writes the
+    checkpoint of an epoch, then logs the epoch's aggregated metrics: a run killed between the two would lose that row
+    for good, since the resumed run starts with the next epoch. The checkpoint carries the metrics (``FinalMetrics``)."""
+    callbacks = checkpoint.get("callbacks")
+    final = callbacks.get("FinalMetrics") if isinstance(callbacks, dict) else None
+    metrics, step = (final.get("metrics"), final.get("log_step")) if isinstance(final, dict) else (None, None)
+    if not isinstance(metrics, dict) or not isinstance(step, int) or isinstance(step, bool):
+        return None  # a checkpoint without them (an older darts_lite's): nothing to add
+    epoch = checkpoint["epoch"]
+    rows = [row for row in kept if int(row["epoch"]) == epoch]
+    missing = {str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+               and not any(row.get(str(k)) not in (None, "") for row in rows)}
+    return {"epoch": epoch, "step": step, **missing} if missing else None
+
+
 def csv_logger(run_config: dict | None = None, out_dir: Path = Path("."), resume_from: str | None = None):
     """metrics.csv in the run folder; a resumed run keeps the rows of the epochs its checkpoint holds."""
     from pytorch_lightning.loggers import CSVLogger
@@ -35,11 +51,16 @@ def csv_logger(run_config: dict | None = None, out_dir: Path = Path("."), resume
     kept, header = [], []
     # only rank 0 owns the file: other DDP ranks deleting and rewriting it would race with it
     if resume_from and metrics.is_file() and is_rank_zero():
-        last_epoch = torch.load(resume_from, map_location="cpu", weights_only=True)["epoch"]
+        checkpoint = torch.load(resume_from, map_location="cpu", weights_only=True)
+        last_epoch = checkpoint["epoch"]
         with open(metrics, newline="") as f:
             reader = csv.DictReader(f)
             header = list(reader.fieldnames or [])
             kept = [row for row in reader if row.get("epoch") and int(row["epoch"]) <= last_epoch]
+        row = _end_of_epoch_row(checkpoint, kept)
+        if row:
+            kept.append(row)
+            header = sorted(set(header) | set(row))  # Lightning's writer keeps its columns sorted
         metrics.unlink()
     # written through at every log call: rows of an epoch are on disk before a kill can take them
     logger = CSVLogger(save_dir=str(out_dir), name="", version="", flush_logs_every_n_steps=1)
