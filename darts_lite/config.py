@@ -258,12 +258,28 @@ def validate_search(cfg: DictConfig) -> None:
     problems += (["search: no search group; choose one, e.g. search=darts"] if search is None
                  else node_problems(search, "search.", provided=SEARCH_GIVEN, nested=("relaxation", "regularizer")))
     problems += trainer_problems(cfg) + logger_problems(cfg) + _guard_problems(cfg) + _resource_problems(cfg)
-    problems += _benchmark_problems(cfg)
+    problems += _benchmark_problems(cfg) + _progressive_problems(cfg)
     precision = str(_get(cfg, "trainer.precision"))
     if _get(cfg, "search.order") == 2 and precision.startswith("16"):
         problems.append(f"trainer.precision={precision!r}: second order takes gradients with torch.autograd.grad, which "
                         "fp16 loss scaling does not cover; use bf16-mixed or 32-true")
     raise_problems(problems)
+
+
+def _progressive_problems(cfg: DictConfig) -> list[str]:
+    """A progressive search (search.progressive) starts from the space's supernet: its K and ops must be the first
+    stage's (the node's own values are checked with the search group)."""
+    node, space = _node(cfg, "search.progressive"), _node(cfg, "space")
+    if node is None or space is None:
+        return []
+    from .methods.drnas import network_problems
+    from .schema import build
+
+    try:
+        stages = build(node, "search.progressive")
+    except ConfigError:
+        return []  # reported with the search group
+    return network_problems(stages, OmegaConf.to_container(space, resolve=True), "space.")
 
 
 # ---- retraining ------------------------------------------------------------------------------------------------

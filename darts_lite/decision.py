@@ -42,7 +42,7 @@ def decision(probs: Mapping[str, torch.Tensor], genotype: Any = None) -> dict[st
     out: dict[str, Any] = {}
     ops = None
     for cell, p in probs.items():
-        ops = p.shape[-1]
+        ops = int((p > 0).sum(-1).max())  # the ops an edge still has (a pruned op's probability is 0)
         edges = edge_decision(p)
         out[cell] = {name: float(values.mean()) for name, values in edges.items()}
         if genotype is not None:

@@ -26,13 +26,15 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from .bilevel import HVP_ESTIMATORS, architecture_loss, total_norm, unrolled_architecture_gradients
+from .errors import ConfigError
 from .registry import load_path
 from .regularizers import make_regularizer
 from .relax import relaxation_class
 from .resume import Resumable
-from .schema import Allowed, Ge, Gt, Hint, Lt, MinLen, OneOf, checked
+from .schema import Allowed, Ge, Gt, Hint, Lt, MinLen, OneOf, build, checked
 from .spaces import space_name
 from .spaces.supernet import frozen
+from .spaces.widen import Widened, widen_tensor
 from .speed import SpeedSwitches
 from .tricks.perturb import perturbed
 from .tricks.resources import RESOURCES, ResourcePenalty
@@ -91,6 +93,9 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     selection, selection_epochs, selection_batches, selection_samples, selection_threshold: how the task chooses the
     final genotype after the search (``darts_lite.tricks.selection``; sampling: ``darts_lite.methods.rsws``;
     threshold: ``darts_lite.methods.fairdarts``).
+    progressive: None, or a config {"_target_": darts_lite.methods.drnas.Progressive, ...}: DrNAS's progressive
+    learning, the search in stages that prune ops and widen partial channels; ``warmup_epochs`` then counts from the
+    start of each stage. One process only (not under DDP).
     """
 
     @checked
@@ -135,12 +140,15 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         selection_batches: Annotated[Annotated[int, Ge(1)] | None, Allowed("null (whole epochs) or an integer >= 1")] = None,
         selection_samples: Annotated[int, Ge(1), Hint("architectures the sampling selection scores")] = 100,
         selection_threshold: Annotated[float, Gt(0), Lt(1), Hint("the strength an op must reach to be kept")] = 0.85,
+        progressive: Annotated[dict[str, Any], Allowed("null or a _target_ node")] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = build_network(network, relaxation)
         self.regularizer = make_regularizer(regularizer)
+        self.progressive = None if progressive is None else build(dict(progressive), "progressive")
+        self._stage = 0  # the progressive stage the supernet is in
         if checkpoint_cells:  # a switch of the supernet's (off unless the network or the search turns it on)
             self.net.checkpoint_cells = True
         if recompute != "none":  # likewise
@@ -198,10 +206,43 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             if space == "nb201":
                 problems.append(f"{key('selection')}=threshold: keeps or drops the edges of DARTS-space cells; a "
                                 "NAS-Bench-201 cell keeps every edge (its `none` op is a candidate like the others)")
+        if v.get("progressive") is not None:
+            problems.extend(cls._progressive_problems(rules, hard))
         if v["selection"] == "perturbation" and hard:
             problems.append(f"{key('selection')}=perturbation: removes one op from a supernet that mixes every op; it needs "
                             "a relaxation that runs every op (DARTS's softmax), and the search uses "
                             f"{relaxation.__name__}, which samples one op per edge")
+        return problems
+
+    @staticmethod
+    def _progressive_problems(rules: Any, hard: bool) -> list[str]:
+        """What a progressive search needs of the other settings (its own arguments are checked by its class)."""
+        v, key = rules.values, rules.key
+        node = dict(v["progressive"])
+        try:
+            stages = build(node, key("progressive"))
+        except ConfigError as e:
+            return [line.strip() for line in str(e).splitlines()[1:]]
+        problems = []
+        if hard:
+            problems.append(f"{key('progressive')}: pruned ops are masked out of a relaxation that weighs every op; "
+                            "this one samples one op per edge")
+        if stages.epochs != v["epochs"]:
+            problems.append(f"{key('progressive')}.stage_epochs={list(stages.stage_epochs)}: must add up to "
+                            f"{key('epochs')}={v['epochs']}")
+        if v["warmup_epochs"] >= min(stages.stage_epochs):
+            problems.append(f"{key('warmup_epochs')}={v['warmup_epochs']}: counts from the start of every stage; must be "
+                            f"smaller than the shortest stage ({min(stages.stage_epochs)} epochs)")
+        if v.get("network") is not None:  # from the command line the space group's node is checked the same way
+            from .methods.drnas import network_problems
+
+            problems.extend(network_problems(stages, {"_target_": DEFAULT_NETWORK, **v["network"]}, "network."))
+        for name, ok, why in (("compile", not v["compile"], "recompiles"),
+                              ("resource", v["resource"] == "none", "counts pruned ops"),
+                              ("selection", v["selection"] in ("argmax", "threshold"), "does not see pruned ops")):
+            if not ok:
+                problems.append(f"{key(name)}={v[name]}: not with {key('progressive')} (the supernet changes between "
+                                f"stages and the {name} {why})")
         return problems
 
     def configure_callbacks(self) -> list[pl.Callback]:
@@ -229,10 +270,21 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     def arch_updates_active(self) -> bool:
         # a relaxation the alphas do not steer (RSWS) takes no architecture step at all
         trains = getattr(self.net.relaxation, "trains_alphas", True)
-        return trains and self.current_epoch >= self.hparams.warmup_epochs
+        epoch = self.current_epoch
+        if self.progressive is not None:  # DrNAS's warm-up starts again with every stage
+            epoch -= self.progressive.stage_start(self.progressive.stage_of(epoch))
+        return trains and epoch >= self.hparams.warmup_epochs
 
     # ---- training ----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.progressive is not None and self.trainer.world_size > 1:
+            raise ConfigError("search.progressive runs in one process: between stages the supernet's ops are rebuilt, "
+                              "which DDP's gradient buckets cannot follow; use trainer.devices=1")
+        super().setup(stage)
+
     def on_train_epoch_start(self) -> None:
+        if self.progressive is not None:
+            self._enter_stage(self.progressive.stage_of(self.current_epoch))
         # the relaxation's and the regulariser's schedules (GDAS's temperature, beta-DARTS's lambda) follow the epoch
         self._schedule_metrics = {}
         for part in (self.net.relaxation, self.regularizer):
@@ -443,12 +495,65 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True)
         sched.step()
 
+    # ---- DrNAS's progressive learning ------------------------------------------------------------------------
+    def _enter_stage(self, stage: int) -> None:
+        """Move the supernet on to ``stage``: per stage passed, prune the ops, then widen the partial channels; the
+        weight optimiser then holds the new parameters, the momentum of each widened one widened alike."""
+        while self._stage < stage:
+            s = self._stage + 1
+            p = self.progressive
+            self.net.prune_ops(p.keep_ops[s])
+            widened = self.net.set_partial_channels(p.partial_channels[s]) \
+                if p.partial_channels[s] != self.net.partial_channels else []
+            self._swap_weights_in_optimizer(widened)
+            self._stage = s
+            rank_zero_info(f"progressive stage {s + 1}/{len(p.stage_epochs)} from epoch {self.current_epoch}: "
+                           f"{p.keep_ops[s]} ops per edge, partial channels 1/{p.partial_channels[s]}")
+
+    def _swap_weights_in_optimizer(self, widened: Sequence[Widened]) -> None:
+        opt = self.optimizers()[0].optimizer
+        by_old = {id(w.old): w for w in widened}
+        for group in opt.param_groups:
+            group["params"] = [by_old[id(q)].new if id(q) in by_old else q for q in group["params"]]
+        for w in widened:
+            state = opt.state.pop(w.old, None)
+            if state:
+                opt.state[w.new] = {name: widen_tensor(t, w.sources) if torch.is_tensor(t) and t.shape == w.old.shape
+                                    else t for name, t in state.items()}
+        held = {id(q) for group in opt.param_groups for q in group["params"]}
+        if held != {id(q) for q in self.net.weight_parameters()}:
+            raise RuntimeError("the weight optimiser does not hold the supernet's weights after widening")
+
+    def restore_progressive(self, checkpoint: dict[str, Any]) -> None:
+        """Put the supernet in the stage ``checkpoint`` was saved in (its partial channels and pruned ops), before its
+        weights are loaded; nothing for a search without stages. ConfigError for a stage record that does not fit."""
+        saved = checkpoint.get("progressive")
+        if self.progressive is None or saved is None:
+            return
+        p = self.progressive
+        stage, masks = saved.get("stage") if isinstance(saved, dict) else None, (saved or {}).get("op_masks") \
+            if isinstance(saved, dict) else None
+        if not isinstance(stage, int) or not 0 <= stage < len(p.stage_epochs) or not isinstance(masks, dict):
+            raise ConfigError(f"the checkpoint's progressive stage record {saved!r} does not fit search.progressive "
+                              f"({len(p.stage_epochs)} stages)")
+        if stage and p.partial_channels[stage] != self.net.partial_channels:
+            self.net.set_partial_channels(p.partial_channels[stage], widen=False)
+        try:
+            self.net.set_op_masks(masks)
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ConfigError(f"the checkpoint's op masks do not fit the supernet: {e}") from None
+        self._stage = stage
+
     # ---- exact resume (darts_lite.resume.Resumable saves and restores the RNG streams) --------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["tau"] = self.net.tau  # recomputed from the epoch on resume; kept to read a checkpoint alone
+        if self.progressive is not None:
+            checkpoint["progressive"] = {"stage": self._stage,
+                                         "op_masks": {c: m.cpu() for c, m in self.net.op_masks().items()}}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restore_progressive(checkpoint)  # before Lightning loads the weights, which may be of the wider ops
         super().on_load_checkpoint(checkpoint)
         if checkpoint.get("tau") is not None and self.net.tau is not None:
             self.net.tau = checkpoint["tau"]

@@ -269,8 +269,8 @@ def check_resume(cfg: DictConfig, path: str) -> list[str]:
 def load_search_module(path: str | Path) -> SearchModule:
     """The SearchModule a search checkpoint holds, rebuilt from its own hyper-parameters (space, network) and
     loaded without unpickling code (``weights_only``); on the CPU. ConfigError naming the file for a file that is
-    not such a checkpoint, and for hyper-parameters that name something other than a network, relaxation or
-    regulariser class to build (what a ``_target_`` names is called: from a file, only those)."""
+    not such a checkpoint, and for hyper-parameters that name something other than a network, relaxation,
+    regulariser or stage schedule class to build (what a ``_target_`` names is called: from a file, only those)."""
     path = Path(path).expanduser()
     what = f"search checkpoint {path}"
     checkpoint = read_torch_file(path, what)
@@ -279,11 +279,13 @@ def load_search_module(path: str | Path) -> SearchModule:
         raise ConfigError(f"{what}: no state_dict and hyper-parameters of a search; not a search's checkpoint")
     target = _foreign_target(hp)
     if target is not None:
-        raise ConfigError(f"{what}: its hyper-parameters name {target!r} to build, which is not a network, relaxation "
-                          "or regulariser class; a checkpoint of another program, or a damaged one")
+        raise ConfigError(f"{what}: its hyper-parameters name {target!r} to build, which is not a network, relaxation, "
+                          "regulariser or stage schedule class; a checkpoint of another program, or a damaged one")
 
     def build() -> SearchModule:
-        return SearchModule(**hp)
+        module = SearchModule(**hp)
+        module.restore_progressive(checkpoint)  # a progressive search's later stages have wider ops
+        return module
 
     weights_fit(build, checkpoint["state_dict"], what)
     try:
@@ -296,7 +298,8 @@ def load_search_module(path: str | Path) -> SearchModule:
 
 def _foreign_target(node: Any, depth: int = 0) -> str | None:
     """The first ``_target_`` inside ``node`` (hyper-parameters, nested) that does not name a network (nn.Module),
-    relaxation or regulariser class, or None. Importing the module it names is all that is done with it."""
+    relaxation, regulariser or stage schedule class, or None. Importing the module it names is all that is done with it."""
+    from ..methods.drnas import Progressive
     from ..registry import load_path
     from ..regularizers import Regularizer
     from ..relax import Relaxation
@@ -313,6 +316,6 @@ def _foreign_target(node: Any, depth: int = 0) -> str | None:
             target = load_path(path)
         except Exception:  # not an import path, or nothing there: nothing it names can be built
             return str(path)
-        if not (isinstance(target, type) and issubclass(target, (torch.nn.Module, Relaxation, Regularizer))):
+        if not (isinstance(target, type) and issubclass(target, (torch.nn.Module, Relaxation, Regularizer, Progressive))):
             return str(path)
     return next((t for t in (_foreign_target(v, depth + 1) for v in node.values()) if t is not None), None)

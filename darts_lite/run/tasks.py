@@ -43,7 +43,7 @@ def _task(name: str, run: str, check: str, summary: str, fixed: tuple[str, ...] 
 
 _task("search", "darts_lite.tasks:run_search", "darts_lite.config:validate_search",
       "architecture search on a space's supernet (DARTS first/second order, GDAS, the bag of tricks)",
-      fixed=("seed", "space", "data", "search.relaxation._target_", "search.order"))
+      fixed=("seed", "space", "data", "search.relaxation._target_", "search.order", "search.progressive"))
 _task("train", "darts_lite.tasks:run_train", "darts_lite.config:validate_train",
       "retrain a genotype (`genotype=`) in its evaluation network",
       fixed=("seed", "data", "genotype", "train.space", "train.C", "train.layers", "train.auxiliary",

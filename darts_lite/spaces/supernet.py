@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ..relax import EdgeWeights, Relaxation
+from .widen import Widened, widen_op
 
 ALPHA_INITS = ("randn", "zeros")  # what new_alphas takes
 # what a mixed edge keeps for the backward pass (Supernet.recompute): "none" recomputes nothing; "convolutions" keeps
@@ -144,6 +146,11 @@ class RecomputableEdge(nn.Module):
     """
 
     recompute: str = "none"
+    partial_channels: int = 1
+    ops: nn.ModuleList
+    # per op, whether it still runs: False for an op pruned from the edge (DrNAS's progressive learning), whose
+    # weight is 0; None: every op runs
+    live: tuple[bool, ...] | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.recompute == "none" or not (self.training and torch.is_grad_enabled()) or _in_region.get():
@@ -153,6 +160,29 @@ class RecomputableEdge(nn.Module):
 
     def edge_forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def make_ops(self, partial_channels: int) -> nn.ModuleList:
+        """The edge's candidate ops, built for 1/``partial_channels`` of its channels."""
+        raise NotImplementedError
+
+    def set_partial_channels(self, k: int, widen: bool = True) -> list[Widened]:
+        """Rebuild the ops for 1/k of the channels (k <= the current K). ``widen``: fill them from the current ops
+        (``darts_lite.spaces.widen``; returns each parameter's widening); False: leave them as built, for weights
+        that a checkpoint loads next. The new ops' own initialisation draws nothing from the run's random streams."""
+        if k > self.partial_channels:
+            raise ValueError(f"partial channels can only shrink (the ops widen): {self.partial_channels} -> {k}")
+        reference = next(self.ops.parameters(), None)
+        with torch.random.fork_rng(devices=[]):
+            ops = self.make_ops(k)
+        if reference is not None:
+            ops.to(device=reference.device, dtype=reference.dtype)
+            if any(p.dim() == 4 and p.shape[-1] > 1 and not p.is_contiguous()
+                   and p.is_contiguous(memory_format=torch.channels_last) for p in self.ops.parameters()):
+                ops.to(memory_format=torch.channels_last)
+        ops.train(self.training)
+        widened = [w for old, new in zip(self.ops, ops) for w in widen_op(old, new)] if widen else []
+        self.ops, self.partial_channels = ops, k
+        return widened
 
 
 class Supernet(nn.Module):
@@ -191,9 +221,86 @@ class Supernet(nn.Module):
             edge.recompute = value
 
     def relax(self, cell_type: str, alphas: torch.Tensor) -> EdgeWeights:
-        """The op weights of ``cell_type``'s cells: the relaxation of ``alphas`` [E, O], then the transform if one is set."""
+        """The op weights of ``cell_type``'s cells: the relaxation of ``alphas`` [E, O]; with pruned ops (``prune_ops``)
+        the pruned ones' weights set to 0 and each edge's others renormalised to sum to 1; then the transform if one
+        is set."""
         ew = self.relaxation(alphas)
+        mask = self.op_mask(cell_type)
+        if mask is not None:
+            if ew.index is not None:
+                raise RuntimeError(f"{type(self.relaxation).__name__} samples one op per edge; pruned ops need a "
+                                   "relaxation that weighs every op")
+            kept = ew.weights * mask
+            ew = dataclasses.replace(ew, weights=kept / kept.sum(-1, keepdim=True))
         return ew if self.edge_weight_transform is None else self.edge_weight_transform(cell_type, ew)
+
+    # ---- DrNAS's progressive learning: pruned ops, wider partial channels ---------------------------------------
+    def mixed_edges(self) -> Iterator[tuple[str, int, RecomputableEdge]]:
+        """Every mixed edge of every search cell: (its cell type, its alpha row, the edge)."""
+        raise NotImplementedError
+
+    def op_mask(self, cell_type: str) -> torch.Tensor | None:
+        """[E, O] bool, True for the ops ``cell_type``'s edges still have; None when no op was pruned."""
+        return getattr(self, f"op_mask_{cell_type}", None)
+
+    def op_masks(self) -> dict[str, torch.Tensor]:
+        """{cell type: its op mask} for the cell types with pruned ops ({} before any pruning)."""
+        masks = {cell: self.op_mask(cell) for cell in self.cell_alphas()}
+        return {cell: m for cell, m in masks.items() if m is not None}
+
+    def set_op_masks(self, masks: dict[str, torch.Tensor]) -> None:
+        """Prune by ``masks`` ({cell type: [E, O] bool}, True = kept): the relaxation's weights of the other ops are 0
+        and their edges no longer run them. Kept with the module (a buffer outside the state_dict: a checkpoint
+        carries it beside the weights, see ``SearchModule``)."""
+        alphas = self.cell_alphas()
+        for cell, mask in masks.items():
+            if cell not in alphas or tuple(mask.shape) != tuple(alphas[cell].shape) or mask.dtype != torch.bool:
+                raise ValueError(f"an op mask for {cell!r} must be a bool tensor shaped as its alphas "
+                                 f"{tuple(alphas[cell].shape) if cell in alphas else '(no such cell type)'}")
+            if not mask.any(-1).all():
+                raise ValueError(f"the op mask of {cell!r} leaves an edge without any op")
+            self.register_buffer(f"op_mask_{cell}", mask.to(alphas[cell].device).clone(), persistent=False)
+        rows = {cell: mask.tolist() for cell, mask in masks.items()}  # read where given (a module may be on "meta")
+        for cell, e, edge in self.mixed_edges():
+            if cell in rows:
+                edge.live = tuple(bool(v) for v in rows[cell][e])
+
+    def prune_ops(self, keep: int) -> dict[str, torch.Tensor]:
+        """DrNAS's pruning: on each edge keep the ``keep`` ops of largest alpha among those it still has; the other
+        alphas are set to 0 (the kept ones keep their values), and those ops are masked (``set_op_masks``). Returns
+        the masks."""
+        masks = {}
+        with torch.no_grad():
+            for cell, alphas in self.cell_alphas().items():
+                if not 1 <= keep <= alphas.shape[-1]:
+                    raise ValueError(f"keep={keep}: must be in 1..{alphas.shape[-1]} (the ops of an edge)")
+                mask = self.op_mask(cell)
+                ranked = alphas if mask is None else alphas.masked_fill(~mask, float("-inf"))
+                top = ranked.topk(keep, dim=-1).indices
+                masks[cell] = torch.zeros_like(alphas, dtype=torch.bool).scatter_(1, top, True)
+                alphas.masked_fill_(~masks[cell], 0.0)
+        self.set_op_masks(masks)
+        return masks
+
+    def masked_alphas(self) -> dict[str, torch.Tensor]:
+        """``cell_alphas()`` with the pruned ops' entries at -inf: what the genotype and the op probabilities read (a
+        softmax over it is the softmax of the kept ops, renormalised, as DrNAS reads them)."""
+        out = {}
+        for cell, alphas in self.cell_alphas().items():
+            mask = self.op_mask(cell)
+            out[cell] = alphas if mask is None else alphas.masked_fill(~mask, float("-inf"))
+        return out
+
+    def set_partial_channels(self, k: int, widen: bool = True) -> list[Widened]:
+        """Every mixed edge rebuilt for 1/k of its channels (``RecomputableEdge.set_partial_channels``); the network's
+        ``partial_channels`` becomes k. Returns the widened parameters (none with ``widen=False``)."""
+        edges = [edge for _, _, edge in self.mixed_edges()]
+        C = getattr(self, "C", None)
+        if C is not None and C % k:
+            raise ValueError(f"partial_channels={k} must divide C={C}")
+        widened = [w for edge in edges for w in edge.set_partial_channels(k, widen)]
+        self.partial_channels = k
+        return widened
 
     def run_cell(self, cell: nn.Module, *args: Any) -> torch.Tensor:
         """``cell(*args)``, checkpointed when ``checkpoint_cells`` is on and a backward pass may follow."""
@@ -210,8 +317,9 @@ class Supernet(nn.Module):
         raise NotImplementedError
 
     def op_probabilities(self) -> dict[str, torch.Tensor]:
-        """softmax(alpha) of each cell type, detached: what the heatmaps, the decision measures and the genotype read."""
-        return {cell: torch.softmax(a.detach(), dim=-1) for cell, a in self.cell_alphas().items()}
+        """softmax(alpha) of each cell type, detached: what the heatmaps, the decision measures and the genotype read
+        (over the kept ops only, once ops were pruned: a pruned op's probability is 0)."""
+        return {cell: torch.softmax(a.detach(), dim=-1) for cell, a in self.masked_alphas().items()}
 
     @property
     def relaxation_strengths(self) -> Callable[[torch.Tensor], torch.Tensor] | None:

@@ -72,12 +72,16 @@ class MixedEdge(RecomputableEdge):
         if partial_channels < 1 or C % partial_channels:
             raise ValueError(f"partial_channels={partial_channels} must be a positive divisor of the edge's {C} channels")
         self.partial_channels, self.stride, self.share_relu = partial_channels, stride, share_relu
-        c = C // partial_channels
-        self.ops = nn.ModuleList(make_op(p, c, stride, affine, pool_bn=True) for p in primitives)
+        self.C, self._primitives, self._affine = C, tuple(primitives), affine
+        self.ops = self.make_ops(partial_channels)
         # ops whose output drop path may zero: not `none` (already zero) and not the identity
         self._droppable = [not isinstance(op, (Zero, Identity)) for op in self.ops]
         # after the ops, so that the ops start as the plain supernet's do
         self.auxiliary = (Identity() if stride == 1 else FactorizedReduce(C, C, affine=False)) if auxiliary_skip else None
+
+    def make_ops(self, partial_channels: int) -> nn.ModuleList:
+        return nn.ModuleList(make_op(p, self.C // partial_channels, self.stride, self._affine, pool_bn=True)
+                             for p in self._primitives)
 
     def edge_forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float,
                      skip: float = 0.0) -> torch.Tensor:
@@ -108,9 +112,12 @@ class MixedEdge(RecomputableEdge):
             return out * weights[index]
         total = None
         rectified = None
-        for op, w, droppable in zip(self.ops, weights, self._droppable):
-            if isinstance(op, Zero):
-                continue  # contributes exactly zero to the sum; its alpha still gets gradient via softmax
+        live = self.live or (True,) * len(self.ops)
+        for op, w, droppable, runs in zip(self.ops, weights, self._droppable, live):
+            if isinstance(op, Zero) or not runs:
+                # `none` contributes exactly zero to the sum (its alpha still gets gradient via softmax); a pruned
+                # op's weight is 0 (DrNAS's progressive learning skips it likewise)
+                continue
             if self.share_relu and starts_with_relu(op):
                 if rectified is None:
                     rectified = op.leading_activation(x)
@@ -355,6 +362,13 @@ class SearchNetwork(Supernet):
         scales = dict(zip(("normal", "reduce"), self.edge_scales()))
         return {cell: s.detach() for cell, s in scales.items() if s is not None}
 
+    def mixed_edges(self):
+        """(cell type, alpha row, edge) of every mixed edge of every search cell."""
+        for cell in self.cells:
+            if isinstance(cell, SearchCell):
+                for e, edge in enumerate(cell.edges):
+                    yield ("reduce" if cell.reduction else "normal"), e, edge
+
     def edge_labels(self) -> list[str]:
         """One label per alpha row, "input->node" (c_{k-2}, c_{k-1} the cell inputs, 0.. the intermediate nodes)."""
         return edge_labels(self.steps)
@@ -366,8 +380,9 @@ class SearchNetwork(Supernet):
         selection): a chosen edge whose op's strength is below it is left out (``Genotype.cell_from_alphas``)."""
         with torch.no_grad():
             scale_normal, scale_reduce = self.edge_scales()
+        alphas = self.masked_alphas()  # pruned ops (progressive learning) are never chosen
         return Genotype.from_alphas(
-            self.alpha_normal, self.alpha_reduce, self.steps, self.multiplier, self.primitives,
+            alphas["normal"], alphas.get("reduce"), self.steps, self.multiplier, self.primitives,
             normal_scale=scale_normal, reduce_scale=scale_reduce, strengths=self.relaxation_strengths,
             threshold=threshold,
         )

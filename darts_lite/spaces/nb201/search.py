@@ -35,11 +35,17 @@ class MixedEdge(RecomputableEdge):
             raise ValueError(f"partial channels need an edge that keeps its shape and channels divisible by {k}, not "
                              f"{c_in}->{c_out} at stride {stride}")
         self.partial_channels = k
-        self.ops = nn.ModuleList(make_op(p, c_in // k, c_out // k, stride, affine, track_running_stats) for p in primitives)
+        self._shape, self._primitives = (c_in, c_out, stride, affine, track_running_stats), tuple(primitives)
+        self.ops = self.make_ops(k)
         self.unsampled_weights = unsampled_weights
         if auxiliary_skip and (c_in != c_out or stride != 1):
             raise ValueError(f"an auxiliary skip needs an edge that keeps its shape, not {c_in}->{c_out} at stride {stride}")
         self.auxiliary_skip = auxiliary_skip
+
+    def make_ops(self, partial_channels: int) -> nn.ModuleList:
+        c_in, c_out, stride, affine, track_running_stats = self._shape
+        k = partial_channels
+        return nn.ModuleList(make_op(p, c_in // k, c_out // k, stride, affine, track_running_stats) for p in self._primitives)
 
     def edge_forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, skip: float = 0.0) -> torch.Tensor:
         """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
@@ -61,9 +67,11 @@ class MixedEdge(RecomputableEdge):
                 out = out + torch.cat([weights[:index], weights[index + 1:]]).sum()
             return out
         total = None
-        for op, w in zip(self.ops, weights):
-            if isinstance(op, Zero):
-                continue  # adds exactly zero, and zero gradient to its weight; its alpha still learns via the softmax
+        for op, w, runs in zip(self.ops, weights, self.live or (True,) * len(self.ops)):
+            if isinstance(op, Zero) or not runs:
+                # `none` adds exactly zero, and zero gradient to its weight (its alpha still learns via the softmax);
+                # a pruned op's weight is 0 (DrNAS's progressive learning skips it likewise)
+                continue
             out = op(x) * w
             total = out if total is None else total + out
         return total
@@ -198,6 +206,13 @@ class SearchNetwork(Supernet, _Macro):
         """{"cell": the alphas [6, O]}, shared by every cell."""
         return {"cell": self.alphas}
 
+    def mixed_edges(self):
+        """("cell", alpha row, edge) of every mixed edge of every search cell."""
+        for cell in self.cells:
+            if isinstance(cell, SearchCell):
+                for e, edge in enumerate(cell.edges):
+                    yield "cell", e, edge
+
     @staticmethod
     def edge_labels() -> list[str]:
         """One label per alpha row: "node<-input"."""
@@ -205,4 +220,4 @@ class SearchNetwork(Supernet, _Macro):
 
     def genotype(self) -> Genotype:
         """The cell the alphas select now (argmax per edge, `none` included)."""
-        return Genotype.from_alphas(self.alphas, self.primitives)
+        return Genotype.from_alphas(self.masked_alphas()["cell"], self.primitives)  # pruned ops are never chosen
