@@ -482,6 +482,8 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             "search/arch_active": float(self.arch_updates_active),
         }
         metrics.update({f"search/{k}": v for k, v in getattr(self, "_schedule_metrics", {}).items()})
+        if self.progressive is not None:  # DrNAS's progressive learning: the stage (1, 2, ...) the epoch ran in
+            metrics["search/stage"] = float(self._stage + 1)
         if self.resource is not None and self.resource.table is not None:
             metrics.update(self.resource.metrics(self.net))
         for cell, probs in self.net.op_probabilities().items():

@@ -235,6 +235,7 @@ def test_a_search_in_stages_prunes_widens_and_warms_up_per_stage(space):
     trainer.fit(module, datamodule=dm)
 
     assert watch.active == [False, True, False, True]  # DrNAS's warm-up starts again with the second stage
+    assert trainer.callback_metrics["search/stage"] == 2
     net = module.net
     assert net.partial_channels == 1 and module._stage == 1
     assert all(edge.partial_channels == 1 for _, _, edge in net.mixed_edges())

@@ -1,0 +1,281 @@
+"""darts_lite's search steps beside the papers' own code, in one run: time and peak memory per step.
+
+The references are checkouts in a scratch folder, run here on the CPU and never imported by darts_lite:
+
+    git clone https://github.com/quark0/darts /tmp/refs/darts                 # DARTS (f276dd3)
+    git clone https://github.com/yuhuixu1993/PC-DARTS /tmp/refs/PC-DARTS      # PC-DARTS (b74702f)
+    git clone https://github.com/D-X-Y/AutoDL-Projects /tmp/refs/AutoDL       # GDAS, NAS-Bench-201 DARTS (f46486e)
+    python experiments/references_side_by_side.py --darts /tmp/refs/darts --pc-darts /tmp/refs/PC-DARTS \\
+        --autodl /tmp/refs/AutoDL                                            # about 15 min on 2 cores
+
+Their code is run as it is, but for ``.cuda()``: in a reference's process ``Tensor.cuda`` and ``Module.cuda`` return
+their object unchanged, so that the code runs on the CPU (the only change). Each reference step is its training
+script's loop body: DARTS and PC-DARTS, ``architect.step`` (first order, or unrolled for second-order DARTS) then
+the weight step (gradient norm clipped at 5); AutoDL's NAS-Bench-201 scripts (GDAS, DARTS-V1), the weight step then
+the architecture step. darts_lite's step is ``SearchModule.training_step`` under a Trainer, with the same step
+order as the reference. Sizes: the DARTS paper's search (8 cells, C=16) and NAS-Bench-201's (C=16, 5 cells per
+stage), batch 64 of 3x32x32, 10 classes, the same two batches alternating.
+
+Each case runs in a process of its own: the median time of ``--reps`` steps after ``--warmup``, and the peak as the
+process's max RSS growth over the steps from just before the first one (network, optimisers and batches built).
+Writes experiments/results/references_side_by_side.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+from common import RESULTS, machine, machine_text, print_case, run_case, write_result
+
+# case -> (label, darts_lite's settings, the reference: repository key and how it is built)
+CASES = {
+    "darts1": ("DARTS 1st order", dict(space="darts", relaxation="softmax", order=1), ("darts", 1)),
+    "darts2": ("DARTS 2nd order", dict(space="darts", relaxation="softmax", order=2), ("darts", 2)),
+    "gdas": ("GDAS, DARTS space", dict(space="darts", relaxation="gumbel", order=1, step_order="weights_first"),
+             ("autodl", "nasnet_gdas")),
+    "pc_darts": ("PC-DARTS (K=4, edge normalization)",
+                 dict(space="darts", relaxation="softmax", order=1, partial_channels=4, edge_normalization=True),
+                 ("pc_darts", 1)),
+    "nb201_darts1": ("NB201 DARTS 1st order", dict(space="nb201", relaxation="softmax", order=1,
+                                                   step_order="weights_first"), ("autodl", "DARTS-V1")),
+    "nb201_gdas": ("NB201 GDAS", dict(space="nb201", relaxation="gumbel", order=1, step_order="weights_first"),
+                   ("autodl", "GDAS")),
+}
+BATCH, SIZE, CLASSES = 64, 32, 10
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _batches():
+    import torch
+
+    torch.manual_seed(0)
+    return [(torch.randn(BATCH, 3, SIZE, SIZE), torch.randint(0, CLASSES, (BATCH,))) for _ in range(4)]
+
+
+def _time_steps(step, reps: int, warmup: int) -> dict:
+    """The steps timed from a baseline taken just before the first: median time, max RSS growth."""
+    base = _rss_mib()
+    times = []
+    for i in range(warmup + reps):
+        start = time.perf_counter()
+        step(i)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {"step_s": statistics.median(times), "peak_mib": _rss_mib() - base, "times_s": times}
+
+
+# ---- darts_lite ----------------------------------------------------------------------------------------------------
+def ours(case: str, reps: int, warmup: int) -> dict:
+    import pytorch_lightning as pl
+    import torch
+
+    from darts_lite import SearchModule
+
+    _, s, _ = CASES[case]
+    torch.manual_seed(0)
+    if s["space"] == "darts":
+        network = dict(C=16, layers=8, num_classes=CLASSES, in_channels=3, partial_channels=s.get("partial_channels", 1),
+                       edge_normalization=s.get("edge_normalization", False))
+    else:
+        network = dict(_target_="darts_lite.spaces.nb201.SearchNetwork", C=16, N=5, num_classes=CLASSES, in_channels=3)
+    module = SearchModule(network=network, relaxation=s["relaxation"], order=s["order"],
+                          step_order=s.get("step_order", "arch_first"))
+    batches = _batches()
+
+    class Batches:
+        def __len__(self):
+            return warmup + reps
+
+        def __iter__(self):
+            for i in range(warmup + reps):
+                yield batches[(2 * i) % 4], batches[(2 * i + 1) % 4]
+
+    class Timer(pl.Callback):
+        def __init__(self):
+            self.times, self.base = [], None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if self.base is None:
+                self.base = _rss_mib()
+            self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.times.append(time.perf_counter() - self.t0)
+
+    timer = Timer()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, callbacks=[timer])
+    trainer.fit(module, train_dataloaders=Batches())
+    times = timer.times[warmup:]
+    return {"step_s": statistics.median(times), "peak_mib": _rss_mib() - timer.base, "times_s": times}
+
+
+# ---- the references ------------------------------------------------------------------------------------------------
+def _cpu_only() -> None:
+    """``.cuda()`` returns its tensor or module unchanged: the references' only change, so that they run here."""
+    import torch
+
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+
+
+def _darts_family(folder: Path, order: int, reps: int, warmup: int) -> dict:
+    """quark0/darts (cnn/) or PC-DARTS: their Network and Architect, the loop body of their train_search.py."""
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(folder))
+    for name in ("torchvision", "torchvision.datasets", "torchvision.transforms"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    import architect
+    import model_search
+
+    torch.manual_seed(0)
+    criterion = nn.CrossEntropyLoss()
+    model = model_search.Network(16, CLASSES, 8, criterion)
+    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    args = types.SimpleNamespace(momentum=0.9, weight_decay=3e-4, arch_learning_rate=3e-4, arch_weight_decay=1e-3)
+    arch = architect.Architect(model, args)
+    batches = _batches()
+
+    def step(i: int) -> None:
+        (x, y), (xv, yv) = batches[(2 * i) % 4], batches[(2 * i + 1) % 4]
+        model.train()
+        arch.step(x, y, xv, yv, 0.025, optimizer, unrolled=order == 2)
+        optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5)
+        optimizer.step()
+
+    return _time_steps(step, reps, warmup)
+
+
+def _autodl(folder: Path, kind: str, reps: int, warmup: int) -> dict:
+    """AutoDL-Projects' supernets and the loop body of its NAS-Bench-201 scripts (weights, then architecture)."""
+    import torch
+    from torch import nn
+
+    sys.path.insert(0, str(folder))
+    from xautodl.models.cell_operations import SearchSpaceNames
+    from xautodl.models.cell_searchs import NASNetworkGDAS, TinyNetworkDarts, TinyNetworkGDAS
+
+    torch.manual_seed(0)
+    if kind == "nasnet_gdas":  # the DARTS space: 3 stages of N=2 cells and 2 reductions (8 cells)
+        net = NASNetworkGDAS(16, 2, 4, 4, 3, CLASSES, SearchSpaceNames["darts"], False, True)
+    else:
+        cls = TinyNetworkGDAS if kind == "GDAS" else TinyNetworkDarts
+        net = cls(16, 5, 4, CLASSES, SearchSpaceNames["nas-bench-201"], False, True)
+    if hasattr(net, "set_tau"):
+        net.set_tau(10)
+    w_opt = torch.optim.SGD(net.get_weights(), 0.025, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    a_opt = torch.optim.Adam(net.get_alphas(), lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    criterion = nn.CrossEntropyLoss()
+    batches = _batches()
+    net.train()
+
+    def step(i: int) -> None:
+        (x, y), (xa, ya) = batches[(2 * i) % 4], batches[(2 * i + 1) % 4]
+        w_opt.zero_grad()
+        _, logits = net(x)
+        criterion(logits, y).backward()
+        nn.utils.clip_grad_norm_(net.parameters(), 5)
+        w_opt.step()
+        a_opt.zero_grad()
+        _, logits = net(xa)
+        criterion(logits, ya).backward()
+        a_opt.step()
+
+    return _time_steps(step, reps, warmup)
+
+
+def reference(case: str, folders: dict, reps: int, warmup: int) -> dict:
+    _cpu_only()
+    repo, how = CASES[case][2]
+    if repo == "autodl":
+        return _autodl(folders["autodl"], how, reps, warmup)
+    folder = folders["darts"] / "cnn" if repo == "darts" else folders["pc_darts"]
+    return _darts_family(folder, how, reps, warmup)
+
+
+def _commit(folder: Path) -> str:
+    out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip()[:7] or "unknown"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--darts", type=Path, help="a checkout of github.com/quark0/darts")
+    p.add_argument("--pc-darts", type=Path, help="a checkout of github.com/yuhuixu1993/PC-DARTS")
+    p.add_argument("--autodl", type=Path, help="a checkout of github.com/D-X-Y/AutoDL-Projects")
+    p.add_argument("--cases", default=",".join(CASES))
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--name", default="references_side_by_side")
+    p.add_argument("--run", help=argparse.SUPPRESS)  # internal: SIDE:CASE in this process
+    args = p.parse_args()
+    folders = {"darts": args.darts, "pc_darts": args.pc_darts, "autodl": args.autodl}
+    if args.run:
+        side, case = args.run.split(":")
+        print_case(ours(case, args.reps, args.warmup) if side == "ours"
+                   else reference(case, folders, args.reps, args.warmup))
+        return
+    cases = args.cases.split(",")
+    unknown = [c for c in cases if c not in CASES]
+    missing = sorted({CASES[c][2][0] for c in cases if c in CASES and folders[CASES[c][2][0]] is None})
+    if unknown or missing:
+        sys.exit(f"unknown cases {unknown} (cases: {', '.join(CASES)})" if unknown else
+                 f"the cases need --{', --'.join(m.replace('_', '-') for m in missing)} (a checkout of each)")
+    common = [__file__, "--reps", args.reps, "--warmup", args.warmup]
+    for key, folder in folders.items():
+        if folder is not None:
+            common += [f"--{key.replace('_', '-')}", folder]
+    rows = []
+    for case in cases:  # darts_lite before and after its reference, so that a drifting machine shows
+        print(f"{case} ...", flush=True)
+        before = run_case([*common, "--run", f"ours:{case}"])
+        ref = run_case([*common, "--run", f"reference:{case}"])
+        after = run_case([*common, "--run", f"ours:{case}"])
+        rows.append({"case": case, "label": CASES[case][0], "ours": [before, after], "reference": ref})
+    repos = {key: _commit(folder) for key, folder in folders.items() if folder is not None}
+    result = {"machine": machine(), "reference_commits": repos, "settings": vars(args) | {"batch": BATCH},
+              "cases": rows}
+
+    def span(values: list[float], fmt: str) -> str:
+        lo, hi = min(values), max(values)
+        return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}-{format(hi, fmt)}"
+
+    lines = [
+        "# darts_lite beside the papers' code",
+        "",
+        f"Machine: {machine_text(result['machine'])}. References: "
+        + ", ".join(f"{k} {v}" for k, v in repos.items()) + " (run on the CPU, unchanged but for `.cuda()`).",
+        f"Command: `python experiments/references_side_by_side.py` (batch {BATCH}, 3x{SIZE}x{SIZE}; median of "
+        f"{args.reps} steps after {args.warmup} warm-up; memory: max RSS growth over the steps; darts_lite measured "
+        "before and after its reference).",
+        "",
+        "| step | darts_lite s / peak MiB | reference s / peak MiB | time ratio | memory ratio |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        o, ref = r["ours"], r["reference"]
+        ts, ms = [x["step_s"] for x in o], [x["peak_mib"] for x in o]
+        lines.append(f"| {r['label']} | {span(ts, '.2f')} / {span(ms, ',.0f')} | {ref['step_s']:.2f} / "
+                     f"{ref['peak_mib']:,.0f} | {span([t / ref['step_s'] for t in ts], '.2f')} | "
+                     f"{span([m / ref['peak_mib'] for m in ms], '.2f')} |")
+    write_result(RESULTS / f"{args.name}.md", result, lines)
+
+
+if __name__ == "__main__":
+    main()
