@@ -533,17 +533,17 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         if self.progressive is None or saved is None:
             return
         p = self.progressive
-        stage, masks = saved.get("stage") if isinstance(saved, dict) else None, (saved or {}).get("op_masks") \
-            if isinstance(saved, dict) else None
-        if not isinstance(stage, int) or not 0 <= stage < len(p.stage_epochs) or not isinstance(masks, dict):
+        stage, masks = (saved.get("stage"), saved.get("op_masks")) if isinstance(saved, dict) else (None, None)
+        if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage < len(p.stage_epochs) \
+                or not isinstance(masks, dict):
             raise ConfigError(f"the checkpoint's progressive stage record {saved!r} does not fit search.progressive "
                               f"({len(p.stage_epochs)} stages)")
+        problem = self.net.op_mask_problem(masks)
+        if problem:  # checked before anything changes
+            raise ConfigError(f"the checkpoint's op masks do not fit the supernet: {problem}")
         if stage and p.partial_channels[stage] != self.net.partial_channels:
             self.net.set_partial_channels(p.partial_channels[stage], widen=False)
-        try:
-            self.net.set_op_masks(masks)
-        except (ValueError, TypeError, AttributeError) as e:
-            raise ConfigError(f"the checkpoint's op masks do not fit the supernet: {e}") from None
+        self.net.set_op_masks(masks)
         self._stage = stage
 
     # ---- exact resume (darts_lite.resume.Resumable saves and restores the RNG streams) --------------------------

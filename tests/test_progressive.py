@@ -281,6 +281,27 @@ def test_a_progressive_search_refuses_ddp():
         module.setup("fit")
 
 
+@pytest.mark.parametrize("record", [
+    "stage 1", {"stage": 5, "op_masks": {}}, {"stage": True, "op_masks": {}}, {"stage": 1, "op_masks": None},
+    {"stage": 1, "op_masks": {"normal": torch.ones(3, 3, dtype=torch.bool)}},
+    {"stage": 1, "op_masks": {"normal": "all"}}, {"stage": 1, "op_masks": {"cell": torch.ones(5, 4, dtype=torch.bool)}},
+])
+def test_a_stage_record_that_does_not_fit_is_refused_by_name(record):
+    """A checkpoint's progressive record is read before the weights: one that cannot be the search's is a ConfigError
+    (damaged, or of another search), not a half-changed supernet."""
+    from darts_lite.search import SearchModule
+
+    module = SearchModule(network=small_darts_args(partial_channels=2), epochs=2,
+                          relaxation={"_target_": "darts_lite.methods.drnas.DirichletRelaxation"},
+                          progressive={"_target_": "darts_lite.methods.drnas.Progressive", "stage_epochs": [1, 1],
+                                       "partial_channels": [2, 1], "keep_ops": [4, 2]})
+    edges = [id(edge.ops) for _, _, edge in module.net.mixed_edges()]
+    with pytest.raises(ConfigError, match="progressive stage record|op masks do not fit"):
+        module.restore_progressive({"progressive": record})
+    assert [id(edge.ops) for _, _, edge in module.net.mixed_edges()] == edges  # nothing rebuilt
+    assert module.net.op_masks() == {} and module._stage == 0
+
+
 @pytest.mark.parametrize("override, message", [
     ("search.progressive.stage_epochs=[20,20]", r"stage_epochs=\[20, 20\]: must add up to search.epochs=50"),
     ("space.partial_channels=4", r"the first stage's K is the supernet's own, space.partial_channels=4"),

@@ -248,17 +248,31 @@ class Supernet(nn.Module):
         masks = {cell: self.op_mask(cell) for cell in self.cell_alphas()}
         return {cell: m for cell, m in masks.items() if m is not None}
 
+    def op_mask_problem(self, masks: Any) -> str | None:
+        """What keeps ``masks`` from being this supernet's op masks ({cell type: [E, O] bool, every edge with an op}),
+        or None."""
+        alphas = self.cell_alphas()
+        if not isinstance(masks, dict):
+            return f"op masks must be a mapping of cell types to bool tensors, not {type(masks).__name__}"
+        for cell, mask in masks.items():
+            if cell not in alphas or not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool \
+                    or tuple(mask.shape) != tuple(alphas[cell].shape):
+                shape = tuple(alphas[cell].shape) if cell in alphas else None
+                return (f"an op mask for {cell!r} must be a bool tensor shaped as its alphas {shape}" if shape else
+                        f"{cell!r} is not a cell type of this supernet ({', '.join(alphas)})")
+            if not mask.any(-1).all():
+                return f"the op mask of {cell!r} leaves an edge without any op"
+        return None
+
     def set_op_masks(self, masks: dict[str, torch.Tensor]) -> None:
         """Prune by ``masks`` ({cell type: [E, O] bool}, True = kept): the relaxation's weights of the other ops are 0
         and their edges no longer run them. Kept with the module (a buffer outside the state_dict: a checkpoint
         carries it beside the weights, see ``SearchModule``)."""
+        problem = self.op_mask_problem(masks)
+        if problem:
+            raise ValueError(problem)
         alphas = self.cell_alphas()
         for cell, mask in masks.items():
-            if cell not in alphas or tuple(mask.shape) != tuple(alphas[cell].shape) or mask.dtype != torch.bool:
-                raise ValueError(f"an op mask for {cell!r} must be a bool tensor shaped as its alphas "
-                                 f"{tuple(alphas[cell].shape) if cell in alphas else '(no such cell type)'}")
-            if not mask.any(-1).all():
-                raise ValueError(f"the op mask of {cell!r} leaves an edge without any op")
             self.register_buffer(f"op_mask_{cell}", mask.to(alphas[cell].device).clone(), persistent=False)
         rows = {cell: mask.tolist() for cell, mask in masks.items()}  # read where given (a module may be on "meta")
         for cell, e, edge in self.mixed_edges():
