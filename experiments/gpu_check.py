@@ -509,7 +509,7 @@ def _dry_run_overrides(ctx: Context, spec: dict) -> list[str]:
         return []
     if spec["task"] == "train":
         return ["train.C=8", "train.layers=3", "train.auxiliary=false", "train.cutout=2", "data.batch_size=8"]
-    return ["space.C=4", "space.layers=3", "data.batch_size=8"]
+    return ["space.C=4", "space.layers=3", "data.batch_size=8", *spec.get("dry_run_overrides", [])]
 
 
 SEARCH_FILES = ("config.yaml", "genotype.json", "genotype.txt", "genotype_history.jsonl", "alphas.pt", "metrics.csv",
@@ -557,6 +557,14 @@ def cli_search(spec: dict, deadline: Deadline, ctx: Context) -> dict:
     for key, want in spec.get("expect", {}).items():
         if OmegaConf.select(cfg, key) != want:
             raise CaseFailed(f"the run's config has {key}={OmegaConf.select(cfg, key)!r}, expected {want!r}", data)
+    if "final_stage" in spec:  # a progressive search: its last checkpoint is of the last stage
+        import torch
+
+        saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        stage = (saved.get("progressive") or {}).get("stage")
+        data["progressive_stage"] = stage
+        if stage != spec["final_stage"]:
+            raise CaseFailed(f"the search ended in progressive stage {stage}, expected {spec['final_stage']}", data)
     if spec.get("devices", 1) > 1:
         if output.count("Run folder:") != 1:
             raise CaseFailed(f"'Run folder:' printed {output.count('Run folder:')} times; only rank 0 may write", data)
@@ -702,6 +710,13 @@ def plan(mode: Mode, quick: bool, dry_run: bool, gpus: int, sizes: dict[str, dic
             # a reduced size: 8 cells of C=16 instead of the recipe's 20 of C=36
             overrides=["genotype=DARTS_V2", "train.epochs=1", *([] if dry_run else ["train.C=16", "train.layers=8"])],
         ), cli_train),
+        # DrNAS's progressive learning on the device: ops pruned and widened between two stages of one epoch each (2
+        # steps: what it checks is the change of stage, not a time)
+        Case("cli/search-drnas_progressive", "cli", mode.cli_limit_s, dict(
+            id="search-drnas_progressive", task="search", experiment="drnas_progressive", epochs=2, steps=2,
+            overrides=["search.warmup_epochs=0", "search.progressive.stage_epochs=[1,1]"],
+            dry_run_overrides=["space.C=12"], final_stage=1,
+        ), cli_search),
         Case("cli/resume-gdas-proxy", "cli", mode.resume_limit_s, dict(
             id="resume-gdas-proxy", task="search", experiment="gdas", overrides=[], epochs=3, steps=max(steps // 2, 2),
         ), cli_resume),

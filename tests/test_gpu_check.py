@@ -182,7 +182,7 @@ def test_cpu_dry_run_writes_a_marked_report_and_a_failing_case_fails_the_run(tmp
     monkeypatch.setattr(gpu_check, "plan", lambda *a: [*real_plan(*a), Case("cli/broken", "cli", 30.0, {}, broken)])
     out, runs = tmp_path / "out", tmp_path / "runs"
     only = ("step/paper/darts1/32-true/cl,step/proxy/gdas/bf16-mixed/cl,step/paper/darts1_cells/32-true/cl,"
-            "cli/resume-gdas-proxy,cli/broken")
+            "cli/search-drnas_progressive,cli/resume-gdas-proxy,cli/broken")
     code = gpu_check.main(["--cpu-dry-run", "--only", only, "--out", str(out), "--runs-dir", str(runs)])
     assert code == 1
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check_cpu_dryrun.json", "gpu_check_cpu_dryrun.md"]
@@ -191,7 +191,8 @@ def test_cpu_dry_run_writes_a_marked_report_and_a_failing_case_fails_the_run(tmp
     cases = {r["name"]: r for r in report["cases"]}
     assert list(cases) == only.split(",")
     assert {n: r["status"] for n, r in cases.items()} == {n: "passed" for n in cases} | {"cli/broken": "failed"}
-    assert report["summary"]["counts"] == {"passed": 4, "failed": 1, "timeout": 0, "out of budget": 0}
+    assert report["summary"]["counts"] == {"passed": 5, "failed": 1, "timeout": 0, "out of budget": 0}
+    assert cases["cli/search-drnas_progressive"]["data"]["progressive_stage"] == 1
     assert report["summary"]["exit_status"] == 1 and report["runs_dir"] == str(runs) and runs.is_dir()
 
     for name in ("step/paper/darts1/32-true/cl", "step/proxy/gdas/bf16-mixed/cl"):
