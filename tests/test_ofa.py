@@ -131,8 +131,13 @@ def test_a_phase_starts_from_its_predecessor_and_resumes(tmp_path, capsys):
     assert torch.load(run / "full/checkpoints/last.ckpt", weights_only=True)["epoch"] == 1
     resumed = load_network(run / "network.pt")
     assert not torch.equal(resumed.head.classifier.weight, full.head.classifier.weight)
+    # killed after the phase's last checkpoint, before its summary: the skipped phase's summary comes back from the
+    # checkpoint, with the metrics the phase reported
+    reported = json.loads((run / "full" / "summary.json").read_text())["metrics"]
+    (run / "full" / "summary.json").unlink()
     run_ofa(ofa_cfg(run, "ofa.phase=full", "ofa.epochs=[2,1,1,1,1,1]", "resume=true"))
     assert "full: finished before, skipped" in capsys.readouterr().out
+    assert json.loads((run / "full" / "summary.json").read_text())["metrics"] == reported
 
     # the kernel phase, at a learning rate too small to move anything, ends where the full phase did
     run_ofa(ofa_cfg(run, "ofa.phase=kernel", "ofa.epochs=[2,1,1,1,1,1]", "ofa.lr=[0.1,1e-12,0.1,0.1,0.1,0.1]"))

@@ -178,6 +178,19 @@ def check_same_run(cfg: DictConfig, path: Path) -> None:
                           + f"\nContinue the run as it was made with:\n  {command}\nThe file was left as it is.")
 
 
+def _summary_from_checkpoint(phase: Phase, last: Path) -> dict[str, Any]:
+    """The summary of a phase whose last checkpoint holds all its epochs: the metrics and the wall time that
+    checkpoint carries (``darts_lite.run.folder.FinalMetrics``, ``WallClock``), as the finished phase reported them."""
+    callbacks = read_torch_file(last, f"checkpoint {last}").get("callbacks")
+    callbacks = callbacks if isinstance(callbacks, dict) else {}
+    final, clock = callbacks.get("FinalMetrics"), callbacks.get("WallClock")
+    metrics = final.get("metrics") if isinstance(final, dict) else None
+    wall = clock.get("elapsed_s") if isinstance(clock, dict) else None
+    return {"phase": phase.name, "status": "done",
+            "metrics": {str(k): float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
+            "wall_time_s": float(wall) if isinstance(wall, (int, float)) else 0.0}
+
+
 def plan(cfg: DictConfig, ofa: dict[str, Any], out: Path) -> list[tuple[Phase, str]]:
     """(phase, "done" | "resume" | "start") for each phase to run, every checkpoint checked first: nothing is
     written when a phase could not run (a missing predecessor, a folder already used, another run's file)."""
@@ -292,7 +305,12 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
         folder, last = _phase_dir(out, phase), last_checkpoint(out, phase)
         i = PHASES.index(phase)
         if action == "done":
-            done = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").is_file() else {}
+            if (folder / "summary.json").is_file():
+                done = json.loads((folder / "summary.json").read_text())
+            else:  # killed after the phase's last checkpoint, before its summary: the checkpoint carries both
+                done = _summary_from_checkpoint(phase, last)
+                if is_rank_zero():
+                    write_text_atomically(folder / "summary.json", json.dumps(done, indent=2) + "\n")
             summary["phases"][phase.name] = done.get("metrics", {})
             summary["wall_time_s"] += float(done.get("wall_time_s", 0.0))
             print(f"Phase {phase.name}: finished before, skipped", flush=True)
