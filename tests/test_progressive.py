@@ -309,6 +309,7 @@ def test_a_stage_record_that_does_not_fit_is_refused_by_name(record):
     ("search.warmup_epochs=25", r"search.warmup_epochs=25: counts from the start of every stage"),
     ("search.progressive.partial_channels=[6,9]", r"must not grow from stage to stage"),
     ("search.progressive.keep_ops=[7,1]", r"at least 2 ops per edge"),
+    ("search.progressive.stage_epochs=[0,50]", r"stage_epochs=\[0, 50\]: must be a list of integers >= 1"),
     ("space.C=16", r"each must divide space.C=16"),
     ("search.relaxation._target_=darts_lite.relax.GumbelRelaxation", r"samples one op per edge"),
     ("search.selection=perturbation", r"search.selection=perturbation: not with search.progressive"),

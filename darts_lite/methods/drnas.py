@@ -32,11 +32,11 @@ from torch.distributions import Dirichlet, kl_divergence
 
 from ..regularizers import Regularizer
 from ..relax import EdgeWeights, Relaxation
-from ..schema import Allowed, Gt, checked
+from ..schema import Allowed, Ge, Gt, checked
 
 __all__ = ["DirichletKL", "DirichletRelaxation", "Progressive", "concentration", "network_problems"]
 
-_Stages = Annotated[Sequence[int], Allowed("a list of integers >= 1, one per stage")]
+_Stages = Annotated[Sequence[Annotated[int, Ge(1)]], Allowed("a list of integers >= 1, one per stage")]
 
 
 def concentration(alphas: torch.Tensor) -> torch.Tensor:
@@ -83,12 +83,9 @@ class Progressive:
     @classmethod
     def config_problems(cls, rules: Any) -> list[str]:
         v, key = rules.values, rules.key
+        # each list's entries are integers >= 1 (their annotation); the rules between the lists:
         epochs, ks, keeps = (list(v[name]) for name in ("stage_epochs", "partial_channels", "keep_ops"))
-        problems = [f"{key(name)}={values}: must be integers >= 1" for name, values in
-                    (("stage_epochs", epochs), ("partial_channels", ks), ("keep_ops", keeps))
-                    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in values)]
-        if problems:
-            return problems
+        problems = []
         if not len(epochs) == len(ks) == len(keeps) >= 1:
             problems.append(f"{key('stage_epochs')}, {key('partial_channels')}, {key('keep_ops')}: one entry per stage "
                             f"each, got {len(epochs)}, {len(ks)} and {len(keeps)}")

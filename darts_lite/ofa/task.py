@@ -37,7 +37,7 @@ from ..data import ImageDataModule, prepare_dataset
 from ..errors import ConfigError
 from ..run.build import build_datamodule as build_data
 from ..run.checkpoints import changed_settings, read_record
-from ..run.folder import WallClock, final_metrics, is_rank_zero, start_run, write_summary
+from ..run.folder import FinalMetrics, WallClock, final_metrics, is_rank_zero, saved_callback_state, start_run, write_summary
 from ..run.loggers import wandb_run_ends_with_the_job
 from ..run.trainer import build_trainer
 from ..schema import Allowed, Ge, Gt, Hint, Lt, MaxLen, MinLen, OneOf, node_problems
@@ -181,13 +181,12 @@ def check_same_run(cfg: DictConfig, path: Path) -> None:
 def _summary_from_checkpoint(phase: Phase, last: Path) -> dict[str, Any]:
     """The summary of a phase whose last checkpoint holds all its epochs: the metrics and the wall time that
     checkpoint carries (``darts_lite.run.folder.FinalMetrics``, ``WallClock``), as the finished phase reported them."""
-    callbacks = read_torch_file(last, f"checkpoint {last}").get("callbacks")
-    callbacks = callbacks if isinstance(callbacks, dict) else {}
-    final, clock = callbacks.get("FinalMetrics"), callbacks.get("WallClock")
-    metrics = final.get("metrics") if isinstance(final, dict) else None
-    wall = clock.get("elapsed_s") if isinstance(clock, dict) else None
+    saved = read_torch_file(last, f"checkpoint {last}")
+    metrics = saved_callback_state(saved, FinalMetrics).get("metrics")
+    wall = saved_callback_state(saved, WallClock).get("elapsed_s")
     return {"phase": phase.name, "status": "done",
-            "metrics": {str(k): float(v) for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
+            "metrics": {str(k): float(v) for k, v in (metrics if isinstance(metrics, dict) else {}).items()
+                        if isinstance(v, (int, float))},
             "wall_time_s": float(wall) if isinstance(wall, (int, float)) else 0.0}
 
 

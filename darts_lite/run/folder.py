@@ -58,6 +58,14 @@ def _scalars(metrics: Any) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if torch.is_tensor(v) and v.numel() == 1}
 
 
+def saved_callback_state(checkpoint: Any, callback: type[pl.Callback]) -> dict[str, Any]:
+    """The state ``callback`` (a callback class, e.g. ``FinalMetrics``, ``WallClock``) saved into ``checkpoint`` (a
+    loaded checkpoint dict), or {} when there is none (a checkpoint of an older darts_lite, or a damaged one)."""
+    callbacks = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+    state = callbacks.get(callback.__qualname__) if isinstance(callbacks, dict) else None  # Lightning's state key
+    return state if isinstance(state, dict) else {}
+
+
 class FinalMetrics(pl.Callback):
     """The run's scalar metrics as they were when its checkpoint was written, carried in the checkpoint: a run killed
     after its last epoch's checkpoint, before its summary, has no epoch left to run when it resumes, and reports

@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..torchfiles import open_atomically, write_text_atomically
-from .folder import is_rank_zero
+from .folder import FinalMetrics, is_rank_zero, saved_callback_state
 
 log = logging.getLogger("darts_lite")
 
@@ -31,9 +31,8 @@ def _end_of_epoch_row(checkpoint: dict, kept: list[dict]) -> dict | None:
     """The checkpoint's epoch's end-of-epoch metrics row when metrics.csv lacks it, else None. Lightning writes the
     checkpoint of an epoch, then logs the epoch's aggregated metrics: a run killed between the two would lose that row
     for good, since the resumed run starts with the next epoch. The checkpoint carries the metrics (``FinalMetrics``)."""
-    callbacks = checkpoint.get("callbacks")
-    final = callbacks.get("FinalMetrics") if isinstance(callbacks, dict) else None
-    metrics, step = (final.get("metrics"), final.get("log_step")) if isinstance(final, dict) else (None, None)
+    final = saved_callback_state(checkpoint, FinalMetrics)
+    metrics, step = final.get("metrics"), final.get("log_step")
     if not isinstance(metrics, dict) or not isinstance(step, int) or isinstance(step, bool):
         return None  # a checkpoint without them (an older darts_lite's): nothing to add
     epoch = checkpoint["epoch"]
