@@ -33,7 +33,7 @@ from .relax import relaxation_class
 from .resume import Resumable
 from .schema import Allowed, Ge, Gt, Hint, Lt, MinLen, OneOf, build, checked
 from .spaces import space_name
-from .spaces.supernet import frozen
+from .spaces.supernet import SELECTIVE, frozen
 from .spaces.widen import Widened, widen_tensor
 from .speed import SpeedSwitches
 from .tricks.perturb import perturbed
@@ -83,9 +83,11 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
     code: 10); the weights' gradient is clipped at ``grad_clip``.
     channels_last: run convolutions in NHWC memory layout. compile: torch.compile the supernet (first order only).
     checkpoint_cells: recompute each cell's activations in the backward pass (less memory, same results).
-    recompute: what each mixed edge keeps for the backward pass: "none", "convolutions" (only the convolutions'
-    outputs; ReLU, BatchNorm, pooling and the weighted sums recomputed) or "pointwise" (only the 1x1 convolutions'
-    outputs): less memory, the same results (``darts_lite.spaces.supernet.RecomputableEdge``).
+    recompute: what each mixed edge keeps for the backward pass: "none" (what autograd saves), "cheap" (the
+    default: the BatchNorm outputs the weighted sum reads and the pooling ops' outputs recomputed, by one fused step
+    per op), "convolutions" (only the convolutions' outputs; ReLU, BatchNorm, pooling and the weighted sums
+    recomputed) or "pointwise" (only the 1x1 convolutions' outputs): less memory, the same results
+    (``darts_lite.spaces.supernet.RecomputableEdge``). "cheap" leaves the network's own setting as it is.
     perturb, perturb_epsilon, perturb_steps: SDARTS (``darts_lite.tricks.perturb``).
     resource, resource_weight, resource_target, resource_latency_table: a cost (flops, params, latency) whose
     expected value over the alphas joins the architecture loss (``darts_lite.tricks.resources``).
@@ -126,7 +128,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         checkpoint_cells: bool = False,
-        recompute: Literal["none", "convolutions", "pointwise"] = "none",
+        recompute: Literal["none", "cheap", "convolutions", "pointwise"] = "cheap",
         perturb: Literal["none", "random", "adversarial"] = "none",
         perturb_epsilon: Annotated[float, Ge(0), Hint("the L-inf radius of the alpha perturbation")] = 0.03,
         perturb_steps: Annotated[int, Ge(1)] = 7,
@@ -151,7 +153,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
         self._stage = 0  # the progressive stage the supernet is in
         if checkpoint_cells:  # a switch of the supernet's (off unless the network or the search turns it on)
             self.net.checkpoint_cells = True
-        if recompute != "none":  # likewise
+        if recompute != "cheap":  # likewise (the networks' default)
             self.net.recompute = recompute
         if compile and (order == 2 or getattr(self.net.relaxation, "hard", False)):
             raise ValueError(
@@ -175,10 +177,10 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
                             "with no epoch left after warm-up the alphas never train")
         if v["lr_min"] > v["lr"]:
             problems.append(f"{key('lr_min')}={v['lr_min']}: must be <= {key('lr')}")
-        if v["compile"] and v["recompute"] != "none":
+        if v["compile"] and v["recompute"] in SELECTIVE:
             problems.append(f"{key('recompute')}={v['recompute']}: not together with {key('compile')}=true (a compiled "
                             "supernet decides itself what to keep for the backward pass)")
-        if v["checkpoint_cells"] and v["recompute"] != "none":
+        if v["checkpoint_cells"] and v["recompute"] in SELECTIVE:
             problems.append(f"{key('recompute')}={v['recompute']}: choose it or {key('checkpoint_cells')}=true, not both "
                             "(a checkpointed cell recomputes its edges whole)")
         if v["single_level"]:

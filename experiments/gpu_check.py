@@ -10,8 +10,9 @@ What it checks, in this order:
   2. a full search step (through the Trainer, as users run it) and the supernet's forward+backward, with peak
      memory (torch.cuda.max_memory_allocated), at the paper's supernet size and the EcoNAS proxy size, for DARTS
      first order, second order and GDAS, in 32-true, bf16-mixed and 16-mixed (first order only), with
-     channels_last on and off; and at the paper size the memory modes beside first-order DARTS (checkpointed
-     cells, PC-DARTS); data on the device through the real data module; weights and alphas must stay finite;
+     channels_last on and off; and at the paper size the memory modes beside first-order DARTS (whose default
+     recomputes the cheap tensors: recompute=none, checkpointed cells, PC-DARTS); data on the device through the
+     real data module; weights and alphas must stay finite;
   3. the command line end to end on synthetic CIFAR-shaped data (no download) with trainer=gpu: a 1-epoch GDAS
      search with the proxy, a 1-epoch second-order search, a 1-epoch retraining of DARTS_V2 at a reduced size,
      and a GDAS search killed after its first checkpoint and resumed, whose alphas must equal an uninterrupted
@@ -68,6 +69,8 @@ ALGORITHMS = {
     "gdas": dict(relaxation="gumbel", order=1, label="GDAS"),
     # the memory modes: first-order DARTS with less kept for the backward pass, so that the GPU's peak memory of
     # each mode stands beside the plain step's (measured at the paper size only, channels_last, eager)
+    "darts1_plain": dict(relaxation="softmax", order=1, module=dict(recompute="none"), memory_mode=True,
+                         label="DARTS 1st order, recompute=none (every tensor autograd saves kept)"),
     "darts1_cells": dict(relaxation="softmax", order=1, module=dict(checkpoint_cells=True), memory_mode=True,
                          label="DARTS 1st order, checkpointed cells"),
     "pc_darts": dict(relaxation="softmax", order=1, network=dict(partial_channels=4, edge_normalization=True),
@@ -416,7 +419,7 @@ def measure_step(spec: dict, device: str, dry_run: bool) -> dict:
     data: dict[str, Any] = {
         "first_step_s": timer.times[0], "step_s": statistics.median(timer.times[spec["warmup"]:]),
         "steps_timed": len(timer.times) - spec["warmup"], "peak_step_mib": peak_mib(), "baseline_mib": baseline,
-        "data_device": str(dm.device), "checkpoint_cells": module.net.checkpoint_cells,
+        "data_device": str(dm.device), "checkpoint_cells": module.net.checkpoint_cells, "recompute": module.net.recompute,
         "partial_channels": module.net.partial_channels,
     }
     if dm.device.type != device:

@@ -1,12 +1,14 @@
-"""What keeping only the convolutions' outputs costs and saves: the supernet's memory modes side by side.
+"""What recomputing the cheap tensors costs and saves: the supernet's memory modes side by side.
 
     python experiments/recompute_policies.py                 # paper size: C=16, 8 cells, batch 64, 32 px
     python experiments/recompute_policies.py --batch 32 --reps 2 --rounds 1
 
-The DARTS supernet's forward+backward (softmax relaxation, channels_last, as a search runs it) under four policies,
+The DARTS supernet's forward+backward (softmax relaxation, channels_last, as a search runs it) under five policies,
 each in its own process (so that its peak is its own), in ``--rounds`` rounds one after the other:
 
-- ``plain``: darts_lite's default: autograd keeps what each op saves;
+- ``plain``: ``recompute="none"``: autograd keeps what each op saves;
+- ``cheap``: ``recompute="cheap"``, darts_lite's default: each op's BatchNorm output and each pooling op's outputs
+  are recomputed in backward by one fused autograd step per op (``darts_lite.spaces.lean``);
 - ``cells``: ``checkpoint_cells=True``: only each cell's inputs are kept, the whole cell is recomputed in backward;
 - ``convolutions``: ``recompute="convolutions"``: each mixed edge keeps its convolutions' outputs and recomputes the
   rest (ReLU, BatchNorm, pooling, the weighted sum) in backward (PyTorch's selective activation checkpointing);
@@ -34,12 +36,13 @@ from step_memory import add_size_arguments, measure_step, size_record
 
 RESULT = RESULTS / "recompute_policies.md"  # and .json
 POLICIES = {
-    "plain": "autograd keeps what each op saves (the default)",
+    "plain": "recompute=none: autograd keeps what each op saves",
+    "cheap": "recompute=cheap (the default): per op, BatchNorm output and pooling recomputed",
     "cells": "checkpoint_cells=True: each cell recomputed whole",
     "convolutions": "recompute=convolutions: per edge, convolution outputs kept, the rest recomputed",
     "pointwise": "recompute=pointwise: per edge, 1x1 convolution outputs kept, the rest recomputed",
 }
-SELECTIVE = ("convolutions", "pointwise")  # the policies that are values of the supernet's recompute
+SELECTIVE = ("convolutions", "pointwise")  # the selective checkpointing policies
 
 
 def _count_kept() -> list[int]:
@@ -75,7 +78,7 @@ def one_case(args: argparse.Namespace) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, relaxation=args.relaxation,
                         checkpoint_cells=args.policy == "cells",
-                        recompute=args.policy if args.policy in SELECTIVE else "none")
+                        recompute=args.policy if args.policy in ("cheap", *SELECTIVE) else "none")
     net = net.to(device, memory_format=torch.channels_last)
     kept = _count_kept() if args.policy in SELECTIVE else [0]
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)

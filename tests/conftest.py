@@ -265,14 +265,14 @@ def saved_bytes(net, x, y) -> int:
 def one_epoch_search(order: int, hvp: str, relaxation: str, **switches):
     """A one-epoch search (4 steps) on generated data with drop path, seeded: every op of the DARTS list in a cell
     of 2 nodes (the 4-node cell triples the time and tests nothing more), ``switches`` on the supernet (e.g.
-    checkpoint_cells=True); returns the SearchModule."""
+    checkpoint_cells=True, or drop_path_prob=0.0); returns the SearchModule."""
     import pytorch_lightning as pl
 
     from darts_lite.data import SearchDataModule
     from darts_lite.search import SearchModule
 
     pl.seed_everything(0, verbose=False)
-    network = tiny_darts_args(steps=2, multiplier=2, relaxation=relaxation, drop_path_prob=0.2, **switches)
+    network = tiny_darts_args(**{"steps": 2, "multiplier": 2, "relaxation": relaxation, "drop_path_prob": 0.2, **switches})
     module = SearchModule(network=network, epochs=1, order=order, hvp=hvp, channels_last=False)
     dm = SearchDataModule(name="synthetic", batch_size=16, crop_padding=1, flip=True, seed=0, synthetic_samples=64,
                           synthetic_classes=4, synthetic_size=8)

@@ -1,8 +1,9 @@
 """checkpoint_cells and recompute under DDP: 2 CPU processes (gloo) search with and without each and end with the
-same alphas and weights, on both ranks, for first-order DARTS, second-order DARTS and GDAS.
+same alphas and weights, on both ranks, for first-order DARTS, second-order DARTS and GDAS: the plain supernet
+(recompute=none), the default (recompute=cheap), checkpointed cells and recompute=pointwise.
 
 `strategy="ddp"` re-launches the running command for rank 1, so the searches run in a script of their own in a
-subprocess, never inside the pytest process. One launch runs all nine searches: the later Trainers find the process
+subprocess, never inside the pytest process. One launch runs all twelve searches: the later Trainers find the process
 group of the first one and reuse it, which keeps the test to one start-up of two processes.
 """
 
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.xdist_group("ddp")
 
 ALGORITHMS = {"darts": dict(order=1, relaxation="softmax"), "darts_v2": dict(order=2, relaxation="softmax"),
               "gdas": dict(order=1, relaxation="gumbel")}
-# the plain supernet, checkpointed cells, edges that keep only their 1x1 convolutions' outputs
-MODES = {"plain": dict(), "cells": dict(checkpoint_cells=True), "recompute": dict(recompute="pointwise")}
+# the plain supernet, the default (fused steps), checkpointed cells, edges that keep only their 1x1 convolutions' outputs
+MODES = {"plain": dict(recompute="none"), "cheap": dict(), "cells": dict(recompute="none", checkpoint_cells=True),
+         "recompute": dict(recompute="pointwise")}
 
 SCRIPT = """
 import sys
@@ -38,10 +40,11 @@ for name, kw in algorithms.items():
     for mode, switch in modes.items():
         pl.seed_everything(0, verbose=False)
         # a few ops of the DARTS list for time: pooling with its BN, the factorized reduction and dil_conv (which
-        # share the edge's ReLU on reduction edges), the strided dilated conv's fast path
+        # share the edge's ReLU on reduction edges), the strided dilated conv's fast path; no drop path (under it
+        # the default sums a dropped op's output plainly; checkpointed cells replay it: tests/test_checkpoint_cells.py)
         module = SearchModule(network=dict(C=4, layers=3, num_classes=4, relaxation=kw["relaxation"],
                                            primitives=("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3"),
-                                           drop_path_prob=0.2, **switch),
+                                           **switch),
                               epochs=1, order=kw["order"], hvp="central", arch_lr=0.1, channels_last=False)
         initial = {{k: v.detach().clone() for k, v in module.net.named_parameters()}}
         # 64 images: 32 for the weights, 32 for the alphas, batches of 8 on each of 2 ranks = 2 steps
@@ -56,7 +59,7 @@ for name, kw in algorithms.items():
         trainer.fit(module, datamodule=dm)
         assert trainer.global_step > 0
         assert module.net.checkpoint_cells == switch.get("checkpoint_cells", False)
-        assert module.net.recompute == switch.get("recompute", "none")
+        assert module.net.recompute == switch.get("recompute", "cheap")
         state = {{k: v.detach().clone() for k, v in module.net.state_dict().items()}}
         torch.save({{"state": state, "initial": initial, "steps": trainer.global_step}},
                    out / f"{{name}}-{{mode}}-rank{{trainer.global_rank}}.pt")
@@ -66,7 +69,7 @@ for name, kw in algorithms.items():
 # session scope: built once even when the worker runs test_ddp.py's tests between this module's
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
-    """{(algorithm, mode, rank): {"state", "initial", "steps"}} of the nine 2-rank searches."""
+    """{(algorithm, mode, rank): {"state", "initial", "steps"}} of the twelve 2-rank searches."""
     tmp = tmp_path_factory.mktemp("ckpt_ddp")
     script = tmp / "search_ddp.py"
     script.write_text(SCRIPT.format(algorithms=ALGORITHMS, modes=MODES))
@@ -80,7 +83,7 @@ def runs(tmp_path_factory):
             for name in ALGORITHMS for mode in MODES for rank in (0, 1)}
 
 
-@pytest.mark.parametrize("mode", ["cells", "recompute"])
+@pytest.mark.parametrize("mode", ["cheap", "cells", "recompute"])
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
 def test_a_memory_mode_follows_the_plain_trajectory_on_every_rank(runs, algorithm, mode):
     for rank in (0, 1):

@@ -232,7 +232,7 @@ def test_cpu_dry_run_writes_a_marked_report_and_a_failing_case_fails_the_run(tmp
 def test_the_memory_modes_are_measured_at_the_paper_size_beside_the_plain_step():
     for quick, precisions in ((False, {"32-true", "bf16-mixed"}), (True, {"32-true"})):
         eager, compiled = gpu_check.step_matrix(quick)
-        for algo in ("darts1_cells", "pc_darts"):
+        for algo in ("darts1_plain", "darts1_cells", "pc_darts"):
             cases = [c for c in eager + compiled if c[1] == algo]
             assert {c[2] for c in cases} == precisions and {(c[0], c[3], c[4]) for c in cases} == {("paper", True, False)}
             assert ("paper", "darts1", "32-true", True, False) in eager  # the plain step they are compared with

@@ -1,5 +1,6 @@
-"""recompute: the edges keep only their convolutions' outputs for the backward pass and recompute the rest; the
-outputs, gradients, BatchNorm statistics and search trajectories are the plain supernet's, bit for bit."""
+"""recompute: the edges keep less for the backward pass and recompute the rest ("cheap", the default: BatchNorm
+outputs and pooling by fused steps; "convolutions"/"pointwise": selective checkpointing); the outputs, gradients,
+BatchNorm statistics and search trajectories are the plain supernet's (recompute="none"), bit for bit."""
 
 import pytest
 import torch
@@ -14,27 +15,33 @@ from darts_lite.spaces.supernet import RecomputableEdge, Supernet, no_recompute
 # every op of each space; the DARTS cells with 2 nodes (5 edges: a normal and a reduction cell test all there is)
 DARTS = dict(C=4, layers=3, num_classes=4, steps=2, multiplier=2)
 NETWORKS = {
+    "darts": (SearchNetwork, DARTS),  # without drop path: "cheap" fuses every op (a dropped op's output is summed plainly)
+    "gdas": (SearchNetwork, dict(DARTS, relaxation="gumbel")),
     "darts-drop-path": (SearchNetwork, dict(DARTS, drop_path_prob=0.3)),
     "gdas-drop-path": (SearchNetwork, dict(DARTS, relaxation="gumbel", drop_path_prob=0.3)),
     "pc-darts": (SearchNetwork, dict(DARTS, partial_channels=2, edge_normalization=True)),
     "nb201-darts": (NB201SearchNetwork, dict(C=4, N=1, num_classes=4)),
     "nb201-gdas": (NB201SearchNetwork, dict(C=4, N=1, num_classes=4, relaxation="gumbel")),
+    "nb201-untracked": (NB201SearchNetwork, dict(C=4, N=1, num_classes=4, track_running_stats=False)),
 }
 # float32 with both policies, float64 (where no rounding can hide a difference in the arithmetic) with the leaner one
-CASES = ([(name, keep, torch.float32) for name in NETWORKS for keep in ("convolutions", "pointwise")]
-         + [(name, "pointwise", torch.float64) for name in NETWORKS])
+CASES = ([(name, keep, torch.float32, False) for name in NETWORKS for keep in ("cheap", "convolutions", "pointwise")]
+         + [(name, keep, torch.float64, False) for name in NETWORKS for keep in ("cheap", "pointwise")]
+         + [(name, "cheap", torch.float32, True) for name in ("darts", "pc-darts", "nb201-darts")])
 
 
-@pytest.mark.parametrize("name,keep,dtype", CASES, ids=[f"{n}-{k}-{str(d)[6:]}" for n, k, d in CASES])
-def test_outputs_gradients_and_bn_statistics_equal_the_plain_supernet(name, keep, dtype):
+@pytest.mark.parametrize("name,keep,dtype,channels_last", CASES,
+                         ids=[f"{n}-{k}-{str(d)[6:]}{'-nhwc' * c}" for n, k, d, c in CASES])
+def test_outputs_gradients_and_bn_statistics_equal_the_plain_supernet(name, keep, dtype, channels_last):
     cls, kw = NETWORKS[name]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     nets = []
     for recompute in ("none", keep):
         torch.manual_seed(0)
-        nets.append(cls(recompute=recompute, **kw).to(dtype))
+        nets.append(cls(recompute=recompute, **kw).to(dtype).to(memory_format=layout))
     plain, lean = nets
     assert lean.recompute == keep and all(e.recompute == keep for e in lean.modules() if isinstance(e, RecomputableEdge))
-    x, y = torch.randn(8, 3, 8, 8, dtype=dtype), torch.randint(0, 4, (8,))
+    x, y = torch.randn(8, 3, 8, 8, dtype=dtype).contiguous(memory_format=layout), torch.randint(0, 4, (8,))
     for seed in (1, 2):
         assert torch.equal(seeded_step(plain, x, y, seed), seeded_step(lean, x, y, seed))
     for (n, a), b in zip(plain.named_parameters(), lean.parameters()):
@@ -62,11 +69,22 @@ def test_the_edges_keep_nothing_of_their_own_for_autograd_and_evaluation_is_plai
 @pytest.mark.parametrize("order,hvp,relaxation", [(1, "central", "gumbel"), (2, "central", "softmax"),
                                                   (2, "exact", "softmax")])
 def test_a_search_follows_the_same_trajectory_bit_for_bit(order, hvp, relaxation):
-    plain = one_epoch_search(order, hvp, relaxation)
+    plain = one_epoch_search(order, hvp, relaxation, recompute="none")
     lean = one_epoch_search(order, hvp, relaxation, recompute="convolutions")
     for (name, a), b in zip(plain.state_dict().items(), lean.state_dict().values()):
         assert torch.equal(a, b), name
     assert lean.net.recompute == "convolutions" and plain.net.recompute == "none"
+
+
+@pytest.mark.parametrize("order,hvp,relaxation", [(1, "central", "gumbel"), (2, "central", "softmax"),
+                                                  (2, "exact", "softmax")])
+def test_the_default_search_follows_the_plain_trajectory_bit_for_bit(order, hvp, relaxation):
+    # without drop path, so that every op's weighted output goes through the fused steps
+    plain = one_epoch_search(order, hvp, relaxation, recompute="none", drop_path_prob=0.0)
+    lean = one_epoch_search(order, hvp, relaxation, drop_path_prob=0.0)
+    for (name, a), b in zip(plain.state_dict().items(), lean.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert lean.net.recompute == "cheap" and plain.net.recompute == "none"
 
 
 def test_the_search_config_sets_it_and_refuses_it_beside_checkpointed_cells():
@@ -76,10 +94,17 @@ def test_the_search_config_sets_it_and_refuses_it_beside_checkpointed_cells():
         SearchModule(network=small_darts_args(), recompute="pointwise", checkpoint_cells=True)
     with pytest.raises(ConfigError, match="recompute=convolutions: not together with compile=true"):
         SearchModule(network=small_darts_args(), recompute="convolutions", compile=True)
-    with pytest.raises(ValueError, match="recompute must be one of none, convolutions, pointwise, got 'everything'"):
-        SearchNetwork(C=4, layers=3).recompute = "everything"
+    with pytest.raises(ValueError, match="recompute must be one of none, cheap, convolutions, pointwise, got 'all'"):
+        SearchNetwork(C=4, layers=3).recompute = "all"
     with pytest.raises(ValueError, match="recompute='pointwise': Supernet has no edge that can recompute"):
         Supernet().recompute = "pointwise"  # a space of one's own whose edges do not subclass RecomputableEdge
+    own = Supernet()
+    own.recompute = "cheap"  # the default asks nothing of a space of one's own
+    # the default goes beside checkpointed cells (inside them the edges run plainly) and compile (traced plainly)
+    assert compose_cfg("+experiment=quickstart").search.recompute == "cheap"
+    assert SearchModule(network=small_darts_args(), checkpoint_cells=True).net.recompute == "cheap"
+    assert SearchModule(network=small_darts_args(), compile=True).net.recompute == "cheap"
+    assert SearchModule(network=small_darts_args(), recompute="none").net.recompute == "none"
 
 
 def test_the_collapse_guards_hessian_eigenvalue_is_the_plain_supernets():

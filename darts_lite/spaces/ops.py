@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -39,11 +40,32 @@ class _ReLUFirst(nn.Sequential):
             x = module(x)
         return x
 
+    @property
+    def final_bn(self) -> nn.Module | None:
+        """The last module when it is a BatchNorm (``darts_lite.spaces.lean``), else None."""
+        last = self[-1]
+        return last if isinstance(last, nn.BatchNorm2d) else None
+
+    def forward_unnormalised(self, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
+        """Everything before ``final_bn`` (``rectified``: from an input already rectified)."""
+        for module in list(self)[1 if rectified else 0:-1]:
+            x = module(x)
+        return x
+
+
+def hooked(*modules: nn.Module) -> bool:
+    """Whether calling any of ``modules`` would run a forward hook (its own or a global one): such a module must be
+    called, not bypassed by a shared or fused computation."""
+    return (bool(_module._global_forward_hooks or _module._global_forward_pre_hooks)
+            or any(m._forward_hooks or m._forward_pre_hooks for m in modules))
+
 
 def starts_with_relu(op: nn.Module) -> bool:
-    """Whether ``op(x)`` equals ``op.forward_rectified(relu(x))``: its first module is a ReLU of its input. Asked at
-    every forward pass, so an op whose leading module was swapped for another activation is run whole."""
-    return isinstance(getattr(op, "leading_activation", None), nn.ReLU)
+    """Whether ``op(x)`` equals ``op.forward_rectified(relu(x))``: its first module is a ReLU of its input, and
+    neither the op nor that ReLU has forward hooks (which must see every call). Asked at every forward pass, so an
+    op whose leading module was swapped for another activation, or that was hooked, is run whole."""
+    activation = getattr(op, "leading_activation", None)
+    return isinstance(activation, nn.ReLU) and not hooked(op, activation)
 
 
 class ReLUConvBN(_ReLUFirst):
@@ -104,8 +126,17 @@ class FactorizedReduce(nn.Module):
 
     def forward_rectified(self, x: torch.Tensor) -> torch.Tensor:
         """The output for ``x`` = relu(input)."""
+        return self.bn(self.forward_unnormalised(x, rectified=True))
+
+    @property
+    def final_bn(self) -> nn.Module:
+        return self.bn
+
+    def forward_unnormalised(self, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
+        """Everything before ``bn`` (``rectified``: from an input already rectified)."""
+        x = x if rectified else self.relu(x)
         shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
 
 
 def drop_active(drop_prob: float | torch.Tensor) -> bool:

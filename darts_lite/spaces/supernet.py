@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
@@ -19,9 +20,12 @@ from ..relax import EdgeWeights, Relaxation
 from .widen import Widened, widen_op
 
 ALPHA_INITS = ("randn", "zeros")  # what new_alphas takes
-# what a mixed edge keeps for the backward pass (Supernet.recompute): "none" recomputes nothing; "convolutions" keeps
-# every convolution's output and recomputes the rest; "pointwise" keeps only the 1x1 (ungrouped) convolutions' outputs
-RECOMPUTE = ("none", "convolutions", "pointwise")
+# what a mixed edge keeps for the backward pass (Supernet.recompute): "none" recomputes nothing; "cheap" (the default)
+# recomputes the BatchNorm outputs its weighted sum reads and its pooling ops (darts_lite.spaces.lean); "convolutions"
+# keeps every convolution's output and recomputes the rest; "pointwise" keeps only the 1x1 (ungrouped) convolutions'
+# outputs. The last two are selective activation checkpointing (SELECTIVE)
+RECOMPUTE = ("none", "cheap", "convolutions", "pointwise")
+SELECTIVE = ("convolutions", "pointwise")
 
 
 def new_alphas(shape: tuple[int, ...], alpha_init: str) -> nn.Parameter:
@@ -131,21 +135,24 @@ def _keep_policy(keep: str) -> Callable:
     return policy
 
 
-_KEEP = {keep: _keep_policy(keep) for keep in RECOMPUTE[1:]}  # recompute -> its policy
+_KEEP = {keep: _keep_policy(keep) for keep in SELECTIVE}  # recompute -> its policy
 
 
 class RecomputableEdge(nn.Module):
     """Base of a space's mixed edge: ``recompute`` (one of RECOMPUTE, set by its supernet) decides what its
     forward pass keeps for the backward pass; the edge's own pass is ``edge_forward``.
 
-    "convolutions" keeps only the outputs of the edge's convolutions and recomputes everything else (ReLU,
-    BatchNorm, pooling, drop path, the weighted sum) in the backward pass, with PyTorch's selective activation
-    checkpointing; "pointwise" keeps only the 1x1 convolutions' outputs and recomputes the depthwise ones too.
+    "cheap" (the default): the edge's weighted sum runs each op through ``darts_lite.spaces.lean.weighted`` (asked
+    by ``edge_forward`` through ``lean()``): an op's BatchNorm output and a pooling op's outputs are recomputed in
+    the backward pass instead of kept, by one fused autograd step per op. "convolutions" keeps only the outputs of
+    the edge's convolutions and recomputes everything else (ReLU, BatchNorm, pooling, drop path, the weighted sum)
+    in the backward pass, with PyTorch's selective activation checkpointing; "pointwise" keeps only the 1x1
+    convolutions' outputs and recomputes the depthwise ones too.
     Outputs, gradients, BatchNorm statistics and random draws are those of the plain edge, bit for bit. Only
     while training with gradients on, outside a checkpointed cell and outside ``no_recompute()``.
     """
 
-    recompute: str = "none"
+    recompute: str = "cheap"
     partial_channels: int = 1
     ops: nn.ModuleList
     # per op, whether it still runs: False for an op pruned from the edge (DrNAS's progressive learning), whose
@@ -153,13 +160,20 @@ class RecomputableEdge(nn.Module):
     live: tuple[bool, ...] | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.recompute == "none" or not (self.training and torch.is_grad_enabled()) or _in_region.get():
+        if self.recompute in ("none", "cheap") or not (self.training and torch.is_grad_enabled()) or _in_region.get():
             return self.edge_forward(*args, **kwargs)
         contexts = functools.partial(create_selective_checkpoint_contexts, _KEEP[self.recompute])
         return _region(self, *args, context_fn=contexts, **kwargs)
 
     def edge_forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def lean(self) -> bool:
+        """Whether this pass sums its ops through ``darts_lite.spaces.lean.weighted``: recompute="cheap", training
+        with gradients on, outside a checkpointed region and ``no_recompute()`` (those run the plain ops), not while
+        being compiled and not under forward-mode AD."""
+        return (self.recompute == "cheap" and self.training and torch.is_grad_enabled() and not _in_region.get()
+                and not torch.compiler.is_compiling() and _forward_ad._current_level < 0)
 
     def make_ops(self, partial_channels: int) -> nn.ModuleList:
         """The edge's candidate ops, built for 1/``partial_channels`` of its channels."""
@@ -200,12 +214,13 @@ class Supernet(nn.Module):
     relaxation: Relaxation
     checkpoint_cells: bool = False
     edge_weight_transform: Callable[[str, EdgeWeights], EdgeWeights] | None = None
-    _recompute: str = "none"
+    _recompute: str = "cheap"
 
     @property
     def recompute(self) -> str:
-        """What each mixed edge keeps for the backward pass: "none" (everything autograd saves), "convolutions" or
-        "pointwise" (see ``RecomputableEdge``). Set on the supernet, it reaches every edge."""
+        """What each mixed edge keeps for the backward pass: "none" (everything autograd saves), "cheap" (the
+        default), "convolutions" or "pointwise" (see ``RecomputableEdge``). Set on the supernet, it reaches every
+        edge; "cheap" is also accepted by a supernet without such edges (its own edges run as they are)."""
         return self._recompute
 
     @recompute.setter
@@ -213,7 +228,7 @@ class Supernet(nn.Module):
         if value not in RECOMPUTE:
             raise ValueError(f"recompute must be one of {', '.join(RECOMPUTE)}, got {value!r}")
         edges = [m for m in self.modules() if isinstance(m, RecomputableEdge)]
-        if value != "none" and not edges:
+        if value in SELECTIVE and not edges:
             raise ValueError(f"recompute={value!r}: {type(self).__name__} has no edge that can recompute (a subclass of "
                              "darts_lite.spaces.supernet.RecomputableEdge)")
         self._recompute = value

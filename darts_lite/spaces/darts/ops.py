@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..lean import PoolBN
 from ..ops import FactorizedReduce, Identity, Zero, _ReLUFirst, channel_shuffle  # noqa: F401 (channel_shuffle: its old home)
 
 
@@ -61,10 +62,19 @@ class SepConv(nn.Sequential):
         first, second = self.children()
         return second(first.forward_rectified(x))
 
+    @property
+    def final_bn(self) -> nn.Module | None:
+        return self[1].final_bn
+
+    def forward_unnormalised(self, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
+        """Everything before the second block's BatchNorm (``rectified``: from an input already rectified)."""
+        first, second = self.children()
+        return second.forward_unnormalised(first.forward_rectified(x) if rectified else first(x))
+
 
 def _pool_with_bn(pool: nn.Module, c: int, bn: bool) -> nn.Module:
     # search cells follow each pooling op with an affine-free BN (DARTS); evaluation cells do not
-    return nn.Sequential(pool, nn.BatchNorm2d(c, affine=False)) if bn else pool
+    return PoolBN(pool, nn.BatchNorm2d(c, affine=False)) if bn else pool
 
 
 OpFactory = Callable[[int, int, bool, bool], nn.Module]

@@ -16,6 +16,7 @@ from torch import nn
 
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, Lt, checked
+from ..lean import weighted
 from ..ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, starts_with_relu
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import PRIMITIVES, Genotype
@@ -105,11 +106,13 @@ class MixedEdge(RecomputableEdge):
         return channel_shuffle(torch.cat([out, bypass], dim=1), k)
 
     def _mixed(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
+        lean, drops = self.lean(), drop_active(drop_prob)
         if index is not None:
-            out = self.ops[index](x)  # one op: its own ReLU, if it has one, is the only one computed
-            if drop_active(drop_prob) and self._droppable[index]:
-                out = drop_path(out, drop_prob)
-            return out * weights[index]
+            op = self.ops[index]
+            if drops and self._droppable[index]:
+                return drop_path(op(x), drop_prob) * weights[index]
+            # one op: its own ReLU, if it has one, is the only one computed
+            return weighted(op, x, weights[index]) if lean else op(x) * weights[index]
         total = None
         rectified = None
         live = self.live or (True,) * len(self.ops)
@@ -118,15 +121,17 @@ class MixedEdge(RecomputableEdge):
                 # `none` contributes exactly zero to the sum (its alpha still gets gradient via softmax); a pruned
                 # op's weight is 0 (DrNAS's progressive learning skips it likewise)
                 continue
-            if self.share_relu and starts_with_relu(op):
-                if rectified is None:
-                    rectified = op.leading_activation(x)
-                out = op.forward_rectified(rectified)
+            shared = self.share_relu and starts_with_relu(op)
+            if shared and rectified is None:
+                rectified = op.leading_activation(x)
+            inp = rectified if shared else x
+            if drops and droppable:
+                out = drop_path(op.forward_rectified(inp) if shared else op(inp), drop_prob) * w
+            elif lean:
+                out = weighted(op, inp, w, rectified=shared)
             else:
-                out = op(x)
-            if drop_active(drop_prob) and droppable:
-                out = drop_path(out, drop_prob)
-            total = out * w if total is None else total + out * w
+                out = (op.forward_rectified(inp) if shared else op(inp)) * w
+            total = out if total is None else total + out
         return total
 
 
@@ -256,7 +261,7 @@ class SearchNetwork(Supernet):
         checkpoint_cells: bool = False,
         partial_channels: Annotated[int, Ge(1), Hint("PC-DARTS's K; 1 = off")] = 1,
         edge_normalization: bool = False,
-        recompute: Literal["none", "convolutions", "pointwise"] = "none",
+        recompute: Literal["none", "cheap", "convolutions", "pointwise"] = "cheap",
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)

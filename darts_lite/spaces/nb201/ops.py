@@ -25,6 +25,11 @@ class AvgPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x if self.preprocess is None else self.preprocess(x))
 
+    @property
+    def pool_only(self) -> nn.Module | None:
+        """The pooling, when it is the whole op (``darts_lite.spaces.lean``)."""
+        return self.pool if self.preprocess is None else None
+
 
 class ChannelProjection(nn.Module):
     """skip_connect at stride 1 between different channel counts: a 1x1 conv and BN (no ReLU)."""
@@ -36,6 +41,15 @@ class ChannelProjection(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
+
+    @property
+    def final_bn(self) -> nn.Module:
+        return self.bn
+
+    def forward_unnormalised(self, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
+        if rectified:
+            raise ValueError("a channel projection does not start with a ReLU")
+        return self.conv(x)
 
 
 def make_op(name: str, c_in: int, c_out: int, stride: int, affine: bool = True, track_running_stats: bool = True) -> nn.Module:

@@ -11,7 +11,8 @@ from torch import nn
 
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, checked
-from ..ops import Zero, channel_shuffle
+from ..lean import weighted
+from ..ops import Zero, channel_shuffle, starts_with_relu
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
 from .ops import _Macro, make_op
@@ -19,6 +20,9 @@ from .ops import _Macro, make_op
 
 class MixedEdge(RecomputableEdge):
     """All candidate ops of one edge; the relaxation decides which run and how they are weighted.
+
+    The two convs (ReLU-conv-BN) share one ReLU of the edge's input when both run (``share_relu``; off only to
+    compare with running each op whole): the same outputs, one rectified input kept for the backward pass.
 
     ``auxiliary_skip`` (DARTS-): an identity branch beside the ops, outside the op choice; forward adds ``skip``
     times the input.
@@ -41,6 +45,7 @@ class MixedEdge(RecomputableEdge):
         if auxiliary_skip and (c_in != c_out or stride != 1):
             raise ValueError(f"an auxiliary skip needs an edge that keeps its shape, not {c_in}->{c_out} at stride {stride}")
         self.auxiliary_skip = auxiliary_skip
+        self.share_relu = True
 
     def make_ops(self, partial_channels: int) -> nn.ModuleList:
         c_in, c_out, stride, affine, track_running_stats = self._shape
@@ -59,20 +64,31 @@ class MixedEdge(RecomputableEdge):
         return out + skip * x if skip and self.auxiliary_skip else out
 
     def _edge(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
+        lean = self.lean()
         if index is not None:
-            out = self.ops[index](x) * weights[index]
+            op = self.ops[index]
+            out = weighted(op, x, weights[index]) if lean else op(x) * weights[index]
             if self.unsampled_weights and len(self.ops) > 1:
                 # the benchmark's GDAS code adds the hard weights of the ops it did not run to the sum: each is
                 # exactly 0 forward, and sends every element's gradient, summed, to its alpha
                 out = out + torch.cat([weights[:index], weights[index + 1:]]).sum()
             return out
         total = None
+        rectified = None
         for op, w, runs in zip(self.ops, weights, self.live or (True,) * len(self.ops)):
             if isinstance(op, Zero) or not runs:
                 # `none` adds exactly zero, and zero gradient to its weight (its alpha still learns via the softmax);
                 # a pruned op's weight is 0 (DrNAS's progressive learning skips it likewise)
                 continue
-            out = op(x) * w
+            # the convs share one ReLU of the input (one rectified input kept for backward instead of one per conv)
+            shared = self.share_relu and starts_with_relu(op)
+            if shared and rectified is None:
+                rectified = op.leading_activation(x)
+            inp = rectified if shared else x
+            if lean:
+                out = weighted(op, inp, w, rectified=shared)
+            else:
+                out = (op.forward_rectified(inp) if shared else op(inp)) * w
             total = out if total is None else total + out
         return total
 
@@ -136,7 +152,7 @@ class SearchNetwork(Supernet, _Macro):
         checkpoint_cells: bool = False,
         partial_channels: Annotated[int, Ge(1), Hint("PC-DARTS's K; 1 = off")] = 1,
         edge_normalization: bool = False,
-        recompute: Literal["none", "convolutions", "pointwise"] = "none",
+        recompute: Literal["none", "cheap", "convolutions", "pointwise"] = "cheap",
     ):
         super().__init__()
         self.checkpoint_cells = bool(checkpoint_cells)

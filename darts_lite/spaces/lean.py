@@ -1,0 +1,187 @@
+"""``w * op(x)`` for a mixed edge's weighted sum, keeping less for the backward pass (``recompute="cheap"``).
+
+Summed plainly, ``op(x) * w`` keeps the op's output for the gradient of ``w``: for an op that ends with a BatchNorm
+that is a second full-size tensor beside the BatchNorm's own input, and a pooling op keeps its output, its max
+indices and its BatchNorm's output besides the edge's input, which the edge keeps anyway. Here each of those is one
+autograd step that keeps only what is expensive to recompute:
+
+* an op ending with an affine-free BatchNorm (ReLU-conv-BN, the separable and dilated convs, the factorized
+  reduction, a 1x1 projection) keeps the BatchNorm's input and its batch statistics; the normalised output is
+  recomputed from them in the backward pass (one multiply-add per element);
+* a pooling op (with or without its BatchNorm) keeps nothing of its own: the pooling is rerun on the edge's input.
+
+The forward pass runs the same kernels as the plain ops (BatchNorm running statistics updated once, by the same
+rule), and the backward pass calls the same backward kernels with the same arguments, so outputs and gradients are
+those of the plain sum bit for bit on the CPU (tests/test_recompute.py); on other devices the recomputed BatchNorm
+output is that device's BatchNorm kernel run again. A backward pass that builds its own graph (``create_graph``, a
+Hessian) recomputes through plain ops and is exact there too.
+
+An op takes part by having ``final_bn`` (its last module, an affine-free ``BatchNorm2d``) and
+``forward_unnormalised(x, rectified)`` (everything before it), or by being a ``PoolBN``/pooling op; anything else,
+and any op that has forward hooks or whose BatchNorm or pooling module has hooks or another forward, is summed
+plainly (the hooks see every call).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .ops import hooked
+
+aten = torch.ops.aten
+_BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
+
+
+def _plain_bn(bn: nn.Module) -> bool:
+    """Whether ``bn`` runs as an affine-free training-mode BatchNorm2d of the stock forward, without hooks."""
+    return (isinstance(bn, nn.BatchNorm2d) and type(bn).forward is _BN_FORWARD and bn.training and not bn.affine
+            and not hooked(bn))
+
+
+def _bn_arguments(bn: nn.BatchNorm2d) -> tuple[torch.Tensor | None, torch.Tensor | None, float]:
+    """(running mean, running var, momentum) for one training-mode pass of ``bn``, counting the pass as
+    ``_BatchNorm.forward`` does."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    if bn.track_running_stats:
+        return bn.running_mean, bn.running_var, factor
+    return None, None, factor
+
+
+def _normalised(h: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float) -> torch.Tensor:
+    """The training-mode BatchNorm output of ``h`` whose batch statistics were ``mean`` and ``invstd``, recomputed.
+    On the CPU: BatchNorm's own transform, ``x * invstd + (-mean * invstd)`` as one fused multiply-add per element
+    (equal to the kernel's output bit for bit, tested); elsewhere the device's kernel is run again."""
+    if h.device.type == "cpu":
+        shape = (1, -1) + (1,) * (h.dim() - 2)
+        alpha = invstd.view(shape)
+        return torch.addcmul((-mean * invstd).view(shape), h, alpha)
+    return aten._batch_norm_impl_index(h, None, None, None, None, True, 0.0, eps, torch.backends.cudnn.enabled)[0]
+
+
+def _pool(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(output, max indices or None) of ``pool`` (an nn.MaxPool2d or nn.AvgPool2d) on ``x``."""
+    if isinstance(pool, nn.MaxPool2d):
+        return aten.max_pool2d_with_indices(x, *_max_args(pool))
+    return aten.avg_pool2d(x, *_avg_args(pool)), None
+
+
+def _pair(v: Any) -> list[int]:
+    return list(v) if isinstance(v, (tuple, list)) else [v, v]
+
+
+def _max_args(pool: nn.MaxPool2d) -> tuple[Any, ...]:
+    stride = pool.stride if pool.stride is not None else pool.kernel_size
+    return _pair(pool.kernel_size), _pair(stride), _pair(pool.padding), _pair(pool.dilation), pool.ceil_mode
+
+
+def _avg_args(pool: nn.AvgPool2d) -> tuple[Any, ...]:
+    stride = pool.stride if pool.stride is not None else pool.kernel_size
+    return (_pair(pool.kernel_size), _pair(stride), _pair(pool.padding), pool.ceil_mode, pool.count_include_pad,
+            pool.divisor_override)
+
+
+def _pool_backward(grad: torch.Tensor, x: torch.Tensor, pool: nn.Module, indices: torch.Tensor | None) -> torch.Tensor:
+    if indices is not None:
+        return aten.max_pool2d_with_indices_backward(grad, x, *_max_args(pool), indices)
+    return aten.avg_pool2d_backward(grad, x, *_avg_args(pool))
+
+
+class _WeightedOp(torch.autograd.Function):
+    """w * bn(pool(x)), with the pooling and the BatchNorm each optional (at least one present)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, pool: nn.Module | None, bn: nn.BatchNorm2d | None,
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float) -> torch.Tensor:
+        h = x if pool is None else _pool(x, pool)[0]
+        ctx.pool, ctx.eps = pool, None if bn is None else bn.eps
+        if bn is None:
+            ctx.save_for_backward(x, w)
+            return h * w
+        y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(
+            h, None, None, running_mean, running_var, True, momentum, bn.eps, torch.backends.cudnn.enabled)
+        # the BatchNorm's input is kept when it is what the op computed before it (a conv's output); after a pooling
+        # the edge's input is kept instead and the pooling rerun
+        ctx.impl, ctx.running = impl, (running_mean, running_var)
+        ctx.save_for_backward(x, w, mean, invstd, reserve)
+        return y * w
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w, *stats = ctx.saved_tensors
+        pool = ctx.pool
+        if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
+            return (*_replayed(ctx, x, w, grad), None, None, None, None, None)
+        h, indices = (x, None) if pool is None else _pool(x, pool)
+        if ctx.eps is None:
+            grad_w, grad_h = (grad * h).sum(), grad * w
+        else:
+            mean, invstd, reserve = stats
+            grad_w = (grad * _normalised(h, mean, invstd, ctx.eps)).sum()
+            grad_h = aten._batch_norm_impl_index_backward(
+                ctx.impl, h, grad * w, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False], reserve)[0]
+        grad_x = grad_h if pool is None else _pool_backward(grad_h, x, pool, indices)
+        return grad_x, grad_w, None, None, None, None, None
+
+
+def _replayed(ctx: Any, x: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of w * bn(pool(x)) for x and w through plain, differentiable ops (the running statistics are
+    not touched again)."""
+    with torch.enable_grad():
+        xs = x.detach().requires_grad_() if not x.requires_grad else x
+        h = xs if ctx.pool is None else ctx.pool(xs)
+        if ctx.eps is not None:
+            h = torch.batch_norm(h, None, None, None, None, True, 0.0, ctx.eps, torch.backends.cudnn.enabled)
+        inputs = [t for t in (xs, w) if t.requires_grad]
+        grads = iter(torch.autograd.grad(h * w, inputs, grad, create_graph=True))
+    return (next(grads) if xs.requires_grad else None), (next(grads) if w.requires_grad else None)
+
+
+class PoolBN(nn.Sequential):
+    """A pooling op followed by an affine-free BatchNorm (the DARTS space's search-cell pooling)."""
+
+    @property
+    def pool(self) -> nn.Module:
+        return self[0]
+
+    @property
+    def bn(self) -> nn.Module:
+        return self[1]
+
+
+def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = False) -> torch.Tensor:
+    """``op(x) * w`` (``rectified``: ``op.forward_rectified(x) * w``) with the same output and gradients, keeping
+    less for the backward pass where ``op`` takes part (see the module's text); other ops are summed plainly."""
+    if not hooked(op):
+        pool, bn = _pool_parts(op)
+        if pool is not None and not rectified and (bn is None or _plain_bn(bn)):
+            return _weighted(x, w, pool, bn)
+        bn = getattr(op, "final_bn", None)
+        if bn is not None and _plain_bn(bn):
+            return _weighted(op.forward_unnormalised(x, rectified), w, None, bn)
+    return (op.forward_rectified(x) if rectified else op(x)) * w
+
+
+def _pool_parts(op: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
+    if isinstance(op, PoolBN):
+        pool, bn = op.pool, op.bn
+    elif isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)):
+        pool, bn = op, None
+    else:
+        pool = getattr(op, "pool_only", None)
+        return (pool, None) if _stock_pool(pool) else (None, None)
+    return (pool, bn) if _stock_pool(pool) else (None, None)
+
+
+def _stock_pool(pool: nn.Module | None) -> bool:
+    return type(pool) in (nn.MaxPool2d, nn.AvgPool2d) and not hooked(pool) and not getattr(pool, "return_indices", False)
+
+
+def _weighted(x: torch.Tensor, w: torch.Tensor, pool: nn.Module | None, bn: nn.BatchNorm2d | None) -> torch.Tensor:
+    running_mean, running_var, momentum = (None, None, 0.0) if bn is None else _bn_arguments(bn)
+    return _WeightedOp.apply(x, w, pool, bn, running_mean, running_var, momentum)

@@ -1,0 +1,142 @@
+"""darts_lite.spaces.lean: ``w * op(x)`` through one fused step per op keeps less for the backward pass and gives
+the plain product's output, gradients and BatchNorm statistics bit for bit; passes it cannot serve run plainly."""
+
+import copy
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+
+from darts_lite.spaces.darts.ops import make_op as darts_op
+from darts_lite.spaces.darts.search import SearchNetwork
+from darts_lite.spaces.lean import weighted
+from darts_lite.spaces.nb201.ops import make_op as nb201_op
+
+F32 = 4  # bytes
+
+
+def _ops():
+    """(name, a function making the op, its input channels): every op of both spaces that takes part, at both
+    strides."""
+    for stride in (1, 2):
+        for name in ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+                     "dil_conv_5x5"):
+            yield f"darts-{name}-{stride}", lambda n=name, s=stride: darts_op(n, 6, s, affine=False, pool_bn=True), 6
+    for name in ("nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"):
+        for track in (True, False):
+            yield (f"nb201-{name}-{track}",
+                   lambda n=name, t=track: nb201_op(n, 6, 6, 1, affine=False, track_running_stats=t), 6)
+    yield "nb201-projection", lambda: nb201_op("skip_connect", 4, 6, 1, affine=False), 4
+    yield "nb201-reduce", lambda: nb201_op("skip_connect", 6, 6, 2, affine=False), 6
+
+
+OPS = list(_ops())
+
+
+def _unique_saved_bytes(fn, module=None):
+    """The bytes of the distinct storages autograd keeps for the backward pass of ``fn()`` (inputs included; the
+    parameters and buffers of ``module``, which live anyway, left out)."""
+    storages = {}
+    own = set() if module is None else {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers()]}
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() not in own:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, sum(storages.values())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name,op,c", OPS, ids=[o[0] for o in OPS])
+def test_weighted_equals_the_plain_product_bit_for_bit(name, op, c, dtype):
+    torch.manual_seed(0)
+    op = op().to(dtype).train()
+    ops = {"plain": op, "lean": copy.deepcopy(op)}
+    x0 = torch.randn(4, c, 9, 9, dtype=dtype)  # odd sizes: the strided ops' ceil and the kernels' vector tails
+    g = torch.randn_like(ops["plain"](x0.clone()))
+    ops["lean"].load_state_dict(ops["plain"].state_dict())  # the statistics the pass above moved, for both
+    results = {}
+    for mode, m in ops.items():
+        x = x0.clone().requires_grad_()
+        alphas = torch.randn(3, dtype=dtype, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        w = torch.softmax(alphas, 0)[1]
+        out = weighted(m, x, w) if mode == "lean" else m(x) * w
+        out.backward(g)
+        grads = [p.grad for p in m.parameters()]
+        results[mode] = [out.detach(), x.grad, alphas.grad, *grads, *m.buffers()]
+    assert all(torch.equal(a, b) for a, b in zip(results["plain"], results["lean"], strict=True)), name
+
+
+@pytest.mark.parametrize("name,op,c", [o for o in OPS if "skip_connect" not in o[0] or "-2" in o[0]],
+                         ids=[o[0] for o in OPS if "skip_connect" not in o[0] or "-2" in o[0]])
+def test_the_normalised_output_and_the_pooling_are_not_kept(name, op, c):
+    op = op().train()
+    x = torch.randn(4, c, 8, 8, requires_grad=True)
+    w = torch.tensor(0.3, requires_grad=True)
+    out, plain = _unique_saved_bytes(lambda: op(x) * w, op)
+    _, lean = _unique_saved_bytes(lambda: weighted(op, x, w), op)
+    size = out.numel() * F32
+    if "pool" in name:
+        # the pooled output (max: also its int64 indices) and the BatchNorm's output (DARTS), or the pooled output
+        # alone (NAS-Bench-201's pooling has no BatchNorm): only the edge's input is kept
+        expected = {"darts-max": 4 * size, "darts-avg": 2 * size, "nb201-avg": size}[name[:name.index("_")]]
+    else:
+        expected = size  # the BatchNorm's output the product read
+    assert plain - lean == expected, (plain, lean)
+
+
+def test_a_supernet_keeps_less_by_default():
+    nets = {}
+    for recompute in ("none", "cheap"):
+        torch.manual_seed(0)
+        nets[recompute] = SearchNetwork(C=8, layers=3, num_classes=4, recompute=recompute)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,))
+    kept = {r: _unique_saved_bytes(lambda n=n: F.cross_entropy(n(x), y))[1] for r, n in nets.items()}
+    assert kept["cheap"] < 0.7 * kept["none"], kept  # measured 0.63x at the paper size (results/recompute_policies)
+
+
+@pytest.mark.parametrize("name,op,c", [o for o in OPS if "conv_3x3" in o[0] or "pool" in o[0]],
+                         ids=[o[0] for o in OPS if "conv_3x3" in o[0] or "pool" in o[0]])
+def test_a_backward_pass_that_keeps_its_graph_differentiates_again_like_the_plain_ops(name, op, c):
+    # GraSP (zero-cost proxies) differentiates a gradient once more: the fused steps replay plain ops for it
+    torch.manual_seed(0)
+    op = op().double().train()
+    x = torch.randn(4, c, 7, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    seconds = {}
+    for mode in ("plain", "lean"):
+        out = weighted(op, x, w) if mode == "lean" else op(x) * w
+        # squared, so that the output's gradient depends on the output and the second derivatives are not trivial
+        loss = (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum() ** 2
+        grad_x, grad_w = torch.autograd.grad(loss, (x, w), create_graph=True)
+        seconds[mode] = (*torch.autograd.grad(grad_w, (x, w), retain_graph=True),
+                         *torch.autograd.grad(grad_x.square().sum(), (x, w)))
+    for a, b in zip(seconds["plain"], seconds["lean"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_forward_mode_and_hooks_run_the_plain_ops():
+    torch.manual_seed(0)
+    net = SearchNetwork(C=4, layers=3, num_classes=4, steps=2, multiplier=2)
+    edge = net.cells[0].edges[0]
+    assert net.recompute == "cheap" and edge.lean()
+    with fwAD.dual_level():
+        assert not edge.lean()  # a custom step has no forward-mode rule; the plain ops have theirs
+    with torch.no_grad():
+        assert not edge.lean()
+    assert not edge.eval().lean()
+    edge.train()
+    # a hook on an op's BatchNorm, on a pooling op or on a whole op sees its output: those ops are run plainly
+    seen = []
+    modules = (edge.ops[4][1][3], edge.ops[1], edge.ops[6])  # sep_conv_3x3's last BatchNorm, max_pool_3x3, dil_conv_3x3
+    handles = [m.register_forward_hook(lambda m, i, o: seen.append(o.shape)) for m in modules]
+    try:
+        net(torch.randn(2, 3, 8, 8))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == [torch.Size([2, 4, 8, 8])] * 3
