@@ -113,7 +113,7 @@ for _size in ("quickstart", "paper", "proxy"):
         lambda r, s=_size: _x(r.case(STEP, "darts2e", s)["step_s"] / r.case(STEP, "darts2", s)["step_s"], 1))
     figure(f"memory.{_size}.darts2e.vs_darts2", STEP)(
         lambda r, s=_size: _x(r.case(STEP, "darts2e", s)["peak_mib"] / r.case(STEP, "darts2", s)["peak_mib"], 1))
-    for _trick in ("pc_darts", "sdarts_rs", "sdarts_adv", "resource", "checkpoint"):
+    for _trick in ("pc_darts", "sdarts_rs", "sdarts_adv", "resource", "checkpoint", "recompute_none"):
         figure(f"tricks.{_size}.{_trick}.step", TRICKS)(
             lambda r, s=_size, t=_trick: _x(r.case(TRICKS, t, s)["step_s"] / r.case(TRICKS, "darts1", s)["step_s"]))
         figure(f"tricks.{_size}.{_trick}.memory", TRICKS)(

@@ -50,6 +50,9 @@ ALGORITHMS = {
                      label="resource-aware (FLOPs)"),
     "checkpoint": dict(relaxation="softmax", order=1, network=dict(checkpoint_cells=True),
                        label="checkpointed cells"),
+    # the default recomputes the cheap tensors (search.recompute=cheap); this keeps every tensor autograd saves
+    "recompute_none": dict(relaxation="softmax", order=1, network=dict(recompute="none"),
+                           label="recompute=none (every tensor autograd saves kept)"),
 }
 
 

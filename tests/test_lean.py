@@ -8,6 +8,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 
+from darts_lite.spaces import lean
 from darts_lite.spaces.darts.ops import make_op as darts_op
 from darts_lite.spaces.darts.search import SearchNetwork
 from darts_lite.spaces.lean import weighted
@@ -69,6 +70,30 @@ def test_weighted_equals_the_plain_product_bit_for_bit(name, op, c, dtype):
         grads = [p.grad for p in m.parameters()]
         results[mode] = [out.detach(), x.grad, alphas.grad, *grads, *m.buffers()]
     assert all(torch.equal(a, b) for a, b in zip(results["plain"], results["lean"], strict=True)), name
+
+
+@pytest.mark.parametrize("name,op,c", [o for o in OPS if "sep_conv_3x3" in o[0] or "max_pool" in o[0]],
+                         ids=[o[0] for o in OPS if "sep_conv_3x3" in o[0] or "max_pool" in o[0]])
+def test_only_the_gradients_asked_for_are_computed(name, op, c, monkeypatch):
+    # the weight step freezes the alphas: no normalised output is recomputed for a weight nobody asks the gradient of
+    recomputed = []
+    normalised = lean._normalised
+    monkeypatch.setattr(lean, "_normalised", lambda *a: recomputed.append(1) or normalised(*a))
+    torch.manual_seed(0)
+    op = op().train()
+    x0 = torch.randn(4, c, 8, 8)
+    for x_grad, w_grad in ((True, False), (False, True)):
+        results = {}
+        for mode in ("plain", "lean"):
+            x = x0.clone().requires_grad_(x_grad)
+            w = torch.tensor(0.3, requires_grad=w_grad)
+            op.zero_grad(set_to_none=True)
+            out = weighted(op, x, w) if mode == "lean" else op(x) * w
+            out.backward(torch.ones_like(out))
+            results[mode] = [x.grad, w.grad, *[p.grad for p in op.parameters()]]
+        for a, b in zip(results["plain"], results["lean"], strict=True):
+            assert (a is None and b is None) or torch.equal(a, b)
+        assert len(recomputed) == (0 if not w_grad else 1)
 
 
 @pytest.mark.parametrize("name,op,c", [o for o in OPS if "skip_connect" not in o[0] or "-2" in o[0]],

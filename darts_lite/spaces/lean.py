@@ -114,32 +114,36 @@ class _WeightedOp(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, w, *stats = ctx.saved_tensors
-        pool = ctx.pool
+        pool, (need_x, need_w) = ctx.pool, ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
             return (*_replayed(ctx, x, w, grad), None, None, None, None, None)
         h, indices = (x, None) if pool is None else _pool(x, pool)
+        grad_x = grad_w = None
+        # as autograd does for the plain product: only the gradients asked for (the weight step freezes the alphas,
+        # so no normalised output is recomputed there)
         if ctx.eps is None:
-            grad_w, grad_h = (grad * h).sum(), grad * w
+            grad_w = (grad * h).sum() if need_w else None
+            grad_h = grad * w
         else:
             mean, invstd, reserve = stats
-            grad_w = (grad * _normalised(h, mean, invstd, ctx.eps)).sum()
-            grad_h = aten._batch_norm_impl_index_backward(
+            grad_w = (grad * _normalised(h, mean, invstd, ctx.eps)).sum() if need_w else None
+            grad_h = None if not need_x else aten._batch_norm_impl_index_backward(
                 ctx.impl, h, grad * w, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False], reserve)[0]
-        grad_x = grad_h if pool is None else _pool_backward(grad_h, x, pool, indices)
+        if need_x:
+            grad_x = grad_h if pool is None else _pool_backward(grad_h, x, pool, indices)
         return grad_x, grad_w, None, None, None, None, None
 
 
-def _replayed(ctx: Any, x: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The gradients of w * bn(pool(x)) for x and w through plain, differentiable ops (the running statistics are
+def _replayed(ctx: Any, x: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of w * bn(pool(x)) asked for, through plain, differentiable ops (the running statistics are
     not touched again)."""
+    need = ctx.needs_input_grad[:2]
     with torch.enable_grad():
-        xs = x.detach().requires_grad_() if not x.requires_grad else x
-        h = xs if ctx.pool is None else ctx.pool(xs)
+        h = x if ctx.pool is None else ctx.pool(x)
         if ctx.eps is not None:
             h = torch.batch_norm(h, None, None, None, None, True, 0.0, ctx.eps, torch.backends.cudnn.enabled)
-        inputs = [t for t in (xs, w) if t.requires_grad]
-        grads = iter(torch.autograd.grad(h * w, inputs, grad, create_graph=True))
-    return (next(grads) if xs.requires_grad else None), (next(grads) if w.requires_grad else None)
+        grads = iter(torch.autograd.grad(h * w, [t for t, n in zip((x, w), need) if n], grad, create_graph=True))
+    return tuple(next(grads) if n else None for n in need)
 
 
 class PoolBN(nn.Sequential):
@@ -152,6 +156,13 @@ class PoolBN(nn.Sequential):
     @property
     def bn(self) -> nn.Module:
         return self[1]
+
+    @property
+    def final_bn(self) -> nn.Module:
+        return self[1]
+
+    def forward_unnormalised(self, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
+        return self[0](x)
 
 
 def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = False) -> torch.Tensor:
