@@ -97,6 +97,7 @@ def _machine(m: dict) -> str:
 # ---- the search step (experiments/search_step_benchmark.py) ----------------------------------------------------------
 STEP = "search_step_cpu.json"
 TRICKS = "search_step_tricks_cpu.json"
+RECOMPUTE_AB = "search_step_recompute_cpu.json"  # the default and recompute=none alternating, paper size
 
 for _size in ("quickstart", "paper", "proxy"):
     for _algo in ("darts1", "darts2", "darts2f", "darts2e", "gdas"):
@@ -118,6 +119,28 @@ for _size in ("quickstart", "paper", "proxy"):
             lambda r, s=_size, t=_trick: _x(r.case(TRICKS, t, s)["step_s"] / r.case(TRICKS, "darts1", s)["step_s"]))
         figure(f"tricks.{_size}.{_trick}.memory", TRICKS)(
             lambda r, s=_size, t=_trick: _x(r.case(TRICKS, t, s)["peak_mib"] / r.case(TRICKS, "darts1", s)["peak_mib"]))
+
+
+def _alternating(r: Results, key: str) -> str:
+    """recompute=none over the default, each recompute_none case over the default case run just before it: the
+    span over the rounds."""
+    cases = [c for c in r.json(RECOMPUTE_AB)["cases"] if c["size"] == "paper"]
+    default = [c for c in cases if c["algorithm"] == "darts1"]
+    none = [c for c in cases if c["algorithm"] == "recompute_none"]
+    if not none or len(default) != len(none):
+        raise FigureError(f"{RECOMPUTE_AB}: expected darts1 and recompute_none alternating at the paper size")
+    ratios = [n[key] / d[key] for d, n in zip(default, none)]
+    low, high = _x(min(ratios)), _x(max(ratios))
+    return low if low == high else f"{low[:-1]}-{high}"
+
+
+for _key, _name in (("step_s", "step"), ("peak_mib", "memory"), ("fwd_bwd_s", "fwd_bwd")):
+    figure(f"recompute.paper.none.{_name}", RECOMPUTE_AB)(lambda r, k=_key: _alternating(r, k))
+
+
+@figure("machine.search_step_recompute", RECOMPUTE_AB)
+def _(r: Results) -> str:
+    return _machine(r.json(RECOMPUTE_AB)["machine"])
 
 
 @figure("machine.search_step", STEP)

@@ -12,8 +12,8 @@ autograd step that keeps only what is expensive to recompute:
 
 The forward pass runs the same kernels as the plain ops (BatchNorm running statistics updated once, by the same
 rule), and the backward pass calls the same backward kernels with the same arguments, so outputs and gradients are
-those of the plain sum bit for bit on the CPU (tests/test_recompute.py); on other devices the recomputed BatchNorm
-output is that device's BatchNorm kernel run again. A backward pass that builds its own graph (``create_graph``, a
+those of the plain sum bit for bit on the CPU (tests/test_lean.py, test_recompute.py); on other devices the BatchNorm
+output is recomputed by that device's BatchNorm kernel. A backward pass that builds its own graph (``create_graph``, a
 Hessian) recomputes through plain ops and is exact there too.
 
 An op takes part by having ``final_bn`` (its last module, an affine-free ``BatchNorm2d``) and
