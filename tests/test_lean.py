@@ -51,13 +51,15 @@ def _unique_saved_bytes(fn, module=None):
     return out, sum(storages.values())
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, torch.contiguous_format), (torch.float64, torch.contiguous_format),
+                                          (torch.float32, torch.channels_last)], ids=["f32", "f64", "f32-nhwc"])
 @pytest.mark.parametrize("name,op,c", OPS, ids=[o[0] for o in OPS])
-def test_weighted_equals_the_plain_product_bit_for_bit(name, op, c, dtype):
+def test_weighted_equals_the_plain_product_bit_for_bit(name, op, c, dtype, layout):
     torch.manual_seed(0)
-    op = op().to(dtype).train()
+    op = op().to(dtype).to(memory_format=layout).train()
     ops = {"plain": op, "lean": copy.deepcopy(op)}
-    x0 = torch.randn(4, c, 9, 9, dtype=dtype)  # odd sizes: the strided ops' ceil and the kernels' vector tails
+    # odd sizes: the strided ops' ceil and the kernels' vector tails
+    x0 = torch.randn(4, c, 9, 9, dtype=dtype).contiguous(memory_format=layout)
     g = torch.randn_like(ops["plain"](x0.clone()))
     ops["lean"].load_state_dict(ops["plain"].state_dict())  # the statistics the pass above moved, for both
     results = {}
