@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .ops import hooked
+from .ops import hooked, run_op
 
 aten = torch.ops.aten
 _BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
@@ -154,10 +154,6 @@ class PoolBN(nn.Sequential):
         return self[0]
 
     @property
-    def bn(self) -> nn.Module:
-        return self[1]
-
-    @property
     def final_bn(self) -> nn.Module:
         return self[1]
 
@@ -165,27 +161,27 @@ class PoolBN(nn.Sequential):
         return self[0](x)
 
 
-def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = False) -> torch.Tensor:
-    """``op(x) * w`` (``rectified``: ``op.forward_rectified(x) * w``) with the same output and gradients, keeping
-    less for the backward pass where ``op`` takes part (see the module's text); other ops are summed plainly."""
-    if not hooked(op):
+def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = False, fuse: bool = True) -> torch.Tensor:
+    """``run_op(op, x, rectified) * w`` with the same output and gradients; with ``fuse`` (an edge's ``lean()``)
+    keeping less for the backward pass where ``op`` takes part (see the module's text); other ops are summed plainly."""
+    if fuse and not hooked(op):
         pool, bn = _pool_parts(op)
         if pool is not None and not rectified and (bn is None or _plain_bn(bn)):
             return _weighted(x, w, pool, bn)
         bn = getattr(op, "final_bn", None)
         if bn is not None and _plain_bn(bn):
             return _weighted(op.forward_unnormalised(x, rectified), w, None, bn)
-    return (op.forward_rectified(x) if rectified else op(x)) * w
+    return run_op(op, x, rectified) * w
 
 
 def _pool_parts(op: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
+    """(the pooling, its BatchNorm or None) of a pooling op whose pooling can be rerun, else (None, None)."""
     if isinstance(op, PoolBN):
-        pool, bn = op.pool, op.bn
+        pool, bn = op.pool, op.final_bn
     elif isinstance(op, (nn.MaxPool2d, nn.AvgPool2d)):
         pool, bn = op, None
     else:
-        pool = getattr(op, "pool_only", None)
-        return (pool, None) if _stock_pool(pool) else (None, None)
+        pool, bn = getattr(op, "pool_only", None), None
     return (pool, bn) if _stock_pool(pool) else (None, None)
 
 

@@ -68,6 +68,27 @@ def starts_with_relu(op: nn.Module) -> bool:
     return isinstance(activation, nn.ReLU) and not hooked(op, activation)
 
 
+def run_op(op: nn.Module, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
+    """``op(x)``, or ``op.forward_rectified(x)`` when ``x`` is already the rectified input (``EdgeInput``)."""
+    return op.forward_rectified(x) if rectified else op(x)
+
+
+class EdgeInput:
+    """What each op of a mixed edge reads: with ``share``, the ops that start with a ReLU of the edge's input
+    (``starts_with_relu``) read one rectified input, computed by the first of them; the others read the input.
+    Calling it with an op gives (the tensor the op reads, whether it is the rectified one: see ``run_op``)."""
+
+    def __init__(self, x: torch.Tensor, share: bool):
+        self.x, self.share, self._rectified = x, share, None
+
+    def __call__(self, op: nn.Module) -> tuple[torch.Tensor, bool]:
+        if not (self.share and starts_with_relu(op)):
+            return self.x, False
+        if self._rectified is None:
+            self._rectified = op.leading_activation(self.x)
+        return self._rectified, True
+
+
 class ReLUConvBN(_ReLUFirst):
     """ReLU, k x k conv, BN. ``conv_bias``: the conv keeps a bias (NAS-Bench-201's, when its BN has no affine
     parameters); ``track_running_stats`` as BatchNorm2d's."""

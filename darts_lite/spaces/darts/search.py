@@ -17,7 +17,7 @@ from torch import nn
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, Lt, checked
 from ..lean import weighted
-from ..ops import FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, starts_with_relu
+from ..ops import EdgeInput, FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, run_op
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import PRIMITIVES, Genotype
 from .ops import channel_shuffle, make_op
@@ -112,25 +112,20 @@ class MixedEdge(RecomputableEdge):
             if drops and self._droppable[index]:
                 return drop_path(op(x), drop_prob) * weights[index]
             # one op: its own ReLU, if it has one, is the only one computed
-            return weighted(op, x, weights[index]) if lean else op(x) * weights[index]
+            return weighted(op, x, weights[index], fuse=lean)
         total = None
-        rectified = None
+        inputs = EdgeInput(x, self.share_relu)
         live = self.live or (True,) * len(self.ops)
         for op, w, droppable, runs in zip(self.ops, weights, self._droppable, live):
             if isinstance(op, Zero) or not runs:
                 # `none` contributes exactly zero to the sum (its alpha still gets gradient via softmax); a pruned
                 # op's weight is 0 (DrNAS's progressive learning skips it likewise)
                 continue
-            shared = self.share_relu and starts_with_relu(op)
-            if shared and rectified is None:
-                rectified = op.leading_activation(x)
-            inp = rectified if shared else x
+            inp, rectified = inputs(op)
             if drops and droppable:
-                out = drop_path(op.forward_rectified(inp) if shared else op(inp), drop_prob) * w
-            elif lean:
-                out = weighted(op, inp, w, rectified=shared)
+                out = drop_path(run_op(op, inp, rectified), drop_prob) * w
             else:
-                out = (op.forward_rectified(inp) if shared else op(inp)) * w
+                out = weighted(op, inp, w, rectified, fuse=lean)
             total = out if total is None else total + out
         return total
 

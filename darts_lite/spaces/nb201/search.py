@@ -12,7 +12,7 @@ from torch import nn
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, checked
 from ..lean import weighted
-from ..ops import Zero, channel_shuffle, starts_with_relu
+from ..ops import EdgeInput, Zero, channel_shuffle
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
 from .ops import _Macro, make_op
@@ -66,29 +66,21 @@ class MixedEdge(RecomputableEdge):
     def _edge(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
         lean = self.lean()
         if index is not None:
-            op = self.ops[index]
-            out = weighted(op, x, weights[index]) if lean else op(x) * weights[index]
+            out = weighted(self.ops[index], x, weights[index], fuse=lean)
             if self.unsampled_weights and len(self.ops) > 1:
                 # the benchmark's GDAS code adds the hard weights of the ops it did not run to the sum: each is
                 # exactly 0 forward, and sends every element's gradient, summed, to its alpha
                 out = out + torch.cat([weights[:index], weights[index + 1:]]).sum()
             return out
         total = None
-        rectified = None
+        inputs = EdgeInput(x, self.share_relu)  # the convs share one ReLU of the input
         for op, w, runs in zip(self.ops, weights, self.live or (True,) * len(self.ops)):
             if isinstance(op, Zero) or not runs:
                 # `none` adds exactly zero, and zero gradient to its weight (its alpha still learns via the softmax);
                 # a pruned op's weight is 0 (DrNAS's progressive learning skips it likewise)
                 continue
-            # the convs share one ReLU of the input (one rectified input kept for backward instead of one per conv)
-            shared = self.share_relu and starts_with_relu(op)
-            if shared and rectified is None:
-                rectified = op.leading_activation(x)
-            inp = rectified if shared else x
-            if lean:
-                out = weighted(op, inp, w, rectified=shared)
-            else:
-                out = (op.forward_rectified(inp) if shared else op(inp)) * w
+            inp, rectified = inputs(op)
+            out = weighted(op, inp, w, rectified, fuse=lean)
             total = out if total is None else total + out
         return total
 
