@@ -12,6 +12,8 @@ the op's output from an input already rectified, so that a search edge can compu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from torch.nn.modules import module as _module
@@ -74,12 +76,25 @@ def run_op(op: nn.Module, x: torch.Tensor, rectified: bool = False) -> torch.Ten
 
 
 class EdgeInput:
-    """What each op of a mixed edge reads: with ``share``, the ops that start with a ReLU of the edge's input
-    (``starts_with_relu``) read one rectified input, computed by the first of them; the others read the input.
-    Calling it with an op gives (the tensor the op reads, whether it is the rectified one: see ``run_op``)."""
+    """What ops read from one tensor ``x`` (a cell's input or a node's state): with ``share``, the ops that start with
+    a ReLU of ``x`` (``starts_with_relu``) read one rectified ``x``, computed by the first of them; the others read
+    ``x``. Calling it with an op gives (the tensor the op reads, whether it is the rectified one: see ``run_op``).
 
-    def __init__(self, x: torch.Tensor, share: bool):
+    A cell gives one to every edge leaving a state, and a network one to both cells that read a cell's output, so
+    that a ReLU of a state is computed and kept for the backward pass once however many ops read it: the same
+    outputs, and the same gradients up to the order in which they are summed.
+    """
+
+    def __init__(self, x: torch.Tensor, share: bool = True):
         self.x, self.share, self._rectified = x, share, None
+        self._narrowed: dict[int, EdgeInput] = {}
+
+    @staticmethod
+    def of(x: torch.Tensor | EdgeInput, share: bool = True) -> EdgeInput:
+        """``x`` itself when it is an EdgeInput and ``share``, else a new one for its tensor."""
+        if isinstance(x, EdgeInput):
+            return x if share and x.share else EdgeInput(x.x, share)
+        return EdgeInput(x, share)
 
     def __call__(self, op: nn.Module) -> tuple[torch.Tensor, bool]:
         if not (self.share and starts_with_relu(op)):
@@ -87,6 +102,29 @@ class EdgeInput:
         if self._rectified is None:
             self._rectified = op.leading_activation(self.x)
         return self._rectified, True
+
+    def rectify(self, ops: Iterable[nn.Module]) -> None:
+        """Compute now the rectified input the first of ``ops`` that reads it would compute."""
+        for op in ops:
+            if self._rectified is not None:
+                return
+            self(op)
+
+    def narrow(self, channels: int) -> EdgeInput:
+        """The input's first ``channels`` channels (PC-DARTS's ops' part), one object for all edges asking for them."""
+        if channels not in self._narrowed:
+            self._narrowed[channels] = EdgeInput(self.x[:, :channels], self.share)
+        return self._narrowed[channels]
+
+
+def run_on(op: nn.Module, x: torch.Tensor | EdgeInput) -> torch.Tensor:
+    """``op(x)``, reading the rectified input ``x`` shares when ``op`` starts with a ReLU of it."""
+    return run_op(op, *EdgeInput.of(x)(op))
+
+
+def tensor_of(x: torch.Tensor | EdgeInput) -> torch.Tensor:
+    """The tensor of ``x`` (an EdgeInput or a tensor)."""
+    return x.x if isinstance(x, EdgeInput) else x
 
 
 class ReLUConvBN(_ReLUFirst):

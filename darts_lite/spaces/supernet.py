@@ -17,6 +17,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from ..relax import EdgeWeights, Relaxation
+from .ops import EdgeInput, Zero, tensor_of
 from .widen import Widened, widen_op
 
 ALPHA_INITS = ("randn", "zeros")  # what new_alphas takes
@@ -162,8 +163,34 @@ class RecomputableEdge(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.recompute in ("none", "cheap") or not (self.training and torch.is_grad_enabled()) or _in_region.get():
             return self.edge_forward(*args, **kwargs)
+        if isinstance(args[0], EdgeInput):
+            # the ReLU of the input the edge's ops share with other edges' is computed here, before the region, as
+            # the plain edge computes it first: the region reads it (kept once for all the edges reading it)
+            self.edge_inputs(args[0], args[2])
         contexts = functools.partial(create_selective_checkpoint_contexts, _KEEP[self.recompute])
         return _region(self, *args, context_fn=contexts, **kwargs)
+
+    def edge_inputs(self, x: torch.Tensor | EdgeInput, index: int | None) -> EdgeInput:
+        """The ``EdgeInput`` the pass reads ``x`` through (``x`` itself when it is one and the edge shares its ReLU),
+        with the rectified input its running ops share computed first, before any op: a pass creates its autograd
+        nodes, and so sums its gradients, in the same order whether it runs plainly or in a recomputed region."""
+        share = getattr(self, "share_relu", True)
+        inputs = EdgeInput.of(x, share)
+        if share:
+            self.ops_input(inputs).rectify(self.running_ops(index))
+        return inputs
+
+    def ops_input(self, x: EdgeInput) -> EdgeInput:
+        """What the edge's ops read of its input ``x``: all of it, or with partial channels its first 1/K."""
+        k = self.partial_channels
+        return x if k == 1 else x.narrow(x.x.shape[1] // k)
+
+    def running_ops(self, index: int | None) -> list[nn.Module]:
+        """The ops a pass runs: the sampled one (``index``), or every op but `none` and the pruned ones."""
+        if index is not None:
+            return [self.ops[index]]
+        live = self.live or (True,) * len(self.ops)
+        return [op for op, runs in zip(self.ops, live) if runs and not isinstance(op, Zero)]
 
     def edge_forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         raise NotImplementedError
@@ -334,7 +361,8 @@ class Supernet(nn.Module):
     def run_cell(self, cell: nn.Module, *args: Any) -> torch.Tensor:
         """``cell(*args)``, checkpointed when ``checkpoint_cells`` is on and a backward pass may follow."""
         if self.checkpoint_cells and self.training and torch.is_grad_enabled():
-            return checkpointed(cell, *args)
+            # the cell recomputes its own ReLUs of its inputs: it is given tensors, not inputs shared with other cells
+            return checkpointed(cell, *map(tensor_of, args))
         return cell(*args)
 
     def arch_parameters(self) -> list[nn.Parameter]:

@@ -36,6 +36,7 @@ from torch import nn
 from ..measure import counted_forward, latency_ms, million_multiply_adds, module_device, this_machine
 from ..registry import Registry
 from ..relax import SoftmaxRelaxation
+from ..spaces.ops import tensor_of
 from ..torchfiles import write_text_atomically
 
 
@@ -111,7 +112,7 @@ def mixed_edge_runs(net: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[
         cell_type = _cell_type(types, cell)
         for e, edge in enumerate(cell.edges):
             def record(module, args, cell_type=cell_type, e=e):
-                inputs.append((cell_type, e, module, tuple(args[0].shape)))
+                inputs.append((cell_type, e, module, tuple(tensor_of(args[0]).shape)))  # a tensor or an EdgeInput
             handles.append(edge.register_forward_pre_hook(record))
     relaxation, transform = net.relaxation, net.__dict__.get("edge_weight_transform")
     param = next(net.parameters())

@@ -17,7 +17,7 @@ from torch import nn
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, Lt, checked
 from ..lean import weighted
-from ..ops import EdgeInput, FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, run_op
+from ..ops import EdgeInput, FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, run_on, run_op
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import PRIMITIVES, Genotype
 from .ops import channel_shuffle, make_op
@@ -57,7 +57,8 @@ class MixedEdge(RecomputableEdge):
 
     The ops that begin with a ReLU of the edge's input (sep_conv, dil_conv, the stride-2 skip_connect) share one
     ReLU when several run (``share_relu``; off only to compare with running each op whole): one rectified input
-    kept for the backward pass instead of one per op, with the same outputs and gradients.
+    kept for the backward pass instead of one per op, with the same outputs and gradients. Given an ``EdgeInput``
+    (as the search cell gives every edge leaving a state), they share it with the other edges' ops too.
 
     ``partial_channels`` K > 1 (PC-DARTS): the ops are built for C/K channels and see the first C/K channels of the
     input; the other channels bypass them (max-pooled 2x2 when the edge has stride 2), and the two parts are
@@ -84,37 +85,38 @@ class MixedEdge(RecomputableEdge):
         return nn.ModuleList(make_op(p, self.C // partial_channels, self.stride, self._affine, pool_bn=True)
                              for p in self._primitives)
 
-    def edge_forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float,
+    def edge_forward(self, x: torch.Tensor | EdgeInput, weights: torch.Tensor, index: int | None, drop_prob: float,
                      skip: float = 0.0) -> torch.Tensor:
-        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
-        coefficient -> [B, C, H/stride, W/stride]. Called as ``edge(...)``, which keeps what ``recompute`` says."""
-        out = self._edge(x, weights, index, drop_prob)
+        """x: [B, C, H, W], or an ``EdgeInput`` of it shared with other edges; weights: [O]; index: the one op to
+        run, or None for all; skip: the auxiliary skip's coefficient -> [B, C, H/stride, W/stride]. Called as
+        ``edge(...)``, which keeps what ``recompute`` says."""
+        inputs = self.edge_inputs(x, index)
+        out = self._edge(inputs, weights, index, drop_prob)
         if skip and self.auxiliary is not None:
-            out = out + skip * self.auxiliary(x)
+            out = out + skip * self.auxiliary(inputs.x)
         return out
 
-    def _edge(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
+    def _edge(self, inputs: EdgeInput, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
         k = self.partial_channels
         if k == 1:
-            return self._mixed(x, weights, index, drop_prob)
-        c = x.shape[1] // k
-        out = self._mixed(x[:, :c], weights, index, drop_prob)
-        bypass = x[:, c:]
+            return self._mixed(inputs, weights, index, drop_prob)
+        x, ops_input = inputs.x, self.ops_input(inputs)
+        out = self._mixed(ops_input, weights, index, drop_prob)
+        bypass = x[:, ops_input.x.shape[1]:]
         if self.stride == 2:
             # ceil_mode matches the strided ops' ceil(H/2) on odd sizes; on even sizes it is PC-DARTS's 2x2 max pool
             bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
         return channel_shuffle(torch.cat([out, bypass], dim=1), k)
 
-    def _mixed(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
+    def _mixed(self, inputs: EdgeInput, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
         lean, drops = self.lean(), drop_active(drop_prob)
         if index is not None:
             op = self.ops[index]
+            inp, rectified = inputs(op)
             if drops and self._droppable[index]:
-                return drop_path(op(x), drop_prob) * weights[index]
-            # one op: its own ReLU, if it has one, is the only one computed
-            return weighted(op, x, weights[index], fuse=lean)
+                return drop_path(run_op(op, inp, rectified), drop_prob) * weights[index]
+            return weighted(op, inp, weights[index], rectified, fuse=lean)
         total = None
-        inputs = EdgeInput(x, self.share_relu)
         live = self.live or (True,) * len(self.ops)
         for op, w, droppable, runs in zip(self.ops, weights, self._droppable, live):
             if isinstance(op, Zero) or not runs:
@@ -158,11 +160,12 @@ class SearchCell(nn.Module):
                 self.edges.append(MixedEdge(C, stride, primitives, affine, partial_channels,
                                             auxiliary_skip=auxiliary_skip))
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights, drop_prob: float = 0.0,
+    def forward(self, s0: torch.Tensor | EdgeInput, s1: torch.Tensor | EdgeInput, ew: EdgeWeights, drop_prob: float = 0.0,
                 edge_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """s0, s1: the two previous cells' outputs; edge_scale: None, or [E] factors of the edges' outputs (edge
-        normalization) -> [B, multiplier * C, H', W']."""
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        """s0, s1: the two previous cells' outputs (tensors, or ``EdgeInput``s shared with the other cell reading
+        them); edge_scale: None, or [E] factors of the edges' outputs (edge normalization) -> [B, multiplier * C, H', W'].
+        Every edge leaving a state reads one ``EdgeInput`` of it (one ReLU of the state for all their ops)."""
+        states = [EdgeInput(run_on(self.preprocess0, s0)), EdgeInput(run_on(self.preprocess1, s1))]
         e = 0
         for _ in range(self.steps):
             node = None
@@ -173,8 +176,8 @@ class SearchCell(nn.Module):
                     out = out * edge_scale[e]
                 node = out if node is None else node + out
                 e += 1
-            states.append(node)
-        return torch.cat(states[-self.multiplier:], dim=1)
+            states.append(EdgeInput(node))
+        return torch.cat([s.x for s in states[-self.multiplier:]], dim=1)
 
 
 class FixedReductionCell(nn.Module):
@@ -211,9 +214,10 @@ class FixedReductionCell(nn.Module):
         )
 
     def forward(
-        self, s0: torch.Tensor, s1: torch.Tensor, ew: EdgeWeights | None = None, drop_prob: float | torch.Tensor = 0.0
+        self, s0: torch.Tensor | EdgeInput, s1: torch.Tensor | EdgeInput, ew: EdgeWeights | None = None,
+        drop_prob: float | torch.Tensor = 0.0,
     ) -> torch.Tensor:
-        s0, s1 = self.preprocess0(s0), self.preprocess1(s1)
+        s0, s1 = run_on(self.preprocess0, s0), run_on(self.preprocess1, s1)
         branches = [self.convs[0](s0), self.convs[1](s1), self.pools[0](s0), self.pools[1](s1)]
         if drop_active(drop_prob):
             branches = [drop_path(b, drop_prob) for b in branches]
@@ -341,12 +345,13 @@ class SearchNetwork(Supernet):
         normal, reduce = self.edge_weights()
         scale_normal, scale_reduce = self.edge_scales()
         drop = self.drop_path_prob if self.training else 0.0
-        s0 = s1 = self.stem(x)
+        # each cell's output is read by the next two cells: one EdgeInput, so one ReLU of it for both
+        s0 = s1 = EdgeInput(self.stem(x))
         for cell in self.cells:
             scale = scale_reduce if cell.reduction else scale_normal
             extra = () if scale is None else (scale,)  # the fixed reduction cell takes no scale
-            s0, s1 = s1, self.run_cell(cell, s0, s1, reduce if cell.reduction else normal, drop, *extra)
-        return self.classifier(self.global_pooling(s1).flatten(1))
+            s0, s1 = s1, EdgeInput(self.run_cell(cell, s0, s1, reduce if cell.reduction else normal, drop, *extra))
+        return self.classifier(self.global_pooling(s1.x).flatten(1))
 
     # ---- architecture ------------------------------------------------------------------------
     def cell_alphas(self) -> dict[str, torch.Tensor]:

@@ -22,7 +22,8 @@ class MixedEdge(RecomputableEdge):
     """All candidate ops of one edge; the relaxation decides which run and how they are weighted.
 
     The two convs (ReLU-conv-BN) share one ReLU of the edge's input when both run (``share_relu``; off only to
-    compare with running each op whole): the same outputs, one rectified input kept for the backward pass.
+    compare with running each op whole): the same outputs, one rectified input kept for the backward pass. Given an
+    ``EdgeInput`` (as the search cell gives every edge leaving a node), they share it with the other edges' convs too.
 
     ``auxiliary_skip`` (DARTS-): an identity branch beside the ops, outside the op choice; forward adds ``skip``
     times the input.
@@ -52,28 +53,33 @@ class MixedEdge(RecomputableEdge):
         k = partial_channels
         return nn.ModuleList(make_op(p, c_in // k, c_out // k, stride, affine, track_running_stats) for p in self._primitives)
 
-    def edge_forward(self, x: torch.Tensor, weights: torch.Tensor, index: int | None, skip: float = 0.0) -> torch.Tensor:
-        """x: [B, C, H, W]; weights: [O]; index: the one op to run, or None for all; skip: the auxiliary skip's
-        coefficient. Called as ``edge(...)``, which keeps what ``recompute`` says."""
-        k = self.partial_channels
+    def edge_forward(self, x: torch.Tensor | EdgeInput, weights: torch.Tensor, index: int | None,
+                     skip: float = 0.0) -> torch.Tensor:
+        """x: [B, C, H, W], or an ``EdgeInput`` of it shared with other edges; weights: [O]; index: the one op to
+        run, or None for all; skip: the auxiliary skip's coefficient. Called as ``edge(...)``, which keeps what
+        ``recompute`` says."""
+        inputs, k = self.edge_inputs(x, index), self.partial_channels
+        x = inputs.x
         if k == 1:
-            out = self._edge(x, weights, index)
+            out = self._edge(inputs, weights, index)
         else:
-            c = x.shape[1] // k
-            out = channel_shuffle(torch.cat([self._edge(x[:, :c], weights, index), x[:, c:]], dim=1), k)
+            ops_input = self.ops_input(inputs)
+            out = self._edge(ops_input, weights, index)
+            out = channel_shuffle(torch.cat([out, x[:, ops_input.x.shape[1]:]], dim=1), k)
         return out + skip * x if skip and self.auxiliary_skip else out
 
-    def _edge(self, x: torch.Tensor, weights: torch.Tensor, index: int | None) -> torch.Tensor:
+    def _edge(self, inputs: EdgeInput, weights: torch.Tensor, index: int | None) -> torch.Tensor:
         lean = self.lean()
         if index is not None:
-            out = weighted(self.ops[index], x, weights[index], fuse=lean)
+            op = self.ops[index]
+            inp, rectified = inputs(op)
+            out = weighted(op, inp, weights[index], rectified, fuse=lean)
             if self.unsampled_weights and len(self.ops) > 1:
                 # the benchmark's GDAS code adds the hard weights of the ops it did not run to the sum: each is
                 # exactly 0 forward, and sends every element's gradient, summed, to its alpha
                 out = out + torch.cat([weights[:index], weights[index + 1:]]).sum()
             return out
         total = None
-        inputs = EdgeInput(x, self.share_relu)  # the convs share one ReLU of the input
         for op, w, runs in zip(self.ops, weights, self.live or (True,) * len(self.ops)):
             if isinstance(op, Zero) or not runs:
                 # `none` adds exactly zero, and zero gradient to its weight (its alpha still learns via the softmax);
@@ -100,7 +106,7 @@ class SearchCell(nn.Module):
 
     def forward(self, x: torch.Tensor, ew: EdgeWeights, edge_scale: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, C, H, W]; edge_scale: None, or [6] factors of the edges' outputs (edge normalization)."""
-        nodes = [x]
+        nodes = [EdgeInput(x)]  # every edge leaving a node reads one EdgeInput of it: one ReLU of the node for all
         for i in range(1, NODES):
             node = None
             for e, (to, j) in enumerate(EDGES):
@@ -110,8 +116,8 @@ class SearchCell(nn.Module):
                 if edge_scale is not None:
                     out = out * edge_scale[e]
                 node = out if node is None else node + out
-            nodes.append(node)
-        return nodes[-1]
+            nodes.append(EdgeInput(node))
+        return nodes[-1].x
 
 
 class SearchNetwork(Supernet, _Macro):

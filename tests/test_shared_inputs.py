@@ -1,0 +1,136 @@
+"""One ReLU per state: every edge leaving a node, and both cells reading a cell's output, read one rectified input
+(``darts_lite.spaces.ops.EdgeInput``), in every relaxation and memory mode; the same outputs and gradients as each op
+computing its own, and exactly the duplicated ReLU outputs fewer bytes kept for the backward pass."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from darts_lite.spaces.darts.search import MixedEdge, SearchNetwork
+from darts_lite.spaces.nb201 import MixedEdge as NB201MixedEdge
+from darts_lite.spaces.nb201 import SearchNetwork as NB201SearchNetwork
+
+DARTS = dict(C=4, layers=3, num_classes=3)  # a normal and two reduction cells: stride-1 and stride-2 edges
+NETWORKS = {
+    "darts": (SearchNetwork, DARTS),
+    "gdas": (SearchNetwork, dict(DARTS, relaxation="gumbel")),
+    "gdas-fixed-reduction": (SearchNetwork, dict(DARTS, C=8, relaxation="gumbel", fixed_reduction=True)),
+    "darts-drop-path": (SearchNetwork, dict(DARTS, drop_path_prob=0.3)),
+    "pc-darts": (SearchNetwork, dict(DARTS, partial_channels=2, edge_normalization=True)),
+    "nb201-darts": (NB201SearchNetwork, dict(C=4, N=1, num_classes=3)),
+    "nb201-gdas": (NB201SearchNetwork, dict(C=4, N=1, num_classes=3, relaxation="gumbel")),
+    "nb201-pc": (NB201SearchNetwork, dict(C=4, N=1, num_classes=3, partial_channels=2)),
+}
+
+
+def _network(name: str, **kw):
+    cls, args = NETWORKS[name]
+    torch.manual_seed(0)
+    net = cls(**args, **kw).double()
+    convs = [i for i, op in enumerate(net.primitives) if "conv" in op]
+    with torch.no_grad():
+        for a in net.arch_parameters():
+            a.normal_(0, 1.0)  # GDAS samples a varied architecture, in which several edges leaving a node run a conv
+            if a.dim() == 2:
+                a[:, convs] += 2.0
+    return net
+
+
+def _unshared(net):
+    """A copy of ``net`` whose edges each compute their own ReLUs (the ops of an edge run whole)."""
+    whole = copy.deepcopy(net)
+    for m in whole.modules():
+        if isinstance(m, (MixedEdge, NB201MixedEdge)):
+            m.share_relu = False
+    return whole
+
+
+class _Relus:
+    """Records the input of every F.relu call (kept alive, so that ids stay distinct)."""
+
+    def __init__(self, monkeypatch):
+        self.inputs, relu = [], F.relu
+
+        def recording(x, *args, **kwargs):
+            self.inputs.append(x)
+            return relu(x, *args, **kwargs)
+
+        monkeypatch.setattr(F, "relu", recording)
+
+    def duplicated_bytes(self) -> int:
+        """The bytes of the ReLU outputs computed again for an input already rectified in the pass (the same
+        elements: another view of them counts, as PC-DARTS's edges each slice their input's channels)."""
+        seen, extra = set(), 0
+        for x in self.inputs:
+            key = (x.untyped_storage().data_ptr(), x.storage_offset(), tuple(x.shape), x.stride())
+            if key in seen:
+                extra += x.numel() * x.element_size()
+            seen.add(key)
+        return extra
+
+
+def _x(dtype=torch.float64):
+    torch.manual_seed(3)
+    return torch.randn(6, 3, 8, 8, dtype=dtype), torch.randint(0, 3, (6,))
+
+
+@pytest.mark.parametrize("recompute", ["none", "cheap", "pointwise"])
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_no_tensor_is_rectified_twice_in_a_pass(name, recompute, monkeypatch):
+    net, (x, y) = _network(name, recompute=recompute), _x()
+    relus = _Relus(monkeypatch)
+    torch.manual_seed(1)
+    F.cross_entropy(net(x), y).backward()
+    assert relus.inputs and relus.duplicated_bytes() == 0
+    # the same network with each op computing its own ReLU rectifies states again (what the sharing saves)
+    relus.inputs.clear()
+    torch.manual_seed(1)
+    _unshared(net)(x)
+    assert relus.duplicated_bytes() > 0
+
+
+@pytest.mark.parametrize("name", list(NETWORKS))
+def test_outputs_and_gradients_are_those_of_each_op_computing_its_own_relu(name):
+    shared = _network(name)
+    whole = _unshared(shared)
+    x, y = _x()
+    for seed in (1, 2):  # two steps: the second also sees BN running statistics the first one updated
+        outs = []
+        for net in (shared, whole):
+            net.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)
+            outs.append(net(x))
+            F.cross_entropy(outs[-1], y).backward()
+        assert torch.equal(*outs)  # the same ops on the same inputs
+    for (n, a), b in zip(shared.named_parameters(), whole.parameters()):
+        assert (a.grad is None) == (b.grad is None), n
+        if a.grad is not None:  # summed in another order: equal to rounding
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-13, msg=n)
+    for a, b in zip(shared.buffers(), whole.buffers()):
+        assert torch.equal(a, b)
+
+
+def _kept_bytes(net, x, y, seed) -> int:
+    """The bytes of the distinct storages autograd saves over one forward pass."""
+    kept = {}
+
+    def pack(t):
+        kept[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    torch.manual_seed(seed)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        net(x)
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("name", ["darts", "gdas", "pc-darts", "nb201-darts"])
+def test_the_pass_keeps_exactly_the_duplicated_relu_outputs_fewer_bytes(name, monkeypatch):
+    shared = _network(name)
+    whole, (x, y) = _unshared(shared), _x()
+    relus = _Relus(monkeypatch)
+    kept_whole = _kept_bytes(whole, x, y, seed=1)
+    duplicated = relus.duplicated_bytes()
+    assert duplicated > 0 and _kept_bytes(shared, x, y, seed=1) == kept_whole - duplicated
