@@ -85,7 +85,7 @@ def test_only_the_gradients_asked_for_are_computed(name, op, c, monkeypatch):
     op = op().train()
     x0 = torch.randn(4, c, 8, 8)
     for x_grad, w_grad in ((True, False), (False, True)):
-        results = {}
+        results, recomputed[:] = {}, []
         for mode in ("plain", "lean"):
             x = x0.clone().requires_grad_(x_grad)
             w = torch.tensor(0.3, requires_grad=w_grad)
@@ -95,7 +95,8 @@ def test_only_the_gradients_asked_for_are_computed(name, op, c, monkeypatch):
             results[mode] = [x.grad, w.grad, *[p.grad for p in op.parameters()]]
         for a, b in zip(results["plain"], results["lean"], strict=True):
             assert (a is None and b is None) or torch.equal(a, b)
-        assert len(recomputed) == (0 if not w_grad else 1)
+        # a separable conv also recomputes its middle ReLU's input (its first BatchNorm's output) for its own weights
+        assert len(recomputed) == (0 if not w_grad else 1) + ("sep_conv" in name)
 
 
 @pytest.mark.parametrize("name,op,c", [o for o in OPS if "skip_connect" not in o[0] or "-2" in o[0]],
@@ -111,6 +112,8 @@ def test_the_normalised_output_and_the_pooling_are_not_kept(name, op, c):
         # the pooled output (max: also its int64 indices) and the BatchNorm's output (DARTS), or the pooled output
         # alone (NAS-Bench-201's pooling has no BatchNorm): only the edge's input is kept
         expected = {"darts-max": 4 * size, "darts-avg": 2 * size, "nb201-avg": size}[name[:name.index("_")]]
+    elif "sep_conv" in name:
+        expected = 2 * size  # and the ReLU's output between its two blocks (recomputed from the first BatchNorm's input)
     else:
         expected = size  # the BatchNorm's output the product read
     assert plain - lean == expected, (plain, lean)
@@ -167,3 +170,44 @@ def test_forward_mode_and_hooks_run_the_plain_ops():
         for handle in handles:
             handle.remove()
     assert seen == [torch.Size([2, 4, 8, 8])] * 3
+
+
+@pytest.mark.parametrize("part", ["first BatchNorm", "middle ReLU", "depthwise conv"])
+def test_a_hook_inside_a_separable_conv_sees_its_module_run(part):
+    # the fused middle of a separable conv (first block's BatchNorm, second block's ReLU and depthwise conv) is run as
+    # its three modules when any of them is hooked, and gives the same output and gradients either way
+    torch.manual_seed(0)
+    op = darts_op("sep_conv_3x3", 6, 1, affine=False).double().train()
+    hooked = copy.deepcopy(op)
+    first, second = hooked
+    module = {"first BatchNorm": first[3], "middle ReLU": second[0], "depthwise conv": second[1]}[part]
+    seen = []
+    module.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    x0 = torch.randn(4, 6, 7, 7, dtype=torch.float64)
+    results = []
+    for m in (op, hooked):
+        x, w = x0.clone().requires_grad_(), torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+        out = weighted(m, x, w)
+        out.square().sum().backward()
+        results.append([out, x.grad, w.grad, *[p.grad for p in m.parameters()], *m.buffers()])
+    assert seen == [torch.Size([4, 6, 7, 7])]
+    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+
+
+@pytest.mark.parametrize("name,op,c", OPS, ids=[o[0] for o in OPS])
+def test_weighted_equals_the_plain_product_under_mixed_precision(name, op, c):
+    # autocast (bfloat16 on the CPU): the convolutions read bfloat16 casts, the BatchNorms see bfloat16 inputs; the
+    # fused steps cast as autocast does and recompute a bfloat16 BatchNorm output with the kernel the forward ran
+    torch.manual_seed(0)
+    op = op().train()
+    x0, alphas0 = torch.randn(4, c, 9, 9), torch.randn(3)
+    results = []
+    for mode in ("plain", "lean"):
+        m = copy.deepcopy(op)
+        x, alphas = x0.clone().requires_grad_(), alphas0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            w = torch.softmax(alphas, 0)[1]
+            out = weighted(m, x, w) if mode == "lean" else m(x) * w
+        out.float().square().sum().backward()
+        results.append([out, x.grad, alphas.grad, *[p.grad for p in m.parameters()], *m.buffers()])
+    assert all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(*results, strict=True)), name

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import nn
 
 from .ops import hooked, run_op
@@ -53,15 +54,21 @@ def _bn_arguments(bn: nn.BatchNorm2d) -> tuple[torch.Tensor | None, torch.Tensor
     return None, None, factor
 
 
-def _normalised(h: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float) -> torch.Tensor:
+def _normalised(h: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: float,
+                running: tuple[torch.Tensor | None, torch.Tensor | None]) -> torch.Tensor:
     """The training-mode BatchNorm output of ``h`` whose batch statistics were ``mean`` and ``invstd``, recomputed.
-    On the CPU: BatchNorm's own transform, ``x * invstd + (-mean * invstd)`` as one fused multiply-add per element
-    (equal to the kernel's output bit for bit, tested); elsewhere the device's kernel is run again."""
-    if h.device.type == "cpu":
+    On the CPU in float32 or float64: BatchNorm's own transform, ``x * invstd + (-mean * invstd)`` as one fused
+    multiply-add per element (equal to the kernel's output bit for bit, tested); elsewhere (other devices, and the
+    reduced precisions of mixed precision, whose kernel normalises with statistics more precise than those it
+    returns) the kernel is run again as the forward pass ran it (with ``running``, the running statistics it was
+    given, cloned: they are not updated twice)."""
+    if h.device.type == "cpu" and h.dtype in (torch.float32, torch.float64):
         shape = (1, -1) + (1,) * (h.dim() - 2)
         alpha = invstd.view(shape)
         return torch.addcmul((-mean * invstd).view(shape), h, alpha)
-    return aten._batch_norm_impl_index(h, None, None, None, None, True, 0.0, eps, torch.backends.cudnn.enabled)[0]
+    running_mean, running_var = (None if t is None else t.clone() for t in running)
+    return aten._batch_norm_impl_index(h, None, None, running_mean, running_var, True, 0.0, eps,
+                                       torch.backends.cudnn.enabled)[0]
 
 
 def _pool(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,7 +133,7 @@ class _WeightedOp(torch.autograd.Function):
             grad_h = grad * w
         else:
             mean, invstd, reserve = stats
-            grad_w = (grad * _normalised(h, mean, invstd, ctx.eps)).sum() if need_w else None
+            grad_w = (grad * _normalised(h, mean, invstd, ctx.eps, ctx.running)).sum() if need_w else None
             grad_h = None if not need_x else aten._batch_norm_impl_index_backward(
                 ctx.impl, h, grad * w, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False], reserve)[0]
         if need_x:
@@ -144,6 +151,85 @@ def _replayed(ctx: Any, x: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) ->
             h = torch.batch_norm(h, None, None, None, None, True, 0.0, ctx.eps, torch.backends.cudnn.enabled)
         grads = iter(torch.autograd.grad(h * w, [t for t, n in zip((x, w), need) if n], grad, create_graph=True))
     return tuple(next(grads) if n else None for n in need)
+
+
+class _NormReLUConv(torch.autograd.Function):
+    """conv(relu(bn(h))) for an affine-free training-mode BatchNorm and a bias-free convolution, keeping the
+    BatchNorm's input and statistics (which its own backward needs) instead of the ReLU's output: that output, which the
+    ReLU's and the convolution's backward read, is recomputed from them in the backward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d,
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float) -> torch.Tensor:
+        y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(
+            h, None, None, running_mean, running_var, True, momentum, bn.eps, torch.backends.cudnn.enabled)
+        ctx.eps, ctx.impl, ctx.running, ctx.conv = bn.eps, impl, (running_mean, running_var), _conv_args(conv)
+        # under mixed precision the convolution reads its input and weight cast as autocast casts them
+        ctx.cast = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else None
+        ctx.save_for_backward(h, weight, mean, invstd, reserve)
+        stride, padding, dilation, _, _, groups = ctx.conv
+        with torch.autocast(h.device.type, enabled=False):
+            return torch.nn.functional.conv2d(_cast(torch.relu(y), ctx.cast), _cast(weight, ctx.cast), None, stride,
+                                              padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        h, weight, mean, invstd, reserve = ctx.saved_tensors
+        need_h, need_weight = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
+            stride, padding, dilation, _, _, groups = ctx.conv
+            with torch.enable_grad():
+                y = torch.batch_norm(h, None, None, None, None, True, 0.0, ctx.eps, torch.backends.cudnn.enabled)
+                out = torch.nn.functional.conv2d(torch.relu(y), weight, None, stride, padding, dilation, groups)
+                inputs = [t for t, n in zip((h, weight), (need_h, need_weight)) if n]
+                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
+            return (next(grads) if need_h else None, next(grads) if need_weight else None, None, None, None, None, None)
+        r = torch.relu(_normalised(h, mean, invstd, ctx.eps, ctx.running))
+        # the calls autograd makes for the plain ops, with the same arguments: the convolution's (and the casts'),
+        # the ReLU's, the BatchNorm's
+        grad_r, grad_weight, _ = aten.convolution_backward(grad, _cast(r, ctx.cast), _cast(weight, ctx.cast), None,
+                                                           *ctx.conv, [need_h, need_weight, False])
+        grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
+        grad_h = None
+        if need_h:
+            grad_r = grad_r.to(r.dtype)
+            grad_y = aten.threshold_backward(grad_r, r, 0)
+            grad_h = aten._batch_norm_impl_index_backward(
+                ctx.impl, h, grad_y, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False], reserve)[0]
+        return grad_h, grad_weight, None, None, None, None, None
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``t`` as autocast casts an input of a lower-precision op to ``dtype`` (None: autocast off): a float tensor
+    other than float64 becomes ``dtype``."""
+    if dtype is None or not t.is_floating_point() or t.dtype in (torch.float64, dtype):
+        return t
+    return t.to(dtype)
+
+
+def _conv_args(conv: nn.Conv2d) -> tuple[Any, ...]:
+    """(stride, padding, dilation, transposed, output_padding, groups): ``aten.convolution``'s arguments for a 2-d
+    convolution, as ``F.conv2d`` passes them."""
+    return list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups
+
+
+def _plain_conv(conv: nn.Module) -> bool:
+    """Whether ``conv`` runs as ``F.conv2d`` with its own weight, no bias, zero padding given in pixels, no hooks."""
+    return (isinstance(conv, nn.Conv2d) and conv.bias is None and conv.padding_mode == "zeros"
+            and isinstance(conv.padding, tuple) and (type(conv) is nn.Conv2d or getattr(conv, "runs_as_conv2d", False))
+            and not hooked(conv))
+
+
+def norm_relu_conv(h: torch.Tensor, bn: nn.Module, relu: nn.Module, conv: nn.Module) -> torch.Tensor:
+    """``conv(relu(bn(h)))`` (a separable conv's middle), as one fused step keeping ``h`` and the BatchNorm's
+    statistics instead of the ReLU's output when the three are plain modules (an affine-free training-mode
+    BatchNorm, ``nn.ReLU``, a bias-free convolution, none hooked) and the pass takes gradients by reverse mode;
+    else the three modules run. Equal to them bit for bit on the CPU (tests/test_lean.py)."""
+    if (_plain_bn(bn) and type(relu) is nn.ReLU and not hooked(relu) and _plain_conv(conv) and torch.is_grad_enabled()
+            and _forward_ad._current_level < 0 and not torch.compiler.is_compiling()):
+        running_mean, running_var, momentum = _bn_arguments(bn)
+        return _NormReLUConv.apply(h, conv.weight, bn, conv, running_mean, running_var, momentum)
+    return conv(relu(bn(h)))
 
 
 class PoolBN(nn.Sequential):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..lean import PoolBN
+from ..lean import PoolBN, norm_relu_conv
 from ..ops import FactorizedReduce, Identity, Zero, _ReLUFirst, channel_shuffle  # noqa: F401 (channel_shuffle: its old home)
 
 
@@ -24,10 +24,16 @@ class DepthwiseConv2d(nn.Conv2d):
     faster on the CPU than the strided dilated one.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def runs_as_conv2d(self) -> bool:
+        """Whether forward is nn.Conv2d's (False where it runs the undilated conv of the subsampled input)."""
         s, d, (k, _) = self.stride[0], self.dilation[0], self.kernel_size
-        if (s > 1 and self.stride == self.dilation == (s, s) and self.kernel_size == (k, k) and k % 2
-                and self.padding == (d * (k - 1) // 2,) * 2 and self.padding_mode == "zeros"):
+        return not (s > 1 and self.stride == self.dilation == (s, s) and self.kernel_size == (k, k) and k % 2
+                    and self.padding == (d * (k - 1) // 2,) * 2 and self.padding_mode == "zeros")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.runs_as_conv2d:
+            s, k = self.stride[0], self.kernel_size[0]
             return F.conv2d(x[:, :, ::s, ::s], self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
         return super().forward(x)
 
@@ -67,9 +73,12 @@ class SepConv(nn.Sequential):
         return self[1].final_bn
 
     def forward_unnormalised(self, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
-        """Everything before the second block's BatchNorm (``rectified``: from an input already rectified)."""
+        """Everything before the second block's BatchNorm (``rectified``: from an input already rectified), as the
+        fused weighted sum runs it (``darts_lite.spaces.lean``): the first block's BatchNorm, the second's ReLU and
+        its depthwise conv in one fused step that recomputes the ReLU's output in the backward pass."""
         first, second = self.children()
-        return second.forward_unnormalised(first.forward_rectified(x) if rectified else first(x))
+        h = first.forward_unnormalised(x, rectified)
+        return second[2](norm_relu_conv(h, first.final_bn, second[0], second[1]))
 
 
 def _pool_with_bn(pool: nn.Module, c: int, bn: bool) -> nn.Module:
