@@ -7,8 +7,9 @@ The DARTS supernet's forward+backward (softmax relaxation, channels_last, as a s
 each in its own process (so that its peak is its own), in ``--rounds`` rounds one after the other:
 
 - ``plain``: ``recompute="none"``: autograd keeps what each op saves;
-- ``cheap``: ``recompute="cheap"``, darts_lite's default: each op's BatchNorm output and each pooling op's outputs
-  are recomputed in backward by one fused autograd step per op (``darts_lite.spaces.lean``);
+- ``cheap``: ``recompute="cheap"``, darts_lite's default: each op's BatchNorm output, each pooling op's outputs and
+  each separable conv's middle ReLU output are recomputed in backward by fused autograd steps
+  (``darts_lite.spaces.lean``);
 - ``cells``: ``checkpoint_cells=True``: only each cell's inputs are kept, the whole cell is recomputed in backward;
 - ``convolutions``: ``recompute="convolutions"``: each mixed edge keeps its convolutions' outputs and recomputes the
   rest (ReLU, BatchNorm, pooling, the weighted sum) in backward (PyTorch's selective activation checkpointing);
@@ -37,7 +38,7 @@ from step_memory import add_size_arguments, measure_step, size_record
 RESULT = RESULTS / "recompute_policies.md"  # and .json
 POLICIES = {
     "plain": "recompute=none: autograd keeps what each op saves",
-    "cheap": "recompute=cheap (the default): per op, BatchNorm output and pooling recomputed",
+    "cheap": "recompute=cheap (the default): per op, BatchNorm output, pooling, sep conv's middle ReLU recomputed",
     "cells": "checkpoint_cells=True: each cell recomputed whole",
     "convolutions": "recompute=convolutions: per edge, convolution outputs kept, the rest recomputed",
     "pointwise": "recompute=pointwise: per edge, 1x1 convolution outputs kept, the rest recomputed",

@@ -211,3 +211,36 @@ def test_weighted_equals_the_plain_product_under_mixed_precision(name, op, c):
         out.float().square().sum().backward()
         results.append([out, x.grad, alphas.grad, *[p.grad for p in m.parameters()], *m.buffers()])
     assert all(a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(*results, strict=True)), name
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("size", [8, 9])
+@pytest.mark.parametrize("dtype,layout", [(torch.float32, torch.contiguous_format), (torch.float64, torch.contiguous_format),
+                                          (torch.float32, torch.channels_last)], ids=["f32", "f64", "f32-nhwc"])
+def test_the_factorized_reduction_keeps_a_quarter_copy_and_computes_the_padded_conv(dtype, layout, size, bias):
+    # its second conv reads the odd rows and columns of the input: the same products as the 1x1 stride-2 conv of the
+    # input shifted by a zero-padded pixel (the module run on the padded input, as a hook on it makes it run)
+    from darts_lite.spaces.ops import FactorizedReduce
+
+    torch.manual_seed(0)
+    op = FactorizedReduce(6, 6, affine=False, conv_bias=bias).to(dtype).to(memory_format=layout).train()
+    padded = copy.deepcopy(op)
+    seen = []
+    padded.conv_2.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    x0 = torch.randn(4, 6, size, size, dtype=dtype).contiguous(memory_format=layout)
+    results, kept = [], []
+    for m in (op, padded):
+        x = x0.clone().requires_grad_()
+        out, nbytes = _unique_saved_bytes(lambda m=m, x=x: m(x), m)
+        out.square().sum().backward()
+        results.append([out, x.grad, *[p.grad for p in m.parameters()], *m.buffers()])
+        kept.append(nbytes)
+    assert seen == [torch.Size([4, 6, size, size])]  # the hooked module ran, on the shifted input
+    # the same products, summed in the order the kernel picks for each input's layout and stride: equal to rounding
+    rtol, atol = (1e-4, 1e-4) if dtype == torch.float32 else (1e-12, 1e-14)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+    assert results[0][0].is_contiguous(memory_format=layout)
+    half = (size + 1) // 2
+    elements = 4 * 6 * ((size + 1) ** 2 - half ** 2)  # a padded copy of the input, not a quarter-size one
+    assert kept[1] - kept[0] == elements * x0.element_size()

@@ -8,13 +8,17 @@ autograd step that keeps only what is expensive to recompute:
 * an op ending with an affine-free BatchNorm (ReLU-conv-BN, the separable and dilated convs, the factorized
   reduction, a 1x1 projection) keeps the BatchNorm's input and its batch statistics; the normalised output is
   recomputed from them in the backward pass (one multiply-add per element);
-* a pooling op (with or without its BatchNorm) keeps nothing of its own: the pooling is rerun on the edge's input.
+* a pooling op (with or without its BatchNorm) keeps nothing of its own: the pooling is rerun on the edge's input;
+* inside a separable conv, the first block's BatchNorm, the second block's ReLU and its depthwise conv
+  (``norm_relu_conv``) keep the BatchNorm's input and statistics; the ReLU's output, which the plain ops keep for the
+  ReLU's and the convolution's backward, is recomputed from them.
 
 The forward pass runs the same kernels as the plain ops (BatchNorm running statistics updated once, by the same
-rule), and the backward pass calls the same backward kernels with the same arguments, so outputs and gradients are
-those of the plain sum bit for bit on the CPU (tests/test_lean.py, test_recompute.py); on other devices the BatchNorm
-output is recomputed by that device's BatchNorm kernel. A backward pass that builds its own graph (``create_graph``, a
-Hessian) recomputes through plain ops and is exact there too.
+rule; under mixed precision the same casts as autocast), and the backward pass calls the same backward kernels with
+the same arguments, so outputs and gradients are those of the plain sum bit for bit on the CPU, in float32, float64
+and under bfloat16 autocast (tests/test_lean.py, test_recompute.py); on other devices, and in reduced precision, the
+BatchNorm output is recomputed by the BatchNorm kernel the forward pass ran. A backward pass that builds its own
+graph (``create_graph``, a Hessian) recomputes through plain ops and is exact there too.
 
 An op takes part by having ``final_bn`` (its last module, an affine-free ``BatchNorm2d``) and
 ``forward_unnormalised(x, rectified)`` (everything before it), or by being a ``PoolBN``/pooling op; anything else,

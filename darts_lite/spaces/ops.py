@@ -194,8 +194,27 @@ class FactorizedReduce(nn.Module):
     def forward_unnormalised(self, x: torch.Tensor, rectified: bool = False) -> torch.Tensor:
         """Everything before ``bn`` (``rectified``: from an input already rectified)."""
         x = x if rectified else self.relu(x)
-        shifted = nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
+        return torch.cat([self.conv_1(x), self._shifted_conv(x)], dim=1)
+
+    def _shifted_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """``conv_2`` of ``x`` shifted by one pixel. Its 1x1 stride-2 taps read the pixels at odd rows and columns, so
+        it is the stride-1 conv of those pixels (one zero row or column appended where H or W is odd): the same
+        products, with a quarter-size copy kept for the backward pass instead of a padded copy of the whole input.
+        Run as the module on the padded input when ``conv_2`` is hooked or not a plain 1x1 stride-2 conv."""
+        conv = self.conv_2
+        if (type(conv) is not nn.Conv2d or hooked(conv) or conv.kernel_size != (1, 1) or conv.stride != (2, 2)
+                or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1):
+            return conv(nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:])
+        odd = x[:, :, 1::2, 1::2]
+        rows, cols = (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2
+        if odd.shape[-2:] != (rows, cols):
+            odd = nn.functional.pad(odd, (0, cols - odd.shape[-1], 0, rows - odd.shape[-2]))
+        layout = torch.channels_last if x.dim() == 4 and _channels_last(x) else torch.contiguous_format
+        return nn.functional.conv2d(odd.contiguous(memory_format=layout), conv.weight, conv.bias)
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def drop_active(drop_prob: float | torch.Tensor) -> bool:
