@@ -126,7 +126,7 @@ def test_a_supernet_keeps_less_by_default():
         nets[recompute] = SearchNetwork(C=8, layers=3, num_classes=4, recompute=recompute)
     x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 4, (8,))
     kept = {r: _unique_saved_bytes(lambda n=n: F.cross_entropy(n(x), y))[1] for r, n in nets.items()}
-    assert kept["cheap"] < 0.7 * kept["none"], kept  # measured 0.63x at the paper size (results/recompute_policies)
+    assert kept["cheap"] < 0.7 * kept["none"], kept  # 0.61x at the paper size (results/recompute_policies)
 
 
 @pytest.mark.parametrize("name,op,c", [o for o in OPS if "conv_3x3" in o[0] or "pool" in o[0]],

@@ -97,16 +97,15 @@ class MixedEdge(RecomputableEdge):
         return out
 
     def _edge(self, inputs: EdgeInput, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
-        k = self.partial_channels
-        if k == 1:
-            return self._mixed(inputs, weights, index, drop_prob)
-        x, ops_input = inputs.x, self.ops_input(inputs)
+        ops_input = self.ops_input(inputs)
         out = self._mixed(ops_input, weights, index, drop_prob)
-        bypass = x[:, ops_input.x.shape[1]:]
+        if self.partial_channels == 1:
+            return out
+        bypass = inputs.x[:, ops_input.x.shape[1]:]
         if self.stride == 2:
             # ceil_mode matches the strided ops' ceil(H/2) on odd sizes; on even sizes it is PC-DARTS's 2x2 max pool
             bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
-        return channel_shuffle(torch.cat([out, bypass], dim=1), k)
+        return channel_shuffle(torch.cat([out, bypass], dim=1), self.partial_channels)
 
     def _mixed(self, inputs: EdgeInput, weights: torch.Tensor, index: int | None, drop_prob: float) -> torch.Tensor:
         lean, drops = self.lean(), drop_active(drop_prob)

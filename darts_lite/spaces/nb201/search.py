@@ -58,14 +58,11 @@ class MixedEdge(RecomputableEdge):
         """x: [B, C, H, W], or an ``EdgeInput`` of it shared with other edges; weights: [O]; index: the one op to
         run, or None for all; skip: the auxiliary skip's coefficient. Called as ``edge(...)``, which keeps what
         ``recompute`` says."""
-        inputs, k = self.edge_inputs(x, index), self.partial_channels
-        x = inputs.x
-        if k == 1:
-            out = self._edge(inputs, weights, index)
-        else:
-            ops_input = self.ops_input(inputs)
-            out = self._edge(ops_input, weights, index)
-            out = channel_shuffle(torch.cat([out, x[:, ops_input.x.shape[1]:]], dim=1), k)
+        inputs = self.edge_inputs(x, index)
+        ops_input, x = self.ops_input(inputs), inputs.x
+        out = self._edge(ops_input, weights, index)
+        if self.partial_channels > 1:
+            out = channel_shuffle(torch.cat([out, x[:, ops_input.x.shape[1]:]], dim=1), self.partial_channels)
         return out + skip * x if skip and self.auxiliary_skip else out
 
     def _edge(self, inputs: EdgeInput, weights: torch.Tensor, index: int | None) -> torch.Tensor:
