@@ -96,9 +96,9 @@ def one_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
             "params": len(params), "torch": torch.__version__, "threads": torch.get_num_threads()}
 
 
-# the memory-lean supernet's goals against NNI: (what, case, measure, at most this ratio to NNI's)
+# the supernet's goals against NNI (issue 29): (what, case, measure, at most this ratio to NNI's)
 GOALS = [("defaults: time", "darts_lite", "step_s", 0.6),
-         ("defaults: peak memory", "darts_lite", "peak_mib", 0.9),
+         ("defaults: peak memory", "darts_lite", "peak_mib", 0.7),
          ("checkpoint_cells: peak memory", "darts_lite_checkpoint", "peak_mib", 0.4),
          ("checkpoint_cells: time", "darts_lite_checkpoint", "step_s", 1.0)]
 
