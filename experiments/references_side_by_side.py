@@ -6,7 +6,7 @@ The references are checkouts in a scratch folder, run here on the CPU and never 
     git clone https://github.com/yuhuixu1993/PC-DARTS /tmp/refs/PC-DARTS      # PC-DARTS (b74702f)
     git clone https://github.com/D-X-Y/AutoDL-Projects /tmp/refs/AutoDL       # GDAS, NAS-Bench-201 DARTS (f46486e)
     python experiments/references_side_by_side.py --darts /tmp/refs/darts --pc-darts /tmp/refs/PC-DARTS \\
-        --autodl /tmp/refs/AutoDL                                            # 20-34 min on 2 cores
+        --autodl /tmp/refs/AutoDL                                            # 19-34 min on 2 cores
 
 Their code is run as it is, but for ``.cuda()``: in a reference's process ``Tensor.cuda`` and ``Module.cuda`` return
 their object unchanged, so that the code runs on the CPU (the only change). Each reference step is its training

@@ -127,7 +127,11 @@ class _WeightedOp(torch.autograd.Function):
         x, w, *stats = ctx.saved_tensors
         pool, (need_x, need_w) = ctx.pool, ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
-            return (*_replayed(ctx, x, w, grad), None, None, None, None, None)
+            def plain(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+                h = x if pool is None else pool(x)
+                return (h if ctx.eps is None else _batch_normalised(h, ctx.eps)) * w
+
+            return (*_replayed((need_x, need_w), (x, w), grad, plain), None, None, None, None, None)
         h, indices = (x, None) if pool is None else _pool(x, pool)
         grad_x = grad_w = None
         # as autograd does for the plain product: only the gradients asked for (the weight step freezes the alphas,
@@ -145,16 +149,19 @@ class _WeightedOp(torch.autograd.Function):
         return grad_x, grad_w, None, None, None, None, None
 
 
-def _replayed(ctx: Any, x: torch.Tensor, w: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-    """The gradients of w * bn(pool(x)) asked for, through plain, differentiable ops (the running statistics are
-    not touched again)."""
-    need = ctx.needs_input_grad[:2]
+def _replayed(need: tuple[bool, ...], inputs: tuple[torch.Tensor, ...], grad: torch.Tensor,
+              plain: Any) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of ``plain(*inputs)`` for the inputs ``need`` marks, through plain, differentiable ops whose
+    graph a double backward differentiates again (``plain`` does not touch the running statistics)."""
     with torch.enable_grad():
-        h = x if ctx.pool is None else ctx.pool(x)
-        if ctx.eps is not None:
-            h = torch.batch_norm(h, None, None, None, None, True, 0.0, ctx.eps, torch.backends.cudnn.enabled)
-        grads = iter(torch.autograd.grad(h * w, [t for t, n in zip((x, w), need) if n], grad, create_graph=True))
+        out = plain(*inputs)
+        grads = iter(torch.autograd.grad(out, [t for t, n in zip(inputs, need) if n], grad, create_graph=True))
     return tuple(next(grads) if n else None for n in need)
+
+
+def _batch_normalised(h: torch.Tensor, eps: float) -> torch.Tensor:
+    """The differentiable training-mode, affine-free BatchNorm of ``h`` with its batch's statistics."""
+    return torch.batch_norm(h, None, None, None, None, True, 0.0, eps, torch.backends.cudnn.enabled)
 
 
 class _NormReLUConv(torch.autograd.Function):
@@ -171,23 +178,18 @@ class _NormReLUConv(torch.autograd.Function):
         # under mixed precision the convolution reads its input and weight cast as autocast casts them
         ctx.cast = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else None
         ctx.save_for_backward(h, weight, mean, invstd, reserve)
-        stride, padding, dilation, _, _, groups = ctx.conv
         with torch.autocast(h.device.type, enabled=False):
-            return torch.nn.functional.conv2d(_cast(torch.relu(y), ctx.cast), _cast(weight, ctx.cast), None, stride,
-                                              padding, dilation, groups)
+            return aten.convolution(_cast(torch.relu(y), ctx.cast), _cast(weight, ctx.cast), None, *ctx.conv)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         h, weight, mean, invstd, reserve = ctx.saved_tensors
         need_h, need_weight = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
-            stride, padding, dilation, _, _, groups = ctx.conv
-            with torch.enable_grad():
-                y = torch.batch_norm(h, None, None, None, None, True, 0.0, ctx.eps, torch.backends.cudnn.enabled)
-                out = torch.nn.functional.conv2d(torch.relu(y), weight, None, stride, padding, dilation, groups)
-                inputs = [t for t, n in zip((h, weight), (need_h, need_weight)) if n]
-                grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
-            return (next(grads) if need_h else None, next(grads) if need_weight else None, None, None, None, None, None)
+            def plain(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+                return aten.convolution(torch.relu(_batch_normalised(h, ctx.eps)), weight, None, *ctx.conv)
+
+            return (*_replayed((need_h, need_weight), (h, weight), grad, plain), None, None, None, None, None)
         r = torch.relu(_normalised(h, mean, invstd, ctx.eps, ctx.running))
         # the calls autograd makes for the plain ops, with the same arguments: the convolution's (and the casts'),
         # the ReLU's, the BatchNorm's
@@ -212,8 +214,8 @@ def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 
 
 def _conv_args(conv: nn.Conv2d) -> tuple[Any, ...]:
-    """(stride, padding, dilation, transposed, output_padding, groups): ``aten.convolution``'s arguments for a 2-d
-    convolution, as ``F.conv2d`` passes them."""
+    """(stride, padding, dilation, transposed, output_padding, groups): ``aten.convolution``'s (and its backward's)
+    arguments for a 2-d convolution, as ``F.conv2d`` passes them."""
     return list(conv.stride), list(conv.padding), list(conv.dilation), False, [0, 0], conv.groups
 
 

@@ -24,9 +24,14 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     goes to output channel i * groups + g. Keeps a channels-last input channels-last."""
     b, c, h, w = x.shape
     out = x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+    if _channels_last(x):
         out = out.contiguous(memory_format=torch.channels_last)
     return out
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (and not also contiguous, as a tensor of one channel or pixel is)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class _ReLUFirst(nn.Sequential):
@@ -209,12 +214,9 @@ class FactorizedReduce(nn.Module):
         rows, cols = (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2
         if odd.shape[-2:] != (rows, cols):
             odd = nn.functional.pad(odd, (0, cols - odd.shape[-1], 0, rows - odd.shape[-2]))
-        layout = torch.channels_last if x.dim() == 4 and _channels_last(x) else torch.contiguous_format
+        layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
         return nn.functional.conv2d(odd.contiguous(memory_format=layout), conv.weight, conv.bias)
 
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def drop_active(drop_prob: float | torch.Tensor) -> bool:
