@@ -178,8 +178,10 @@ class _NormReLUConv(torch.autograd.Function):
         # under mixed precision the convolution reads its input and weight cast as autocast casts them
         ctx.cast = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else None
         ctx.save_for_backward(h, weight, mean, invstd, reserve)
-        with torch.autocast(h.device.type, enabled=False):
-            return aten.convolution(_cast(torch.relu(y), ctx.cast), _cast(weight, ctx.cast), None, *ctx.conv)
+        stride, padding, dilation, _, _, groups = ctx.conv
+        with torch.autocast(h.device.type, enabled=False):  # F.conv2d: a lighter call than aten.convolution's op packet
+            return torch.nn.functional.conv2d(_cast(torch.relu(y), ctx.cast), _cast(weight, ctx.cast), None, stride,
+                                              padding, dilation, groups)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
