@@ -59,13 +59,15 @@ def test_shared_relu_gives_the_outputs_and_gradients_of_running_each_op_whole(re
 
 def test_the_edge_computes_one_relu_for_its_ops_and_gdas_none_it_does_not_need(monkeypatch):
     calls = [0]
-    relu = torch.relu  # what F.relu and the fused steps call
 
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return relu(*args, **kwargs)
+    def counting(relu):  # torch.relu: what F.relu calls; torch.relu_: the fused steps, on a tensor of their own
+        def count(*args, **kwargs):
+            calls[0] += 1
+            return relu(*args, **kwargs)
+        return count
 
-    monkeypatch.setattr(torch, "relu", counting)
+    monkeypatch.setattr(torch, "relu", counting(torch.relu))
+    monkeypatch.setattr(torch, "relu_", counting(torch.relu_))
     edge = MixedEdge(4, 1, PRIMITIVES, affine=False)
     x, w = torch.randn(2, 4, 6, 6), torch.softmax(torch.randn(len(PRIMITIVES)), -1)
 

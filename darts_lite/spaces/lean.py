@@ -113,14 +113,14 @@ class _WeightedOp(torch.autograd.Function):
         ctx.pool, ctx.eps = pool, None if bn is None else bn.eps
         if bn is None:
             ctx.save_for_backward(x, w)
-            return h * w
+            return _times(h, w)
         y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(
             h, None, None, running_mean, running_var, True, momentum, bn.eps, torch.backends.cudnn.enabled)
         # the BatchNorm's input is kept when it is what the op computed before it (a conv's output); after a pooling
         # the edge's input is kept instead and the pooling rerun
         ctx.impl, ctx.running = impl, (running_mean, running_var)
         ctx.save_for_backward(x, w, mean, invstd, reserve)
-        return y * w
+        return _times(y, w)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -147,6 +147,15 @@ class _WeightedOp(torch.autograd.Function):
         if need_x:
             grad_x = grad_h if pool is None else _pool_backward(grad_h, x, pool, indices)
         return grad_x, grad_w, None, None, None, None, None
+
+
+def _times(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``fresh * other``, written over ``fresh`` (a tensor the caller made and nothing else holds) where the product
+    has its dtype and its layout (``other`` a scalar tensor, or laid out as ``fresh``): the same values, and the same
+    order for a sum over them, without a new tensor (on the CPU a new tensor costs more than the product)."""
+    if torch.result_type(fresh, other) == fresh.dtype and (other.dim() == 0 or other.stride() == fresh.stride()):
+        return fresh.mul_(other)
+    return fresh * other
 
 
 def _replayed(need: tuple[bool, ...], inputs: tuple[torch.Tensor, ...], grad: torch.Tensor,
@@ -180,7 +189,7 @@ class _NormReLUConv(torch.autograd.Function):
         ctx.save_for_backward(h, weight, mean, invstd, reserve)
         stride, padding, dilation, _, _, groups = ctx.conv
         with torch.autocast(h.device.type, enabled=False):  # F.conv2d: a lighter call than aten.convolution's op packet
-            return torch.nn.functional.conv2d(_cast(torch.relu(y), ctx.cast), _cast(weight, ctx.cast), None, stride,
+            return torch.nn.functional.conv2d(_cast(torch.relu_(y), ctx.cast), _cast(weight, ctx.cast), None, stride,
                                               padding, dilation, groups)
 
     @staticmethod
@@ -192,7 +201,7 @@ class _NormReLUConv(torch.autograd.Function):
                 return aten.convolution(torch.relu(_batch_normalised(h, ctx.eps)), weight, None, *ctx.conv)
 
             return (*_replayed((need_h, need_weight), (h, weight), grad, plain), None, None, None, None, None)
-        r = torch.relu(_normalised(h, mean, invstd, ctx.eps, ctx.running))
+        r = torch.relu_(_normalised(h, mean, invstd, ctx.eps, ctx.running))  # a tensor of its own: rectified in place
         # the calls autograd makes for the plain ops, with the same arguments: the convolution's (and the casts'),
         # the ReLU's, the BatchNorm's
         grad_r, grad_weight, _ = aten.convolution_backward(grad, _cast(r, ctx.cast), _cast(weight, ctx.cast), None,
