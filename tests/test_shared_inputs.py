@@ -1,6 +1,7 @@
 """One ReLU per state: every edge leaving a node, and both cells reading a cell's output, read one rectified input
-(``darts_lite.spaces.ops.EdgeInput``), in every relaxation and memory mode; the same outputs and gradients as each op
-computing its own, and exactly the duplicated ReLU outputs fewer bytes kept for the backward pass."""
+(``darts_lite.spaces.ops.EdgeInput``), in every relaxation and memory mode and in the evaluation networks; the same
+outputs and gradients as each op computing its own, and exactly the duplicated ReLU outputs fewer bytes kept for the
+backward pass."""
 
 import copy
 
@@ -8,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from darts_lite.spaces.darts.eval import EvalNetwork as DartsEvalNetwork
 from darts_lite.spaces.darts.search import MixedEdge, SearchNetwork
 from darts_lite.spaces.nb201 import MixedEdge as NB201MixedEdge
 from darts_lite.spaces.nb201 import SearchNetwork as NB201SearchNetwork
+from darts_lite.spaces.nb201.eval import EvalNetwork as NB201EvalNetwork
 
 DARTS = dict(C=4, layers=3, num_classes=3)  # a normal and two reduction cells: stride-1 and stride-2 edges
 NETWORKS = {
@@ -130,6 +133,88 @@ def _kept_bytes(net, x, y, seed) -> int:
 def test_the_pass_keeps_exactly_the_duplicated_relu_outputs_fewer_bytes(name, monkeypatch):
     shared = _network(name)
     whole, (x, y) = _unshared(shared), _x()
+    relus = _Relus(monkeypatch)
+    kept_whole = _kept_bytes(whole, x, y, seed=1)
+    duplicated = relus.duplicated_bytes()
+    assert duplicated > 0 and _kept_bytes(shared, x, y, seed=1) == kept_whole - duplicated
+
+
+# ---- the evaluation networks (retraining): one ReLU per state too ---------------------------------------------------
+NB201_CELL = "|nor_conv_3x3~0|+|nor_conv_1x1~0|nor_conv_3x3~1|+|nor_conv_3x3~0|skip_connect~1|nor_conv_1x1~2|"
+EVAL_NETWORKS = {
+    # DARTS_V2's cells read s0 and s1 with three separable convs each; the auxiliary head and drop path on
+    "darts-v2": lambda: DartsEvalNetwork("DARTS_V2", C=8, layers=3, num_classes=3, auxiliary=True, drop_path_prob=0.3),
+    "gdas-fixed-reduction": lambda: DartsEvalNetwork("GDAS_F1", C=8, layers=3, num_classes=3, auxiliary=False),
+    "darts-imagenet": lambda: DartsEvalNetwork("PC_DARTS", C=8, layers=3, num_classes=3, auxiliary=False,
+                                               dataset="imagenet"),
+    "nb201": lambda: NB201EvalNetwork(NB201_CELL, C=4, N=1, num_classes=3),
+}
+
+
+def _eval_network(name: str):
+    torch.manual_seed(0)
+    return EVAL_NETWORKS[name]().double().train()
+
+
+def _eval_unshared(net):
+    """A copy of ``net`` with a forward hook on every ReLU: an op whose leading ReLU is hooked runs whole, so each op
+    computes its own ReLU (a hook must see every call)."""
+    whole = copy.deepcopy(net)
+    for m in whole.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.register_forward_hook(lambda module, args, out: None)
+    return whole
+
+
+def _eval_x(name: str):
+    torch.manual_seed(3)
+    size = {"darts-v2": 32, "darts-imagenet": 16}.get(name, 8)  # DARTS_V2's auxiliary head needs 8x8 after 2 reductions
+    return torch.randn(4, 3, size, size, dtype=torch.float64), torch.randint(0, 3, (4,))
+
+
+def _loss(out, y):
+    return sum(F.cross_entropy(o, y) for o in (out if isinstance(out, tuple) else (out,)))
+
+
+@pytest.mark.parametrize("name", list(EVAL_NETWORKS))
+def test_no_tensor_is_rectified_twice_in_an_evaluation_network(name, monkeypatch):
+    net, (x, y) = _eval_network(name), _eval_x(name)
+    relus = _Relus(monkeypatch)
+    torch.manual_seed(1)
+    _loss(net(x), y).backward()
+    assert relus.inputs and relus.duplicated_bytes() == 0
+    relus.inputs.clear()
+    torch.manual_seed(1)
+    _eval_unshared(net)(x)
+    assert relus.duplicated_bytes() > 0
+
+
+@pytest.mark.parametrize("name", list(EVAL_NETWORKS))
+def test_an_evaluation_network_gives_the_outputs_and_gradients_of_each_op_computing_its_own_relu(name):
+    shared = _eval_network(name)
+    whole, (x, y) = _eval_unshared(shared), _eval_x(name)
+    for seed in (1, 2):  # drop path draws its masks from the seed; the second step reads updated BN statistics
+        outs = []
+        for net in (shared, whole):
+            net.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)
+            outs.append(net(x))
+            _loss(outs[-1], y).backward()
+        for a, b in zip(*(o if isinstance(o, tuple) else (o,) for o in outs)):
+            assert torch.equal(a, b)
+    for (n, a), b in zip(shared.named_parameters(), whole.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-13, msg=n)
+    for a, b in zip(shared.buffers(), whole.buffers()):
+        assert torch.equal(a, b)
+    shared.eval(), whole.eval()
+    with torch.no_grad():
+        assert torch.equal(shared(x), whole(x))
+
+
+@pytest.mark.parametrize("name", ["darts-v2", "nb201"])
+def test_an_evaluation_network_keeps_exactly_the_duplicated_relu_outputs_fewer_bytes(name, monkeypatch):
+    shared = _eval_network(name)
+    whole, (x, y) = _eval_unshared(shared), _eval_x(name)
     relus = _Relus(monkeypatch)
     kept_whole = _kept_bytes(whole, x, y, seed=1)
     duplicated = relus.duplicated_bytes()

@@ -3,6 +3,11 @@
 Differences from the search network (DARTS, Sec. 3.2): every BN is affine, pooling ops have no
 BN after them, each edge runs its one op, drop path zeroes whole non-identity branches during
 training, and an auxiliary head (CIFAR: after cell 2*layers//3) adds a second loss.
+
+As in the search network, a state read by several ops that start with a ReLU of it (a node read by two separable
+convs, a cell's output read by the next two cells' preprocessing) is rectified once for all of them
+(``darts_lite.spaces.ops.EdgeInput``): the same outputs, one ReLU output kept for the backward pass instead of one
+per op.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops import FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path
+from ..ops import EdgeInput, FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path, run_on, tensor_of
 from .genotype import Genotype
 from .ops import make_op
 from .search import FixedReductionCell, cell_plan
@@ -31,19 +36,23 @@ class EvalCell(nn.Module):
         self.concat = list(concat)
         self.multiplier = len(self.concat)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
-        states: list[torch.Tensor | None] = [self.preprocess0(s0), self.preprocess1(s1)]
+    def forward(self, s0: torch.Tensor | EdgeInput, s1: torch.Tensor | EdgeInput,
+                drop_prob: float | torch.Tensor = 0.0) -> torch.Tensor:
+        """s0, s1: the two previous cells' outputs (tensors, or ``EdgeInput``s shared with the other cell reading
+        them). Every op reading a state reads one ``EdgeInput`` of it (one ReLU of the state for all of them)."""
+        states: list[EdgeInput | None] = [EdgeInput(run_on(self.preprocess0, s0)),
+                                          EdgeInput(run_on(self.preprocess1, s1))]
         for k in range(len(self.ops) // 2):
             node = None
             for e in (2 * k, 2 * k + 1):
                 if not self.live[e]:
                     continue  # an edge left out (`none`): a sparse cell's node keeps one input or none
-                h = self.ops[e](states[self.inputs[e]])
+                h = run_on(self.ops[e], states[self.inputs[e]])
                 if self.training and drop_active(drop_prob) and not isinstance(self.ops[e], Identity):
                     h = drop_path(h, drop_prob)
                 node = h if node is None else node + h
-            states.append(node)
-        return torch.cat([states[i] for i in self.concat], dim=1)
+            states.append(None if node is None else EdgeInput(node))
+        return torch.cat([tensor_of(states[i]) for i in self.concat], dim=1)
 
 
 class _EvalFixedReductionCell(FixedReductionCell):
@@ -123,9 +132,8 @@ class EvalNetwork(nn.Module):
                 nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
                 nn.BatchNorm2d(C),
             )
-            self.stem1 = nn.Sequential(
-                nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
-            )
+            # ReLU, strided 3x3 conv, BN: read by the first cell's preprocessing too, it shares the ReLU of s0
+            self.stem1 = ReLUConvBN(C, C, 3, 2, 1)
             C_pp, C_p, reduction_prev = C, C, True
         else:
             C_stem = stem_multiplier * C
@@ -154,18 +162,19 @@ class EvalNetwork(nn.Module):
         self.classifier = nn.Linear(C_p, num_classes)
 
     def forward(self, x: torch.Tensor):
+        # each cell's output is read by the next two cells: one EdgeInput, so one ReLU of it for both
         if self.dataset == "imagenet":
-            s0 = self.stem0(x)
-            s1 = self.stem1(s0)
+            s0 = EdgeInput(self.stem0(x))
+            s1 = EdgeInput(run_on(self.stem1, s0))
         else:
-            s0 = s1 = self.stem(x)
+            s0 = s1 = EdgeInput(self.stem(x))
         aux_logits = None
         drop = self._drop_prob if self.training and self._drop_on else 0.0
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, drop)
+            s0, s1 = s1, EdgeInput(cell(s0, s1, drop))
             if i == self.aux_index and self.aux_head is not None and self.training:
-                aux_logits = self.aux_head(s1)
-        logits = self.classifier(self.global_pooling(s1).flatten(1))
+                aux_logits = self.aux_head(s1.x)
+        logits = self.classifier(self.global_pooling(s1.x).flatten(1))
         return (logits, aux_logits) if aux_logits is not None else logits
 
     @staticmethod

@@ -1,11 +1,13 @@
 """NAS-Bench-201's evaluation network: the genotype's cell in every position, the fixed stem, residual blocks and
-head (the benchmark's network)."""
+head (the benchmark's network). A node read by several ops that start with a ReLU of it is rectified once for all
+of them (``darts_lite.spaces.ops.EdgeInput``): the same outputs, one ReLU output kept instead of one per op."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..ops import EdgeInput, run_on
 from .genotype import EDGES, NODES, Genotype
 from .ops import _Macro, make_op
 
@@ -21,11 +23,11 @@ class EvalCell(nn.Module):
         self.ops = nn.ModuleList(make_op(op, c_in if j == 0 else c_out, c_out, 1) for op, j in genotype.edges)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
+        nodes = [EdgeInput(x)]
         for i in range(1, NODES):
             # a `none` edge is computed as zeros, so a node whose every input is `none` still has a value
-            nodes.append(sum(self.ops[e](nodes[j]) for e, (to, j) in enumerate(EDGES) if to == i))
-        return nodes[-1]
+            nodes.append(EdgeInput(sum(run_on(self.ops[e], nodes[j]) for e, (to, j) in enumerate(EDGES) if to == i)))
+        return nodes[-1].x
 
 
 class EvalNetwork(_Macro):
