@@ -174,6 +174,13 @@ def machine_text(info: Mapping[str, Any]) -> str:
             f"({info['torch_threads']} threads), {info.get('gpu') or 'no GPU'}; {info['date']}")
 
 
+def span(values: Sequence[float], fmt: str) -> str:
+    """The values' range as the result files print it: ``low-high`` in format ``fmt``, one figure when both print
+    alike."""
+    low, high = format(min(values), fmt), format(max(values), fmt)
+    return low if low == high else f"{low}-{high}"
+
+
 # ---- one case per process --------------------------------------------------------------------------------------------
 def run_case(argv: Sequence[str], python: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Runs ``python ARGV`` in a process of its own (so that its peak memory is its own) and returns the JSON object

@@ -153,6 +153,27 @@ def _(r: Results) -> str:
     return _machine(r.json(TRICKS)["machine"])
 
 
+# ---- the retraining step, one ReLU per state (experiments/retrain_step_memory.py) -----------------------------------
+RETRAIN = "retrain_step_memory.json"
+
+
+def _retrain_ratio(r: Results, key: str) -> str:
+    """The shared case over the per-op case, every run against every run: their span."""
+    cases = r.json(RETRAIN)["cases"]
+    ratios = [s[key] / o[key] for s in cases["shared"] for o in cases["per_op"]]
+    low, high = _x(min(ratios)), _x(max(ratios))
+    return low if low == high else f"{low[:-1]}-{high}"
+
+
+for _key, _name in (("peak_mib", "peak"), ("saved_mib", "kept"), ("step_s", "time")):
+    figure(f"retrain.shared.{_name}", RETRAIN)(lambda r, k=_key: _retrain_ratio(r, k))
+
+
+@figure("machine.retrain_step_memory", RETRAIN)
+def _(r: Results) -> str:
+    return _machine(r.json(RETRAIN)["machine"])
+
+
 # ---- the Hessian-vector product's accuracy (experiments/hvp_accuracy.py) ---------------------------------------------
 HVP = "hvp_accuracy.json"
 for _size, _state in (("quickstart", "init"), ("quickstart", "after"), ("paper", "init")):

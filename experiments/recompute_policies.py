@@ -32,7 +32,7 @@ import argparse
 import hashlib
 from typing import Any
 
-from common import RESULTS, machine_text, print_case, run_case, write_result
+from common import RESULTS, machine_text, print_case, run_case, span, write_result
 from step_memory import add_size_arguments, measure_step, size_record
 
 RESULT = RESULTS / "recompute_policies.md"  # and .json
@@ -101,11 +101,6 @@ def one_case(args: argparse.Namespace) -> dict[str, Any]:
     return {"policy": args.policy, "digest": digest.hexdigest(), "policy_kept_mib": kept[0] / 2**20, **measured}
 
 
-def _span(values: list[float], fmt: str) -> str:
-    low, high = min(values), max(values)
-    return format(low, fmt) if format(low, fmt) == format(high, fmt) else f"{low:{fmt}}-{high:{fmt}}"
-
-
 def markdown(result: dict[str, Any]) -> list[str]:
     """The result file's text, every number from ``result``: per policy the range over the rounds."""
     rows, rounds = result["cases"], result["rounds"]
@@ -126,10 +121,10 @@ def markdown(result: dict[str, Any]) -> list[str]:
     for policy, runs in by.items():
         same = all(r["digest"] == p["digest"] for r, p in zip(runs, plain))
         lines.append(
-            f"| {policy} | {POLICIES[policy]} | {_span([r['saved_mib'] for r in runs], '.0f')} | "
-            f"{_span([r['peak_mib'] for r in runs], '.0f')} | {_span([r['step_s'] for r in runs], '.2f')} | "
-            f"{_span([r['peak_mib'] / p['peak_mib'] for r, p in zip(runs, plain)], '.2f')}x | "
-            f"{_span([r['step_s'] / p['step_s'] for r, p in zip(runs, plain)], '.2f')}x | "
+            f"| {policy} | {POLICIES[policy]} | {span([r['saved_mib'] for r in runs], '.0f')} | "
+            f"{span([r['peak_mib'] for r in runs], '.0f')} | {span([r['step_s'] for r in runs], '.2f')} | "
+            f"{span([r['peak_mib'] / p['peak_mib'] for r, p in zip(runs, plain)], '.2f')}x | "
+            f"{span([r['step_s'] / p['step_s'] for r, p in zip(runs, plain)], '.2f')}x | "
             f"{'bit-identical to plain' if same else 'DIFFER from plain'} |")
     lines += [
         "",

@@ -32,7 +32,7 @@ import time
 import types
 from pathlib import Path
 
-from common import RESULTS, machine, machine_text, print_case, run_case, write_result
+from common import RESULTS, machine, machine_text, print_case, run_case, span, write_result
 
 # case -> (label, darts_lite's settings, the reference: repository key and how it is built)
 CASES = {
@@ -251,10 +251,6 @@ def main() -> None:
     repos = {key: _commit(folder) for key, folder in folders.items() if folder is not None}
     result = {"machine": machine(), "reference_commits": repos, "settings": vars(args) | {"batch": BATCH},
               "cases": rows}
-
-    def span(values: list[float], fmt: str) -> str:
-        lo, hi = min(values), max(values)
-        return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}-{format(hi, fmt)}"
 
     lines = [
         "# darts_lite beside the papers' code",

@@ -21,7 +21,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from common import RESULTS, machine, machine_text, run_case, write_result
+from common import RESULTS, machine, machine_text, run_case, span, write_result
 from references_side_by_side import CASES
 
 HARNESS = Path(__file__).with_name("references_side_by_side.py")
@@ -39,11 +39,6 @@ def _commit(tree: Path) -> str:
 
 def _env(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
-
-
-def _span(values: list[float], fmt: str) -> str:
-    lo, hi = min(values), max(values)
-    return format(lo, fmt) if format(lo, fmt) == format(hi, fmt) else f"{format(lo, fmt)}-{format(hi, fmt)}"
 
 
 def main() -> None:
@@ -91,9 +86,9 @@ def main() -> None:
     for row in rows:
         bt, ct = [x["step_s"] for x in row["baseline"]], [x["step_s"] for x in row["current"]]
         bm, cm = [x["peak_mib"] for x in row["baseline"]], [x["peak_mib"] for x in row["current"]]
-        lines.append(f"| {row['label']} | {_span(bt, '.2f')} / {_span(bm, ',.0f')} | {_span(ct, '.2f')} / "
-                     f"{_span(cm, ',.0f')} | {_span([t / b for t in ct for b in bt], '.2f')} | "
-                     f"{_span([m / b for m in cm for b in bm], '.2f')} |")
+        lines.append(f"| {row['label']} | {span(bt, '.2f')} / {span(bm, ',.0f')} | {span(ct, '.2f')} / "
+                     f"{span(cm, ',.0f')} | {span([t / b for t in ct for b in bt], '.2f')} | "
+                     f"{span([m / b for m in cm for b in bm], '.2f')} |")
     lines += ["", "Time and memory ratios: every current run against every baseline run (their span). A step's ratio "
               "to the papers' code (references_side_by_side.md) is the baseline's ratio times this one."]
     write_result(RESULTS / f"{args.name}.md", result, lines)
