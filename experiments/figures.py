@@ -88,6 +88,12 @@ def _x(ratio: float, digits: int = 2) -> str:
     return f"{ratio:.{digits}f}x"
 
 
+def _x_span(ratios: list[float]) -> str:
+    """The ratios' range: ``0.84x``, or ``0.86-0.87x``."""
+    low, high = _x(min(ratios)), _x(max(ratios))
+    return low if low == high else f"{low[:-1]}-{high}"
+
+
 def _machine(m: dict) -> str:
     gpu = m.get("gpu")
     return (f"{m.get('cpu', 'CPU')}, {m.get('cores', '?')} cores, torch {m['torch']}"
@@ -129,9 +135,7 @@ def _alternating(r: Results, key: str) -> str:
     none = [c for c in cases if c["algorithm"] == "recompute_none"]
     if not none or len(default) != len(none):
         raise FigureError(f"{RECOMPUTE_AB}: expected darts1 and recompute_none alternating at the paper size")
-    ratios = [n[key] / d[key] for d, n in zip(default, none)]
-    low, high = _x(min(ratios)), _x(max(ratios))
-    return low if low == high else f"{low[:-1]}-{high}"
+    return _x_span([n[key] / d[key] for d, n in zip(default, none)])
 
 
 for _key, _name in (("step_s", "step"), ("peak_mib", "memory"), ("fwd_bwd_s", "fwd_bwd")):
@@ -160,9 +164,7 @@ RETRAIN = "retrain_step_memory.json"
 def _retrain_ratio(r: Results, key: str) -> str:
     """The shared case over the per-op case, every run against every run: their span."""
     cases = r.json(RETRAIN)["cases"]
-    ratios = [s[key] / o[key] for s in cases["shared"] for o in cases["per_op"]]
-    low, high = _x(min(ratios)), _x(max(ratios))
-    return low if low == high else f"{low[:-1]}-{high}"
+    return _x_span([s[key] / o[key] for s in cases["shared"] for o in cases["per_op"]])
 
 
 for _key, _name in (("peak_mib", "peak"), ("saved_mib", "kept"), ("step_s", "time")):

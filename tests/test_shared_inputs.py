@@ -74,6 +74,15 @@ class _Relus:
         return extra
 
 
+def _duplicated_in(relus: _Relus, run) -> int:
+    """The bytes of ReLU outputs ``run()`` (from seed 1) computes again for an input already rectified."""
+    relus.inputs.clear()
+    torch.manual_seed(1)
+    run()
+    assert relus.inputs
+    return relus.duplicated_bytes()
+
+
 def _x(dtype=torch.float64):
     torch.manual_seed(3)
     return torch.randn(6, 3, 8, 8, dtype=dtype), torch.randint(0, 3, (6,))
@@ -84,14 +93,9 @@ def _x(dtype=torch.float64):
 def test_no_tensor_is_rectified_twice_in_a_pass(name, recompute, monkeypatch):
     net, (x, y) = _network(name, recompute=recompute), _x()
     relus = _Relus(monkeypatch)
-    torch.manual_seed(1)
-    F.cross_entropy(net(x), y).backward()
-    assert relus.inputs and relus.duplicated_bytes() == 0
+    assert _duplicated_in(relus, lambda: F.cross_entropy(net(x), y).backward()) == 0
     # the same network with each op computing its own ReLU rectifies states again (what the sharing saves)
-    relus.inputs.clear()
-    torch.manual_seed(1)
-    _unshared(net)(x)
-    assert relus.duplicated_bytes() > 0
+    assert _duplicated_in(relus, lambda: _unshared(net)(x)) > 0
 
 
 @pytest.mark.parametrize("name", list(NETWORKS))
@@ -180,13 +184,8 @@ def _loss(out, y):
 def test_no_tensor_is_rectified_twice_in_an_evaluation_network(name, monkeypatch):
     net, (x, y) = _eval_network(name), _eval_x(name)
     relus = _Relus(monkeypatch)
-    torch.manual_seed(1)
-    _loss(net(x), y).backward()
-    assert relus.inputs and relus.duplicated_bytes() == 0
-    relus.inputs.clear()
-    torch.manual_seed(1)
-    _eval_unshared(net)(x)
-    assert relus.duplicated_bytes() > 0
+    assert _duplicated_in(relus, lambda: _loss(net(x), y).backward()) == 0
+    assert _duplicated_in(relus, lambda: _eval_unshared(net)(x)) > 0
 
 
 @pytest.mark.parametrize("name", list(EVAL_NETWORKS))
