@@ -203,9 +203,15 @@ class _NormReLUConv(torch.autograd.Function):
             return (*_replayed((need_h, need_weight), (h, weight), grad, plain), None, None, None, None, None)
         r = torch.relu_(_normalised(h, mean, invstd, ctx.eps, ctx.running))  # a tensor of its own: rectified in place
         # the calls autograd makes for the plain ops, with the same arguments: the convolution's (and the casts'),
-        # the ReLU's, the BatchNorm's
-        grad_r, grad_weight, _ = aten.convolution_backward(grad, _cast(r, ctx.cast), _cast(weight, ctx.cast), None,
-                                                           *ctx.conv, [need_h, need_weight, False])
+        # the ReLU's, the BatchNorm's; a same-padded depthwise conv's input gradient as DepthwiseConv2d computes it
+        stride, padding, dilation, _, _, groups = ctx.conv
+        if need_h and ctx.cast is None and _flipped_input_gradient(r, weight, stride, padding, dilation, groups):
+            grad_r = depthwise_input_gradient(grad, weight, padding, dilation, groups)
+            grad_weight = None if not need_weight else aten.convolution_backward(
+                grad, r, weight, None, *ctx.conv, [False, True, False])[1]
+        else:
+            grad_r, grad_weight, _ = aten.convolution_backward(grad, _cast(r, ctx.cast), _cast(weight, ctx.cast), None,
+                                                               *ctx.conv, [need_h, need_weight, False])
         grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
         grad_h = None
         if need_h:
@@ -214,6 +220,65 @@ class _NormReLUConv(torch.autograd.Function):
             grad_h = aten._batch_norm_impl_index_backward(
                 ctx.impl, h, grad_y, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False], reserve)[0]
         return grad_h, grad_weight, None, None, None, None, None
+
+
+def _flipped_input_gradient(x: torch.Tensor, weight: torch.Tensor, stride: Any, padding: Any, dilation: Any,
+                            groups: int) -> bool:
+    """Whether the conv of ``x`` with these arguments takes its input gradient from ``depthwise_input_gradient``: a
+    stride-1 depthwise conv (one filter per channel) of an odd square kernel with the padding that keeps the size, on
+    the CPU."""
+    k = weight.shape[-1]
+    return (x.device.type == "cpu" and groups > 1 and tuple(weight.shape[:3]) == (groups, 1, k) and k % 2 == 1
+            and tuple(stride) == (1, 1) and dilation[0] == dilation[1]
+            and tuple(padding) == (dilation[0] * (k - 1) // 2,) * 2)
+
+
+def depthwise_input_gradient(grad: torch.Tensor, weight: torch.Tensor, padding: Any, dilation: Any,
+                             groups: int) -> torch.Tensor:
+    """The input gradient of a stride-1, same-padded depthwise conv: the same conv of the output gradient with the
+    kernel flipped (each input pixel sums the output pixels whose window reads it, times the tap that reads it: the
+    products of the convolution's backward, summed by the forward kernel). On the CPU oneDNN runs this backward
+    with its depthwise kernel only for undilated 3x3 kernels; dilated and 5x5 ones go through its generic grouped
+    convolution, several times slower than the depthwise forward this calls."""
+    return torch.nn.functional.conv2d(grad, weight.flip(-2, -1), None, 1, padding, dilation, groups)
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """A stride-1, same-padded, bias-free depthwise conv whose input gradient is ``depthwise_input_gradient``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int], dilation: tuple[int, int],
+                groups: int) -> torch.Tensor:
+        ctx.args = (padding, dilation, groups)
+        ctx.save_for_backward(x, weight)
+        return torch.nn.functional.conv2d(x, weight, None, 1, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        need_x, need_weight = ctx.needs_input_grad[:2]
+        padding, dilation, groups = ctx.args
+        if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
+            def plain(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+                return torch.nn.functional.conv2d(x, weight, None, 1, padding, dilation, groups)
+
+            return (*_replayed((need_x, need_weight), (x, weight), grad, plain), None, None, None)
+        grad_x = depthwise_input_gradient(grad, weight, padding, dilation, groups) if need_x else None
+        grad_weight = None if not need_weight else aten.convolution_backward(
+            grad, x, weight, None, [1, 1], list(padding), list(dilation), False, [0, 0], groups, [False, True, False])[1]
+        return grad_x, grad_weight, None, None, None
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int], dilation: tuple[int, int],
+                   groups: int) -> torch.Tensor:
+    """``F.conv2d(x, weight, None, 1, padding, dilation, groups)``; for a same-padded depthwise conv on the CPU whose
+    pass takes gradients by reverse mode without autocast, with its input gradient from ``depthwise_input_gradient``
+    (equal to the convolution's backward up to the order of its sums; every memory mode computes it so)."""
+    if (_flipped_input_gradient(x, weight, (1, 1), padding, dilation, groups) and torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad) and _forward_ad._current_level < 0
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled(x.device.type)):
+        return _DepthwiseConv.apply(x, weight, tuple(padding), tuple(dilation), groups)
+    return torch.nn.functional.conv2d(x, weight, None, 1, padding, dilation, groups)
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..lean import PoolBN, norm_relu_conv
+from ..lean import PoolBN, depthwise_conv, norm_relu_conv
 from ..ops import FactorizedReduce, Identity, Zero, _ReLUFirst, channel_shuffle  # noqa: F401 (channel_shuffle: its old home)
 
 
@@ -21,7 +21,10 @@ class DepthwiseConv2d(nn.Conv2d):
     With stride s = dilation d > 1 and padding d * (k - 1) / 2 (dil_conv on a reduction edge) every tap of every
     output pixel reads a pixel whose row and column are multiples of s, so the conv equals the undilated stride-1
     conv of x[:, :, ::s, ::s] with padding (k - 1) / 2: the same products summed, and a backward pass several times
-    faster on the CPU than the strided dilated one.
+    faster on the CPU than the strided dilated one. A stride-1 conv with the padding that keeps the size (every
+    separable and dilated conv of a normal cell) takes its input gradient as the same conv of the output gradient
+    with the kernel flipped (``darts_lite.spaces.lean.depthwise_conv``): on the CPU oneDNN's depthwise forward,
+    instead of the generic grouped backward it runs for dilated and 5x5 kernels.
     """
 
     @property
@@ -34,7 +37,11 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.runs_as_conv2d:
             s, k = self.stride[0], self.kernel_size[0]
+            if self.bias is None:
+                return depthwise_conv(x[:, :, ::s, ::s], self.weight, ((k - 1) // 2,) * 2, (1, 1), self.groups)
             return F.conv2d(x[:, :, ::s, ::s], self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
+        if self.bias is None and self.stride == (1, 1) and self.padding_mode == "zeros" and isinstance(self.padding, tuple):
+            return depthwise_conv(x, self.weight, self.padding, self.dilation, self.groups)
         return super().forward(x)
 
 
