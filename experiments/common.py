@@ -181,6 +181,17 @@ def span(values: Sequence[float], fmt: str) -> str:
     return low if low == high else f"{low}-{high}"
 
 
+def tree_commit(tree: Path) -> str:
+    """The short commit of a checkout (``git rev-parse`` where the tree has its own ``.git``), else of the ``.commit``
+    file a copied tree may carry, else "unknown"."""
+    if Path(tree, ".git").exists():
+        out = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()[:7]
+    stamp = Path(tree, ".commit")
+    return stamp.read_text().strip() if stamp.is_file() else "unknown"
+
+
 # ---- one case per process --------------------------------------------------------------------------------------------
 def run_case(argv: Sequence[str], python: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Runs ``python ARGV`` in a process of its own (so that its peak memory is its own) and returns the JSON object

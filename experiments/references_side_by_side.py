@@ -26,13 +26,12 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import types
 from pathlib import Path
 
-from common import RESULTS, machine, machine_text, print_case, run_case, span, write_result
+from common import RESULTS, machine, machine_text, print_case, run_case, span, tree_commit, write_result
 
 # case -> (label, darts_lite's settings, the reference: repository key and how it is built)
 CASES = {
@@ -209,11 +208,6 @@ def reference(case: str, folders: dict, reps: int, warmup: int) -> dict:
     return _darts_family(folder, how, reps, warmup)
 
 
-def _commit(folder: Path) -> str:
-    out = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip()[:7] or "unknown"
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--darts", type=Path, help="a checkout of github.com/quark0/darts")
@@ -248,7 +242,7 @@ def main() -> None:
         ref = run_case([*common, "--run", f"reference:{case}"])
         after = run_case([*common, "--run", f"ours:{case}"])
         rows.append({"case": case, "label": CASES[case][0], "ours": [before, after], "reference": ref})
-    repos = {key: _commit(folder) for key, folder in folders.items() if folder is not None}
+    repos = {key: tree_commit(folder) for key, folder in folders.items() if folder is not None}
     result = {"machine": machine(), "reference_commits": repos, "settings": vars(args) | {"batch": BATCH},
               "cases": rows}
 

@@ -18,23 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 from pathlib import Path
 
-from common import RESULTS, machine, machine_text, run_case, span, write_result
+from common import RESULTS, machine, machine_text, run_case, span, tree_commit, write_result
 from references_side_by_side import CASES
 
 HARNESS = Path(__file__).with_name("references_side_by_side.py")
-
-
-def _commit(tree: Path) -> str:
-    """The tree's commit: ``git rev-parse`` in it, else the ``.commit`` file a copy may carry, else "unknown"."""
-    out = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         check=False)
-    if out.returncode == 0 and Path(tree, ".git").exists():
-        return out.stdout.strip()
-    stamp = Path(tree, ".commit")
-    return stamp.read_text().strip() if stamp.is_file() else "unknown"
 
 
 def _env(tree: Path) -> dict[str, str]:
@@ -69,7 +58,7 @@ def main() -> None:
                 runs[side].append(run_case([HARNESS, "--reps", args.reps, "--warmup", args.warmup, "--run",
                                             f"ours:{case}"], env=_env(tree)))
         rows.append({"case": case, "label": CASES[case][0], **runs})
-    result = {"machine": machine(), "commits": {side: _commit(tree) for side, tree in trees.items()},
+    result = {"machine": machine(), "commits": {side: tree_commit(tree) for side, tree in trees.items()},
               "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "cases": rows}
     c = result["commits"]
     lines = [

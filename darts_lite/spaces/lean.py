@@ -206,9 +206,7 @@ class _NormReLUConv(torch.autograd.Function):
         # the ReLU's, the BatchNorm's; a same-padded depthwise conv's input gradient as DepthwiseConv2d computes it
         stride, padding, dilation, _, _, groups = ctx.conv
         if need_h and ctx.cast is None and _flipped_input_gradient(r, weight, stride, padding, dilation, groups):
-            grad_r = depthwise_input_gradient(grad, weight, padding, dilation, groups)
-            grad_weight = None if not need_weight else aten.convolution_backward(
-                grad, r, weight, None, *ctx.conv, [False, True, False])[1]
+            grad_r, grad_weight = _flipped_backward(grad, r, weight, ctx.conv, True, need_weight)
         else:
             grad_r, grad_weight, _ = aten.convolution_backward(grad, _cast(r, ctx.cast), _cast(weight, ctx.cast), None,
                                                                *ctx.conv, [need_h, need_weight, False])
@@ -243,13 +241,24 @@ def depthwise_input_gradient(grad: torch.Tensor, weight: torch.Tensor, padding: 
     return torch.nn.functional.conv2d(grad, weight.flip(-2, -1), None, 1, padding, dilation, groups)
 
 
+def _flipped_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conv: tuple[Any, ...], need_x: bool,
+                      need_weight: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(input gradient, weight gradient), those asked for, of a same-padded depthwise conv of ``x`` with ``conv`` (the
+    arguments ``_conv_args`` gives): the input's from ``depthwise_input_gradient``, the weight's from the
+    convolution's backward."""
+    _, padding, dilation, _, _, groups = conv
+    grad_x = depthwise_input_gradient(grad, weight, padding, dilation, groups) if need_x else None
+    grad_weight = aten.convolution_backward(grad, x, weight, None, *conv, [False, True, False])[1] if need_weight else None
+    return grad_x, grad_weight
+
+
 class _DepthwiseConv(torch.autograd.Function):
     """A stride-1, same-padded, bias-free depthwise conv whose input gradient is ``depthwise_input_gradient``."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int], dilation: tuple[int, int],
                 groups: int) -> torch.Tensor:
-        ctx.args = (padding, dilation, groups)
+        ctx.conv = ([1, 1], list(padding), list(dilation), False, [0, 0], groups)  # as _conv_args gives them
         ctx.save_for_backward(x, weight)
         return torch.nn.functional.conv2d(x, weight, None, 1, padding, dilation, groups)
 
@@ -257,16 +266,12 @@ class _DepthwiseConv(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight = ctx.saved_tensors
         need_x, need_weight = ctx.needs_input_grad[:2]
-        padding, dilation, groups = ctx.args
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
             def plain(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-                return torch.nn.functional.conv2d(x, weight, None, 1, padding, dilation, groups)
+                return aten.convolution(x, weight, None, *ctx.conv)
 
             return (*_replayed((need_x, need_weight), (x, weight), grad, plain), None, None, None)
-        grad_x = depthwise_input_gradient(grad, weight, padding, dilation, groups) if need_x else None
-        grad_weight = None if not need_weight else aten.convolution_backward(
-            grad, x, weight, None, [1, 1], list(padding), list(dilation), False, [0, 0], groups, [False, True, False])[1]
-        return grad_x, grad_weight, None, None, None
+        return (*_flipped_backward(grad, x, weight, ctx.conv, need_x, need_weight), None, None, None)
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, padding: tuple[int, int], dilation: tuple[int, int],
