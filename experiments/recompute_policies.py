@@ -14,7 +14,10 @@ each in its own process (so that its peak is its own), in ``--rounds`` rounds on
 - ``convolutions``: ``recompute="convolutions"``: each mixed edge keeps its convolutions' outputs and recomputes the
   rest (ReLU, BatchNorm, pooling, the weighted sum) in backward (PyTorch's selective activation checkpointing);
 - ``pointwise``: ``recompute="pointwise"``: the same, keeping only the 1x1 convolutions' outputs and recomputing
-  the depthwise ones too.
+  the depthwise ones too;
+- ``plain_each`` and ``cheap_each``: ``plain`` and ``cheap`` with each edge running its own pooling ops
+  (``share_pooling=False``; by default the edges leaving a state pool it once for all of them,
+  ``darts_lite.spaces.lean.shared_pooling``), as the regions of one edge each (``convolutions``, ``pointwise``) do.
 
 The selective regions run every op under a Python dispatch mode: a cost per op, large beside a tiny network's
 arithmetic and small beside the paper size's (results/recompute_policies.md has the paper size; a tiny run such
@@ -42,7 +45,12 @@ POLICIES = {
     "cells": "checkpoint_cells=True: each cell recomputed whole",
     "convolutions": "recompute=convolutions: per edge, convolution outputs kept, the rest recomputed",
     "pointwise": "recompute=pointwise: per edge, 1x1 convolution outputs kept, the rest recomputed",
+    "plain_each": "plain, each edge pooling its own",
+    "cheap_each": "cheap, each edge pooling its own",
 }
+# what each policy's gradients and BatchNorm buffers equal bit for bit: the plain pass pooling as it does
+REFERENCE = {"plain": "plain", "cheap": "plain", "cells": "plain", "convolutions": "plain_each",
+             "pointwise": "plain_each", "plain_each": "plain_each", "cheap_each": "plain_each"}
 SELECTIVE = ("convolutions", "pointwise")  # the selective checkpointing policies
 
 
@@ -77,10 +85,14 @@ def one_case(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    policy = args.policy.removesuffix("_each")
     net = SearchNetwork(C=args.C, layers=args.layers, num_classes=10, relaxation=args.relaxation,
-                        checkpoint_cells=args.policy == "cells",
-                        recompute=args.policy if args.policy in ("cheap", *SELECTIVE) else "none")
+                        checkpoint_cells=policy == "cells",
+                        recompute=policy if policy in ("cheap", *SELECTIVE) else "none")
     net = net.to(device, memory_format=torch.channels_last)
+    for edge in net.modules():
+        if args.policy.endswith("_each") and hasattr(edge, "share_pooling"):
+            edge.share_pooling = False
     kept = _count_kept() if args.policy in SELECTIVE else [0]
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,), device=device)
@@ -119,13 +131,16 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for policy, runs in by.items():
-        same = all(r["digest"] == p["digest"] for r, p in zip(runs, plain))
+        reference = REFERENCE[policy]
+        same = reference in by and all(r["digest"] == p["digest"] for r, p in zip(runs, by[reference]))
+        equal = (f"bit-identical to {reference}" if same else f"DIFFER from {reference}") if reference in by else \
+            f"({reference} not measured)"
         lines.append(
             f"| {policy} | {POLICIES[policy]} | {span([r['saved_mib'] for r in runs], '.0f')} | "
             f"{span([r['peak_mib'] for r in runs], '.0f')} | {span([r['step_s'] for r in runs], '.2f')} | "
             f"{span([r['peak_mib'] / p['peak_mib'] for r, p in zip(runs, plain)], '.2f')}x | "
             f"{span([r['step_s'] / p['step_s'] for r, p in zip(runs, plain)], '.2f')}x | "
-            f"{'bit-identical to plain' if same else 'DIFFER from plain'} |")
+            f"{equal} |")
     lines += [
         "",
         '"Kept for backward": the tensors autograd saves over one forward pass, counted per use, plus the outputs a',

@@ -3,7 +3,7 @@ same alphas and weights, on both ranks, for first-order DARTS, second-order DART
 (recompute=none), the default (recompute=cheap), checkpointed cells and recompute=pointwise.
 
 `strategy="ddp"` re-launches the running command for rank 1, so the searches run in a script of their own in a
-subprocess, never inside the pytest process. One launch runs all twelve searches: the later Trainers find the process
+subprocess, never inside the pytest process. One launch runs all fifteen searches: the later Trainers find the process
 group of the first one and reuse it, which keeps the test to one start-up of two processes.
 """
 
@@ -20,8 +20,10 @@ pytestmark = pytest.mark.xdist_group("ddp")
 ALGORITHMS = {"darts": dict(order=1, relaxation="softmax"), "darts_v2": dict(order=2, relaxation="softmax"),
               "gdas": dict(order=1, relaxation="gumbel")}
 # the plain supernet, the default (fused steps), checkpointed cells, edges that keep only their 1x1 convolutions' outputs
+# (which each run their own pooling ops: against the plain supernet doing so too, "plain_each")
 MODES = {"plain": dict(recompute="none"), "cheap": dict(), "cells": dict(recompute="none", checkpoint_cells=True),
-         "recompute": dict(recompute="pointwise")}
+         "recompute": dict(recompute="pointwise"), "plain_each": dict(recompute="none", own_pooling=True)}
+REFERENCE = {"cheap": "plain", "cells": "plain", "recompute": "plain_each"}
 
 SCRIPT = """
 import sys
@@ -38,6 +40,8 @@ out = Path(sys.argv[1])
 algorithms, modes = {algorithms!r}, {modes!r}
 for name, kw in algorithms.items():
     for mode, switch in modes.items():
+        switch = dict(switch)
+        own_pooling = switch.pop("own_pooling", False)
         pl.seed_everything(0, verbose=False)
         # a few ops of the DARTS list for time: pooling with its BN, the factorized reduction and dil_conv (which
         # share the edge's ReLU on reduction edges), the strided dilated conv's fast path; no drop path (under it
@@ -46,6 +50,9 @@ for name, kw in algorithms.items():
                                            primitives=("none", "max_pool_3x3", "skip_connect", "dil_conv_3x3"),
                                            **switch),
                               epochs=1, order=kw["order"], hvp="central", arch_lr=0.1, channels_last=False)
+        for edge in module.net.modules():
+            if own_pooling and hasattr(edge, "share_pooling"):
+                edge.share_pooling = False
         initial = {{k: v.detach().clone() for k, v in module.net.named_parameters()}}
         # 64 images: 32 for the weights, 32 for the alphas, batches of 8 on each of 2 ranks = 2 steps
         dm = SearchDataModule(name="synthetic", batch_size=8, crop_padding=1, flip=True, seed=0, synthetic_samples=64,
@@ -69,7 +76,7 @@ for name, kw in algorithms.items():
 # session scope: built once even when the worker runs test_ddp.py's tests between this module's
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
-    """{(algorithm, mode, rank): {"state", "initial", "steps"}} of the twelve 2-rank searches."""
+    """{(algorithm, mode, rank): {"state", "initial", "steps"}} of the fifteen 2-rank searches."""
     tmp = tmp_path_factory.mktemp("ckpt_ddp")
     script = tmp / "search_ddp.py"
     script.write_text(SCRIPT.format(algorithms=ALGORITHMS, modes=MODES))
@@ -87,7 +94,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
 def test_a_memory_mode_follows_the_plain_trajectory_on_every_rank(runs, algorithm, mode):
     for rank in (0, 1):
-        plain, lean = runs[algorithm, "plain", rank], runs[algorithm, mode, rank]
+        plain, lean = runs[algorithm, REFERENCE[mode], rank], runs[algorithm, mode, rank]
         assert plain["steps"] == lean["steps"] > 0
         for name, a in plain["state"].items():
             assert torch.allclose(a.float(), lean["state"][name].float(), rtol=0, atol=1e-6), (rank, name)

@@ -28,13 +28,15 @@ plainly (the hooks see every call).
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch import nn
 
-from .ops import hooked, run_op
+from .ops import EdgeInput, drop_active, hooked, run_op
 
 aten = torch.ops.aten
 _BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
@@ -104,49 +106,73 @@ def _pool_backward(grad: torch.Tensor, x: torch.Tensor, pool: nn.Module, indices
 
 
 class _WeightedOp(torch.autograd.Function):
-    """w * bn(pool(x)), with the pooling and the BatchNorm each optional (at least one present)."""
+    """(w_1 * bn(pool(x)), ..., w_m * bn(pool(x))), with the pooling and the BatchNorm each optional (at least one
+    present): one op's output weighted by each of m weights (m > 1: the edges sharing a pooling op, ``shared_pooling``)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, pool: nn.Module | None, bn: nn.BatchNorm2d | None,
-                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, pool: nn.Module | None, bn: nn.BatchNorm2d | None,
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
+                *ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = x if pool is None else _pool(x, pool)[0]
         ctx.pool, ctx.eps = pool, None if bn is None else bn.eps
+        ctx.set_materialize_grads(False)
         if bn is None:
-            ctx.save_for_backward(x, w)
-            return _times(h, w)
+            ctx.save_for_backward(x, *ws)
+            return _weighed(h, ws)
         y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(
             h, None, None, running_mean, running_var, True, momentum, bn.eps, torch.backends.cudnn.enabled)
         # the BatchNorm's input is kept when it is what the op computed before it (a conv's output); after a pooling
         # the edge's input is kept instead and the pooling rerun
         ctx.impl, ctx.running = impl, (running_mean, running_var)
-        ctx.save_for_backward(x, w, mean, invstd, reserve)
-        return _times(y, w)
+        ctx.save_for_backward(x, mean, invstd, reserve, *ws)
+        return _weighed(y, ws)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, w, *stats = ctx.saved_tensors
-        pool, (need_x, need_w) = ctx.pool, ctx.needs_input_grad[:2]
+    def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        x, *saved = ctx.saved_tensors
+        stats, ws = (saved[:3], saved[3:]) if ctx.eps is not None else ((), saved)
+        pool, need_x, need_ws = ctx.pool, ctx.needs_input_grad[0], ctx.needs_input_grad[6:]
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
-            def plain(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            def plain(x: torch.Tensor, *ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
                 h = x if pool is None else pool(x)
-                return (h if ctx.eps is None else _batch_normalised(h, ctx.eps)) * w
+                y = h if ctx.eps is None else _batch_normalised(h, ctx.eps)
+                return tuple(y * w for w in ws)
 
-            return (*_replayed((need_x, need_w), (x, w), grad, plain), None, None, None, None, None)
+            grad_x, *grad_ws = _replayed((need_x, *need_ws), (x, *ws), grads, plain)
+            return (grad_x, None, None, None, None, None, *grad_ws)
         h, indices = (x, None) if pool is None else _pool(x, pool)
-        grad_x = grad_w = None
-        # as autograd does for the plain product: only the gradients asked for (the weight step freezes the alphas,
+        # as autograd does for the plain products: only the gradients asked for (the weight step freezes the alphas,
         # so no normalised output is recomputed there)
-        if ctx.eps is None:
-            grad_w = (grad * h).sum() if need_w else None
-            grad_h = grad * w
-        else:
-            mean, invstd, reserve = stats
-            grad_w = (grad * _normalised(h, mean, invstd, ctx.eps, ctx.running)).sum() if need_w else None
-            grad_h = None if not need_x else aten._batch_norm_impl_index_backward(
-                ctx.impl, h, grad * w, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False], reserve)[0]
-        if need_x:
-            grad_x = grad_h if pool is None else _pool_backward(grad_h, x, pool, indices)
-        return grad_x, grad_w, None, None, None, None, None
+        asked = [need and g is not None for need, g in zip(need_ws, grads)]
+        y = h
+        if ctx.eps is not None and any(asked):
+            y = _normalised(h, *stats[:2], ctx.eps, ctx.running)
+        grad_ws = [(g * y).sum() if a else None for g, a in zip(grads, asked)]
+        grad_x = None
+        grad_y = _sum_of_products(grads, ws) if need_x else None
+        if grad_y is not None:
+            if ctx.eps is not None:
+                mean, invstd, reserve = stats
+                grad_y = aten._batch_norm_impl_index_backward(
+                    ctx.impl, h, grad_y, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False],
+                    reserve)[0]
+            grad_x = grad_y if pool is None else _pool_backward(grad_y, x, pool, indices)
+        return (grad_x, None, None, None, None, None, *grad_ws)
+
+
+def _weighed(y: torch.Tensor, ws: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """(y * w for w in ws), the last written over ``y`` (see ``_times``)."""
+    return (*(y * w for w in ws[:-1]), _times(y, ws[-1]))
+
+
+def _sum_of_products(grads: tuple[torch.Tensor | None, ...], ws: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+    """The gradient of y from the products y * w_r: the sum of grad_r * w_r, added last product first, as autograd
+    sums the gradients of a tensor read by several products (tests/test_shared_pooling.py: bit for bit)."""
+    total = None
+    for g, w in reversed(list(zip(grads, ws))):
+        if g is not None:
+            total = g * w if total is None else total + g * w
+    return total
 
 
 def _times(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -158,13 +184,16 @@ def _times(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return fresh * other
 
 
-def _replayed(need: tuple[bool, ...], inputs: tuple[torch.Tensor, ...], grad: torch.Tensor,
-              plain: Any) -> tuple[torch.Tensor | None, ...]:
-    """The gradients of ``plain(*inputs)`` for the inputs ``need`` marks, through plain, differentiable ops whose
-    graph a double backward differentiates again (``plain`` does not touch the running statistics)."""
+def _replayed(need: tuple[bool, ...], inputs: tuple[torch.Tensor, ...], grad: Any, plain: Any) -> tuple[torch.Tensor | None, ...]:
+    """The gradients of ``plain(*inputs)`` (a tensor, whose gradient is ``grad``, or a tuple of them, with a tuple of
+    gradients, None for an output that got none) for the inputs ``need`` marks, through plain, differentiable ops
+    whose graph a double backward differentiates again (``plain`` does not touch the running statistics)."""
     with torch.enable_grad():
         out = plain(*inputs)
-        grads = iter(torch.autograd.grad(out, [t for t, n in zip(inputs, need) if n], grad, create_graph=True))
+        pairs = [(o, g) for o, g in (zip(out, grad) if isinstance(out, tuple) else [(out, grad)]) if g is not None]
+        wanted = [t for t, n in zip(inputs, need) if n]
+        grads = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs], create_graph=True,
+                                         allow_unused=True) if pairs and wanted else [None] * len(wanted))
     return tuple(next(grads) if n else None for n in need)
 
 
@@ -340,10 +369,10 @@ def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = 
     if fuse and not hooked(op):
         pool, bn = _pool_parts(op)
         if pool is not None and not rectified and (bn is None or _plain_bn(bn)):
-            return _weighted(x, w, pool, bn)
+            return _weighted(x, (w,), pool, bn)[0]
         bn = getattr(op, "final_bn", None)
         if bn is not None and _plain_bn(bn):
-            return _weighted(op.forward_unnormalised(x, rectified), w, None, bn)
+            return _weighted(op.forward_unnormalised(x, rectified), (w,), None, bn)[0]
     return run_op(op, x, rectified) * w
 
 
@@ -362,6 +391,123 @@ def _stock_pool(pool: nn.Module | None) -> bool:
     return type(pool) in (nn.MaxPool2d, nn.AvgPool2d) and not hooked(pool) and not getattr(pool, "return_indices", False)
 
 
-def _weighted(x: torch.Tensor, w: torch.Tensor, pool: nn.Module | None, bn: nn.BatchNorm2d | None) -> torch.Tensor:
+def _weighted(x: torch.Tensor, ws: tuple[torch.Tensor, ...], pool: nn.Module | None,
+              bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, ...]:
     running_mean, running_var, momentum = (None, None, 0.0) if bn is None else _bn_arguments(bn)
-    return _WeightedOp.apply(x, w, pool, bn, running_mean, running_var, momentum)
+    return _WeightedOp.apply(x, pool, bn, running_mean, running_var, momentum, *ws)
+
+
+# ---- pooling ops shared by the edges reading one state ---------------------------------------------------------------
+def pooling_readers(edges: Sequence[nn.Module], sources: Sequence[int], rows: Sequence[torch.Tensor], ew: Any,
+                  drop_prob: float | torch.Tensor = 0.0) -> Any:
+    """A search cell's ``readers(state, j)``: gives the ``EdgeInput`` of its state ``j`` its readers (each edge whose
+    source is j, with its weights ``rows[e]``) when their pooling ops may run once for all of them
+    (``shared_pooling``): every op runs (no sampled index), no drop path (a mask per op), every edge shares (its
+    ``share_pooling`` and ``share_relu``) and none runs in a recomputed region of its own (whose pass cannot hand
+    outputs to another's), not while being compiled; else leaves it as it is."""
+    share = (ew.index is None and not drop_active(drop_prob) and not torch.compiler.is_compiling()
+             and all(getattr(edge, "share_pooling", True) and getattr(edge, "share_relu", True)
+                     and not edge.runs_in_region() for edge in edges))
+
+    def readers(state: EdgeInput, j: int) -> EdgeInput:
+        if share:
+            state.readers = [(edge, rows[e]) for e, (edge, source) in enumerate(zip(edges, sources)) if source == j]
+        return state
+
+    return readers
+
+
+def shared_pooling(inputs: EdgeInput, edge: nn.Module, index: int, fuse: bool) -> torch.Tensor | None:
+    """``edge``'s weighted output of its op ``index`` when that op is a pooling op (with its affine-free BatchNorm,
+    or alone) that every edge reading ``inputs`` (``inputs.readers``, set by a search cell) runs alike: the first edge
+    to ask computes the pooling, and its BatchNorm, once for all of them and weighs it by each edge's weight (one
+    fused step keeping nothing of its own with ``fuse``, else the plain modules and products). The same outputs,
+    BatchNorm statistics (each edge's BatchNorm updated as its own pass would have: their statistics must be equal
+    beforehand), and gradients up to the order of their sums; None where the op is not shared (the edge runs it)."""
+    if not inputs.readers:
+        return None
+    if index not in inputs.pooled:
+        inputs.pooled[index] = _pooled_together(inputs, edge, index, fuse)
+    return inputs.pooled[index].pop(edge, None)
+
+
+def _pooled_together(inputs: EdgeInput, edge: nn.Module, index: int, fuse: bool) -> dict[nn.Module, torch.Tensor]:
+    """{reader: its weighted output} of the readers of ``inputs`` whose op ``index`` runs as ``edge``'s does (none
+    when fewer than two)."""
+    signature = _pooling_signature(edge, index, fuse)
+    if signature is None:
+        return {}
+    first = edge.ops[index]
+    group = [(edge, w) for edge, w in inputs.readers
+             if _pooling_signature(edge, index, fuse) == signature and _same_statistics(first, edge.ops[index])]
+    if len(group) < 2 or group[0][0] is not edge:
+        return {}
+    ws = tuple(w[index] for _, w in group)
+    pool, bn = _pool_parts(first)
+    if fuse and (bn is None or _plain_bn(bn)):
+        outputs = _weighted(inputs.x, ws, pool, bn)
+    else:
+        y = run_op(first, inputs.x)
+        outputs = tuple(y * w for w in ws)
+    if bn is not None:
+        _copy_statistics(bn, [r.ops[index].final_bn for r, _ in group[1:]])
+    return {r: out for (r, _), out in zip(group, outputs)}
+
+
+def _pooling_signature(edge: nn.Module, index: int, fuse: bool) -> tuple | None:
+    """What decides op ``index``'s output on ``edge`` from the input its ops read, when it is a shareable pooling op
+    (a stock pooling, alone or with an affine-free BatchNorm of the stock forward, nothing hooked), else None."""
+    ops, live = edge.ops, edge.live
+    if index >= len(ops) or (live is not None and not live[index]):
+        return None
+    op = ops[index]
+    pool, bn = _pool_parts(op)
+    if pool is None or hooked(op):
+        return None
+    args = _max_args(pool) if isinstance(pool, nn.MaxPool2d) else _avg_args(pool)
+    if bn is None:
+        return type(op), type(pool), args, edge.partial_channels, edge.lean() == fuse
+    if type(bn) is not nn.BatchNorm2d or bn.affine or hooked(bn):
+        return None
+    return (type(op), type(pool), args, edge.partial_channels, edge.lean() == fuse, bn.num_features, bn.eps,
+            bn.momentum, bn.training, bn.track_running_stats)
+
+
+def _statistics(bn: nn.Module | None) -> list[torch.Tensor]:
+    return [] if bn is None else [t for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked) if t is not None]
+
+
+# reader's BatchNorm -> (the BatchNorm whose statistics it was made equal to, both buffers' versions then): equal still
+# while neither was written since, which spares a comparison (a device synchronisation on a GPU) every pass
+_synced: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stamp(a: nn.Module, b: nn.Module) -> tuple:
+    return tuple(t._version for t in _statistics(a)), tuple(t._version for t in _statistics(b))
+
+
+def _same_statistics(first: nn.Module, op: nn.Module) -> bool:
+    """Whether the BatchNorms of two pooling ops hold equal running statistics and step counts (or neither has any)."""
+    a, b = _pool_parts(first)[1], _pool_parts(op)[1]
+    if a is b:
+        return True
+    mine, theirs = _statistics(a), _statistics(b)
+    if len(mine) != len(theirs):
+        return False
+    stamp = _synced.get(b)
+    if stamp is not None and stamp[0]() is a and stamp[1] == _stamp(a, b):
+        return True
+    same = all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(mine, theirs))
+    if same:
+        _synced[b] = (weakref.ref(a), _stamp(a, b))
+    return same
+
+
+def _copy_statistics(bn: nn.Module, others: list[nn.Module]) -> None:
+    """Give ``others`` the running statistics and step count ``bn``'s pass left (they held ``bn``'s before it)."""
+    source = _statistics(bn)
+    for other in others:
+        with torch.no_grad():
+            for t, s in zip(_statistics(other), source):
+                t.copy_(s)
+        _synced[other] = (weakref.ref(bn), _stamp(bn, other))

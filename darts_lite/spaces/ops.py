@@ -93,6 +93,10 @@ class EdgeInput:
     def __init__(self, x: torch.Tensor, share: bool = True):
         self.x, self.share, self._rectified = x, share, None
         self._narrowed: dict[int, EdgeInput] = {}
+        # the edges reading x, each with its weights [O], whose pooling ops run once for all of them
+        # (darts_lite.spaces.lean.shared_pooling; set by a search cell), and the outputs computed for them so far
+        self.readers: list[tuple[nn.Module, torch.Tensor]] = []
+        self.pooled: dict[int, dict[nn.Module, torch.Tensor]] = {}
 
     @staticmethod
     def of(x: torch.Tensor | EdgeInput, share: bool = True) -> EdgeInput:
@@ -118,7 +122,8 @@ class EdgeInput:
     def narrow(self, channels: int) -> EdgeInput:
         """The input's first ``channels`` channels (PC-DARTS's ops' part), one object for all edges asking for them."""
         if channels not in self._narrowed:
-            self._narrowed[channels] = EdgeInput(self.x[:, :channels], self.share)
+            part = self._narrowed[channels] = EdgeInput(self.x[:, :channels], self.share)
+            part.readers = self.readers
         return self._narrowed[channels]
 
 

@@ -155,13 +155,21 @@ class RecomputableEdge(nn.Module):
 
     recompute: str = "cheap"
     partial_channels: int = 1
+    # False: the edge runs its pooling ops itself rather than once with the other edges reading its input
+    # (``darts_lite.spaces.lean.shared_pooling``): what the edges recomputed in regions of their own do, to compare
+    share_pooling: bool = True
     ops: nn.ModuleList
     # per op, whether it still runs: False for an op pruned from the edge (DrNAS's progressive learning), whose
     # weight is 0; None: every op runs
     live: tuple[bool, ...] | None = None
 
+    def runs_in_region(self) -> bool:
+        """Whether a call runs the edge's pass in a selectively checkpointed region of its own (see ``recompute``)."""
+        return not (self.recompute in ("none", "cheap") or not (self.training and torch.is_grad_enabled())
+                    or _in_region.get())
+
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        if self.recompute in ("none", "cheap") or not (self.training and torch.is_grad_enabled()) or _in_region.get():
+        if not self.runs_in_region():
             return self.edge_forward(*args, **kwargs)
         if isinstance(args[0], EdgeInput):
             # the ReLU of the input the edge's ops share with other edges' is computed here, before the region, as

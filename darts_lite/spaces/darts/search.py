@@ -16,7 +16,7 @@ from torch import nn
 
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, Lt, checked
-from ..lean import weighted
+from ..lean import pooling_readers, shared_pooling, weighted
 from ..ops import EdgeInput, FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, run_on, run_op
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import PRIMITIVES, Genotype
@@ -117,15 +117,19 @@ class MixedEdge(RecomputableEdge):
             return weighted(op, inp, weights[index], rectified, fuse=lean)
         total = None
         live = self.live or (True,) * len(self.ops)
-        for op, w, droppable, runs in zip(self.ops, weights, self._droppable, live):
+        for i, (op, w, droppable, runs) in enumerate(zip(self.ops, weights, self._droppable, live)):
             if isinstance(op, Zero) or not runs:
                 # `none` contributes exactly zero to the sum (its alpha still gets gradient via softmax); a pruned
                 # op's weight is 0 (DrNAS's progressive learning skips it likewise)
                 continue
-            inp, rectified = inputs(op)
-            if drops and droppable:
+            out = shared_pooling(inputs, self, i, lean)  # a pooling op run once for every edge reading the input
+            if out is not None:
+                pass
+            elif drops and droppable:
+                inp, rectified = inputs(op)
                 out = drop_path(run_op(op, inp, rectified), drop_prob) * w
             else:
+                inp, rectified = inputs(op)
                 out = weighted(op, inp, w, rectified, fuse=lean)
             total = out if total is None else total + out
         return total
@@ -153,29 +157,34 @@ class SearchCell(nn.Module):
         self.preprocess0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine)
         self.edges = nn.ModuleList()
+        self._sources: list[int] = []  # per edge, the state it reads
         for node in range(steps):
             for j in range(node + 2):
                 stride = 2 if reduction and j < 2 else 1
                 self.edges.append(MixedEdge(C, stride, primitives, affine, partial_channels,
                                             auxiliary_skip=auxiliary_skip))
+                self._sources.append(j)
 
     def forward(self, s0: torch.Tensor | EdgeInput, s1: torch.Tensor | EdgeInput, ew: EdgeWeights, drop_prob: float = 0.0,
                 edge_scale: torch.Tensor | None = None) -> torch.Tensor:
         """s0, s1: the two previous cells' outputs (tensors, or ``EdgeInput``s shared with the other cell reading
         them); edge_scale: None, or [E] factors of the edges' outputs (edge normalization) -> [B, multiplier * C, H', W'].
-        Every edge leaving a state reads one ``EdgeInput`` of it (one ReLU of the state for all their ops)."""
-        states = [EdgeInput(run_on(self.preprocess0, s0)), EdgeInput(run_on(self.preprocess1, s1))]
+        Every edge leaving a state reads one ``EdgeInput`` of it (one ReLU of the state for all their ops, and when
+        every op runs, one pooling for all their pooling ops: ``darts_lite.spaces.lean.shared_pooling``)."""
+        rows = ew.weights.unbind(0)
+        readers = pooling_readers(self.edges, self._sources, rows, ew, drop_prob)
+        states = [readers(EdgeInput(run_on(self.preprocess0, s0)), 0), readers(EdgeInput(run_on(self.preprocess1, s1)), 1)]
         e = 0
         for _ in range(self.steps):
             node = None
             for h in states:
                 idx = None if ew.index is None else ew.index[e]
-                out = self.edges[e](h, ew.weights[e], idx, drop_prob, ew.skip)
+                out = self.edges[e](h, rows[e], idx, drop_prob, ew.skip)
                 if edge_scale is not None:
                     out = out * edge_scale[e]
                 node = out if node is None else node + out
                 e += 1
-            states.append(EdgeInput(node))
+            states.append(readers(EdgeInput(node), len(states)))
         return torch.cat([s.x for s in states[-self.multiplier:]], dim=1)
 
 

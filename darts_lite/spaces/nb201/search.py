@@ -11,7 +11,7 @@ from torch import nn
 
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, checked
-from ..lean import weighted
+from ..lean import pooling_readers, shared_pooling, weighted
 from ..ops import EdgeInput, Zero, channel_shuffle
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
@@ -77,13 +77,15 @@ class MixedEdge(RecomputableEdge):
                 out = out + torch.cat([weights[:index], weights[index + 1:]]).sum()
             return out
         total = None
-        for op, w, runs in zip(self.ops, weights, self.live or (True,) * len(self.ops)):
+        for i, (op, w, runs) in enumerate(zip(self.ops, weights, self.live or (True,) * len(self.ops))):
             if isinstance(op, Zero) or not runs:
                 # `none` adds exactly zero, and zero gradient to its weight (its alpha still learns via the softmax);
                 # a pruned op's weight is 0 (DrNAS's progressive learning skips it likewise)
                 continue
-            inp, rectified = inputs(op)
-            out = weighted(op, inp, w, rectified, fuse=lean)
+            out = shared_pooling(inputs, self, i, lean)  # a pooling op run once for every edge reading the input
+            if out is None:
+                inp, rectified = inputs(op)
+                out = weighted(op, inp, w, rectified, fuse=lean)
             total = out if total is None else total + out
         return total
 
@@ -103,17 +105,21 @@ class SearchCell(nn.Module):
 
     def forward(self, x: torch.Tensor, ew: EdgeWeights, edge_scale: torch.Tensor | None = None) -> torch.Tensor:
         """x: [B, C, H, W]; edge_scale: None, or [6] factors of the edges' outputs (edge normalization)."""
-        nodes = [EdgeInput(x)]  # every edge leaving a node reads one EdgeInput of it: one ReLU of the node for all
+        # every edge leaving a node reads one EdgeInput of it: one ReLU of the node for all, and when every op runs one
+        # pooling for all their pooling ops
+        rows = ew.weights.unbind(0)
+        readers = pooling_readers(self.edges, [j for _, j in EDGES], rows, ew)
+        nodes = [readers(EdgeInput(x), 0)]
         for i in range(1, NODES):
             node = None
             for e, (to, j) in enumerate(EDGES):
                 if to != i:
                     continue
-                out = self.edges[e](nodes[j], ew.weights[e], None if ew.index is None else ew.index[e], ew.skip)
+                out = self.edges[e](nodes[j], rows[e], None if ew.index is None else ew.index[e], ew.skip)
                 if edge_scale is not None:
                     out = out * edge_scale[e]
                 node = out if node is None else node + out
-            nodes.append(EdgeInput(node))
+            nodes.append(readers(EdgeInput(node), i))
         return nodes[-1].x
 
 
