@@ -449,7 +449,7 @@ def _pooled_together(inputs: EdgeInput, edge: nn.Module, index: int, fuse: bool)
     else:
         y = run_op(first, inputs.x)
         outputs = tuple(y * w for w in ws)
-    if bn is not None:
+    if bn is not None and bn.training:  # (in evaluation mode a BatchNorm leaves its statistics as they are)
         _copy_statistics(bn, [r.ops[index].final_bn for r, _ in group[1:]])
     return {r: out for (r, _), out in zip(group, outputs)}
 
