@@ -246,6 +246,28 @@ def seeded_step(net, x, y, seed: int) -> torch.Tensor:
     return loss.detach()
 
 
+def assert_same_passes_up_to_sum_order(net, other, x, y) -> None:
+    """Two seeded forward+backward passes of ``net`` and ``other`` (a copy computing the same ops, some of them once
+    for several readers): the same outputs and buffers bit for bit (the second pass sees the running statistics the
+    first one updated), the same gradients up to the order of their sums."""
+    import torch.nn.functional as F
+
+    for seed in (1, 2):
+        outs = []
+        for m in (net, other):
+            m.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)
+            outs.append(m(x))
+            F.cross_entropy(outs[-1], y).backward()
+        assert torch.equal(*outs)
+    for (n, a), b in zip(net.named_parameters(), other.parameters()):
+        assert (a.grad is None) == (b.grad is None), n
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-13, msg=n)
+    for (n, a), b in zip(net.named_buffers(), other.buffers()):
+        assert torch.equal(a, b), n
+
+
 def saved_bytes(net, x, y) -> int:
     """The bytes of the tensors autograd saves over one forward+backward of ``net`` on (x, y), counted per use
     (what a checkpointed region recomputes is not among them)."""

@@ -8,6 +8,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_passes_up_to_sum_order
 
 from darts_lite.spaces.darts.eval import EvalNetwork as DartsEvalNetwork
 from darts_lite.spaces.darts.search import MixedEdge, SearchNetwork
@@ -101,22 +102,7 @@ def test_no_tensor_is_rectified_twice_in_a_pass(name, recompute, monkeypatch):
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_outputs_and_gradients_are_those_of_each_op_computing_its_own_relu(name):
     shared = _network(name)
-    whole = _unshared(shared)
-    x, y = _x()
-    for seed in (1, 2):  # two steps: the second also sees BN running statistics the first one updated
-        outs = []
-        for net in (shared, whole):
-            net.zero_grad(set_to_none=True)
-            torch.manual_seed(seed)
-            outs.append(net(x))
-            F.cross_entropy(outs[-1], y).backward()
-        assert torch.equal(*outs)  # the same ops on the same inputs
-    for (n, a), b in zip(shared.named_parameters(), whole.parameters()):
-        assert (a.grad is None) == (b.grad is None), n
-        if a.grad is not None:  # summed in another order: equal to rounding
-            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-13, msg=n)
-    for a, b in zip(shared.buffers(), whole.buffers()):
-        assert torch.equal(a, b)
+    assert_same_passes_up_to_sum_order(shared, _unshared(shared), *_x())
 
 
 def _kept_bytes(net, x, y, seed) -> int:

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_same_passes_up_to_sum_order
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -93,22 +94,10 @@ def test_each_state_is_pooled_once_by_each_pooling_op(name, recompute):
 @pytest.mark.parametrize("recompute", ["none", "cheap"])
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_outputs_statistics_and_gradients_are_those_of_each_edge_pooling_its_own(name, recompute):
+    # the pooling's gradient is summed over the edges before its backward: equal to rounding; each edge's BatchNorm
+    # counted and updated as its own pass would have
     shared = _network(name, recompute=recompute)
-    whole, (x, y) = _each_edge_pooling(shared), _x()
-    for seed in (1, 2):  # the second step sees the running statistics the first one updated
-        outs = []
-        for net in (shared, whole):
-            net.zero_grad(set_to_none=True)
-            torch.manual_seed(seed)
-            outs.append(net(x))
-            F.cross_entropy(outs[-1], y).backward()
-        assert torch.equal(*outs)
-    for (n, a), b in zip(shared.named_parameters(), whole.parameters()):
-        assert (a.grad is None) == (b.grad is None), n
-        if a.grad is not None:  # the pooling's gradient summed over the edges before its backward: equal to rounding
-            torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-13, msg=n)
-    for (n, a), b in zip(shared.named_buffers(), whole.buffers()):
-        assert torch.equal(a, b), n  # every edge's BatchNorm counted and updated as its own pass would have
+    assert_same_passes_up_to_sum_order(shared, _each_edge_pooling(shared), *_x())
 
 
 def _pool_bns(edge):
