@@ -48,10 +48,13 @@ POLICIES = {
     "plain_each": "plain, each edge pooling its own",
     "cheap_each": "cheap, each edge pooling its own",
 }
-# what each policy's gradients and BatchNorm buffers equal bit for bit: the plain pass pooling as it does
-REFERENCE = {"plain": "plain", "cheap": "plain", "cells": "plain", "convolutions": "plain_each",
-             "pointwise": "plain_each", "plain_each": "plain_each", "cheap_each": "plain_each"}
 SELECTIVE = ("convolutions", "pointwise")  # the selective checkpointing policies
+
+
+def reference(policy: str) -> str:
+    """The policy whose gradients and BatchNorm buffers ``policy``'s equal bit for bit: the plain pass pooling as it
+    does (each edge its own in the selective regions, which cannot share)."""
+    return "plain_each" if policy.endswith("_each") or policy in SELECTIVE else "plain"
 
 
 def _count_kept() -> list[int]:
@@ -90,9 +93,10 @@ def one_case(args: argparse.Namespace) -> dict[str, Any]:
                         checkpoint_cells=policy == "cells",
                         recompute=policy if policy in ("cheap", *SELECTIVE) else "none")
     net = net.to(device, memory_format=torch.channels_last)
-    for edge in net.modules():
-        if args.policy.endswith("_each") and hasattr(edge, "share_pooling"):
-            edge.share_pooling = False
+    if args.policy.endswith("_each"):
+        for edge in net.modules():
+            if hasattr(edge, "share_pooling"):
+                edge.share_pooling = False
     kept = _count_kept() if args.policy in SELECTIVE else [0]
     x = torch.randn(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch,), device=device)
@@ -131,10 +135,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for policy, runs in by.items():
-        reference = REFERENCE[policy]
-        same = reference in by and all(r["digest"] == p["digest"] for r, p in zip(runs, by[reference]))
-        equal = (f"bit-identical to {reference}" if same else f"DIFFER from {reference}") if reference in by else \
-            f"({reference} not measured)"
+        ref = reference(policy)
+        same = ref in by and all(r["digest"] == p["digest"] for r, p in zip(runs, by[ref]))
+        equal = (f"bit-identical to {ref}" if same else f"DIFFER from {ref}") if ref in by else f"({ref} not measured)"
         lines.append(
             f"| {policy} | {POLICIES[policy]} | {span([r['saved_mib'] for r in runs], '.0f')} | "
             f"{span([r['peak_mib'] for r in runs], '.0f')} | {span([r['step_s'] for r in runs], '.2f')} | "

@@ -143,16 +143,16 @@ class _WeightedOp(torch.autograd.Function):
         h, indices = (x, None) if pool is None else _pool(x, pool)
         # as autograd does for the plain products: only the gradients asked for (the weight step freezes the alphas,
         # so no normalised output is recomputed there)
+        mean, invstd, reserve = stats or (None, None, None)
         asked = [need and g is not None for need, g in zip(need_ws, grads)]
         y = h
         if ctx.eps is not None and any(asked):
-            y = _normalised(h, *stats[:2], ctx.eps, ctx.running)
+            y = _normalised(h, mean, invstd, ctx.eps, ctx.running)
         grad_ws = [(g * y).sum() if a else None for g, a in zip(grads, asked)]
         grad_x = None
         grad_y = _sum_of_products(grads, ws) if need_x else None
         if grad_y is not None:
             if ctx.eps is not None:
-                mean, invstd, reserve = stats
                 grad_y = aten._batch_norm_impl_index_backward(
                     ctx.impl, h, grad_y, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False],
                     reserve)[0]
@@ -434,12 +434,12 @@ def shared_pooling(inputs: EdgeInput, edge: nn.Module, index: int, fuse: bool) -
 def _pooled_together(inputs: EdgeInput, edge: nn.Module, index: int, fuse: bool) -> dict[nn.Module, torch.Tensor]:
     """{reader: its weighted output} of the readers of ``inputs`` whose op ``index`` runs as ``edge``'s does (none
     when fewer than two)."""
-    signature = _pooling_signature(edge, index, fuse)
+    signature = _pooling_signature(edge, index)
     if signature is None:
         return {}
     first = edge.ops[index]
-    group = [(edge, w) for edge, w in inputs.readers
-             if _pooling_signature(edge, index, fuse) == signature and _same_statistics(first, edge.ops[index])]
+    group = [(reader, w) for reader, w in inputs.readers
+             if _pooling_signature(reader, index) == signature and _same_statistics(first, reader.ops[index])]
     if len(group) < 2 or group[0][0] is not edge:
         return {}
     ws = tuple(w[index] for _, w in group)
@@ -454,9 +454,10 @@ def _pooled_together(inputs: EdgeInput, edge: nn.Module, index: int, fuse: bool)
     return {r: out for (r, _), out in zip(group, outputs)}
 
 
-def _pooling_signature(edge: nn.Module, index: int, fuse: bool) -> tuple | None:
-    """What decides op ``index``'s output on ``edge`` from the input its ops read, when it is a shareable pooling op
-    (a stock pooling, alone or with an affine-free BatchNorm of the stock forward, nothing hooked), else None."""
+def _pooling_signature(edge: nn.Module, index: int) -> tuple | None:
+    """What decides op ``index``'s output on ``edge`` from the input its ops read, and how its pass computes it (fused
+    or plain: ``edge.lean()``), when it is a shareable pooling op (a stock pooling, alone or with an affine-free
+    BatchNorm of the stock forward, nothing hooked), else None."""
     ops, live = edge.ops, edge.live
     if index >= len(ops) or (live is not None and not live[index]):
         return None
@@ -466,11 +467,11 @@ def _pooling_signature(edge: nn.Module, index: int, fuse: bool) -> tuple | None:
         return None
     args = _max_args(pool) if isinstance(pool, nn.MaxPool2d) else _avg_args(pool)
     if bn is None:
-        return type(op), type(pool), args, edge.partial_channels, edge.lean() == fuse
+        return type(op), type(pool), args, edge.partial_channels, edge.lean()
     if type(bn) is not nn.BatchNorm2d or bn.affine or hooked(bn):
         return None
-    return (type(op), type(pool), args, edge.partial_channels, edge.lean() == fuse, bn.num_features, bn.eps,
-            bn.momentum, bn.training, bn.track_running_stats)
+    return (type(op), type(pool), args, edge.partial_channels, edge.lean(), bn.num_features, bn.eps, bn.momentum,
+            bn.training, bn.track_running_stats)
 
 
 def _statistics(bn: nn.Module | None) -> list[torch.Tensor]:

@@ -123,14 +123,12 @@ class MixedEdge(RecomputableEdge):
                 # op's weight is 0 (DrNAS's progressive learning skips it likewise)
                 continue
             out = shared_pooling(inputs, self, i, lean)  # a pooling op run once for every edge reading the input
-            if out is not None:
-                pass
-            elif drops and droppable:
+            if out is None:
                 inp, rectified = inputs(op)
-                out = drop_path(run_op(op, inp, rectified), drop_prob) * w
-            else:
-                inp, rectified = inputs(op)
-                out = weighted(op, inp, w, rectified, fuse=lean)
+                if drops and droppable:
+                    out = drop_path(run_op(op, inp, rectified), drop_prob) * w
+                else:
+                    out = weighted(op, inp, w, rectified, fuse=lean)
             total = out if total is None else total + out
         return total
 
