@@ -36,6 +36,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch import nn
 
+from .native import depthwise_weight_gradient
 from .ops import EdgeInput, drop_active, hooked, run_op
 
 aten = torch.ops.aten
@@ -234,8 +235,8 @@ class _NormReLUConv(torch.autograd.Function):
         # the calls autograd makes for the plain ops, with the same arguments: the convolution's (and the casts'),
         # the ReLU's, the BatchNorm's; a same-padded depthwise conv's input gradient as DepthwiseConv2d computes it
         stride, padding, dilation, _, _, groups = ctx.conv
-        if need_h and ctx.cast is None and _flipped_input_gradient(r, weight, stride, padding, dilation, groups):
-            grad_r, grad_weight = _flipped_backward(grad, r, weight, ctx.conv, True, need_weight)
+        if ctx.cast is None and _flipped_input_gradient(r, weight, stride, padding, dilation, groups):
+            grad_r, grad_weight = _flipped_backward(grad, r, weight, ctx.conv, need_h, need_weight)
         else:
             grad_r, grad_weight, _ = aten.convolution_backward(grad, _cast(r, ctx.cast), _cast(weight, ctx.cast), None,
                                                                *ctx.conv, [need_h, need_weight, False])
@@ -273,11 +274,16 @@ def depthwise_input_gradient(grad: torch.Tensor, weight: torch.Tensor, padding: 
 def _flipped_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, conv: tuple[Any, ...], need_x: bool,
                       need_weight: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(input gradient, weight gradient), those asked for, of a same-padded depthwise conv of ``x`` with ``conv`` (the
-    arguments ``_conv_args`` gives): the input's from ``depthwise_input_gradient``, the weight's from the
-    convolution's backward."""
+    arguments ``_conv_args`` gives): the input's from ``depthwise_input_gradient``, the weight's from
+    ``darts_lite.spaces.native`` for 5x5 and dilated kernels (else, or where it is not built, the convolution's
+    backward)."""
     _, padding, dilation, _, _, groups = conv
     grad_x = depthwise_input_gradient(grad, weight, padding, dilation, groups) if need_x else None
-    grad_weight = aten.convolution_backward(grad, x, weight, None, *conv, [False, True, False])[1] if need_weight else None
+    grad_weight = None
+    if need_weight:
+        grad_weight = depthwise_weight_gradient(grad, x, weight.shape[-1], padding[0], dilation[0])
+        if grad_weight is None:  # an undilated 3x3 kernel, or the compiled kernel unavailable: PyTorch's
+            grad_weight = aten.convolution_backward(grad, x, weight, None, *conv, [False, True, False])[1]
     return grad_x, grad_weight
 
 

@@ -1,0 +1,183 @@
+"""darts_lite.spaces.native: the compiled depthwise weight gradient equals the convolution's backward (to rounding,
+in any layout, channel count, size and thread count), is what a depthwise conv's backward returns, and falls back
+to PyTorch's where it cannot be built."""
+
+import logging
+import os
+import stat
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from darts_lite.spaces import native
+from darts_lite.spaces.darts.ops import DepthwiseConv2d
+
+aten = torch.ops.aten
+
+
+def _reference(grad, x, kernel, padding, dilation):
+    c = x.shape[1]
+    weight = torch.empty(c, 1, kernel, kernel, dtype=x.dtype)
+    return aten.convolution_backward(grad, x, weight, None, [1, 1], [padding] * 2, [dilation] * 2, False, [0, 0], c,
+                                     [False, True, False])[1]
+
+
+def _pair(n, c, h, w, dtype=torch.float64, channels_last=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, grad = (torch.randn(n, c, h, w, dtype=dtype, generator=g) for _ in range(2))
+    if channels_last:
+        x, grad = x.contiguous(memory_format=torch.channels_last), grad.contiguous(memory_format=torch.channels_last)
+    return x, grad
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A cache of this test's own, and the library looked up again before and after it."""
+    monkeypatch.setenv("DARTS_LITE_CACHE", str(tmp_path / "cache"))
+    native.reset()
+    yield tmp_path / "cache" / "native"
+    native.reset()
+
+
+@pytest.mark.parametrize("kernel,dilation", [(5, 1), (3, 2), (5, 2), (7, 1)])
+@pytest.mark.parametrize("channels", [1, 3, 4, 16, 36, 80])
+def test_equals_the_convolution_backward_in_float64(kernel, dilation, channels):
+    padding = dilation * (kernel - 1) // 2
+    x, grad = _pair(3, channels, 9, 11)
+    got = native.depthwise_weight_gradient(grad, x, kernel, padding, dilation)
+    assert got is not None and native.status().startswith("ready")
+    assert got.shape == (channels, 1, kernel, kernel) and got.dtype == torch.float64
+    torch.testing.assert_close(got, _reference(grad, x, kernel, padding, dilation), rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 4), c=st.integers(1, 70), h=st.integers(1, 12), w=st.integers(1, 12),
+       kernel=st.sampled_from([1, 3, 5, 7]), dilation=st.integers(1, 3), channels_last=st.booleans(),
+       threads=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_any_size_layout_and_thread_count(n, c, h, w, kernel, dilation, channels_last, threads, seed):
+    # sizes smaller than the padding (taps that read nothing), channel counts that divide no vector, NCHW input
+    padding = dilation * (kernel - 1) // 2
+    x, grad = _pair(n, c, h, w, channels_last=channels_last, seed=seed)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = native.depthwise_weight_gradient(grad, x, kernel, padding, dilation)
+    finally:
+        torch.set_num_threads(before)
+    if kernel == 3 and dilation == 1:
+        assert got is None  # oneDNN's depthwise kernel serves it
+        return
+    torch.testing.assert_close(got, _reference(grad, x, kernel, padding, dilation), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("channels", [4, 16, 36])
+def test_float32_to_rounding_and_the_same_bits_twice(channels):
+    x, grad = _pair(8, channels, 16, 16, dtype=torch.float32)
+    got = native.depthwise_weight_gradient(grad, x, 5, 4, 2)
+    exact = _reference(grad.double(), x.double(), 5, 4, 2)
+    torch.testing.assert_close(got.double(), exact, rtol=1e-5, atol=1e-4)
+    assert torch.equal(got, native.depthwise_weight_gradient(grad, x, 5, 4, 2))
+
+
+def test_a_sliced_input_reads_its_own_values():
+    # a partial-channel slice (PC-DARTS) of a channels-last tensor is not contiguous: it is copied first
+    x, grad = _pair(2, 8, 10, 10)
+    x = x[:, 2:6]
+    assert not x.is_contiguous(memory_format=torch.channels_last)
+    got = native.depthwise_weight_gradient(grad[:, :4], x, 5, 2, 1)
+    torch.testing.assert_close(got, _reference(grad[:, :4].contiguous(), x.contiguous(), 5, 2, 1), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_what_it_does_not_serve():
+    x, grad = _pair(2, 4, 6, 6)
+    assert native.depthwise_weight_gradient(grad, x, 3, 1, 1) is None  # undilated 3x3: oneDNN's
+    assert native.depthwise_weight_gradient(grad.half(), x.half(), 5, 2, 1) is None
+    assert native.depthwise_weight_gradient(grad, x.float(), 5, 2, 1) is None  # mixed dtypes
+    assert native.depthwise_weight_gradient(grad[:, :, :5], x, 5, 2, 1) is None  # another size
+    assert native.depthwise_weight_gradient(grad, x, 5, 1, 1) is None  # padding that does not keep the size
+    assert native.depthwise_weight_gradient(grad[:0], x[:0], 5, 2, 1) is None  # nothing to sum
+    with torch.enable_grad():  # a graph through it is wanted: PyTorch's ops build one
+        assert native.depthwise_weight_gradient(grad.clone().requires_grad_(), x, 5, 2, 1) is None
+    # torch.func's wrappers (a Hessian's vmap over backward passes) and tensor subclasses: PyTorch's
+    seen = []
+    torch.vmap(lambda g: seen.append(native.depthwise_weight_gradient(g, x, 5, 2, 1)) or g)(grad[None])
+    assert seen == [None]
+    conv = DepthwiseConv2d(4, 4, 5, 1, 2, groups=4, bias=False).double()
+    out = conv(x.requires_grad_())
+    rows = torch.autograd.grad(out, conv.weight, torch.stack([grad, 2 * grad]), is_grads_batched=True)[0]
+    torch.testing.assert_close(rows[1], 2 * _reference(grad, x.detach(), 5, 2, 1), rtol=1e-12, atol=1e-12)
+    assert native.depthwise_weight_gradient(nn.Parameter(grad, requires_grad=False), x, 5, 2, 1) is None
+
+
+@pytest.mark.parametrize("kernel,dilation", [(5, 1), (3, 2)])
+def test_a_depthwise_conv_backward_returns_it(monkeypatch, kernel, dilation):
+    padding = dilation * (kernel - 1) // 2
+    conv = DepthwiseConv2d(6, 6, kernel, 1, padding, dilation=dilation, groups=6, bias=False)
+    x, grad = _pair(4, 6, 12, 12, dtype=torch.float32)
+    conv(x.requires_grad_()).backward(grad)
+    assert torch.equal(conv.weight.grad, native.depthwise_weight_gradient(grad, x.detach(), kernel, padding, dilation))
+    # switched off: the convolution's backward, bit for bit as nn.Conv2d computes it
+    monkeypatch.setenv("DARTS_LITE_NATIVE", "0")
+    assert native.status() == "disabled (DARTS_LITE_NATIVE=0)"
+    conv.weight.grad = None
+    conv(x).backward(grad)
+    plain = nn.Conv2d(6, 6, kernel, 1, padding, dilation=dilation, groups=6, bias=False)
+    plain.load_state_dict(conv.state_dict())
+    plain(x).backward(grad)
+    assert torch.equal(conv.weight.grad, plain.weight.grad)
+
+
+def test_built_once_then_read_from_the_cache(own_cache, monkeypatch):
+    x, grad = _pair(2, 4, 6, 6)
+    assert native.depthwise_weight_gradient(grad, x, 5, 2, 1) is not None
+    built = list(own_cache.glob("depthwise-*"))
+    assert len(built) == 1 and native.status() == f"ready: {built[0]}"
+    assert not list(own_cache.glob(".building-*"))  # no temporary file left
+
+    native.reset()
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(native.subprocess, "run", no_compiler)
+    assert native.depthwise_weight_gradient(grad, x, 5, 2, 1) is not None
+
+
+def test_a_compiler_without_openmp_builds_a_one_thread_kernel(own_cache, tmp_path, monkeypatch):
+    compiler = tmp_path / "cc-without-openmp"
+    compiler.write_text(f'#!/bin/sh\ncase "$*" in *-fopenmp*) echo "no OpenMP here" >&2; exit 1;; esac\n'
+                        f'exec {" ".join(native.compiler())} "$@"\n')
+    compiler.chmod(compiler.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("CC", str(compiler))
+    x, grad = _pair(3, 16, 9, 9)
+    got = native.depthwise_weight_gradient(grad, x, 5, 4, 2)
+    assert native.status().startswith("ready")
+    torch.testing.assert_close(got, _reference(grad, x, 5, 4, 2), rtol=1e-12, atol=1e-12)
+
+
+def test_without_a_compiler_pytorch_computes_it_and_the_user_is_told_once(own_cache, monkeypatch, caplog):
+    monkeypatch.setenv("CC", os.path.join(str(own_cache), "no-such-compiler"))
+    x, grad = _pair(2, 4, 8, 8, dtype=torch.float32)
+    with caplog.at_level(logging.WARNING, logger=native.__name__):
+        assert native.depthwise_weight_gradient(grad, x, 5, 2, 1) is None
+        assert native.depthwise_weight_gradient(grad, x, 5, 2, 1) is None  # not tried again
+    assert native.status().startswith("failed: ") and "no-such-compiler" in native.status()
+    warnings = [r for r in caplog.records if "could not build" in r.getMessage()]
+    assert len(warnings) == 1 and "DARTS_LITE_NATIVE=0" in warnings[0].getMessage()
+    # the backward pass takes the convolution's
+    conv = DepthwiseConv2d(4, 4, 5, 1, 2, groups=4, bias=False)
+    conv(x).backward(grad)
+    torch.testing.assert_close(conv.weight.grad, _reference(grad, x, 5, 2, 1), rtol=0, atol=0)
+
+
+def test_the_source_ships_with_the_package():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(os.path.dirname(__file__), "..", "setup.cfg"))
+    assert native.SOURCE.name in cfg["options.package_data"]["darts_lite.spaces"]
+    assert native.SOURCE.exists()
