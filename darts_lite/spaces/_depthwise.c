@@ -6,7 +6,8 @@
    and have the same size (stride 1, padding p = d * (k - 1) / 2). A row of either is W*C contiguous values, and
    tap (i, j) reads row h + d*i - p of x shifted by (d*j - p)*C values: each tap of each output row is one dot
    product of two contiguous stretches, summed lane by lane into an accumulator whose lane u holds the products
-   of channel u % C. Threads split the rows n*H + h; each sums into a buffer of its own, and the buffers are added
+   of channel u % C (the accumulator spans P values, a multiple of C and of the vector, held in registers up to
+   16 vectors). Threads split the rows n*H + h; each sums into a buffer of its own, and the buffers are added
    in a fixed order at the end, so a result depends only on the thread count. Built without OpenMP, one thread
    runs them all.
 
@@ -29,12 +30,31 @@
 #else
 #define PARALLEL
 #endif
+/* the loops over the M accumulators unrolled, so that they stay in registers */
+#define UNROLL _Pragma("GCC unroll 16")
 #define LOAD(v, p) memcpy(&(v), (p), 64)
 #define STORE(p, v) memcpy((p), &(v), 64)
 
 static long gcd(long a, long b) { while (b) { long t = a % b; a = b; b = t; } return a; }
 
-/* the rows [r0, r1) of one thread, added into buf[k][k][P]: P is a multiple of C and of four vectors */
+/* one stretch with M accumulators in registers: whole periods of P = M vectors, then the whole vectors left */
+#define SUM(T, VEC, M)                                                                                          \
+  case M: {                                                                                                     \
+    VEC a[M], u, v;                                                                                             \
+    UNROLL for (long m = 0; m < M; ++m) LOAD(a[m], b + m * V);                                                         \
+    for (; q + M * V <= S; q += M * V)                                                                          \
+      UNROLL for (long m = 0; m < M; ++m) {                                                                     \
+        LOAD(u, xs + q + m * V); LOAD(v, gs + q + m * V); a[m] += u * v;                                        \
+      }                                                                                                         \
+    UNROLL for (long m = 0; m + 1 < M; ++m) /* less than a period left: its vectors are the first phases' */           \
+      if (q + V <= S) {                                                                                         \
+        LOAD(u, xs + q); LOAD(v, gs + q); a[m] += u * v; q += V;                                                \
+      }                                                                                                         \
+    UNROLL for (long m = 0; m < M; ++m) STORE(b + m * V, a[m]);                                                        \
+    break;                                                                                                      \
+  }
+
+/* the rows [r0, r1) of one thread, added into buf[k][k][P]: P is a multiple of C and of a vector */
 #define ROWS(T, NAME)                                                                                           \
   typedef T NAME##_vec __attribute__((vector_size(64), aligned(sizeof(T))));                                   \
   CLONES static void NAME##_rows(const T *x, const T *g, T *buf, long P, long H, long W, long C, long k,        \
@@ -53,23 +73,16 @@ static long gcd(long a, long b) { while (b) { long t = a % b; a = b; b = t; } re
           const T *xs = xr + (size_t)(w0 + off) * C, *gs = gr + (size_t)w0 * C;                                 \
           long S = (w1 - w0) * C, q = 0;                                                                        \
           T *b = buf + (size_t)(i * k + j) * P;                                                                 \
-          NAME##_vec a0, a1, a2, a3, u, v;                                                                      \
-          if (P == 4 * V) { /* four accumulators held in registers over the stretch */                         \
-            LOAD(a0, b); LOAD(a1, b + V); LOAD(a2, b + 2 * V); LOAD(a3, b + 3 * V);                             \
-            for (; q + 4 * V <= S; q += 4 * V) {                                                                \
-              LOAD(u, xs + q); LOAD(v, gs + q); a0 += u * v;                                                    \
-              LOAD(u, xs + q + V); LOAD(v, gs + q + V); a1 += u * v;                                            \
-              LOAD(u, xs + q + 2 * V); LOAD(v, gs + q + 2 * V); a2 += u * v;                                    \
-              LOAD(u, xs + q + 3 * V); LOAD(v, gs + q + 3 * V); a3 += u * v;                                    \
-            }                                                                                                   \
-            if (q + V <= S) { LOAD(u, xs + q); LOAD(v, gs + q); a0 += u * v; q += V; }                          \
-            if (q + V <= S) { LOAD(u, xs + q); LOAD(v, gs + q); a1 += u * v; q += V; }                          \
-            if (q + V <= S) { LOAD(u, xs + q); LOAD(v, gs + q); a2 += u * v; q += V; }                          \
-            STORE(b, a0); STORE(b + V, a1); STORE(b + 2 * V, a2); STORE(b + 3 * V, a3);                         \
-          } else { /* a channel count that does not divide four vectors: the accumulator is the buffer */       \
+          switch (P / V) { /* P / V accumulators held in registers over the stretch, up to 16 */                    \
+            SUM(T, NAME##_vec, 1) SUM(T, NAME##_vec, 2) SUM(T, NAME##_vec, 3) SUM(T, NAME##_vec, 4)                                 \
+            SUM(T, NAME##_vec, 5) SUM(T, NAME##_vec, 6) SUM(T, NAME##_vec, 7) SUM(T, NAME##_vec, 8)                                 \
+            SUM(T, NAME##_vec, 9) SUM(T, NAME##_vec, 10) SUM(T, NAME##_vec, 11) SUM(T, NAME##_vec, 12)                              \
+            SUM(T, NAME##_vec, 13) SUM(T, NAME##_vec, 14) SUM(T, NAME##_vec, 15) SUM(T, NAME##_vec, 16)                             \
+          default: /* a period of more than 16 vectors: the accumulator is the buffer */                             \
             for (; q + V <= S; q += V) {                                                                        \
+              NAME##_vec a, u, v;                                                                               \
               T *bb = b + q % P;                                                                                \
-              LOAD(a0, bb); LOAD(u, xs + q); LOAD(v, gs + q); a0 += u * v; STORE(bb, a0);                       \
+              LOAD(a, bb); LOAD(u, xs + q); LOAD(v, gs + q); a += u * v; STORE(bb, a);                          \
             }                                                                                                   \
           }                                                                                                     \
           for (; q < S; ++q) b[q % P] += xs[q] * gs[q];                                                         \
@@ -83,7 +96,10 @@ static long gcd(long a, long b) { while (b) { long t = a % b; a = b; b = t; } re
            long threads) {                                                                                      \
     const long V = 64 / (long)sizeof(T);                                                                        \
     if (N < 1 || H < 1 || W < 1 || C < 1 || k < 1 || d < 1 || p < 0) return 1;                                  \
-    long P = C / gcd(C, 4 * V) * 4 * V; /* lcm(C, four vectors) */                                              \
+    /* the period: lcm(C, four vectors) where it is at most 16 vectors (four independent sums at least), else    \
+       lcm(C, one vector) */                                                                                    \
+    long P = C / gcd(C, 4 * V) * 4 * V;                                                                         \
+    if (P > 16 * V) P = C / gcd(C, V) * V;                                                                      \
     long R = N * H, nt = threads < 1 ? 1 : threads;                                                             \
     if (nt > R) nt = R;                                                                                         \
     size_t K = (size_t)(k * k * P);                                                                             \
