@@ -165,6 +165,18 @@ def test_built_once_without_openmp_then_read_from_the_cache(own_cache, tmp_path,
     assert torch.equal(native.depthwise_weight_gradient(grad, x, 5, 4, 2), got)
 
 
+@needs_compiler
+def test_a_cached_file_that_does_not_load_is_built_again(own_cache):
+    # a damaged file, or one built on another system, where this machine's library belongs
+    path = native._library_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a library")
+    x, grad = _pair(2, 4, 6, 6)
+    got = native.depthwise_weight_gradient(grad, x, 5, 2, 1)
+    assert native.status() == f"ready: {path}" and path.read_bytes()[:4] != b"not "
+    torch.testing.assert_close(got, _reference(grad, x, 5, 2, 1), rtol=1e-12, atol=1e-12)
+
+
 def test_without_a_compiler_pytorch_computes_it_and_the_user_is_told_once(own_cache, monkeypatch, caplog):
     monkeypatch.setenv("CC", os.path.join(str(own_cache), "no-such-compiler"))
     x, grad = _pair(2, 4, 8, 8, dtype=torch.float32)

@@ -112,7 +112,14 @@ def _load() -> ctypes.CDLL | None:
             if not path.exists():
                 log.info("building darts_lite's depthwise weight-gradient kernel: %s", path)
                 _build(path)
-            lib = ctypes.CDLL(str(path))
+                lib = ctypes.CDLL(str(path))
+            else:
+                try:
+                    lib = ctypes.CDLL(str(path))
+                except OSError:  # a cached file that does not load (damaged, or from another system): built again
+                    log.info("rebuilding darts_lite's depthwise weight-gradient kernel: %s", path)
+                    _build(path)
+                    lib = ctypes.CDLL(str(path))
             for name in _FUNCTIONS.values():
                 fn = getattr(lib, name)
                 fn.restype = ctypes.c_int
