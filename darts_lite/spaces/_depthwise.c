@@ -41,22 +41,22 @@ static long gcd(long a, long b) { while (b) { long t = a % b; a = b; b = t; } re
 #define SUM(T, VEC, M)                                                                                          \
   case M: {                                                                                                     \
     VEC a[M], u, v;                                                                                             \
-    UNROLL for (long m = 0; m < M; ++m) LOAD(a[m], b + m * V);                                                         \
+    UNROLL for (long m = 0; m < M; ++m) LOAD(a[m], b + m * V);                                                  \
     for (; q + M * V <= S; q += M * V)                                                                          \
       UNROLL for (long m = 0; m < M; ++m) {                                                                     \
         LOAD(u, xs + q + m * V); LOAD(v, gs + q + m * V); a[m] += u * v;                                        \
       }                                                                                                         \
-    UNROLL for (long m = 0; m + 1 < M; ++m) /* less than a period left: its vectors are the first phases' */           \
+    UNROLL for (long m = 0; m + 1 < M; ++m) /* less than a period left: its vectors are the first phases' */    \
       if (q + V <= S) {                                                                                         \
         LOAD(u, xs + q); LOAD(v, gs + q); a[m] += u * v; q += V;                                                \
       }                                                                                                         \
-    UNROLL for (long m = 0; m < M; ++m) STORE(b + m * V, a[m]);                                                        \
+    UNROLL for (long m = 0; m < M; ++m) STORE(b + m * V, a[m]);                                                 \
     break;                                                                                                      \
   }
 
 /* the rows [r0, r1) of one thread, added into buf[k][k][P]: P is a multiple of C and of a vector */
 #define ROWS(T, NAME)                                                                                           \
-  typedef T NAME##_vec __attribute__((vector_size(64), aligned(sizeof(T))));                                   \
+  typedef T NAME##_vec __attribute__((vector_size(64), aligned(sizeof(T))));                                    \
   CLONES static void NAME##_rows(const T *x, const T *g, T *buf, long P, long H, long W, long C, long k,        \
                                  long d, long p, long r0, long r1) {                                            \
     const long V = 64 / (long)sizeof(T);                                                                        \
@@ -68,17 +68,17 @@ static long gcd(long a, long b) { while (b) { long t = a % b; a = b; b = t; } re
         if (hi < 0 || hi >= H) continue;                                                                        \
         const T *xr = x + (size_t)(n * H + hi) * W * C;                                                         \
         for (long j = 0; j < k; ++j) {                                                                          \
-          long off = d * j - p, w0 = off < 0 ? -off : 0, w1 = off > 0 ? W - off : W;                           \
+          long off = d * j - p, w0 = off < 0 ? -off : 0, w1 = off > 0 ? W - off : W;                            \
           if (w1 <= w0) continue;                                                                               \
           const T *xs = xr + (size_t)(w0 + off) * C, *gs = gr + (size_t)w0 * C;                                 \
           long S = (w1 - w0) * C, q = 0;                                                                        \
           T *b = buf + (size_t)(i * k + j) * P;                                                                 \
-          switch (P / V) { /* P / V accumulators held in registers over the stretch, up to 16 */                    \
-            SUM(T, NAME##_vec, 1) SUM(T, NAME##_vec, 2) SUM(T, NAME##_vec, 3) SUM(T, NAME##_vec, 4)                                 \
-            SUM(T, NAME##_vec, 5) SUM(T, NAME##_vec, 6) SUM(T, NAME##_vec, 7) SUM(T, NAME##_vec, 8)                                 \
-            SUM(T, NAME##_vec, 9) SUM(T, NAME##_vec, 10) SUM(T, NAME##_vec, 11) SUM(T, NAME##_vec, 12)                              \
-            SUM(T, NAME##_vec, 13) SUM(T, NAME##_vec, 14) SUM(T, NAME##_vec, 15) SUM(T, NAME##_vec, 16)                             \
-          default: /* a period of more than 16 vectors: the accumulator is the buffer */                             \
+          switch (P / V) { /* P / V accumulators held in registers over the stretch, up to 16 */                \
+            SUM(T, NAME##_vec, 1) SUM(T, NAME##_vec, 2) SUM(T, NAME##_vec, 3) SUM(T, NAME##_vec, 4)             \
+            SUM(T, NAME##_vec, 5) SUM(T, NAME##_vec, 6) SUM(T, NAME##_vec, 7) SUM(T, NAME##_vec, 8)             \
+            SUM(T, NAME##_vec, 9) SUM(T, NAME##_vec, 10) SUM(T, NAME##_vec, 11) SUM(T, NAME##_vec, 12)          \
+            SUM(T, NAME##_vec, 13) SUM(T, NAME##_vec, 14) SUM(T, NAME##_vec, 15) SUM(T, NAME##_vec, 16)         \
+          default: /* a period of more than 16 vectors: the accumulator is the buffer */                        \
             for (; q + V <= S; q += V) {                                                                        \
               NAME##_vec a, u, v;                                                                               \
               T *bb = b + q % P;                                                                                \
@@ -96,7 +96,7 @@ static long gcd(long a, long b) { while (b) { long t = a % b; a = b; b = t; } re
            long threads) {                                                                                      \
     const long V = 64 / (long)sizeof(T);                                                                        \
     if (N < 1 || H < 1 || W < 1 || C < 1 || k < 1 || d < 1 || p < 0) return 1;                                  \
-    /* the period: lcm(C, four vectors) where it is at most 16 vectors (four independent sums at least), else    \
+    /* the period: lcm(C, four vectors) where it is at most 16 vectors (four independent sums at least), else   \
        lcm(C, one vector) */                                                                                    \
     long P = C / gcd(C, 4 * V) * 4 * V;                                                                         \
     if (P > 16 * V) P = C / gcd(C, V) * V;                                                                      \

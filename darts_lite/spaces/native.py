@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_depthwise.c")
 _FUNCTIONS = {torch.float32: "darts_lite_depthwise_weight_grad_f32", torch.float64: "darts_lite_depthwise_weight_grad_f64"}
-# a thread per this many multiply-adds at least: below it, starting a thread costs more than it saves
+# a thread per this many multiply-adds at least: below it, waking a thread costs more than it saves
 _WORK_PER_THREAD = 1 << 18
 
 _lock = threading.Lock()
@@ -101,6 +101,14 @@ def _build(path: Path) -> None:
             os.unlink(tmp)
 
 
+def _opened(path: Path) -> ctypes.CDLL | None:
+    """The library at ``path``, or None where it does not load."""
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError:
+        return None
+
+
 def _load() -> ctypes.CDLL | None:
     """The kernel's library, built if it is not in the cache; None (and ``status()`` says why) where it cannot be."""
     global _library, _status
@@ -109,17 +117,11 @@ def _load() -> ctypes.CDLL | None:
             return _library
         try:
             path = _library_path()
-            if not path.exists():
+            lib = _opened(path) if path.exists() else None  # None: absent, or a file that does not load
+            if lib is None:  # (a damaged file, or one built on another system: built again)
                 log.info("building darts_lite's depthwise weight-gradient kernel: %s", path)
                 _build(path)
                 lib = ctypes.CDLL(str(path))
-            else:
-                try:
-                    lib = ctypes.CDLL(str(path))
-                except OSError:  # a cached file that does not load (damaged, or from another system): built again
-                    log.info("rebuilding darts_lite's depthwise weight-gradient kernel: %s", path)
-                    _build(path)
-                    lib = ctypes.CDLL(str(path))
             for name in _FUNCTIONS.values():
                 fn = getattr(lib, name)
                 fn.restype = ctypes.c_int
@@ -168,8 +170,7 @@ def depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int, 
     this dilation and the padding that keeps the size (``padding`` = dilation * (k - 1) / 2), given its output
     gradient ``grad``; None where the kernel does not serve it (see the module's text): the caller then takes
     PyTorch's. Either layout is read; other than channels-last, ``x`` and ``grad`` are copied to it first."""
-    if not (enabled() and applies(kernel, dilation) and _plain(x) and _plain(grad) and x.device.type == "cpu"
-            and x.dtype in _FUNCTIONS
+    if not (enabled() and applies(kernel, dilation) and _plain(x) and _plain(grad) and x.dtype in _FUNCTIONS
             and grad.dtype == x.dtype and x.dim() == 4 and grad.shape == x.shape and x.numel() > 0
             and 2 * padding == dilation * (kernel - 1)
             and not (torch.is_grad_enabled() and (x.requires_grad or grad.requires_grad))):  # no graph through it

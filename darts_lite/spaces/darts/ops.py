@@ -24,7 +24,8 @@ class DepthwiseConv2d(nn.Conv2d):
     faster on the CPU than the strided dilated one. A stride-1 conv with the padding that keeps the size (every
     separable and dilated conv of a normal cell) takes its input gradient as the same conv of the output gradient
     with the kernel flipped (``darts_lite.spaces.lean.depthwise_conv``): on the CPU oneDNN's depthwise forward,
-    instead of the generic grouped backward it runs for dilated and 5x5 kernels.
+    instead of the generic grouped backward it runs for dilated and 5x5 kernels; and, for those kernels, its weight
+    gradient from darts_lite's compiled kernel (``darts_lite.spaces.native``).
     """
 
     @property
