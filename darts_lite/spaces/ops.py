@@ -13,6 +13,7 @@ the op's output from an input already rectified, so that a search edge can compu
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,17 +22,73 @@ from torch.nn.modules import module as _module
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Interleave ``groups`` equal channel blocks: x [B, C, H, W] -> [B, C, H, W], input channel g * C/groups + i
-    goes to output channel i * groups + g. Keeps a channels-last input channels-last."""
+    goes to output channel i * groups + g. Keeps a channels-last input channels-last (shuffled within each pixel's
+    channels, one copy)."""
     b, c, h, w = x.shape
-    out = x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
     if _channels_last(x):
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h, w, groups, c // groups)
+        return pixels.transpose(3, 4).reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
 def _channels_last(x: torch.Tensor) -> bool:
     """Whether ``x`` is laid out channels-last (and not also contiguous, as a tensor of one channel or pixel is)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _keeps_layout(x: torch.Tensor) -> bool:
+    """Whether a backward pass through ``x`` should be given gradients laid out as ``x`` (channels-last) by
+    ``sliced`` and ``channels_last_gradient``: plain autograd, outside compilation and torch.func transforms."""
+    return (x.requires_grad and torch.is_grad_enabled() and _channels_last(x) and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active())
+
+
+class _Sliced(torch.autograd.Function):
+    """``x[index]``, whose gradient is laid out as ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, index: tuple) -> torch.Tensor:
+        ctx.index, ctx.shape = index, x.shape
+        ctx.layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
+        return x[index]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        full = torch.empty(ctx.shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout).zero_()
+        full[ctx.index] = grad
+        return full, None
+
+    @staticmethod
+    def jvp(ctx: Any, tangent: torch.Tensor, _: Any) -> torch.Tensor:
+        return tangent[ctx.index]
+
+
+def sliced(x: torch.Tensor, *index: slice) -> torch.Tensor:
+    """``x[index]`` (basic slices), the same view. PyTorch's backward of a slice lays the input's gradient out
+    contiguously whatever the input's layout, so behind a slice of a channels-last tensor (a factorized reduction's
+    shifted pixels, PC-DARTS's channel part) every gradient upstream would be NCHW beside channels-last
+    activations, where BatchNorm's and the elementwise kernels take a path several times slower; here a
+    channels-last input gets a channels-last gradient, with the same values."""
+    return _Sliced.apply(x, index) if _keeps_layout(x) else x[index]
+
+
+def _to_channels_last(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
+
+
+def channels_last_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``x``, whose gradient is made channels-last when ``x`` is (a global average pool's backward lays it out
+    NCHW; see ``sliced`` for why that matters)."""
+    if _keeps_layout(x):
+        x.register_hook(_to_channels_last)
+    return x
+
+
+def channels_concatenated(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, dim=1)`` (a cell's output), each part of it given a channels-last gradient when it is
+    channels-last: the concatenation's backward hands each part a slice of the output's gradient, which a BatchNorm's
+    backward reads several times slower than a whole tensor (``channels_last_gradient``)."""
+    return torch.cat([channels_last_gradient(t) for t in tensors], dim=1)
 
 
 class _ReLUFirst(nn.Sequential):
@@ -122,7 +179,7 @@ class EdgeInput:
     def narrow(self, channels: int) -> EdgeInput:
         """The input's first ``channels`` channels (PC-DARTS's ops' part), one object for all edges asking for them."""
         if channels not in self._narrowed:
-            part = self._narrowed[channels] = EdgeInput(self.x[:, :channels], self.share)
+            part = self._narrowed[channels] = EdgeInput(sliced(self.x, slice(None), slice(channels)), self.share)
             part.readers = self.readers
         return self._narrowed[channels]
 
@@ -215,7 +272,7 @@ class FactorizedReduce(nn.Module):
         if (type(conv) is not nn.Conv2d or hooked(conv) or conv.kernel_size != (1, 1) or conv.stride != (2, 2)
                 or conv.padding != (0, 0) or conv.dilation != (1, 1) or conv.groups != 1):
             return conv(nn.functional.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:])
-        odd = x[:, :, 1::2, 1::2]
+        odd = sliced(x, slice(None), slice(None), slice(1, None, 2), slice(1, None, 2))
         rows, cols = (x.shape[-2] + 1) // 2, (x.shape[-1] + 1) // 2
         if odd.shape[-2:] != (rows, cols):
             odd = nn.functional.pad(odd, (0, cols - odd.shape[-1], 0, rows - odd.shape[-2]))

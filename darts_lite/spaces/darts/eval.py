@@ -15,7 +15,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops import EdgeInput, FactorizedReduce, Identity, ReLUConvBN, drop_active, drop_path, run_on, tensor_of
+from ..ops import (
+    EdgeInput,
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    channels_concatenated,
+    channels_last_gradient,
+    drop_active,
+    drop_path,
+    run_on,
+    tensor_of,
+)
 from .genotype import Genotype
 from .ops import make_op
 from .search import FixedReductionCell, cell_plan
@@ -52,7 +63,7 @@ class EvalCell(nn.Module):
                     h = drop_path(h, drop_prob)
                 node = h if node is None else node + h
             states.append(None if node is None else EdgeInput(node))
-        return torch.cat([tensor_of(states[i]) for i in self.concat], dim=1)
+        return channels_concatenated([tensor_of(states[i]) for i in self.concat])
 
 
 class _EvalFixedReductionCell(FixedReductionCell):
@@ -174,7 +185,7 @@ class EvalNetwork(nn.Module):
             s0, s1 = s1, EdgeInput(cell(s0, s1, drop))
             if i == self.aux_index and self.aux_head is not None and self.training:
                 aux_logits = self.aux_head(s1.x)
-        logits = self.classifier(self.global_pooling(s1.x).flatten(1))
+        logits = self.classifier(self.global_pooling(channels_last_gradient(s1.x)).flatten(1))
         return (logits, aux_logits) if aux_logits is not None else logits
 
     @staticmethod

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..lean import PoolBN, depthwise_conv, norm_relu_conv
-from ..ops import FactorizedReduce, Identity, Zero, _ReLUFirst, channel_shuffle  # noqa: F401 (channel_shuffle: its old home)
+from ..ops import FactorizedReduce, Identity, Zero, _ReLUFirst, channel_shuffle, sliced  # noqa: F401 (channel_shuffle: its old home)
 
 
 class DepthwiseConv2d(nn.Conv2d):
@@ -39,7 +39,9 @@ class DepthwiseConv2d(nn.Conv2d):
         if not self.runs_as_conv2d:
             s, k = self.stride[0], self.kernel_size[0]
             if self.bias is None:
-                return depthwise_conv(x[:, :, ::s, ::s], self.weight, ((k - 1) // 2,) * 2, (1, 1), self.groups)
+                every = slice(None, None, s)
+                return depthwise_conv(sliced(x, slice(None), slice(None), every, every), self.weight, ((k - 1) // 2,) * 2,
+                                      (1, 1), self.groups)
             return F.conv2d(x[:, :, ::s, ::s], self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
         if self.bias is None and self.stride == (1, 1) and self.padding_mode == "zeros" and isinstance(self.padding, tuple):
             return depthwise_conv(x, self.weight, self.padding, self.dilation, self.groups)

@@ -17,7 +17,20 @@ from torch import nn
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, Lt, checked
 from ..lean import pooling_readers, shared_pooling, weighted
-from ..ops import EdgeInput, FactorizedReduce, Identity, ReLUConvBN, Zero, drop_active, drop_path, run_on, run_op
+from ..ops import (
+    EdgeInput,
+    FactorizedReduce,
+    Identity,
+    ReLUConvBN,
+    Zero,
+    channels_concatenated,
+    channels_last_gradient,
+    drop_active,
+    drop_path,
+    run_on,
+    run_op,
+    sliced,
+)
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import PRIMITIVES, Genotype
 from .ops import channel_shuffle, make_op
@@ -101,7 +114,7 @@ class MixedEdge(RecomputableEdge):
         out = self._mixed(ops_input, weights, index, drop_prob)
         if self.partial_channels == 1:
             return out
-        bypass = inputs.x[:, ops_input.x.shape[1]:]
+        bypass = sliced(inputs.x, slice(None), slice(ops_input.x.shape[1], None))
         if self.stride == 2:
             # ceil_mode matches the strided ops' ceil(H/2) on odd sizes; on even sizes it is PC-DARTS's 2x2 max pool
             bypass = F.max_pool2d(bypass, 2, 2, ceil_mode=True)
@@ -183,7 +196,7 @@ class SearchCell(nn.Module):
                 node = out if node is None else node + out
                 e += 1
             states.append(readers(EdgeInput(node), len(states)))
-        return torch.cat([s.x for s in states[-self.multiplier:]], dim=1)
+        return channels_concatenated([s.x for s in states[-self.multiplier:]])
 
 
 class FixedReductionCell(nn.Module):
@@ -227,7 +240,7 @@ class FixedReductionCell(nn.Module):
         branches = [self.convs[0](s0), self.convs[1](s1), self.pools[0](s0), self.pools[1](s1)]
         if drop_active(drop_prob):
             branches = [drop_path(b, drop_prob) for b in branches]
-        return torch.cat(branches, dim=1)
+        return channels_concatenated(branches)
 
 
 class SearchNetwork(Supernet):
@@ -357,7 +370,7 @@ class SearchNetwork(Supernet):
             scale = scale_reduce if cell.reduction else scale_normal
             extra = () if scale is None else (scale,)  # the fixed reduction cell takes no scale
             s0, s1 = s1, EdgeInput(self.run_cell(cell, s0, s1, reduce if cell.reduction else normal, drop, *extra))
-        return self.classifier(self.global_pooling(s1.x).flatten(1))
+        return self.classifier(self.global_pooling(channels_last_gradient(s1.x)).flatten(1))
 
     # ---- architecture ------------------------------------------------------------------------
     def cell_alphas(self) -> dict[str, torch.Tensor]:

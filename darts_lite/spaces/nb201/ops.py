@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..ops import FactorizedReduce, Identity, ReLUConvBN, Zero
+from ..ops import FactorizedReduce, Identity, ReLUConvBN, Zero, channels_last_gradient
 from .genotype import PRIMITIVES
 
 
@@ -129,4 +129,4 @@ class _Macro(nn.Module):
         raise NotImplementedError
 
     def _head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.global_pooling(self.lastact(x)).flatten(1))
+        return self.classifier(self.global_pooling(channels_last_gradient(self.lastact(x))).flatten(1))

@@ -12,7 +12,7 @@ from torch import nn
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, checked
 from ..lean import pooling_readers, shared_pooling, weighted
-from ..ops import EdgeInput, Zero, channel_shuffle
+from ..ops import EdgeInput, Zero, channel_shuffle, sliced
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
 from .ops import _Macro, make_op
@@ -62,7 +62,8 @@ class MixedEdge(RecomputableEdge):
         ops_input, x = self.ops_input(inputs), inputs.x
         out = self._edge(ops_input, weights, index)
         if self.partial_channels > 1:
-            out = channel_shuffle(torch.cat([out, x[:, ops_input.x.shape[1]:]], dim=1), self.partial_channels)
+            bypass = sliced(x, slice(None), slice(ops_input.x.shape[1], None))
+            out = channel_shuffle(torch.cat([out, bypass], dim=1), self.partial_channels)
         return out + skip * x if skip and self.auxiliary_skip else out
 
     def _edge(self, inputs: EdgeInput, weights: torch.Tensor, index: int | None) -> torch.Tensor:
