@@ -1,6 +1,7 @@
 """darts_lite.spaces.native: the compiled depthwise weight gradient equals the convolution's backward (to rounding,
 in any layout, channel count, size and thread count), is what a depthwise conv's backward returns, and falls back
-to PyTorch's where it cannot be built."""
+to PyTorch's where it cannot be built; the compiled channels-last BatchNorm and its input gradient equal PyTorch's
+bit for bit, and serve a supernet's fused edges."""
 
 import logging
 import os
@@ -151,7 +152,7 @@ def test_built_once_without_openmp_then_read_from_the_cache(own_cache, tmp_path,
     monkeypatch.setenv("CC", str(compiler))
     x, grad = _pair(3, 16, 9, 9)
     got = native.depthwise_weight_gradient(grad, x, 5, 4, 2)
-    built = list(own_cache.glob("depthwise-*"))
+    built = list(own_cache.glob("kernels-*"))
     assert len(built) == 1 and native.status() == f"ready: {built[0]}"
     assert not list(own_cache.glob(".building-*"))  # no temporary file left
     torch.testing.assert_close(got, _reference(grad, x, 5, 4, 2), rtol=1e-12, atol=1e-12)
@@ -163,6 +164,9 @@ def test_built_once_without_openmp_then_read_from_the_cache(own_cache, tmp_path,
 
     monkeypatch.setattr(native.subprocess, "run", no_compiler)
     assert torch.equal(native.depthwise_weight_gradient(grad, x, 5, 4, 2), got)
+    # one thread doing every thread's rows in turn: PyTorch's BatchNorm values still
+    if torch.backends.cpu.get_cpu_capability() in native._BATCH_NORM_BUILDS:
+        _assert_batch_norm_is_pytorchs((6, 12, 7, 5), threads=2, seed=3)
 
 
 @needs_compiler
@@ -199,3 +203,145 @@ def test_the_source_ships_with_the_package():
     cfg.read(os.path.join(os.path.dirname(__file__), "..", "setup.cfg"))
     assert native.SOURCE.name in cfg["options.package_data"]["darts_lite.spaces"]
     assert native.SOURCE.exists()
+
+
+# ---- the channels-last BatchNorm ---------------------------------------------------------------------------------------
+needs_fma_build = pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not in native._BATCH_NORM_BUILDS,
+                                     reason="PyTorch's CPU kernels here are not its AVX2 or AVX-512 build")
+
+
+def _assert_batch_norm_is_pytorchs(shape, threads, seed, momentum=0.1, eps=1e-5, tracked=True):
+    """The kernel's output, statistics, running statistics and input gradient against PyTorch's, bit for bit."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(seed)
+        x = (torch.randn(shape, generator=g) * (1 + seed) + seed).contiguous(memory_format=torch.channels_last)
+        grad = torch.randn(shape, generator=g).contiguous(memory_format=torch.channels_last)
+        c = shape[1]
+        running = (torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.5) if tracked else (None, None)
+        mine = tuple(None if t is None else t.clone() for t in running)
+        y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(x, None, None, *running, True, momentum, eps, False)
+        expected = aten._batch_norm_impl_index_backward(impl, x, grad, None, *running, mean, invstd, True, eps,
+                                                        [True, False, False], reserve)[0]
+        got = native.batch_norm(x, *mine, momentum, eps)
+        assert got is not None
+        for name, a, b in zip(("output", "mean", "invstd", "running mean", "running var"), (y, mean, invstd, *running),
+                              (*got, *mine)):
+            assert (a is None and b is None) or torch.equal(a, b), (name, shape, threads)
+        got_grad = native.batch_norm_input_gradient(grad, x, mean, invstd)
+        assert got_grad is not None and torch.equal(got_grad, expected), (shape, threads)
+        assert _channels_last(got[0]) and _channels_last(got_grad)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _channels_last(t):
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+@needs_compiler
+@needs_fma_build
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 9), c=st.integers(2, 70), h=st.integers(1, 12), w=st.integers(2, 12), threads=st.integers(1, 3),
+       seed=st.integers(0, 3), momentum=st.sampled_from([0.1, 0.01, 0.5]), tracked=st.booleans())
+def test_the_batch_norm_is_pytorchs_bit_for_bit(n, c, h, w, threads, seed, momentum, tracked):
+    if n * h * w <= threads:  # PyTorch's kernel takes another path; the kernel does not serve it
+        return
+    _assert_batch_norm_is_pytorchs((n, c, h, w), threads, seed, momentum, tracked=tracked)
+
+
+@needs_compiler
+@needs_fma_build
+@pytest.mark.parametrize("shape", [(64, 4, 32, 32), (64, 8, 16, 16), (64, 36, 8, 8), (16, 144, 4, 4)])
+def test_the_batch_norm_of_the_networks_shapes(shape):
+    _assert_batch_norm_is_pytorchs(shape, threads=2, seed=0)
+
+
+@needs_compiler
+def test_the_batch_norm_under_pytorchs_avx2_build():
+    """PyTorch picks its AVX2 kernels on a CPU without AVX-512 (ATEN_CPU_CAPABILITY=avx2 makes it here): the kernel
+    computes their values too."""
+    import subprocess
+    import sys
+
+    if not torch.backends.cpu.get_cpu_capability() == "AVX512":
+        pytest.skip("this CPU cannot run PyTorch's AVX-512 build: its own build is tested above")
+    code = ("import torch, test_native as t\nassert torch.backends.cpu.get_cpu_capability() == 'AVX2'\n"
+            "for shape in [(8, 12, 5, 5), (4, 40, 3, 3), (64, 8, 16, 16), (5, 3, 3, 3)]:\n"
+            "    t._assert_batch_norm_is_pytorchs(shape, threads=2, seed=1)\nprint('same')")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__), env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("same"), done.stderr[-2000:]
+
+
+@needs_compiler
+def test_what_the_batch_norm_does_not_serve(monkeypatch):
+    x, grad = _pair(4, 8, 6, 6, dtype=torch.float32)
+    mean, invstd = torch.zeros(8), torch.ones(8)
+
+    def served(x, grad=None):
+        grad = x if grad is None else grad
+        return (native.batch_norm(x, None, None, 0.1, 1e-5) is not None,
+                native.batch_norm_input_gradient(grad, x, mean[:x.shape[1]], invstd[:x.shape[1]]) is not None)
+
+    if torch.backends.cpu.get_cpu_capability() in native._BATCH_NORM_BUILDS:
+        assert served(x) == (True, True)
+    assert served(x.double()) == (False, False)
+    assert served(x.contiguous()) == (False, False)  # NCHW: PyTorch's contiguous kernel
+    assert served(x, grad.contiguous())[1] is False  # a gradient laid out otherwise
+    one_channel = torch.randn(4, 1, 6, 6).contiguous(memory_format=torch.channels_last)  # both layouts at once
+    assert served(one_channel) == (False, False)
+    assert served(x[:1, :, :1, :1].contiguous(memory_format=torch.channels_last)) == (False, False)  # 1 pixel
+    with torch.enable_grad():
+        assert served(x.clone().requires_grad_())[0] is False  # a graph to build through it
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert served(x) == (False, False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")  # PyTorch's build without FMA
+    assert served(x) == (False, False)
+    monkeypatch.undo()
+    monkeypatch.setenv("DARTS_LITE_NATIVE", "0")
+    assert served(x) == (False, False)
+
+
+@needs_compiler
+@needs_fma_build
+def test_a_supernets_fused_edges_take_it_with_the_plain_supernets_values(monkeypatch):
+    """PC-DARTS's quarter-channel ops (the shapes the kernel is fastest for), fused (recompute="cheap"), against the
+    plain supernet's nn.BatchNorm2d (PyTorch's kernel): the same outputs, gradients and running statistics."""
+    from conftest import seeded_step
+
+    from darts_lite.spaces import lean
+    from darts_lite.spaces.darts.search import SearchNetwork
+
+    calls = {"forward": 0, "backward": 0}
+    forward, backward = native.batch_norm, native.batch_norm_input_gradient
+
+    def counted_forward(*args):
+        out = forward(*args)
+        calls["forward"] += out is not None
+        return out
+
+    def counted_backward(*args):
+        out = backward(*args)
+        calls["backward"] += out is not None
+        return out
+
+    monkeypatch.setattr(lean.native, "batch_norm", counted_forward)
+    monkeypatch.setattr(lean.native, "batch_norm_input_gradient", counted_backward)
+    nets = []
+    for recompute in ("none", "cheap"):
+        torch.manual_seed(0)
+        nets.append(SearchNetwork(C=8, layers=3, num_classes=4, steps=2, multiplier=2, partial_channels=4,
+                                  edge_normalization=True, recompute=recompute).to(memory_format=torch.channels_last))
+    plain, fused = nets
+    x = torch.randn(8, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 4, (8,))
+    for seed in (1, 2):
+        assert torch.equal(seeded_step(plain, x, y, seed), seeded_step(fused, x, y, seed))
+    assert calls["forward"] > 0 and calls["backward"] > 0
+    for (name, a), b in zip(plain.named_parameters(), fused.parameters()):
+        assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad)), name
+    for (name, a), b in zip(plain.named_buffers(), fused.buffers()):
+        assert torch.equal(a, b), name

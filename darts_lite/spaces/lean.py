@@ -36,6 +36,7 @@ import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch import nn
 
+from . import native
 from .native import depthwise_weight_gradient
 from .ops import EdgeInput, drop_active, hooked, run_op
 
@@ -76,6 +77,30 @@ def _normalised(h: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor, eps: 
     running_mean, running_var = (None if t is None else t.clone() for t in running)
     return aten._batch_norm_impl_index(h, None, None, running_mean, running_var, True, 0.0, eps,
                                        torch.backends.cudnn.enabled)[0]
+
+
+def _batch_norm(h: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
+                eps: float) -> tuple[Any, ...]:
+    """``aten._batch_norm_impl_index``'s (output, mean, invstd, reserve, implementation) for the training-mode
+    affine-free BatchNorm of ``h``: the first three from darts_lite's kernel where it serves (the same values:
+    ``darts_lite.spaces.native.batch_norm``), else all from PyTorch's."""
+    computed = native.batch_norm(h, running_mean, running_var, momentum, eps)
+    if computed is not None:
+        return (*computed, h.new_empty(0, dtype=torch.uint8), 0)  # PyTorch's CPU kernel's empty reserve, index 0
+    return aten._batch_norm_impl_index(h, None, None, running_mean, running_var, True, momentum, eps,
+                                       torch.backends.cudnn.enabled)
+
+
+def _batch_norm_input_gradient(impl: int, h: torch.Tensor, grad: torch.Tensor, running: tuple, mean: torch.Tensor,
+                               invstd: torch.Tensor, eps: float, reserve: torch.Tensor) -> torch.Tensor:
+    """The input gradient of that BatchNorm: from darts_lite's kernel where it serves (PyTorch's own CPU
+    implementation, index 0, computes the same values), else PyTorch's."""
+    if impl == 0:
+        computed = native.batch_norm_input_gradient(grad, h, mean, invstd)
+        if computed is not None:
+            return computed
+    return aten._batch_norm_impl_index_backward(impl, h, grad, None, *running, mean, invstd, True, eps,
+                                                [True, False, False], reserve)[0]
 
 
 def _pool(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -120,8 +145,7 @@ class _WeightedOp(torch.autograd.Function):
         if bn is None:
             ctx.save_for_backward(x, *ws)
             return _weighed(h, ws)
-        y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(
-            h, None, None, running_mean, running_var, True, momentum, bn.eps, torch.backends.cudnn.enabled)
+        y, mean, invstd, reserve, impl = _batch_norm(h, running_mean, running_var, momentum, bn.eps)
         # the BatchNorm's input is kept when it is what the op computed before it (a conv's output); after a pooling
         # the edge's input is kept instead and the pooling rerun
         ctx.impl, ctx.running = impl, (running_mean, running_var)
@@ -154,9 +178,7 @@ class _WeightedOp(torch.autograd.Function):
         grad_y = _sum_of_products(grads, ws) if need_x else None
         if grad_y is not None:
             if ctx.eps is not None:
-                grad_y = aten._batch_norm_impl_index_backward(
-                    ctx.impl, h, grad_y, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False],
-                    reserve)[0]
+                grad_y = _batch_norm_input_gradient(ctx.impl, h, grad_y, ctx.running, mean, invstd, ctx.eps, reserve)
             grad_x = grad_y if pool is None else _pool_backward(grad_y, x, pool, indices)
         return (grad_x, None, None, None, None, None, *grad_ws)
 
@@ -211,8 +233,7 @@ class _NormReLUConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, h: torch.Tensor, weight: torch.Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d,
                 running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float) -> torch.Tensor:
-        y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(
-            h, None, None, running_mean, running_var, True, momentum, bn.eps, torch.backends.cudnn.enabled)
+        y, mean, invstd, reserve, impl = _batch_norm(h, running_mean, running_var, momentum, bn.eps)
         ctx.eps, ctx.impl, ctx.running, ctx.conv = bn.eps, impl, (running_mean, running_var), _conv_args(conv)
         # under mixed precision the convolution reads its input and weight cast as autocast casts them
         ctx.cast = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else None
@@ -245,8 +266,7 @@ class _NormReLUConv(torch.autograd.Function):
         if need_h:
             grad_r = grad_r.to(r.dtype)
             grad_y = aten.threshold_backward(grad_r, r, 0)
-            grad_h = aten._batch_norm_impl_index_backward(
-                ctx.impl, h, grad_y, None, *ctx.running, mean, invstd, True, ctx.eps, [True, False, False], reserve)[0]
+            grad_h = _batch_norm_input_gradient(ctx.impl, h, grad_y, ctx.running, mean, invstd, ctx.eps, reserve)
         return grad_h, grad_weight, None, None, None, None, None
 
 

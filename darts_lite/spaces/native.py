@@ -1,15 +1,21 @@
-"""The weight gradient of a depthwise convolution, from a small C kernel darts_lite compiles for itself.
+"""Two CPU kernels darts_lite compiles for itself: a depthwise convolution's weight gradient, and the BatchNorm of
+channels-last float32 tensors (training mode, no affine parameters) with its input gradient.
 
 On the CPU PyTorch takes a depthwise convolution's weight gradient from oneDNN, whose depthwise kernel serves only
 undilated 3x3 convolutions: 5x5 and dilated ones (``sep_conv_5x5``, ``dil_conv_3x3``, ``dil_conv_5x5``) go through
-its generic grouped convolution, several times slower (experiments/depthwise_weight_grad.py). ``_depthwise.c``
-computes the same sums as dot products of contiguous channels-last rows. It is built at first use with the C
-compiler (``$CC``, else the one Python was built with), cached under ``$DARTS_LITE_CACHE`` (default
-``~/.cache/darts_lite``) by a hash of the source and the command, and loaded with ctypes; the call releases the GIL.
+its generic grouped convolution, several times slower (experiments/depthwise_weight_grad.py). ``_native.c``
+computes the same sums as dot products of contiguous channels-last rows. PyTorch's channels-last BatchNorm kernels
+process a pixel's channels per call, several times slower than its NCHW ones for the few channels of PC-DARTS's
+partial edges (and of a retrained network's C=36); ``_native.c`` computes the same values (the same partial sums
+over the same rows, the same roundings: tested equal bit for bit) a channel group at a time. The library is built
+at first use with the C compiler (``$CC``, else the one Python was built with), cached under ``$DARTS_LITE_CACHE``
+(default ``~/.cache/darts_lite``) by a hash of the source and the command, and loaded with ctypes; the calls
+release the GIL.
 
-Where it cannot be used (no compiler, a build that fails, another dtype or device) ``depthwise_weight_gradient``
-returns None and the caller takes PyTorch's: the results agree to rounding (the sums run in another order). Set
-``DARTS_LITE_NATIVE=0`` to always take PyTorch's; ``status()`` says which is in use and why.
+Where they cannot be used (no compiler, a build that fails, another dtype, layout or device) the functions return
+None and the caller takes PyTorch's: the weight gradient then agrees to rounding (its sums run in another order),
+the BatchNorm exactly. Set ``DARTS_LITE_NATIVE=0`` to always take PyTorch's; ``status()`` says which is in use and
+why.
 """
 
 from __future__ import annotations
@@ -31,8 +37,12 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("_depthwise.c")
+SOURCE = Path(__file__).with_name("_native.c")
 _FUNCTIONS = {torch.float32: "darts_lite_depthwise_weight_grad_f32", torch.float64: "darts_lite_depthwise_weight_grad_f64"}
+_BATCH_NORM, _BATCH_NORM_BACKWARD = "darts_lite_batch_norm_f32", "darts_lite_batch_norm_backward_f32"
+# the BatchNorm kernels compute what PyTorch's channels-last ones compute where those were built with FMA: its x86-64
+# AVX2 and AVX-512 builds (the one its dispatcher picked for this CPU; ATEN_CPU_CAPABILITY may change it)
+_BATCH_NORM_BUILDS = ("AVX2", "AVX512")
 # a thread per this many multiply-adds at least: below it, waking a thread costs more than it saves
 _WORK_PER_THREAD = 1 << 18
 
@@ -67,7 +77,8 @@ def cache_dir() -> Path:
 
 
 def _command(output: Path, openmp: bool = True) -> list[str]:
-    return [*compiler(), "-O3", "-shared", "-fPIC", *(["-fopenmp"] if openmp else []), str(SOURCE), "-o", str(output)]
+    return [*compiler(), "-O3", "-shared", "-fPIC", *(["-fopenmp"] if openmp else []), str(SOURCE), "-o", str(output),
+            "-lm"]
 
 
 def _library_path() -> Path:
@@ -76,7 +87,7 @@ def _library_path() -> Path:
     key = hashlib.sha256(SOURCE.read_bytes())
     key.update(" ".join(_command(Path("out"))).encode())
     key.update(f"{sys.platform} {platform.machine()}".encode())
-    return cache_dir() / f"depthwise-{key.hexdigest()[:16]}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
+    return cache_dir() / f"kernels-{key.hexdigest()[:16]}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
 
 
 def _build(path: Path) -> None:
@@ -119,18 +130,22 @@ def _load() -> ctypes.CDLL | None:
             path = _library_path()
             lib = _opened(path) if path.exists() else None  # None: absent, or a file that does not load
             if lib is None:  # (a damaged file, or one built on another system: built again)
-                log.info("building darts_lite's depthwise weight-gradient kernel: %s", path)
+                log.info("building darts_lite's CPU kernels: %s", path)
                 _build(path)
                 lib = ctypes.CDLL(str(path))
             for name in _FUNCTIONS.values():
                 fn = getattr(lib, name)
                 fn.restype = ctypes.c_int
                 fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 8
+            forward, backward = getattr(lib, _BATCH_NORM), getattr(lib, _BATCH_NORM_BACKWARD)
+            forward.restype = backward.restype = ctypes.c_int
+            forward.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 2 + [ctypes.c_double] * 2 + [ctypes.c_long]
+            backward.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 3
         except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
             _status = f"failed: {e}"
-            log.warning("darts_lite could not build its depthwise weight-gradient kernel (%s); 5x5 and dilated "
-                        "depthwise convolutions take PyTorch's weight gradient, slower on the CPU. "
-                        "DARTS_LITE_NATIVE=0 takes it without trying.", e)
+            log.warning("darts_lite could not build its CPU kernels (%s); 5x5 and dilated depthwise convolutions "
+                        "take PyTorch's weight gradient and BatchNorms PyTorch's kernels, slower on the CPU. "
+                        "DARTS_LITE_NATIVE=0 takes them without trying.", e)
             return None
         _library, _status = lib, f"ready: {path}"
         return lib
@@ -186,3 +201,62 @@ def depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int, 
     code = getattr(lib, _FUNCTIONS[x.dtype])(x.data_ptr(), grad.data_ptr(), out.data_ptr(), n, h, w, c, kernel,
                                              dilation, padding, threads)
     return out if code == 0 else None
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    """Laid out channels-last and not also contiguous (a tensor of one channel or one pixel is both, and PyTorch's
+    kernels take its contiguous path)."""
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _vector(t: torch.Tensor | None, channels: int) -> bool:
+    return t is None or (_plain(t) and t.dtype == torch.float32 and t.shape == (channels,) and t.is_contiguous())
+
+
+def _batch_norm_serves(x: torch.Tensor) -> bool:
+    """Whether the BatchNorm kernels compute PyTorch's values for ``x``: a plain channels-last float32 CPU tensor
+    of more rows (pixels) than threads (PyTorch's kernel takes another path for fewer), on a PyTorch build whose
+    CPU kernels are AVX2 or AVX-512, outside autocast, with no graph to be built through the call."""
+    return (enabled() and x.dtype == torch.float32 and _plain(x) and _channels_last(x)
+            and x.numel() // x.shape[1] > torch.get_num_threads()
+            and torch.backends.cpu.get_cpu_capability() in _BATCH_NORM_BUILDS and not torch.is_autocast_enabled("cpu")
+            and not (torch.is_grad_enabled() and x.requires_grad))
+
+
+def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
+               eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(output, batch mean, 1/sqrt(batch variance + eps)) of the training-mode BatchNorm of ``x`` without affine
+    parameters, updating the running statistics given (either may be None) as ``torch.batch_norm`` does with this
+    ``momentum``: the values of ``aten._batch_norm_impl_index``'s first three outputs, bit for bit. None where the
+    kernel does not serve (see ``_batch_norm_serves``): the caller then runs PyTorch's."""
+    c = x.shape[1] if x.dim() == 4 else 0
+    if not (_batch_norm_serves(x) and _vector(running_mean, c) and _vector(running_var, c)):
+        return None
+    lib = _library or _load()
+    if lib is None:
+        return None
+    y, mean, invstd = torch.empty_like(x), x.new_empty(c), x.new_empty(c)
+    code = getattr(lib, _BATCH_NORM)(x.data_ptr(), y.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
+                                     None if running_mean is None else running_mean.data_ptr(),
+                                     None if running_var is None else running_var.data_ptr(),
+                                     x.numel() // c, c, momentum, eps, torch.get_num_threads())
+    return (y, mean, invstd) if code == 0 else None
+
+
+def batch_norm_input_gradient(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
+                              invstd: torch.Tensor) -> torch.Tensor | None:
+    """The input gradient of the training-mode BatchNorm of ``x`` without affine parameters whose batch statistics
+    were ``mean`` and ``invstd``, given its output gradient ``grad`` (laid out as ``x``): the value of
+    ``aten._batch_norm_impl_index_backward``'s, bit for bit. None where the kernel does not serve."""
+    c = x.shape[1] if x.dim() == 4 else 0
+    if not (_batch_norm_serves(x) and grad.shape == x.shape and grad.dtype == x.dtype and _plain(grad)
+            and _channels_last(grad) and _vector(mean, c) and _vector(invstd, c)
+            and not (torch.is_grad_enabled() and grad.requires_grad)):
+        return None
+    lib = _library or _load()
+    if lib is None:
+        return None
+    dx = torch.empty_like(x)
+    code = getattr(lib, _BATCH_NORM_BACKWARD)(x.data_ptr(), grad.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
+                                              dx.data_ptr(), x.numel() // c, c, torch.get_num_threads())
+    return dx if code == 0 else None

@@ -1,0 +1,178 @@
+"""The channels-last BatchNorm: darts_lite's compiled kernel beside PyTorch's, per BatchNorm and per search step.
+
+    python experiments/batch_norm_kernel.py                          # the shapes and the cases below, CPU
+    python experiments/batch_norm_kernel.py --cases pc_darts --rounds 1
+
+Two parts, each alternating the two ways in one run:
+
+- **per BatchNorm**: forward (training mode, no affine parameters, running statistics updated) and input gradient
+  of a channels-last float32 tensor at the shapes the searches run (the DARTS supernet's three stages at paper size,
+  PC-DARTS's quarter channels, the retrained network's C=36 at batch 96), from ``darts_lite.spaces.native`` and
+  from ``aten._batch_norm_impl_index`` and its backward; median of ``--reps`` x 10 calls each, alternating; and
+  whether the two gave the same bits (output, statistics, input gradient).
+- **per search step**: the search steps of references_side_by_side.py (``SearchModule.training_step`` under a
+  Trainer, the DARTS space at paper size, batch 64, 32 px: PC-DARTS with K=4 and edge normalisation, DARTS first
+  order, GDAS), each way in its own process, in ``--rounds`` rounds; PyTorch's way is darts_lite with
+  ``native.batch_norm`` and ``native.batch_norm_input_gradient`` answering None (so every BatchNorm is PyTorch's and
+  all else the same code). Median of ``--reps`` steps after a warm-up.
+
+Writes results/batch_norm_kernel.json and the .md made from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from common import RESULTS, machine, machine_text, print_case, run_case, span, write_result
+
+RESULT = RESULTS / "batch_norm_kernel.md"  # and .json
+# (where, batch, channels, pixels)
+SHAPES = [("supernet", 64, 16, 32), ("supernet", 64, 32, 16), ("supernet", 64, 64, 8),
+          ("PC-DARTS K=4", 64, 4, 32), ("PC-DARTS K=4", 64, 8, 16), ("PC-DARTS K=4", 64, 16, 8),
+          ("retrained", 96, 36, 32)]
+CASES = {
+    "pc_darts": "PC-DARTS search step (K=4, edge normalisation)",
+    "darts1": "DARTS 1st order search step",
+    "gdas": "GDAS search step",
+}
+
+
+def per_batch_norm(reps: int) -> list[dict[str, Any]]:
+    """Median ms of each way per shape, and whether they agree bit for bit."""
+    rows = []
+    for where, batch, channels, pixels in SHAPES:
+        rows.append({"where": where, "batch": batch, "channels": channels, "pixels": pixels,
+                     **_one_shape(batch, channels, pixels, reps)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def _one_shape(batch: int, channels: int, pixels: int, reps: int) -> dict[str, Any]:
+    import torch
+
+    from darts_lite.spaces import native
+
+    aten = torch.ops.aten
+    torch.manual_seed(0)
+    x = torch.randn(batch, channels, pixels, pixels).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(x)
+    stats = [torch.zeros(channels), torch.ones(channels)]
+    y, mean, invstd, reserve, impl = aten._batch_norm_impl_index(x, None, None, *stats, True, 0.1, 1e-5, False)
+    ours = native.batch_norm(x, torch.zeros(channels), torch.ones(channels), 0.1, 1e-5)
+    if ours is None:
+        raise SystemExit(f"darts_lite's BatchNorm does not serve here: {native.status()}")
+    their_grad = aten._batch_norm_impl_index_backward(impl, x, grad, None, *stats, mean, invstd, True, 1e-5,
+                                                      [True, False, False], reserve)[0]
+    our_grad = native.batch_norm_input_gradient(grad, x, mean, invstd)
+    same = all(torch.equal(a, b) for a, b in zip((y, mean, invstd, their_grad), (*ours, our_grad)))
+    calls = {
+        "pytorch_forward": lambda: aten._batch_norm_impl_index(x, None, None, *stats, True, 0.1, 1e-5, False),
+        "compiled_forward": lambda: native.batch_norm(x, *stats, 0.1, 1e-5),
+        "pytorch_backward": lambda: aten._batch_norm_impl_index_backward(
+            impl, x, grad, None, *stats, mean, invstd, True, 1e-5, [True, False, False], reserve),
+        "compiled_backward": lambda: native.batch_norm_input_gradient(grad, x, mean, invstd),
+    }
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for i in range(reps * 10 + 2):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {"same_bits": same, **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
+
+
+def one_case(case: str, reps: int, pytorch_batch_norm: bool) -> dict[str, Any]:
+    """One search step case in this process, every BatchNorm PyTorch's when ``pytorch_batch_norm``."""
+    from references_side_by_side import ours
+
+    from darts_lite.spaces import native
+
+    if pytorch_batch_norm:
+        native.batch_norm = lambda *args: None
+        native.batch_norm_input_gradient = lambda *args: None
+    return {"case": case, "pytorch_batch_norm": pytorch_batch_norm, "step_s": ours(case, reps, warmup=1)["step_s"]}
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The result file's text, every number from ``result``."""
+    settings = result["settings"]
+    lines = [
+        "# The channels-last BatchNorm: darts_lite's compiled kernel beside PyTorch's",
+        "",
+        f"`{result['command']}`; {machine_text(result['machine'])}.",
+        "",
+        "### Per BatchNorm",
+        "",
+        f"Channels-last float32, training mode, no affine parameters; median of {settings['reps'] * 10} calls each, "
+        "alternating; same bits: output, batch statistics and input gradient equal to PyTorch's.",
+        "",
+        "| where | batch x C x px | forward PyTorch / compiled (ms) | speed-up | input gradient PyTorch / compiled (ms) "
+        "| speed-up | same bits |",
+        "| --- | --- | --- | ---: | --- | ---: | --- |",
+    ]
+    for r in result["batch_norms"]:
+        lines.append(f"| {r['where']} | {r['batch']} x {r['channels']} x {r['pixels']} | "
+                     f"{r['pytorch_forward_ms']:.3f} / {r['compiled_forward_ms']:.3f} | "
+                     f"{r['pytorch_forward_ms'] / r['compiled_forward_ms']:.1f}x | "
+                     f"{r['pytorch_backward_ms']:.3f} / {r['compiled_backward_ms']:.3f} | "
+                     f"{r['pytorch_backward_ms'] / r['compiled_backward_ms']:.1f}x | "
+                     f"{'yes' if r['same_bits'] else 'no'} |")
+    lines += [
+        "",
+        "### Per search step",
+        "",
+        f"Median of {settings['reps']} steps after a warm-up, each case and way in its own process, "
+        f"{settings['rounds']} rounds (ranges over the rounds); PyTorch's: every BatchNorm from PyTorch's kernel, all "
+        "else the same code.",
+        "",
+        "| case | PyTorch's BatchNorm (s) | compiled BatchNorm (s) | time, compiled / PyTorch's |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    runs = result["runs"]
+    for case in dict.fromkeys(r["case"] for r in runs):
+        theirs = [r for r in runs if r["case"] == case and r["pytorch_batch_norm"]]
+        ours = [r for r in runs if r["case"] == case and not r["pytorch_batch_norm"]]
+        lines.append(f"| {CASES[case]} | {span([r['step_s'] for r in theirs], '.2f')} | "
+                     f"{span([r['step_s'] for r in ours], '.2f')} | "
+                     f"{span([a['step_s'] / b['step_s'] for a, b in zip(ours, theirs)], '.2f')}x |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="steps per case (median) after one warm-up; x10 calls "
+                                                              "per BatchNorm")
+    parser.add_argument("--rounds", type=int, default=2, help="every case both ways once per round")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"a comma-separated subset of {list(CASES)}")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
+    parser.add_argument("--pytorch-batch-norm", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print_case(one_case(args.case, args.reps, args.pytorch_batch_norm))
+        return
+    cases = args.cases.split(",")
+    unknown = sorted(set(cases) - set(CASES))
+    if unknown or args.rounds < 1 or args.reps < 1:
+        parser.error(f"--cases: any of {', '.join(CASES)}; --rounds and --reps >= 1; got {args.cases!r}, "
+                     f"{args.rounds}, {args.reps}")
+    batch_norms = per_batch_norm(args.reps)
+    runs = []
+    for _ in range(args.rounds):
+        for case in cases:
+            for pytorch in (True, False):
+                runs.append(run_case([__file__, "--reps", str(args.reps), "--case", case]
+                                     + ["--pytorch-batch-norm"] * pytorch))
+                print(runs[-1], flush=True)
+    options = ["--reps", str(args.reps), "--rounds", str(args.rounds), "--cases", args.cases]
+    result = {"command": f"python experiments/batch_norm_kernel.py {' '.join(options)}",
+              "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
+              "batch_norms": batch_norms, "runs": runs}
+    write_result(RESULT, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
