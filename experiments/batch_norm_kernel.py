@@ -21,12 +21,11 @@ Writes results/batch_norm_kernel.json and the .md made from it.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Any
 
-from common import RESULTS, machine, machine_text, print_case, run_case, span, write_result
+from common import RESULTS, alternating_runs, both_ways_arguments, both_ways_rows, machine, machine_text, print_case, write_result
 
 RESULT = RESULTS / "batch_norm_kernel.md"  # and .json
 # (where, batch, channels, pixels)
@@ -132,45 +131,20 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| case | PyTorch's BatchNorm (s) | compiled BatchNorm (s) | time, compiled / PyTorch's |",
         "| --- | ---: | ---: | ---: |",
     ]
-    runs = result["runs"]
-    for case in dict.fromkeys(r["case"] for r in runs):
-        theirs = [r for r in runs if r["case"] == case and r["pytorch_batch_norm"]]
-        ours = [r for r in runs if r["case"] == case and not r["pytorch_batch_norm"]]
-        lines.append(f"| {CASES[case]} | {span([r['step_s'] for r in theirs], '.2f')} | "
-                     f"{span([r['step_s'] for r in ours], '.2f')} | "
-                     f"{span([a['step_s'] / b['step_s'] for a, b in zip(ours, theirs)], '.2f')}x |")
+    lines += both_ways_rows(result["runs"], CASES, "pytorch_batch_norm")
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="steps per case (median) after one warm-up; x10 calls "
-                                                              "per BatchNorm")
-    parser.add_argument("--rounds", type=int, default=2, help="every case both ways once per round")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"a comma-separated subset of {list(CASES)}")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
-    parser.add_argument("--pytorch-batch-norm", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = both_ways_arguments(__doc__.splitlines()[0], CASES, "--pytorch-batch-norm",
+                               "steps per case (median) after one warm-up; x10 calls per BatchNorm")
     if args.case:
-        print_case(one_case(args.case, args.reps, args.pytorch_batch_norm))
+        print_case(one_case(args.case, args.reps, args.other_way))
         return
-    cases = args.cases.split(",")
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown or args.rounds < 1 or args.reps < 1:
-        parser.error(f"--cases: any of {', '.join(CASES)}; --rounds and --reps >= 1; got {args.cases!r}, "
-                     f"{args.rounds}, {args.reps}")
-    batch_norms = per_batch_norm(args.reps)
-    runs = []
-    for _ in range(args.rounds):
-        for case in cases:
-            for pytorch in (True, False):
-                runs.append(run_case([__file__, "--reps", str(args.reps), "--case", case]
-                                     + ["--pytorch-batch-norm"] * pytorch))
-                print(runs[-1], flush=True)
-    options = ["--reps", str(args.reps), "--rounds", str(args.rounds), "--cases", args.cases]
-    result = {"command": f"python experiments/batch_norm_kernel.py {' '.join(options)}",
-              "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
-              "batch_norms": batch_norms, "runs": runs}
+    measured = per_batch_norm(args.reps)
+    runs = alternating_runs(__file__, args.cases, args.rounds, args.reps, "--pytorch-batch-norm")
+    result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
+              "batch_norms": measured, "runs": runs}
     write_result(RESULT, result, markdown(result))
 
 

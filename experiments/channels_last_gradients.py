@@ -20,11 +20,10 @@ Writes results/channels_last_gradients.json and the .md made from it.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from typing import Any
 
-from common import RESULTS, machine, machine_text, print_case, run_case, span, write_result
+from common import RESULTS, alternating_runs, both_ways_arguments, both_ways_rows, machine, machine_text, print_case, write_result
 
 RESULT = RESULTS / "channels_last_gradients.md"  # and .json
 CASES = {
@@ -112,44 +111,20 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| case | PyTorch's layouts (s) | channels-last gradients (s) | time, channels-last / PyTorch's |",
         "| --- | ---: | ---: | ---: |",
     ]
-    runs = result["runs"]
-    for case in dict.fromkeys(r["case"] for r in runs):
-        before = [r for r in runs if r["case"] == case and r["pytorch_layouts"]]
-        after = [r for r in runs if r["case"] == case and not r["pytorch_layouts"]]
-        lines.append(f"| {CASES[case]} | {span([r['step_s'] for r in before], '.2f')} | "
-                     f"{span([r['step_s'] for r in after], '.2f')} | "
-                     f"{span([a['step_s'] / b['step_s'] for a, b in zip(after, before)], '.2f')}x |")
+    lines += both_ways_rows(result["runs"], CASES, "pytorch_layouts")
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="steps per case (median), after one warm-up step")
-    parser.add_argument("--rounds", type=int, default=2, help="every case both ways once per round")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"a comma-separated subset of {list(CASES)}")
-    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
-    parser.add_argument("--pytorch-layouts", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = both_ways_arguments(__doc__.splitlines()[0], CASES, "--pytorch-layouts",
+                               "steps per case (median), after one warm-up step")
     if args.case:
-        print_case(one_case(args.case, args.reps, args.pytorch_layouts))
+        print_case(one_case(args.case, args.reps, args.other_way))
         return
-    cases = args.cases.split(",")
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown or args.rounds < 1 or args.reps < 1:
-        parser.error(f"--cases: any of {', '.join(CASES)}; --rounds and --reps >= 1; got {args.cases!r}, "
-                     f"{args.rounds}, {args.reps}")
-    batchnorm = batchnorm_backward(args.reps)
-    runs = []
-    for _ in range(args.rounds):
-        for case in cases:
-            for pytorch_layouts in (True, False):
-                argv = [__file__, "--reps", str(args.reps), "--case", case] + ["--pytorch-layouts"] * pytorch_layouts
-                runs.append(run_case(argv))
-                print(runs[-1], flush=True)
-    options = ["--reps", str(args.reps), "--rounds", str(args.rounds), "--cases", args.cases]
-    result = {"command": f"python experiments/channels_last_gradients.py {' '.join(options)}",
-              "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
-              "batchnorm_backward": batchnorm, "runs": runs}
+    measured = batchnorm_backward(args.reps)
+    runs = alternating_runs(__file__, args.cases, args.rounds, args.reps, "--pytorch-layouts")
+    result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
+              "batchnorm_backward": measured, "runs": runs}
     write_result(RESULT, result, markdown(result))
 
 

@@ -8,6 +8,7 @@ Nothing here imports torch at module level, so a script's ``--help`` stays fast.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import json
@@ -209,6 +210,55 @@ def run_case(argv: Sequence[str], python: str | None = None, env: Mapping[str, s
 def print_case(result: Mapping[str, Any]) -> None:
     """A case's side of :func:`run_case`: its result as one JSON line, the last it prints."""
     print(json.dumps(result), flush=True)
+
+
+def both_ways_arguments(description: str, cases: Mapping[str, str], flag: str, reps_help: str) -> argparse.Namespace:
+    """The command line of a script timing ``cases`` both ways (``alternating_runs``): ``--reps``, ``--rounds``,
+    ``--cases`` (checked), and the internal ``--case`` with ``flag`` (the other way) that run one case in a process;
+    ``args.command`` is the command that reproduces the run, ``args.cases`` the list."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--reps", type=int, default=3, help=reps_help)
+    parser.add_argument("--rounds", type=int, default=2, help="every case both ways once per round")
+    parser.add_argument("--cases", default=",".join(cases), help=f"a comma-separated subset of {list(cases)}")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
+    parser.add_argument(flag, dest="other_way", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        return args
+    unknown = sorted(set(args.cases.split(",")) - set(cases))
+    if unknown or args.rounds < 1 or args.reps < 1:
+        parser.error(f"--cases: any of {', '.join(cases)}; --rounds and --reps >= 1; got {args.cases!r}, "
+                     f"{args.rounds}, {args.reps}")
+    script = Path(sys.argv[0]).name
+    args.command = (f"python experiments/{script} --reps {args.reps} --rounds {args.rounds} --cases {args.cases}")
+    args.cases = args.cases.split(",")
+    return args
+
+
+def alternating_runs(script: str | Path, cases: Sequence[str], rounds: int, reps: int, flag: str) -> list[dict[str, Any]]:
+    """Each case of ``script`` run both ways, in processes of its own (``--case CASE --reps REPS``, with ``flag``
+    first, then without), case after case, ``rounds`` times: the two ways of a case alternate, so a machine that
+    drifts shows in both. Returns the cases' results in that order."""
+    runs = []
+    for _ in range(rounds):
+        for case in cases:
+            for other in (True, False):
+                runs.append(run_case([script, "--reps", str(reps), "--case", case] + [flag] * other))
+                print(runs[-1], flush=True)
+    return runs
+
+
+def both_ways_rows(runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str], key: str) -> list[str]:
+    """A markdown row per case of ``alternating_runs``' results: its ``step_s`` span the other way (``key`` true),
+    this way, and the span of this way's time over the other's, round by round."""
+    lines = []
+    for case in dict.fromkeys(r["case"] for r in runs):
+        other = [r for r in runs if r["case"] == case and r[key]]
+        this = [r for r in runs if r["case"] == case and not r[key]]
+        lines.append(f"| {labels[case]} | {span([r['step_s'] for r in other], '.2f')} | "
+                     f"{span([r['step_s'] for r in this], '.2f')} | "
+                     f"{span([a['step_s'] / b['step_s'] for a, b in zip(this, other)], '.2f')}x |")
+    return lines
 
 
 # ---- result files ----------------------------------------------------------------------------------------------------
