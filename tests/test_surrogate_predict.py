@@ -7,6 +7,7 @@ import csv
 import json
 import random
 import statistics
+import time
 
 import numpy as np
 import pytest
@@ -273,6 +274,18 @@ def logged_history(run_file) -> dict[str, object]:
     return logged
 
 
+def logged_history_holding(run_file, keys, timeout: float = 60.0) -> dict[str, object]:
+    """``logged_history`` of ``run_file`` once it holds every key of ``keys`` (or when ``timeout`` seconds have
+    passed): W&B's service process writes the file, and on a loaded machine its last records can land after the
+    job that logged them has returned."""
+    deadline = time.monotonic() + timeout
+    while True:
+        logged = logged_history(run_file)
+        if all(key in logged for key in keys) or time.monotonic() > deadline:
+            return logged
+        time.sleep(0.5)
+
+
 def test_surrogate_tasks_log_their_report_and_plots_to_wandb_offline(surrogate_file, tmp_path, monkeypatch):
     from darts_lite.surrogate.benchmark import run_surrogate_search
     from darts_lite.surrogate.task import run_surrogate
@@ -302,7 +315,8 @@ def test_surrogate_tasks_log_their_report_and_plots_to_wandb_offline(surrogate_f
         for key in tables:
             (table,) = media.glob(f"table/{key}_*.table.json")
             assert json.loads(table.read_text())["data"], key
-        logged = logged_history(next(offline.glob("run-*.wandb")))
+        logged = logged_history_holding(next(offline.glob("run-*.wandb")),
+                                        [f"{key}/_type" for key in tables + images])
         # media are logged as references to the files above ("<key>/_type", "<key>/path", ... once flattened)
         assert [logged.get(f"{key}/_type") for key in tables] == ["table-file"] * len(tables)
         assert [logged.get(f"{key}/_type") for key in images] == ["image-file"] * len(images)
@@ -314,7 +328,8 @@ def test_surrogate_tasks_log_their_report_and_plots_to_wandb_offline(surrogate_f
                        .read_text())
     expected = json.loads((search / "summary.json").read_text())["final_best_predicted"]
     assert [(row[0], pytest.approx(row[1])) for row in final["data"]] == [(a, f["mean"]) for a, f in expected.items()]
-    logged = logged_history(next((search / "wandb").glob("offline-run-*/run-*.wandb")))
+    logged = logged_history_holding(next((search / "wandb").glob("offline-run-*/run-*.wandb")),
+                                    ["surrogate_search/local/best_mean"])
     assert logged["surrogate_search/local/best_mean"] == pytest.approx(expected["local"]["mean"])
 
 
