@@ -142,7 +142,7 @@ def main() -> None:
         print_case(one_case(args.case, args.reps, args.other_way))
         return
     measured = per_batch_norm(args.reps)
-    runs = alternating_runs(__file__, args.cases, args.rounds, args.reps, "--pytorch-batch-norm")
+    runs = alternating_runs(__file__, args)
     result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
               "batch_norms": measured, "runs": runs}
     write_result(RESULT, result, markdown(result))

@@ -122,7 +122,7 @@ def main() -> None:
         print_case(one_case(args.case, args.reps, args.other_way))
         return
     measured = batchnorm_backward(args.reps)
-    runs = alternating_runs(__file__, args.cases, args.rounds, args.reps, "--pytorch-layouts")
+    runs = alternating_runs(__file__, args)
     result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
               "batchnorm_backward": measured, "runs": runs}
     write_result(RESULT, result, markdown(result))

@@ -214,8 +214,9 @@ def print_case(result: Mapping[str, Any]) -> None:
 
 def both_ways_arguments(description: str, cases: Mapping[str, str], flag: str, reps_help: str) -> argparse.Namespace:
     """The command line of a script timing ``cases`` both ways (``alternating_runs``): ``--reps``, ``--rounds``,
-    ``--cases`` (checked), and the internal ``--case`` with ``flag`` (the other way) that run one case in a process;
-    ``args.command`` is the command that reproduces the run, ``args.cases`` the list."""
+    ``--cases`` (checked), and the internal ``--case`` with ``flag`` (the other way, ``args.other_way``) that run one
+    case in a process; ``args.command`` is the command that reproduces the run, ``args.cases`` the list,
+    ``args.flag`` the flag (for ``alternating_runs``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--reps", type=int, default=3, help=reps_help)
     parser.add_argument("--rounds", type=int, default=2, help="every case both ways once per round")
@@ -223,6 +224,7 @@ def both_ways_arguments(description: str, cases: Mapping[str, str], flag: str, r
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: one case in this process
     parser.add_argument(flag, dest="other_way", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.flag = flag
     if args.case:
         return args
     unknown = sorted(set(args.cases.split(",")) - set(cases))
@@ -235,15 +237,16 @@ def both_ways_arguments(description: str, cases: Mapping[str, str], flag: str, r
     return args
 
 
-def alternating_runs(script: str | Path, cases: Sequence[str], rounds: int, reps: int, flag: str) -> list[dict[str, Any]]:
-    """Each case of ``script`` run both ways, in processes of its own (``--case CASE --reps REPS``, with ``flag``
-    first, then without), case after case, ``rounds`` times: the two ways of a case alternate, so a machine that
-    drifts shows in both. Returns the cases' results in that order."""
+def alternating_runs(script: str | Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Each case of ``script`` (``args`` from ``both_ways_arguments``) run both ways, in processes of its own
+    (``--case CASE --reps REPS``, with ``args.flag`` first, then without), case after case, ``args.rounds`` times:
+    the two ways of a case alternate, so a machine that drifts shows in both. Returns the cases' results in that
+    order."""
     runs = []
-    for _ in range(rounds):
-        for case in cases:
+    for _ in range(args.rounds):
+        for case in args.cases:
             for other in (True, False):
-                runs.append(run_case([script, "--reps", str(reps), "--case", case] + [flag] * other))
+                runs.append(run_case([script, "--reps", str(args.reps), "--case", case] + [args.flag] * other))
                 print(runs[-1], flush=True)
     return runs
 

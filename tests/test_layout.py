@@ -151,3 +151,26 @@ def test_every_batchnorm_of_a_channels_last_network_gets_a_channels_last_gradien
 
 def _channels_last_strides(stride: tuple, shape: tuple) -> bool:
     return torch.empty_strided(shape, stride).is_contiguous(memory_format=CL)
+
+
+@pytest.mark.parametrize("op", ["zero", "strided dilated conv", "strided dilated conv with bias"])
+def test_an_ops_strided_read_hands_back_a_channels_last_gradient(op):
+    from torch import nn
+
+    from darts_lite.spaces.darts.ops import DepthwiseConv2d
+    from darts_lite.spaces.ops import Zero
+
+    torch.manual_seed(0)
+    if op == "zero":
+        module, plain = Zero(2), lambda t: t[:, :, ::2, ::2].mul(0.0)
+    else:
+        module = DepthwiseConv2d(6, 6, 3, 2, 2, dilation=2, groups=6, bias=op.endswith("bias")).double()
+        reference = nn.Conv2d(6, 6, 3, 2, 2, dilation=2, groups=6, bias=module.bias is not None).double()
+        reference.load_state_dict(module.state_dict())
+        plain = reference
+    x = torch.randn(2, 6, 9, 8, dtype=torch.float64).contiguous(memory_format=CL).requires_grad_()
+    out = module(x)
+    grad = torch.randn(out.shape, dtype=torch.float64).contiguous(memory_format=CL)
+    (mine,), (theirs,) = torch.autograd.grad(out, x, grad), torch.autograd.grad(plain(x), x, grad)
+    torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-14)
+    assert _channels_last(mine)

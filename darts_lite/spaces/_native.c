@@ -149,11 +149,10 @@ ROWS(double, darts_lite_depthwise_weight_grad_f64)
 /* AVX2 and FMA: these serve only where PyTorch's build is AVX2 or AVX-512, whose CPUs have both */
 #define BN_TARGET __attribute__((target("avx2,fma")))
 
+/* a thread's rows per iteration (PARALLEL, above); elementwise passes split the rows evenly */
 #ifdef _OPENMP
-#define EACH_THREAD _Pragma("omp parallel for num_threads(nt) schedule(static, 1)")
 #define EACH_ROW _Pragma("omp parallel for num_threads(nt) schedule(static)")
 #else
-#define EACH_THREAD
 #define EACH_ROW
 #endif
 
@@ -231,7 +230,7 @@ BN_TARGET int darts_lite_batch_norm_f32(const float *x, float *y, float *save_me
   float *buf = calloc((size_t)(nt * C + 2 * C), sizeof(float));
   if (!buf) return 2;
   float *alpha = buf + nt * C, *beta = alpha + C;
-  EACH_THREAD
+  PARALLEL
   for (long t = 0; t < nt; ++t) {
     long b, e;
     bn_rows(rows, nt, t, &b, &e);
@@ -242,7 +241,7 @@ BN_TARGET int darts_lite_batch_norm_f32(const float *x, float *y, float *save_me
     for (long t = 0; t < nt; ++t) s += buf[t * C + c];
     save_mean[c] = (float)(s / (double)rows);
   }
-  EACH_THREAD
+  PARALLEL
   for (long t = 0; t < nt; ++t) {
     long b, e;
     bn_rows(rows, nt, t, &b, &e);
@@ -279,7 +278,7 @@ BN_TARGET int darts_lite_batch_norm_backward_f32(const float *x, const float *dy
   float *buf = calloc((size_t)(2 * nt * C + 2 * C), sizeof(float));
   if (!buf) return 2;
   float *sums = buf, *dots = buf + nt * C, *k = dots + nt * C, *grad_mean = k + C;
-  EACH_THREAD
+  PARALLEL
   for (long t = 0; t < nt; ++t) {
     long b, e;
     bn_rows(rows, nt, t, &b, &e);

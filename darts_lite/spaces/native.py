@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from .ops import _channels_last  # (a tensor of one channel or pixel is both layouts: PyTorch takes its contiguous path)
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_native.c")
@@ -201,12 +203,6 @@ def depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int, 
     code = getattr(lib, _FUNCTIONS[x.dtype])(x.data_ptr(), grad.data_ptr(), out.data_ptr(), n, h, w, c, kernel,
                                              dilation, padding, threads)
     return out if code == 0 else None
-
-
-def _channels_last(t: torch.Tensor) -> bool:
-    """Laid out channels-last and not also contiguous (a tensor of one channel or one pixel is both, and PyTorch's
-    kernels take its contiguous path)."""
-    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 def _vector(t: torch.Tensor | None, channels: int) -> bool:

@@ -222,7 +222,8 @@ class Zero(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != 1:
-            x = x[:, :, :: self.stride, :: self.stride]
+            every = slice(None, None, self.stride)
+            x = sliced(x, slice(None), slice(None), every, every)
         if self.c_out is None or self.c_out == x.shape[1]:
             return x.mul(0.0)  # keeps the input's memory format (channels_last) and its place in the graph
         shape = list(x.shape)

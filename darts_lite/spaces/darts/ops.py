@@ -38,11 +38,11 @@ class DepthwiseConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.runs_as_conv2d:
             s, k = self.stride[0], self.kernel_size[0]
+            every = slice(None, None, s)
+            x = sliced(x, slice(None), slice(None), every, every)
             if self.bias is None:
-                every = slice(None, None, s)
-                return depthwise_conv(sliced(x, slice(None), slice(None), every, every), self.weight, ((k - 1) // 2,) * 2,
-                                      (1, 1), self.groups)
-            return F.conv2d(x[:, :, ::s, ::s], self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
+                return depthwise_conv(x, self.weight, ((k - 1) // 2,) * 2, (1, 1), self.groups)
+            return F.conv2d(x, self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
         if self.bias is None and self.stride == (1, 1) and self.padding_mode == "zeros" and isinstance(self.padding, tuple):
             return depthwise_conv(x, self.weight, self.padding, self.dilation, self.groups)
         return super().forward(x)
