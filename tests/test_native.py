@@ -345,3 +345,147 @@ def test_a_supernets_fused_edges_take_it_with_the_plain_supernets_values(monkeyp
         assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad)), name
     for (name, a), b in zip(plain.named_buffers(), fused.buffers()):
         assert torch.equal(a, b), name
+
+
+# ---- channels-last max and average pooling ----------------------------------------------------------------------------
+def _pool_case(n, c, h, w, seed, ties=False, nans=0):
+    """A channels-last float32 input (with repeated values, or some NaNs) and an output gradient of its pooling."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=g)
+    if ties:  # few distinct values: windows with several maxima (the first must win), and +0 beside -0
+        x = (x * 2).round() / 2 * torch.where(torch.rand(x.shape, generator=g) < 0.5, -1.0, 1.0)
+    flat = x.view(-1)
+    flat[torch.randint(0, flat.numel(), (nans,), generator=g)] = float("nan")
+    return x.contiguous(memory_format=torch.channels_last), g
+
+
+def _same_bits(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.contiguous().view(torch.int32),
+                                                                      b.contiguous().view(torch.int32))
+
+
+def _assert_pooling_is_pytorchs(x, g, kind, kernel, stride, padding, ceil_mode, count_include_pad, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        window = ([kernel[0], kernel[1]], [stride[0], stride[1]], [padding[0], padding[1]])
+        if kind == "max":
+            y, indices = aten.max_pool2d_with_indices(x, *window, [1, 1], ceil_mode)
+            grad = torch.randn(y.shape, generator=g).contiguous(memory_format=torch.channels_last)
+            expected = aten.max_pool2d_with_indices_backward(grad, x, *window, [1, 1], ceil_mode, indices)
+            got = native.max_pool2d(x, *window, [1, 1], ceil_mode)
+            got_grad = native.max_pool2d_input_gradient(grad, x, *window, [1, 1], ceil_mode)
+        else:
+            y = aten.avg_pool2d(x, *window, ceil_mode, count_include_pad, None)
+            grad = torch.randn(y.shape, generator=g).contiguous(memory_format=torch.channels_last)
+            expected = aten.avg_pool2d_backward(grad, x, *window, ceil_mode, count_include_pad, None)
+            got = native.avg_pool2d(x, *window, ceil_mode, count_include_pad)
+            got_grad = native.avg_pool2d_input_gradient(grad, x, *window, ceil_mode, count_include_pad)
+        # one channel or pixel is both layouts at once: not served (an output of one pixel is, from such an input)
+        assert (got is not None) == _channels_last(x), native.status()
+        assert (got_grad is not None) == (_channels_last(x) and _channels_last(grad)), native.status()
+        if got is not None:
+            assert _same_bits(got, y), (kind, x.shape, kernel, stride, padding, ceil_mode)
+        if got_grad is not None:
+            assert _same_bits(got_grad, expected) and _channels_last(got_grad), (kind, x.shape, kernel, stride, padding)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_compiler
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 4), c=st.integers(1, 21), h=st.integers(1, 11), w=st.integers(1, 11),
+       kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)), stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       pad=st.tuples(st.integers(0, 2), st.integers(0, 2)), ceil_mode=st.booleans(), count_include_pad=st.booleans(),
+       kind=st.sampled_from(["max", "avg"]), threads=st.integers(1, 3), seed=st.integers(0, 9), ties=st.booleans(),
+       nans=st.sampled_from([0, 0, 1, 5]))
+def test_the_poolings_are_pytorchs_bit_for_bit(n, c, h, w, kernel, stride, pad, ceil_mode, count_include_pad, kind,
+                                               threads, seed, ties, nans):
+    """Any size, window, stride, padding (up to half the window, as PyTorch allows), either rounding of the output
+    size, the padding counted or not, 1-3 threads; maxima tied (the first wins, +0 against -0) and NaNs (taken)."""
+    padding = tuple(min(p, k // 2) for p, k in zip(pad, kernel))
+    if any(size + 2 * p < k for size, p, k in zip((h, w), padding, kernel)):
+        return  # a window larger than the padded input: PyTorch refuses it
+    x, g = _pool_case(n, c, h, w, seed, ties, nans if kind == "max" else 0)
+    _assert_pooling_is_pytorchs(x, g, kind, kernel, stride, padding, ceil_mode, count_include_pad, threads)
+
+
+@needs_compiler
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("shape,stride", [((64, 16, 32, 32), 1), ((64, 16, 32, 32), 2), ((64, 4, 32, 32), 1),
+                                          ((64, 64, 8, 8), 1), ((16, 36, 7, 7), 2)])
+def test_the_poolings_of_the_networks_shapes(kind, shape, stride):
+    """The DARTS ops' 3x3 pools (padding 1, the average without it) at the searches' shapes; ties among the maxima."""
+    x, g = _pool_case(*shape, seed=1, ties=True, nans=3 if kind == "max" else 0)
+    _assert_pooling_is_pytorchs(x, g, kind, (3, 3), (stride, stride), (1, 1), False, False, threads=2)
+
+
+@needs_compiler
+def test_what_the_poolings_do_not_serve(monkeypatch):
+    x, _ = _pool_case(2, 8, 6, 6, seed=0)
+    window = ([3, 3], [1, 1], [1, 1])
+
+    def served(x, dilation=(1, 1), window=window, grad=None):
+        grad = torch.ones_like(x) if grad is None else grad
+        return (native.max_pool2d(x, *window, dilation, False) is not None,
+                native.avg_pool2d(x, *window, False, False) is not None,
+                native.max_pool2d_input_gradient(grad, x, *window, dilation, False) is not None,
+                native.avg_pool2d_input_gradient(grad, x, *window, False, False) is not None)
+
+    assert served(x) == (True,) * 4
+    assert served(x.double()) == (False,) * 4
+    assert served(x.contiguous()) == (False,) * 4  # NCHW: PyTorch's contiguous kernels
+    assert served(x, grad=torch.ones_like(x).contiguous())[2:] == (False, False)  # a gradient laid out otherwise
+    assert served(x, dilation=(2, 2))[::2] == (False, False)
+    assert served(x, window=([3, 3], [1, 1], [2, 2])) == (False,) * 4  # more padding than PyTorch allows
+    with torch.enable_grad():
+        assert served(x.clone().requires_grad_()) == (False,) * 4  # a graph to build through it
+    monkeypatch.setenv("DARTS_LITE_NATIVE", "0")
+    assert served(x) == (False,) * 4
+
+
+@needs_compiler
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_a_supernets_fused_pooling_ops_take_them_with_the_plain_supernets_values(monkeypatch, space):
+    """The pooling ops of a supernet's fused edges (recompute="cheap": DARTS's pools with their BatchNorm, shared by
+    the edges reading a state; NAS-Bench-201's average pool alone) pool with the kernels, and the network's outputs,
+    gradients and running statistics are the plain supernet's (PyTorch's pooling modules) bit for bit."""
+    from conftest import seeded_step
+
+    from darts_lite.spaces import lean
+
+    calls = dict.fromkeys(("max_pool2d", "avg_pool2d", "max_pool2d_input_gradient", "avg_pool2d_input_gradient"), 0)
+
+    def counted(name, real):
+        def call(*args):
+            out = real(*args)
+            calls[name] += out is not None
+            return out
+        return call
+
+    for name in calls:
+        monkeypatch.setattr(lean.native, name, counted(name, getattr(native, name)))
+    nets = []
+    for recompute in ("none", "cheap"):
+        torch.manual_seed(0)
+        if space == "darts":
+            from darts_lite.spaces.darts.search import SearchNetwork
+
+            net = SearchNetwork(C=8, layers=3, num_classes=4, steps=2, multiplier=2, recompute=recompute)
+        else:
+            from darts_lite.spaces.nb201.search import SearchNetwork
+
+            net = SearchNetwork(C=8, N=1, num_classes=4, recompute=recompute)
+        nets.append(net.to(memory_format=torch.channels_last))
+    plain, fused = nets
+    x = torch.randn(8, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 4, (8,))
+    for seed in (1, 2):
+        assert torch.equal(seeded_step(plain, x, y, seed), seeded_step(fused, x, y, seed))
+    expected = {"avg_pool2d", "avg_pool2d_input_gradient"} | ({"max_pool2d", "max_pool2d_input_gradient"}
+                                                              if space == "darts" else set())
+    assert {name for name, n in calls.items() if n} == expected, calls
+    for (name, a), b in zip(plain.named_parameters(), fused.parameters()):
+        assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad)), name
+    for (name, a), b in zip(plain.named_buffers(), fused.buffers()):
+        assert torch.equal(a, b), name

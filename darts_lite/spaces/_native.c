@@ -15,6 +15,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(DARTS_LITE_NO_CLONES)
 /* one copy per instruction set, the widest the CPU has picked when the library loads */
@@ -328,3 +329,173 @@ int darts_lite_batch_norm_backward_f32(const float *x, const float *dy, const fl
 #endif
 
 #pragma GCC pop_options
+
+/* ---- channels-last 2-d pooling: max and average, forward and input gradient ------------------------------------
+
+   x [N, H, W, C] -> y [N, OH, OW, C] (channels-last memory), window kh x kw, stride sh x sw, padding ph x pw,
+   dilation 1; the output size (floor or ceil mode) is the caller's. The values are PyTorch's channels-last CPU
+   kernels' bit for bit, by the same arithmetic in the same order:
+
+   - max: each window read row by row, a value taken where it is greater than the maximum so far or NaN (the
+     first maximum wins, the last NaN); its gradient goes to that element. The backward pass finds the element
+     again from x, so no index tensor is kept or written (PyTorch's forward writes one 64-bit index per output);
+   - average: the window's sum from 0 in the same order, divided by the window's size (the padding counted or
+     not, count_include_pad); its gradient adds grad / size to each element of the window;
+   - an input gradient sums its contributions output pixel after output pixel, image by image, as PyTorch's
+     (one image per thread at a time). Here the maximum's gradient adds 0 to the window's other elements: a sum
+     that starts at +0 never becomes -0, so adding +0 changes no bit of it.
+
+   No rounding differs between instruction sets (max, add, divide), so the clones (avx512f, avx2, default) all
+   compute the same values. */
+
+/* vectors of 8 and 4 channels (GCC's vector extensions; the clones pick the instructions), loaded and stored
+   unaligned. Not 16: AVX-512's comparisons give masks that GCC turns into vectors of lanes only with AVX512DQ,
+   which its clones cannot ask for, and lane by lane without */
+typedef float pool_f8 __attribute__((vector_size(32), aligned(4)));
+typedef int pool_i8 __attribute__((vector_size(32), aligned(4)));
+typedef float pool_f4 __attribute__((vector_size(16), aligned(4)));
+typedef int pool_i4 __attribute__((vector_size(16), aligned(4)));
+
+/* a lane-wise choice: where m (all ones or all zeros) then a else b */
+#define POOL_PICK(F, I, m, a, b) ((F)(((m) & (I)(a)) | (~(m) & (I)(b))))
+#define POOL_SPLAT(T, v) ((T){0} + (v))
+
+/* the rows [*a, *b) of a window clipped to the image, and in *padded its size clipped to the padded image only
+   (the average pool's count with padding) */
+static void pool_window(long o, long s, long p, long k, long size, long *a, long *b, long *padded) {
+  long lo = o * s - p, hi = lo + k;
+  *padded = (hi < size + p ? hi : size + p) - lo;
+  *a = lo > 0 ? lo : 0;
+  *b = hi < size ? hi : size;
+}
+
+/* the blocks of a row's C channels: BODY(F, I, c, n) for n channels from c in a vector of type F (floats) and I
+   (ints, the same lanes): 8 at a time, then 4, then the C % 4 left in a 4-lane vector (its other lanes
+   read as 0 and never stored) */
+#define POOL_BLOCKS(C, BODY)                                                                                    \
+  {                                                                                                             \
+    long c = 0;                                                                                                 \
+    for (; c + 8 <= (C); c += 8) BODY(pool_f8, pool_i8, c, 8)                                                   \
+    for (; c + 4 <= (C); c += 4) BODY(pool_f4, pool_i4, c, 4)                                                   \
+    if (c < (C)) BODY(pool_f4, pool_i4, c, (C) - c)                                                             \
+  }
+#define POOL_LOAD(F, v, p, n) F v = (F){0}; memcpy(&v, (p), (n) * sizeof(float))
+#define POOL_STORE(p, v, n) memcpy((p), &(v), (n) * sizeof(float))
+/* the pixel (ih, iw) of image `img` of an [N, H, W, C] tensor, at channel c */
+#define POOL_AT(t, ih, iw, c) ((t) + ((img * H + (ih)) * W + (iw)) * C + (c))
+/* each element of the window, row by row; k counts them */
+#define POOL_EACH(k) for (long ih = h0, k = 0; ih < h1; ++ih) for (long iw = w0; iw < w1; ++iw, ++k)
+
+/* the maximum so far and where it is: taken where greater or NaN */
+#define MAX_STEP(F, I, v, best)                                                                                 \
+  I m = (v > best) | (v != v);                                                                                  \
+  best = POOL_PICK(F, I, m, v, best);
+
+#define MAX_FORWARD(F, I, c, n)                                                                                 \
+  {                                                                                                             \
+    F best = POOL_SPLAT(F, -INFINITY);                                                                          \
+    POOL_EACH(k) {                                                                                              \
+      (void)k;                                                                                                  \
+      POOL_LOAD(F, v, POOL_AT(x, ih, iw, c), n);                                                                \
+      MAX_STEP(F, I, v, best)                                                                                   \
+    }                                                                                                           \
+    POOL_STORE(out + c, best, n);                                                                               \
+  }
+
+#define MAX_BACKWARD(F, I, c, n)                                                                                \
+  {                                                                                                             \
+    F best = POOL_SPLAT(F, -INFINITY);                                                                          \
+    I at = (I){0};                                                                                              \
+    POOL_EACH(k) {                                                                                              \
+      POOL_LOAD(F, v, POOL_AT(x, ih, iw, c), n);                                                                \
+      MAX_STEP(F, I, v, best)                                                                                   \
+      at = (m & POOL_SPLAT(I, (int)k)) | (~m & at);                                                             \
+    }                                                                                                           \
+    POOL_LOAD(F, go, grad + c, n);                                                                              \
+    POOL_EACH(k) {                                                                                              \
+      POOL_LOAD(F, gi, POOL_AT(gx, ih, iw, c), n);                                                              \
+      gi = gi + (F)((at == POOL_SPLAT(I, (int)k)) & (I)go); /* + 0 where another element is the maximum */      \
+      POOL_STORE(POOL_AT(gx, ih, iw, c), gi, n);                                                                \
+    }                                                                                                           \
+  }
+
+#define AVG_FORWARD(F, I, c, n)                                                                                 \
+  {                                                                                                             \
+    F sum = (F){0};                                                                                             \
+    POOL_EACH(k) {                                                                                              \
+      (void)k;                                                                                                  \
+      POOL_LOAD(F, v, POOL_AT(x, ih, iw, c), n);                                                                \
+      sum = sum + v;                                                                                            \
+    }                                                                                                           \
+    sum = sum / POOL_SPLAT(F, size);                                                                            \
+    POOL_STORE(out + c, sum, n);                                                                                \
+  }
+
+#define AVG_BACKWARD(F, I, c, n)                                                                                \
+  {                                                                                                             \
+    POOL_LOAD(F, go, grad + c, n);                                                                              \
+    F share = go / POOL_SPLAT(F, size);                                                                         \
+    POOL_EACH(k) {                                                                                              \
+      (void)k;                                                                                                  \
+      POOL_LOAD(F, gi, POOL_AT(gx, ih, iw, c), n);                                                              \
+      gi = gi + share;                                                                                          \
+      POOL_STORE(POOL_AT(gx, ih, iw, c), gi, n);                                                                \
+    }                                                                                                           \
+  }
+
+/* the forward passes: a thread per output row (image, oh) at a time */
+#define POOL_FORWARD(NAME, BODY, ...)                                                                           \
+  CLONES int NAME(const float *restrict x, float *restrict y, long N, long H, long W, long C, long OH, long OW,  \
+                  long kh, long kw, long sh, long sw, long ph, long pw, ##__VA_ARGS__, long nt) {               \
+    PARALLEL for (long r = 0; r < N * OH; ++r) {                                                                \
+      long img = r / OH, oh = r % OH, h0, h1, hp;                                                               \
+      pool_window(oh, sh, ph, kh, H, &h0, &h1, &hp);                                                            \
+      for (long ow = 0; ow < OW; ++ow) {                                                                        \
+        long w0, w1, wp;                                                                                        \
+        pool_window(ow, sw, pw, kw, W, &w0, &w1, &wp);                                                          \
+        float *out = y + ((img * OH + oh) * OW + ow) * C;                                                       \
+        if (h0 >= h1 || w0 >= w1) { /* a window in the padding only: 0 */                                      \
+          memset(out, 0, C * sizeof(float));                                                                    \
+          continue;                                                                                             \
+        }                                                                                                       \
+        POOL_SIZE                                                                                               \
+        POOL_BLOCKS(C, BODY)                                                                                    \
+      }                                                                                                         \
+    }                                                                                                           \
+    return 0;                                                                                                   \
+  }
+
+/* the input gradients: a thread per image at a time, its gradient zeroed, then summed output pixel after output
+   pixel (`grad` the output pixel's gradient) */
+#define POOL_BACKWARD(NAME, BODY, ...)                                                                          \
+  CLONES int NAME(const float *restrict x, const float *restrict gy, float *restrict gx, long N, long H, long W, \
+                  long C, long OH, long OW, long kh, long kw, long sh, long sw, long ph, long pw, ##__VA_ARGS__,  \
+                  long nt) {                                                                                    \
+    (void)x;                                                                                                    \
+    PARALLEL for (long img = 0; img < N; ++img) {                                                               \
+      memset(gx + img * H * W * C, 0, H * W * C * sizeof(float));                                               \
+      for (long oh = 0; oh < OH; ++oh) {                                                                        \
+        long h0, h1, hp;                                                                                        \
+        pool_window(oh, sh, ph, kh, H, &h0, &h1, &hp);                                                          \
+        for (long ow = 0; ow < OW; ++ow) {                                                                      \
+          long w0, w1, wp;                                                                                      \
+          pool_window(ow, sw, pw, kw, W, &w0, &w1, &wp);                                                        \
+          const float *grad = gy + ((img * OH + oh) * OW + ow) * C;                                             \
+          if (h0 >= h1 || w0 >= w1) continue;                                                                   \
+          POOL_SIZE                                                                                             \
+          POOL_BLOCKS(C, BODY)                                                                                  \
+        }                                                                                                       \
+      }                                                                                                         \
+    }                                                                                                           \
+    return 0;                                                                                                   \
+  }
+
+/* the maximum has no size; the average's is the window's, with or without the padding */
+#define POOL_SIZE (void)hp; (void)wp;
+POOL_FORWARD(darts_lite_max_pool_f32, MAX_FORWARD)
+POOL_BACKWARD(darts_lite_max_pool_backward_f32, MAX_BACKWARD)
+#undef POOL_SIZE
+#define POOL_SIZE float size = (float)(count_padding ? hp * wp : (h1 - h0) * (w1 - w0));
+POOL_FORWARD(darts_lite_avg_pool_f32, AVG_FORWARD, long count_padding)
+POOL_BACKWARD(darts_lite_avg_pool_backward_f32, AVG_BACKWARD, long count_padding)
+#undef POOL_SIZE

@@ -104,10 +104,14 @@ def _batch_norm_input_gradient(impl: int, h: torch.Tensor, grad: torch.Tensor, r
 
 
 def _pool(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(output, max indices or None) of ``pool`` (an nn.MaxPool2d or nn.AvgPool2d) on ``x``."""
+    """(output, max indices or None) of ``pool`` (an nn.MaxPool2d or nn.AvgPool2d) on ``x``: darts_lite's pooling
+    kernel where it serves (no indices: ``_pool_backward`` finds the maxima again), else PyTorch's."""
     if isinstance(pool, nn.MaxPool2d):
-        return aten.max_pool2d_with_indices(x, *_max_args(pool))
-    return aten.avg_pool2d(x, *_avg_args(pool)), None
+        out = native.max_pool2d(x, *_max_args(pool))
+        return (out, None) if out is not None else aten.max_pool2d_with_indices(x, *_max_args(pool))
+    args = _avg_args(pool)
+    out = native.avg_pool2d(x, *args[:5]) if args[5] is None else None
+    return (out if out is not None else aten.avg_pool2d(x, *args)), None
 
 
 def _pair(v: Any) -> list[int]:
@@ -126,9 +130,18 @@ def _avg_args(pool: nn.AvgPool2d) -> tuple[Any, ...]:
 
 
 def _pool_backward(grad: torch.Tensor, x: torch.Tensor, pool: nn.Module, indices: torch.Tensor | None) -> torch.Tensor:
-    if indices is not None:
+    """The gradient of ``x`` through ``pool``, given its output's ``grad`` (and the max indices, where PyTorch's
+    kernel pooled): darts_lite's kernel where it serves, else PyTorch's (finding the indices where none were kept)."""
+    if isinstance(pool, nn.MaxPool2d):
+        computed = native.max_pool2d_input_gradient(grad, x, *_max_args(pool))
+        if computed is not None:
+            return computed
+        if indices is None:
+            indices = aten.max_pool2d_with_indices(x, *_max_args(pool))[1]
         return aten.max_pool2d_with_indices_backward(grad, x, *_max_args(pool), indices)
-    return aten.avg_pool2d_backward(grad, x, *_avg_args(pool))
+    args = _avg_args(pool)
+    computed = native.avg_pool2d_input_gradient(grad, x, *args[:5]) if args[5] is None else None
+    return computed if computed is not None else aten.avg_pool2d_backward(grad, x, *args)
 
 
 class _WeightedOp(torch.autograd.Function):
@@ -165,11 +178,13 @@ class _WeightedOp(torch.autograd.Function):
 
             grad_x, *grad_ws = _replayed((need_x, *need_ws), (x, *ws), grads, plain)
             return (grad_x, None, None, None, None, None, *grad_ws)
-        h, indices = (x, None) if pool is None else _pool(x, pool)
         # as autograd does for the plain products: only the gradients asked for (the weight step freezes the alphas,
-        # so no normalised output is recomputed there)
+        # so no normalised output is recomputed there, and a pooling without a BatchNorm is not rerun)
         mean, invstd, reserve = stats or (None, None, None)
         asked = [need and g is not None for need, g in zip(need_ws, grads)]
+        h, indices = x, None
+        if pool is not None and (ctx.eps is not None or any(asked)):
+            h, indices = _pool(x, pool)
         y = h
         if ctx.eps is not None and any(asked):
             y = _normalised(h, mean, invstd, ctx.eps, ctx.running)

@@ -1,5 +1,6 @@
-"""Two CPU kernels darts_lite compiles for itself: a depthwise convolution's weight gradient, and the BatchNorm of
-channels-last float32 tensors (training mode, no affine parameters) with its input gradient.
+"""CPU kernels darts_lite compiles for itself: a depthwise convolution's weight gradient, the BatchNorm of
+channels-last float32 tensors (training mode, no affine parameters) with its input gradient, and channels-last max
+and average pooling with their input gradients.
 
 On the CPU PyTorch takes a depthwise convolution's weight gradient from oneDNN, whose depthwise kernel serves only
 undilated 3x3 convolutions: 5x5 and dilated ones (``sep_conv_5x5``, ``dil_conv_3x3``, ``dil_conv_5x5``) go through
@@ -7,15 +8,17 @@ its generic grouped convolution, several times slower (experiments/depthwise_wei
 computes the same sums as dot products of contiguous channels-last rows. PyTorch's channels-last BatchNorm kernels
 process a pixel's channels per call, several times slower than its NCHW ones for the few channels of PC-DARTS's
 partial edges (and of a retrained network's C=36); ``_native.c`` computes the same values (the same partial sums
-over the same rows, the same roundings: tested equal bit for bit) a channel group at a time. The library is built
-at first use with the C compiler (``$CC``, else the one Python was built with), cached under ``$DARTS_LITE_CACHE``
-(default ``~/.cache/darts_lite``) by a hash of the source and the command, and loaded with ctypes; the calls
-release the GIL.
+over the same rows, the same roundings: tested equal bit for bit) a channel group at a time. PyTorch's channels-last
+max pooling writes a 64-bit index beside every output for its backward pass; ``_native.c`` pools without them and
+finds each window's maximum again in the input for the gradient (the same values and gradients bit for bit, as its
+average pooling's). The library is built at first use with the C compiler (``$CC``, else the one Python was built
+with), cached under ``$DARTS_LITE_CACHE`` (default ``~/.cache/darts_lite``) by a hash of the source and the command,
+and loaded with ctypes; the calls release the GIL.
 
 Where they cannot be used (no compiler, a build that fails, another dtype, layout or device) the functions return
 None and the caller takes PyTorch's: the weight gradient then agrees to rounding (its sums run in another order),
-the BatchNorm exactly. Set ``DARTS_LITE_NATIVE=0`` to always take PyTorch's; ``status()`` says which is in use and
-why.
+the BatchNorm and the poolings exactly. Set ``DARTS_LITE_NATIVE=0`` to always take PyTorch's; ``status()`` says
+which is in use and why.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import sys
 import sysconfig
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("_native.c")
 _FUNCTIONS = {torch.float32: "darts_lite_depthwise_weight_grad_f32", torch.float64: "darts_lite_depthwise_weight_grad_f64"}
 _BATCH_NORM, _BATCH_NORM_BACKWARD = "darts_lite_batch_norm_f32", "darts_lite_batch_norm_backward_f32"
+_POOLS = {"max": "darts_lite_max_pool_f32", "avg": "darts_lite_avg_pool_f32"}
+_POOL_BACKWARDS = {"max": "darts_lite_max_pool_backward_f32", "avg": "darts_lite_avg_pool_backward_f32"}
 # the BatchNorm kernels compute what PyTorch's channels-last ones compute where those were built with FMA: its x86-64
 # AVX2 and AVX-512 builds (the one its dispatcher picked for this CPU; ATEN_CPU_CAPABILITY may change it)
 _BATCH_NORM_BUILDS = ("AVX2", "AVX512")
@@ -143,10 +149,16 @@ def _load() -> ctypes.CDLL | None:
             forward.restype = backward.restype = ctypes.c_int
             forward.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 2 + [ctypes.c_double] * 2 + [ctypes.c_long]
             backward.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 3
+            for kind, extra in (("max", 0), ("avg", 1)):  # the average pools take count_include_pad
+                pool, pool_backward = getattr(lib, _POOLS[kind]), getattr(lib, _POOL_BACKWARDS[kind])
+                pool.restype = pool_backward.restype = ctypes.c_int
+                pool.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_long] * (13 + extra)
+                pool_backward.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * (13 + extra)
         except (OSError, RuntimeError, AttributeError, subprocess.SubprocessError) as e:
             _status = f"failed: {e}"
             log.warning("darts_lite could not build its CPU kernels (%s); 5x5 and dilated depthwise convolutions "
-                        "take PyTorch's weight gradient and BatchNorms PyTorch's kernels, slower on the CPU. "
+                        "take PyTorch's weight gradient, BatchNorms and poolings PyTorch's kernels, slower on the "
+                        "CPU. "
                         "DARTS_LITE_NATIVE=0 takes them without trying.", e)
             return None
         _library, _status = lib, f"ready: {path}"
@@ -256,3 +268,98 @@ def batch_norm_input_gradient(grad: torch.Tensor, x: torch.Tensor, mean: torch.T
     code = getattr(lib, _BATCH_NORM_BACKWARD)(x.data_ptr(), grad.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
                                               dx.data_ptr(), x.numel() // c, c, torch.get_num_threads())
     return dx if code == 0 else None
+
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """The output size of a pooling (dilation 1) along a dimension of ``size``, as PyTorch computes it: in ceil mode
+    the last window must start inside the image or its left padding."""
+    out = (size + 2 * padding - kernel + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_geometry(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                   dilation: Sequence[int], ceil_mode: bool) -> tuple[int, ...] | None:
+    """(N, H, W, C, OH, OW, kh, kw, sh, sw, ph, pw) of a 2-d pooling of ``x`` the pooling kernels serve: a plain
+    channels-last float32 tensor with no graph to be built through the call, dilation 1, padding at most half the
+    window (PyTorch refuses more) and a non-empty output; else None."""
+    if not (enabled() and x.dtype == torch.float32 and x.dim() == 4 and _plain(x) and _channels_last(x)
+            and not (torch.is_grad_enabled() and x.requires_grad)):
+        return None
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if tuple(dilation) != (1, 1) or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0 or 2 * ph > kh or 2 * pw > kw:
+        return None
+    n, c, h, w = x.shape
+    oh, ow = pool_output_size(h, kh, sh, ph, ceil_mode), pool_output_size(w, kw, sw, pw, ceil_mode)
+    if min(n, c, h, w, oh, ow) < 1:
+        return None
+    return n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw
+
+
+def _pool_threads(n: int, rows: int) -> int:
+    return max(1, min(torch.get_num_threads(), rows, n // _WORK_PER_THREAD + 1))
+
+
+def max_pool2d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+               dilation: Sequence[int], ceil_mode: bool) -> torch.Tensor | None:
+    """``F.max_pool2d(x, ...)`` bit for bit, without the index of each maximum that PyTorch's CPU kernel writes
+    beside it (``max_pool2d_input_gradient`` finds them again); None where the kernel does not serve (see
+    ``_pool_geometry``): the caller then runs PyTorch's."""
+    return _pooled("max", x, _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode), ())
+
+
+def avg_pool2d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+               ceil_mode: bool, count_include_pad: bool) -> torch.Tensor | None:
+    """``F.avg_pool2d(x, ...)`` (no divisor override) bit for bit; None where the kernel does not serve."""
+    return _pooled("avg", x, _pool_geometry(x, kernel, stride, padding, (1, 1), ceil_mode), (int(count_include_pad),))
+
+
+def _pooled(kind: str, x: torch.Tensor, geometry: tuple[int, ...] | None, extra: tuple[int, ...]) -> torch.Tensor | None:
+    lib = None if geometry is None else _library or _load()
+    if lib is None:
+        return None
+    n, h, w, c, oh, ow = geometry[:6]
+    y = torch.empty((n, c, oh, ow), dtype=x.dtype, memory_format=torch.channels_last)
+    code = getattr(lib, _POOLS[kind])(x.data_ptr(), y.data_ptr(), *geometry, *extra,
+                                      _pool_threads(y.numel() * geometry[6] * geometry[7], n * oh))
+    return y if code == 0 else None
+
+
+def _pool_gradient_serves(grad: torch.Tensor, x: torch.Tensor, geometry: tuple[int, ...] | None) -> bool:
+    return (geometry is not None and grad.dtype == x.dtype and grad.shape == (geometry[0], geometry[3], *geometry[4:6])
+            and _plain(grad) and _channels_last(grad) and not (torch.is_grad_enabled() and grad.requires_grad))
+
+
+def max_pool2d_input_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
+                              padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> torch.Tensor | None:
+    """The gradient of ``x`` through ``F.max_pool2d(x, ...)`` given its output's ``grad`` (channels-last), bit for bit
+    PyTorch's, each window's maximum found again in ``x``; None where the kernel does not serve."""
+    geometry = _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode)
+    if not _pool_gradient_serves(grad, x, geometry):
+        return None
+    lib = _library or _load()
+    if lib is None:
+        return None
+    gx = torch.empty_like(x, memory_format=torch.channels_last)
+    code = getattr(lib, _POOL_BACKWARDS["max"])(x.data_ptr(), grad.data_ptr(), gx.data_ptr(), *geometry,
+                                                _pool_threads(grad.numel() * geometry[6] * geometry[7], geometry[0]))
+    return gx if code == 0 else None
+
+
+def avg_pool2d_input_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
+                              padding: Sequence[int], ceil_mode: bool, count_include_pad: bool) -> torch.Tensor | None:
+    """The gradient of ``x`` through ``F.avg_pool2d(x, ...)`` (no divisor override) given its output's ``grad``
+    (channels-last), bit for bit PyTorch's; None where the kernel does not serve. Only ``x``'s shape, dtype and
+    layout are read."""
+    geometry = _pool_geometry(x, kernel, stride, padding, (1, 1), ceil_mode)
+    if not _pool_gradient_serves(grad, x, geometry):
+        return None
+    lib = _library or _load()
+    if lib is None:
+        return None
+    gx = torch.empty_like(x, memory_format=torch.channels_last)
+    code = getattr(lib, _POOL_BACKWARDS["avg"])(x.data_ptr(), grad.data_ptr(), gx.data_ptr(), *geometry,
+                                                int(count_include_pad),
+                                                _pool_threads(grad.numel() * geometry[6] * geometry[7], geometry[0]))
+    return gx if code == 0 else None

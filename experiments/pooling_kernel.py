@@ -1,0 +1,170 @@
+"""Channels-last max and average pooling: darts_lite's compiled kernels beside PyTorch's, per pooling and per step.
+
+    python experiments/pooling_kernel.py                          # the shapes and the cases below, CPU
+    python experiments/pooling_kernel.py --cases gdas --rounds 1
+
+Two parts, each alternating the two ways in one run:
+
+- **per pooling**: a DARTS pooling op's 3x3 max or average pool (padding 1, the average without the padding) of a
+  channels-last float32 tensor at the shapes the searches run, stride 1 and 2; forward, as a mixed edge runs it
+  (PyTorch's max pool writes an index per output beside it), and input gradient, as a mixed edge's backward pass
+  runs it (the pooling run again: PyTorch's for its indices, darts_lite's finds the maxima in the input); median
+  of ``--reps`` x 10 calls each, alternating; and whether the two gave the same bits (output, input gradient).
+- **per search step**: the search steps of references_side_by_side.py (``SearchModule.training_step`` under a
+  Trainer, batch 64, 32 px: DARTS first order and GDAS in the DARTS space at paper size, DARTS first order in the
+  NAS-Bench-201 space), each way in its own process, in ``--rounds`` rounds; PyTorch's way is darts_lite with the
+  four ``native`` pooling functions answering None (every pooling PyTorch's, all else the same code). Median of
+  ``--reps`` steps after a warm-up.
+
+Writes results/pooling_kernel.json and the .md made from it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from common import RESULTS, alternating_runs, both_ways_arguments, both_ways_rows, machine, machine_text, print_case, write_result
+
+RESULT = RESULTS / "pooling_kernel.md"  # and .json
+# (where, batch, channels, pixels, stride)
+SHAPES = [("supernet", 64, 16, 32, 1), ("supernet", 64, 32, 16, 1), ("supernet", 64, 64, 8, 1),
+          ("supernet, reduction", 64, 16, 32, 2), ("PC-DARTS K=4", 64, 4, 32, 1)]
+CASES = {
+    "darts1": "DARTS 1st order search step",
+    "gdas": "GDAS search step",
+    "nb201_darts1": "NB201 DARTS 1st order search step",
+}
+POOLINGS = ("max_pool2d", "avg_pool2d", "max_pool2d_input_gradient", "avg_pool2d_input_gradient")
+
+
+def per_pooling(reps: int) -> list[dict[str, Any]]:
+    """Median ms of each way per kind and shape, and whether they agree bit for bit."""
+    rows = []
+    for where, batch, channels, pixels, stride in SHAPES:
+        for kind in ("max", "avg"):
+            rows.append({"where": where, "kind": kind, "batch": batch, "channels": channels, "pixels": pixels,
+                         "stride": stride, **_one_shape(kind, batch, channels, pixels, stride, reps)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def _one_shape(kind: str, batch: int, channels: int, pixels: int, stride: int, reps: int) -> dict[str, Any]:
+    import torch
+
+    from darts_lite.spaces import native
+
+    aten = torch.ops.aten
+    torch.manual_seed(0)
+    x = torch.randn(batch, channels, pixels, pixels).contiguous(memory_format=torch.channels_last)
+    window = ([3, 3], [stride, stride], [1, 1])
+    if kind == "max":
+        def theirs() -> torch.Tensor:
+            return aten.max_pool2d_with_indices(x, *window, [1, 1], False)[0]
+
+        def their_gradient() -> torch.Tensor:
+            indices = aten.max_pool2d_with_indices(x, *window, [1, 1], False)[1]
+            return aten.max_pool2d_with_indices_backward(grad, x, *window, [1, 1], False, indices)
+
+        def ours() -> torch.Tensor | None:
+            return native.max_pool2d(x, *window, [1, 1], False)
+
+        def our_gradient() -> torch.Tensor | None:
+            return native.max_pool2d_input_gradient(grad, x, *window, [1, 1], False)
+    else:
+        def theirs() -> torch.Tensor:
+            return aten.avg_pool2d(x, *window, False, False, None)
+
+        def their_gradient() -> torch.Tensor:
+            return aten.avg_pool2d_backward(grad, x, *window, False, False, None)
+
+        def ours() -> torch.Tensor | None:
+            return native.avg_pool2d(x, *window, False, False)
+
+        def our_gradient() -> torch.Tensor | None:
+            return native.avg_pool2d_input_gradient(grad, x, *window, False, False)
+    grad = torch.randn_like(theirs())
+    if ours() is None or our_gradient() is None:
+        raise SystemExit(f"darts_lite's pooling does not serve here: {native.status()}")
+    same = torch.equal(theirs(), ours()) and torch.equal(their_gradient(), our_gradient())
+    calls = {"pytorch_forward": theirs, "compiled_forward": ours, "pytorch_backward": their_gradient,
+             "compiled_backward": our_gradient}
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for i in range(reps * 10 + 2):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {"same_bits": same, **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
+
+
+def one_case(case: str, reps: int, pytorch_pooling: bool) -> dict[str, Any]:
+    """One search step case in this process, every pooling PyTorch's when ``pytorch_pooling``."""
+    from references_side_by_side import ours
+
+    from darts_lite.spaces import native
+
+    if pytorch_pooling:
+        for name in POOLINGS:
+            setattr(native, name, lambda *args: None)
+    return {"case": case, "pytorch_pooling": pytorch_pooling, "step_s": ours(case, reps, warmup=1)["step_s"]}
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    """The result file's text, every number from ``result``."""
+    settings = result["settings"]
+    lines = [
+        "# Channels-last pooling: darts_lite's compiled kernels beside PyTorch's",
+        "",
+        f"`{result['command']}`; {machine_text(result['machine'])}.",
+        "",
+        "### Per pooling",
+        "",
+        f"3x3, padding 1 (the average without it), channels-last float32; median of {settings['reps'] * 10} calls "
+        "each, alternating. Forward as a mixed edge runs it (PyTorch's max pool writes its indices too); input "
+        "gradient as its backward pass runs it (the pooling run again: PyTorch's for the indices, darts_lite's "
+        "finding the maxima in the input). Same bits: output and input gradient equal to PyTorch's.",
+        "",
+        "| where | pool | batch x C x px, stride | forward PyTorch / compiled (ms) | speed-up "
+        "| input gradient PyTorch / compiled (ms) | speed-up | same bits |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | --- |",
+    ]
+    for r in result["poolings"]:
+        lines.append(f"| {r['where']} | {r['kind']} | {r['batch']} x {r['channels']} x {r['pixels']}, {r['stride']} | "
+                     f"{r['pytorch_forward_ms']:.3f} / {r['compiled_forward_ms']:.3f} | "
+                     f"{r['pytorch_forward_ms'] / r['compiled_forward_ms']:.1f}x | "
+                     f"{r['pytorch_backward_ms']:.3f} / {r['compiled_backward_ms']:.3f} | "
+                     f"{r['pytorch_backward_ms'] / r['compiled_backward_ms']:.1f}x | "
+                     f"{'yes' if r['same_bits'] else 'no'} |")
+    lines += [
+        "",
+        "### Per search step",
+        "",
+        f"Median of {settings['reps']} steps after a warm-up, each case and way in its own process, "
+        f"{settings['rounds']} rounds (ranges over the rounds); PyTorch's: every pooling from PyTorch's kernels, all "
+        "else the same code.",
+        "",
+        "| case | PyTorch's pooling (s) | compiled pooling (s) | time, compiled / PyTorch's |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += both_ways_rows(result["runs"], CASES, "pytorch_pooling")
+    return lines
+
+
+def main() -> None:
+    args = both_ways_arguments(__doc__.splitlines()[0], CASES, "--pytorch-pooling",
+                               "steps per case (median) after one warm-up; x10 calls per pooling")
+    if args.case:
+        print_case(one_case(args.case, args.reps, args.other_way))
+        return
+    measured = per_pooling(args.reps)
+    runs = alternating_runs(__file__, args)
+    result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
+              "poolings": measured, "runs": runs}
+    write_result(RESULT, result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
