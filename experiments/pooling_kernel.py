@@ -8,8 +8,14 @@ Two parts, each alternating the two ways in one run:
 - **per pooling**: a DARTS pooling op's 3x3 max or average pool (padding 1, the average without the padding) of a
   channels-last float32 tensor at the shapes the searches run, stride 1 and 2; forward, as a mixed edge runs it
   (PyTorch's max pool writes an index per output beside it), and input gradient, as a mixed edge's backward pass
-  runs it (the pooling run again: PyTorch's for its indices, darts_lite's finds the maxima in the input); median
+  runs it for a pooling op with its BatchNorm (the pooling run again for the BatchNorm's input, and PyTorch's max
+  pool for its indices too; then the input gradient, darts_lite's finding the maxima in the input); median
   of ``--reps`` x 10 calls each, alternating; and whether the two gave the same bits (output, input gradient).
+- **per supernet pass, in one process**: the DARTS supernet at paper size (batch 64, 32 px, channels-last), its
+  weight pass (forward, backward into the weights) with the softmax relaxation and a GDAS step's two passes
+  (weights, then alphas) with the Gumbel one, ``--reps`` x 3 times each way, the ways alternating pass by pass
+  (PyTorch's: the four ``native`` pooling functions answering None): the median of each way and of the ratios of
+  the pairs, which a machine's drift between processes does not reach.
 - **per search step**: the search steps of references_side_by_side.py (``SearchModule.training_step`` under a
   Trainer, batch 64, 32 px: DARTS first order and GDAS in the DARTS space at paper size, DARTS first order in the
   NAS-Bench-201 space), each way in its own process, in ``--rounds`` rounds; PyTorch's way is darts_lite with the
@@ -63,26 +69,29 @@ def _one_shape(kind: str, batch: int, channels: int, pixels: int, stride: int, r
         def theirs() -> torch.Tensor:
             return aten.max_pool2d_with_indices(x, *window, [1, 1], False)[0]
 
-        def their_gradient() -> torch.Tensor:
+        def their_gradient() -> torch.Tensor:  # the pooling again, for its output (the BatchNorm's) and indices
             indices = aten.max_pool2d_with_indices(x, *window, [1, 1], False)[1]
             return aten.max_pool2d_with_indices_backward(grad, x, *window, [1, 1], False, indices)
 
         def ours() -> torch.Tensor | None:
             return native.max_pool2d(x, *window, [1, 1], False)
 
-        def our_gradient() -> torch.Tensor | None:
+        def our_gradient() -> torch.Tensor | None:  # the pooling again, for its output, then the input gradient
+            native.max_pool2d(x, *window, [1, 1], False)
             return native.max_pool2d_input_gradient(grad, x, *window, [1, 1], False)
     else:
         def theirs() -> torch.Tensor:
             return aten.avg_pool2d(x, *window, False, False, None)
 
         def their_gradient() -> torch.Tensor:
+            aten.avg_pool2d(x, *window, False, False, None)
             return aten.avg_pool2d_backward(grad, x, *window, False, False, None)
 
         def ours() -> torch.Tensor | None:
             return native.avg_pool2d(x, *window, False, False)
 
         def our_gradient() -> torch.Tensor | None:
+            native.avg_pool2d(x, *window, False, False)
             return native.avg_pool2d_input_gradient(grad, x, *window, False, False)
     grad = torch.randn_like(theirs())
     if ours() is None or our_gradient() is None:
@@ -98,6 +107,55 @@ def _one_shape(kind: str, batch: int, channels: int, pixels: int, stride: int, r
             if i >= 2:
                 times[name].append(time.perf_counter() - start)
     return {"same_bits": same, **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
+
+
+def per_pass(reps: int) -> list[dict[str, Any]]:
+    """Each way's median seconds per pass and the median ratio (compiled / PyTorch's) of the alternating pairs."""
+    import torch
+
+    from darts_lite.spaces import native
+    from darts_lite.spaces.darts.search import SearchNetwork
+
+    real = {name: getattr(native, name) for name in POOLINGS}
+    rows = []
+    for relaxation, label in (("softmax", "DARTS weight pass"), ("gumbel", "GDAS step (weight and alpha passes)")):
+        torch.manual_seed(0)
+        net = SearchNetwork(C=16, layers=8, num_classes=10, relaxation=relaxation).train()
+        net = net.to(memory_format=torch.channels_last)
+        batch = (torch.randn(64, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (64,)))
+        frozen_sets = [net.arch_parameters()] + ([net.weight_parameters()] if relaxation == "gumbel" else [])
+        try:
+            _timed_pass(net, batch, frozen_sets, 0, real, False), _timed_pass(net, batch, frozen_sets, 0, real, True)
+            pairs = [(_timed_pass(net, batch, frozen_sets, seed, real, False),
+                      _timed_pass(net, batch, frozen_sets, seed, real, True)) for seed in range(1, reps * 3 + 1)]
+        finally:
+            for name, call in real.items():
+                setattr(native, name, call)
+        rows.append({"pass": label, "pairs": pairs, "pytorch_s": statistics.median(a for a, _ in pairs),
+                     "compiled_s": statistics.median(b for _, b in pairs),
+                     "ratio": statistics.median(b / a for a, b in pairs)})
+        print({k: v for k, v in rows[-1].items() if k != "pairs"}, flush=True)
+    return rows
+
+
+def _timed_pass(net: Any, batch: tuple[Any, Any], frozen_sets: list[Any], seed: int, real: dict[str, Any],
+                compiled: bool) -> float:
+    """Seconds of one forward+backward of ``net`` per set of frozen parameters, the poolings compiled or not."""
+    import torch
+    import torch.nn.functional as F
+
+    from darts_lite.spaces import native
+    from darts_lite.spaces.supernet import frozen
+
+    for name, call in real.items():
+        setattr(native, name, call if compiled else (lambda *args: None))
+    start = time.perf_counter()
+    for params in frozen_sets:
+        net.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)
+        with frozen(params):
+            F.cross_entropy(net(batch[0]), batch[1]).backward()
+    return time.perf_counter() - start
 
 
 def one_case(case: str, reps: int, pytorch_pooling: bool) -> dict[str, Any]:
@@ -123,12 +181,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "### Per pooling",
         "",
         f"3x3, padding 1 (the average without it), channels-last float32; median of {settings['reps'] * 10} calls "
-        "each, alternating. Forward as a mixed edge runs it (PyTorch's max pool writes its indices too); input "
-        "gradient as its backward pass runs it (the pooling run again: PyTorch's for the indices, darts_lite's "
-        "finding the maxima in the input). Same bits: output and input gradient equal to PyTorch's.",
+        "each, alternating. Forward as a mixed edge runs it (PyTorch's max pool writes its indices too); backward "
+        "as a fused pooling op with its BatchNorm runs it: the pooling again (the BatchNorm's input; PyTorch's max "
+        "pool its indices too), then the input gradient (darts_lite's finds the maxima in the input). Same bits: "
+        "output and input gradient equal to PyTorch's.",
         "",
         "| where | pool | batch x C x px, stride | forward PyTorch / compiled (ms) | speed-up "
-        "| input gradient PyTorch / compiled (ms) | speed-up | same bits |",
+        "| backward PyTorch / compiled (ms) | speed-up | same bits |",
         "| --- | --- | --- | --- | ---: | --- | ---: | --- |",
     ]
     for r in result["poolings"]:
@@ -139,6 +198,16 @@ def markdown(result: dict[str, Any]) -> list[str]:
                      f"{r['pytorch_backward_ms'] / r['compiled_backward_ms']:.1f}x | "
                      f"{'yes' if r['same_bits'] else 'no'} |")
     lines += [
+        "",
+        "### Per supernet pass, in one process",
+        "",
+        f"DARTS supernet at paper size, batch 64, 32 px; {settings['reps'] * 3} passes each way, alternating; "
+        "medians, and the median of the pairs' ratios.",
+        "",
+        "| pass | PyTorch's pooling (s) | compiled pooling (s) | time, compiled / PyTorch's (pairs) |",
+        "| --- | ---: | ---: | ---: |",
+        *(f"| {r['pass']} | {r['pytorch_s']:.3f} | {r['compiled_s']:.3f} | {r['ratio']:.3f}x |"
+          for r in result["passes"]),
         "",
         "### Per search step",
         "",
@@ -160,9 +229,10 @@ def main() -> None:
         print_case(one_case(args.case, args.reps, args.other_way))
         return
     measured = per_pooling(args.reps)
+    passes = per_pass(args.reps)
     runs = alternating_runs(__file__, args)
     result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
-              "poolings": measured, "runs": runs}
+              "poolings": measured, "passes": passes, "runs": runs}
     write_result(RESULT, result, markdown(result))
 
 
