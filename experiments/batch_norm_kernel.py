@@ -25,7 +25,16 @@ import statistics
 import time
 from typing import Any
 
-from common import RESULTS, alternating_runs, both_ways_arguments, both_ways_rows, machine, machine_text, print_case, write_result
+from common import (
+    RESULTS,
+    alternating_runs,
+    both_ways_arguments,
+    both_ways_step_section,
+    machine,
+    machine_text,
+    print_case,
+    write_result,
+)
 
 RESULT = RESULTS / "batch_norm_kernel.md"  # and .json
 # (where, batch, channels, pixels)
@@ -120,18 +129,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
                      f"{r['pytorch_backward_ms']:.3f} / {r['compiled_backward_ms']:.3f} | "
                      f"{r['pytorch_backward_ms'] / r['compiled_backward_ms']:.1f}x | "
                      f"{'yes' if r['same_bits'] else 'no'} |")
-    lines += [
-        "",
-        "### Per search step",
-        "",
-        f"Median of {settings['reps']} steps after a warm-up, each case and way in its own process, "
-        f"{settings['rounds']} rounds (ranges over the rounds); PyTorch's: every BatchNorm from PyTorch's kernel, all "
-        "else the same code.",
-        "",
-        "| case | PyTorch's BatchNorm (s) | compiled BatchNorm (s) | time, compiled / PyTorch's |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    lines += both_ways_rows(result["runs"], CASES, "pytorch_batch_norm")
+    lines += both_ways_step_section(settings, result["runs"], CASES, "pytorch_batch_norm", "BatchNorm", "PyTorch's kernel")
     return lines
 
 

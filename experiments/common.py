@@ -264,6 +264,24 @@ def both_ways_rows(runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str],
     return lines
 
 
+
+def both_ways_step_section(settings: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], labels: Mapping[str, str],
+                           key: str, what: str, whose: str) -> list[str]:
+    """The "Per search step" section of a two-ways result file: its text (``what`` is timed, PyTorch's from
+    ``whose``) and ``both_ways_rows``' table."""
+    return [
+        "",
+        "### Per search step",
+        "",
+        f"Median of {settings['reps']} steps after a warm-up, each case and way in its own process, "
+        f"{settings['rounds']} rounds (ranges over the rounds); PyTorch's: every {what} from {whose}, all else the "
+        "same code.",
+        "",
+        f"| case | PyTorch's {what} (s) | compiled {what} (s) | time, compiled / PyTorch's |",
+        "| --- | ---: | ---: | ---: |",
+        *both_ways_rows(runs, labels, key),
+    ]
+
 # ---- result files ----------------------------------------------------------------------------------------------------
 def write_result(markdown_file: Path, result: Mapping[str, Any], markdown: Sequence[str], indent: int = 2,
                  echo: bool = True) -> Path:

@@ -31,7 +31,16 @@ import statistics
 import time
 from typing import Any
 
-from common import RESULTS, alternating_runs, both_ways_arguments, both_ways_rows, machine, machine_text, print_case, write_result
+from common import (
+    RESULTS,
+    alternating_runs,
+    both_ways_arguments,
+    both_ways_step_section,
+    machine,
+    machine_text,
+    print_case,
+    write_result,
+)
 
 RESULT = RESULTS / "pooling_kernel.md"  # and .json
 # (where, batch, channels, pixels, stride)
@@ -208,17 +217,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| --- | ---: | ---: | ---: |",
         *(f"| {r['pass']} | {r['pytorch_s']:.3f} | {r['compiled_s']:.3f} | {r['ratio']:.3f}x |"
           for r in result["passes"]),
-        "",
-        "### Per search step",
-        "",
-        f"Median of {settings['reps']} steps after a warm-up, each case and way in its own process, "
-        f"{settings['rounds']} rounds (ranges over the rounds); PyTorch's: every pooling from PyTorch's kernels, all "
-        "else the same code.",
-        "",
-        "| case | PyTorch's pooling (s) | compiled pooling (s) | time, compiled / PyTorch's |",
-        "| --- | ---: | ---: | ---: |",
     ]
-    lines += both_ways_rows(result["runs"], CASES, "pytorch_pooling")
+    lines += both_ways_step_section(settings, result["runs"], CASES, "pytorch_pooling", "pooling", "PyTorch's kernels")
     return lines
 
 

@@ -335,16 +335,7 @@ def max_pool2d_input_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: Seque
                               padding: Sequence[int], dilation: Sequence[int], ceil_mode: bool) -> torch.Tensor | None:
     """The gradient of ``x`` through ``F.max_pool2d(x, ...)`` given its output's ``grad`` (channels-last), bit for bit
     PyTorch's, each window's maximum found again in ``x``; None where the kernel does not serve."""
-    geometry = _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode)
-    if not _pool_gradient_serves(grad, x, geometry):
-        return None
-    lib = _library or _load()
-    if lib is None:
-        return None
-    gx = torch.empty_like(x, memory_format=torch.channels_last)
-    code = getattr(lib, _POOL_BACKWARDS["max"])(x.data_ptr(), grad.data_ptr(), gx.data_ptr(), *geometry,
-                                                _pool_threads(grad.numel() * geometry[6] * geometry[7], geometry[0]))
-    return gx if code == 0 else None
+    return _pool_gradient("max", grad, x, _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode), ())
 
 
 def avg_pool2d_input_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
@@ -352,14 +343,18 @@ def avg_pool2d_input_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: Seque
     """The gradient of ``x`` through ``F.avg_pool2d(x, ...)`` (no divisor override) given its output's ``grad``
     (channels-last), bit for bit PyTorch's; None where the kernel does not serve. Only ``x``'s shape, dtype and
     layout are read."""
-    geometry = _pool_geometry(x, kernel, stride, padding, (1, 1), ceil_mode)
+    return _pool_gradient("avg", grad, x, _pool_geometry(x, kernel, stride, padding, (1, 1), ceil_mode),
+                          (int(count_include_pad),))
+
+
+def _pool_gradient(kind: str, grad: torch.Tensor, x: torch.Tensor, geometry: tuple[int, ...] | None,
+                   extra: tuple[int, ...]) -> torch.Tensor | None:
     if not _pool_gradient_serves(grad, x, geometry):
         return None
     lib = _library or _load()
     if lib is None:
         return None
     gx = torch.empty_like(x, memory_format=torch.channels_last)
-    code = getattr(lib, _POOL_BACKWARDS["avg"])(x.data_ptr(), grad.data_ptr(), gx.data_ptr(), *geometry,
-                                                int(count_include_pad),
-                                                _pool_threads(grad.numel() * geometry[6] * geometry[7], geometry[0]))
+    code = getattr(lib, _POOL_BACKWARDS[kind])(x.data_ptr(), grad.data_ptr(), gx.data_ptr(), *geometry, *extra,
+                                               _pool_threads(grad.numel() * geometry[6] * geometry[7], geometry[0]))
     return gx if code == 0 else None
