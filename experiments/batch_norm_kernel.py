@@ -21,20 +21,9 @@ Writes results/batch_norm_kernel.json and the .md made from it.
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
-from common import (
-    RESULTS,
-    alternating_runs,
-    both_ways_arguments,
-    both_ways_step_section,
-    machine,
-    machine_text,
-    print_case,
-    write_result,
-)
+from common import RESULTS, alternating_call_medians, both_ways_main, both_ways_step_section, forward_backward_cells, machine_text
 
 RESULT = RESULTS / "batch_norm_kernel.md"  # and .json
 # (where, batch, channels, pixels)
@@ -83,14 +72,7 @@ def _one_shape(batch: int, channels: int, pixels: int, reps: int) -> dict[str, A
             impl, x, grad, None, *stats, mean, invstd, True, 1e-5, [True, False, False], reserve),
         "compiled_backward": lambda: native.batch_norm_input_gradient(grad, x, mean, invstd),
     }
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for i in range(reps * 10 + 2):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if i >= 2:
-                times[name].append(time.perf_counter() - start)
-    return {"same_bits": same, **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
+    return {"same_bits": same, **alternating_call_medians(calls, reps)}
 
 
 def one_case(case: str, reps: int, pytorch_batch_norm: bool) -> dict[str, Any]:
@@ -123,27 +105,15 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| --- | --- | --- | ---: | --- | ---: | --- |",
     ]
     for r in result["batch_norms"]:
-        lines.append(f"| {r['where']} | {r['batch']} x {r['channels']} x {r['pixels']} | "
-                     f"{r['pytorch_forward_ms']:.3f} / {r['compiled_forward_ms']:.3f} | "
-                     f"{r['pytorch_forward_ms'] / r['compiled_forward_ms']:.1f}x | "
-                     f"{r['pytorch_backward_ms']:.3f} / {r['compiled_backward_ms']:.3f} | "
-                     f"{r['pytorch_backward_ms'] / r['compiled_backward_ms']:.1f}x | "
-                     f"{'yes' if r['same_bits'] else 'no'} |")
+        lines.append(f"| {r['where']} | {r['batch']} x {r['channels']} x {r['pixels']} | {forward_backward_cells(r)}")
     lines += both_ways_step_section(settings, result["runs"], CASES, "pytorch_batch_norm", "BatchNorm", "PyTorch's kernel")
     return lines
 
 
 def main() -> None:
-    args = both_ways_arguments(__doc__.splitlines()[0], CASES, "--pytorch-batch-norm",
-                               "steps per case (median) after one warm-up; x10 calls per BatchNorm")
-    if args.case:
-        print_case(one_case(args.case, args.reps, args.other_way))
-        return
-    measured = per_batch_norm(args.reps)
-    runs = alternating_runs(__file__, args)
-    result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
-              "batch_norms": measured, "runs": runs}
-    write_result(RESULT, result, markdown(result))
+    both_ways_main(__file__, __doc__, CASES, "--pytorch-batch-norm",
+                   "steps per case (median) after one warm-up; x10 calls per BatchNorm", one_case,
+                   lambda reps: {"batch_norms": per_batch_norm(reps)}, RESULT, markdown)
 
 
 if __name__ == "__main__":

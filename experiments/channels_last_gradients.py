@@ -23,7 +23,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from common import RESULTS, alternating_runs, both_ways_arguments, both_ways_rows, machine, machine_text, print_case, write_result
+from common import RESULTS, both_ways_main, both_ways_rows, machine_text
 
 RESULT = RESULTS / "channels_last_gradients.md"  # and .json
 CASES = {
@@ -116,16 +116,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    args = both_ways_arguments(__doc__.splitlines()[0], CASES, "--pytorch-layouts",
-                               "steps per case (median), after one warm-up step")
-    if args.case:
-        print_case(one_case(args.case, args.reps, args.other_way))
-        return
-    measured = batchnorm_backward(args.reps)
-    runs = alternating_runs(__file__, args)
-    result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
-              "batchnorm_backward": measured, "runs": runs}
-    write_result(RESULT, result, markdown(result))
+    both_ways_main(__file__, __doc__, CASES, "--pytorch-layouts", "steps per case (median), after one warm-up step",
+                   one_case, lambda reps: {"batchnorm_backward": batchnorm_backward(reps)}, RESULT, markdown)
 
 
 if __name__ == "__main__":

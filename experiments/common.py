@@ -15,10 +15,11 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +282,47 @@ def both_ways_step_section(settings: Mapping[str, Any], runs: Sequence[Mapping[s
         "| --- | ---: | ---: | ---: |",
         *both_ways_rows(runs, labels, key),
     ]
+
+
+def both_ways_main(script: str | Path, doc: str, cases: Mapping[str, str], flag: str, reps_help: str,
+                   one_case: Callable[[str, int, bool], Mapping[str, Any]],
+                   measure: Callable[[int], Mapping[str, Any]], result_file: Path,
+                   markdown: Callable[[dict[str, Any]], list[str]]) -> None:
+    """The whole run of a script timing its ``cases`` both ways: its command line (``both_ways_arguments``); in a
+    case's own process, ``one_case(case, reps, other_way)`` printed; else ``measure(reps)``'s parts (in this
+    process), the cases alternating (``alternating_runs``), and the result written with ``markdown``."""
+    args = both_ways_arguments(doc.splitlines()[0], cases, flag, reps_help)
+    if args.case:
+        print_case(one_case(args.case, args.reps, args.other_way))
+        return
+    measured = measure(args.reps)
+    runs = alternating_runs(script, args)
+    result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
+              **measured, "runs": runs}
+    write_result(result_file, result, markdown(result))
+
+
+def alternating_call_medians(calls: Mapping[str, Callable[[], Any]], reps: int) -> dict[str, float]:
+    """The median milliseconds of each of ``calls`` (keyed ``<name>_ms``) over ``reps`` x 10 rounds, every round
+    calling each once in turn, after 2 rounds of warm-up."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for i in range(reps * 10 + 2):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
+    return {f"{name}_ms": 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
+def forward_backward_cells(row: Mapping[str, Any]) -> str:
+    """A per-call row's last markdown cells: forward and backward, PyTorch's / compiled ms and speed-up, and whether
+    the bits agreed (``alternating_call_medians`` of the calls pytorch_ and compiled_ forward and backward)."""
+    return (f"{row['pytorch_forward_ms']:.3f} / {row['compiled_forward_ms']:.3f} | "
+            f"{row['pytorch_forward_ms'] / row['compiled_forward_ms']:.1f}x | "
+            f"{row['pytorch_backward_ms']:.3f} / {row['compiled_backward_ms']:.3f} | "
+            f"{row['pytorch_backward_ms'] / row['compiled_backward_ms']:.1f}x | "
+            f"{'yes' if row['same_bits'] else 'no'} |")
 
 # ---- result files ----------------------------------------------------------------------------------------------------
 def write_result(markdown_file: Path, result: Mapping[str, Any], markdown: Sequence[str], indent: int = 2,

@@ -31,16 +31,7 @@ import statistics
 import time
 from typing import Any
 
-from common import (
-    RESULTS,
-    alternating_runs,
-    both_ways_arguments,
-    both_ways_step_section,
-    machine,
-    machine_text,
-    print_case,
-    write_result,
-)
+from common import RESULTS, alternating_call_medians, both_ways_main, both_ways_step_section, forward_backward_cells, machine_text
 
 RESULT = RESULTS / "pooling_kernel.md"  # and .json
 # (where, batch, channels, pixels, stride)
@@ -108,14 +99,7 @@ def _one_shape(kind: str, batch: int, channels: int, pixels: int, stride: int, r
     same = torch.equal(theirs(), ours()) and torch.equal(their_gradient(), our_gradient())
     calls = {"pytorch_forward": theirs, "compiled_forward": ours, "pytorch_backward": their_gradient,
              "compiled_backward": our_gradient}
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for i in range(reps * 10 + 2):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if i >= 2:
-                times[name].append(time.perf_counter() - start)
-    return {"same_bits": same, **{f"{k}_ms": 1e3 * statistics.median(v) for k, v in times.items()}}
+    return {"same_bits": same, **alternating_call_medians(calls, reps)}
 
 
 def per_pass(reps: int) -> list[dict[str, Any]]:
@@ -201,11 +185,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
     ]
     for r in result["poolings"]:
         lines.append(f"| {r['where']} | {r['kind']} | {r['batch']} x {r['channels']} x {r['pixels']}, {r['stride']} | "
-                     f"{r['pytorch_forward_ms']:.3f} / {r['compiled_forward_ms']:.3f} | "
-                     f"{r['pytorch_forward_ms'] / r['compiled_forward_ms']:.1f}x | "
-                     f"{r['pytorch_backward_ms']:.3f} / {r['compiled_backward_ms']:.3f} | "
-                     f"{r['pytorch_backward_ms'] / r['compiled_backward_ms']:.1f}x | "
-                     f"{'yes' if r['same_bits'] else 'no'} |")
+                     f"{forward_backward_cells(r)}")
     lines += [
         "",
         "### Per supernet pass, in one process",
@@ -223,17 +203,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    args = both_ways_arguments(__doc__.splitlines()[0], CASES, "--pytorch-pooling",
-                               "steps per case (median) after one warm-up; x10 calls per pooling")
-    if args.case:
-        print_case(one_case(args.case, args.reps, args.other_way))
-        return
-    measured = per_pooling(args.reps)
-    passes = per_pass(args.reps)
-    runs = alternating_runs(__file__, args)
-    result = {"command": args.command, "settings": {"reps": args.reps, "rounds": args.rounds}, "machine": machine(),
-              "poolings": measured, "passes": passes, "runs": runs}
-    write_result(RESULT, result, markdown(result))
+    both_ways_main(__file__, __doc__, CASES, "--pytorch-pooling",
+                   "steps per case (median) after one warm-up; x10 calls per pooling", one_case,
+                   lambda reps: {"poolings": per_pooling(reps), "passes": per_pass(reps)}, RESULT, markdown)
 
 
 if __name__ == "__main__":

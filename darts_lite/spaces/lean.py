@@ -107,8 +107,9 @@ def _pool(x: torch.Tensor, pool: nn.Module) -> tuple[torch.Tensor, torch.Tensor 
     """(output, max indices or None) of ``pool`` (an nn.MaxPool2d or nn.AvgPool2d) on ``x``: darts_lite's pooling
     kernel where it serves (no indices: ``_pool_backward`` finds the maxima again), else PyTorch's."""
     if isinstance(pool, nn.MaxPool2d):
-        out = native.max_pool2d(x, *_max_args(pool))
-        return (out, None) if out is not None else aten.max_pool2d_with_indices(x, *_max_args(pool))
+        args = _max_args(pool)
+        out = native.max_pool2d(x, *args)
+        return (out, None) if out is not None else aten.max_pool2d_with_indices(x, *args)
     args = _avg_args(pool)
     out = native.avg_pool2d(x, *args[:5]) if args[5] is None else None
     return (out if out is not None else aten.avg_pool2d(x, *args)), None
@@ -133,12 +134,13 @@ def _pool_backward(grad: torch.Tensor, x: torch.Tensor, pool: nn.Module, indices
     """The gradient of ``x`` through ``pool``, given its output's ``grad`` (and the max indices, where PyTorch's
     kernel pooled): darts_lite's kernel where it serves, else PyTorch's (finding the indices where none were kept)."""
     if isinstance(pool, nn.MaxPool2d):
-        computed = native.max_pool2d_input_gradient(grad, x, *_max_args(pool))
+        args = _max_args(pool)
+        computed = native.max_pool2d_input_gradient(grad, x, *args)
         if computed is not None:
             return computed
         if indices is None:
-            indices = aten.max_pool2d_with_indices(x, *_max_args(pool))[1]
-        return aten.max_pool2d_with_indices_backward(grad, x, *_max_args(pool), indices)
+            indices = aten.max_pool2d_with_indices(x, *args)[1]
+        return aten.max_pool2d_with_indices_backward(grad, x, *args, indices)
     args = _avg_args(pool)
     computed = native.avg_pool2d_input_gradient(grad, x, *args[:5]) if args[5] is None else None
     return computed if computed is not None else aten.avg_pool2d_backward(grad, x, *args)

@@ -158,8 +158,7 @@ def _load() -> ctypes.CDLL | None:
             _status = f"failed: {e}"
             log.warning("darts_lite could not build its CPU kernels (%s); 5x5 and dilated depthwise convolutions "
                         "take PyTorch's weight gradient, BatchNorms and poolings PyTorch's kernels, slower on the "
-                        "CPU. "
-                        "DARTS_LITE_NATIVE=0 takes them without trying.", e)
+                        "CPU. DARTS_LITE_NATIVE=0 takes them without trying.", e)
             return None
         _library, _status = lib, f"ready: {path}"
         return lib
@@ -193,6 +192,12 @@ def _plain(t: torch.Tensor) -> bool:
     return "CPU" in names and names <= _PLAIN_KEYS
 
 
+def _graph_through(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would build a graph through a call reading ``tensors`` (a kernel call has none: PyTorch's
+    ops then serve)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int, padding: int,
                               dilation: int) -> torch.Tensor | None:
     """The weight gradient, [C, 1, k, k], of the stride-1 depthwise conv of ``x`` ([N, C, H, W]) with a k x k kernel,
@@ -202,7 +207,7 @@ def depthwise_weight_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: int, 
     if not (enabled() and applies(kernel, dilation) and _plain(x) and _plain(grad) and x.dtype in _FUNCTIONS
             and grad.dtype == x.dtype and x.dim() == 4 and grad.shape == x.shape and x.numel() > 0
             and 2 * padding == dilation * (kernel - 1)
-            and not (torch.is_grad_enabled() and (x.requires_grad or grad.requires_grad))):  # no graph through it
+            and not _graph_through(x, grad)):
         return None
     lib = _library or _load()
     if lib is None:
@@ -228,7 +233,7 @@ def _batch_norm_serves(x: torch.Tensor) -> bool:
     return (enabled() and x.dtype == torch.float32 and _plain(x) and _channels_last(x)
             and x.numel() // x.shape[1] > torch.get_num_threads()
             and torch.backends.cpu.get_cpu_capability() in _BATCH_NORM_BUILDS and not torch.is_autocast_enabled("cpu")
-            and not (torch.is_grad_enabled() and x.requires_grad))
+            and not _graph_through(x))
 
 
 def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
@@ -258,8 +263,7 @@ def batch_norm_input_gradient(grad: torch.Tensor, x: torch.Tensor, mean: torch.T
     ``aten._batch_norm_impl_index_backward``'s, bit for bit. None where the kernel does not serve."""
     c = x.shape[1] if x.dim() == 4 else 0
     if not (_batch_norm_serves(x) and grad.shape == x.shape and grad.dtype == x.dtype and _plain(grad)
-            and _channels_last(grad) and _vector(mean, c) and _vector(invstd, c)
-            and not (torch.is_grad_enabled() and grad.requires_grad)):
+            and _channels_last(grad) and _vector(mean, c) and _vector(invstd, c) and not _graph_through(grad)):
         return None
     lib = _library or _load()
     if lib is None:
@@ -285,7 +289,7 @@ def _pool_geometry(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int]
     channels-last float32 tensor with no graph to be built through the call, dilation 1, padding at most half the
     window (PyTorch refuses more) and a non-empty output; else None."""
     if not (enabled() and x.dtype == torch.float32 and x.dim() == 4 and _plain(x) and _channels_last(x)
-            and not (torch.is_grad_enabled() and x.requires_grad)):
+            and not _graph_through(x)):
         return None
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     if tuple(dilation) != (1, 1) or min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0 or 2 * ph > kh or 2 * pw > kw:
@@ -328,7 +332,7 @@ def _pooled(kind: str, x: torch.Tensor, geometry: tuple[int, ...] | None, extra:
 
 def _pool_gradient_serves(grad: torch.Tensor, x: torch.Tensor, geometry: tuple[int, ...] | None) -> bool:
     return (geometry is not None and grad.dtype == x.dtype and grad.shape == (geometry[0], geometry[3], *geometry[4:6])
-            and _plain(grad) and _channels_last(grad) and not (torch.is_grad_enabled() and grad.requires_grad))
+            and _plain(grad) and _channels_last(grad) and not _graph_through(grad))
 
 
 def max_pool2d_input_gradient(grad: torch.Tensor, x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
