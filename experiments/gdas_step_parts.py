@@ -64,17 +64,35 @@ def measure(args: argparse.Namespace) -> dict:
         with frozen(alphas):
             F.cross_entropy(net(x), y).backward()
 
-    def subnet(seed: int) -> None:
+    def fixed_architecture(seed: int, body) -> None:
         fixed = sample(seed)
         net.edge_weight_transform = lambda cell, ew: fixed[cell]
         try:
             with frozen(alphas):
-                F.cross_entropy(net(x), y).backward()
+                body()
         finally:
             net.edge_weight_transform = None
 
-    # every repetition draws one architecture (its seed); the three parts each run that same architecture
-    parts = {"arch": arch, "weights": weight, "subnet": subnet}
+    def subnet(seed: int) -> None:
+        fixed_architecture(seed, lambda: F.cross_entropy(net(x), y).backward())
+
+    def subnet_forward(seed: int) -> None:
+        fixed_architecture(seed, lambda: F.cross_entropy(net(x), y))
+
+    def subnet_input_gradient(seed: int) -> None:
+        """The sub-network's forward, then its backward with every weight frozen, into the input image only: the
+        loss's gradient at every edge's output, which is what any architecture pass must compute (each edge's alpha
+        gradient is its output's gradient times its op's output), without the alpha gradients themselves."""
+        image = x.detach().requires_grad_()
+
+        def body() -> None:
+            with frozen(weights):
+                torch.autograd.grad(F.cross_entropy(net(image), y), image)
+        fixed_architecture(seed, body)
+
+    # every repetition draws one architecture (its seed); every part runs that same architecture
+    parts = {"arch": arch, "weights": weight, "subnet": subnet, "subnet_forward": subnet_forward,
+             "subnet_input_gradient": subnet_input_gradient}
     times: dict[str, list[float]] = {name: [] for name in parts}
     for rep in range(args.warmup + args.reps):
         for name, part in parts.items():
@@ -86,7 +104,8 @@ def measure(args: argparse.Namespace) -> dict:
     med = {name: statistics.median(ts) for name, ts in times.items()}
     return {"times_s": times, "median_s": med,
             "step_over_subnet": (med["arch"] + med["weights"]) / med["subnet"],
-            "weights_over_subnet": med["weights"] / med["subnet"], "arch_over_subnet": med["arch"] / med["subnet"]}
+            "weights_over_subnet": med["weights"] / med["subnet"], "arch_over_subnet": med["arch"] / med["subnet"],
+            "floor_over_subnet": (med["subnet_input_gradient"] + med["subnet"]) / med["subnet"]}
 
 
 def main() -> None:
@@ -111,13 +130,21 @@ def main() -> None:
         "",
         "| part | median (s) | / sub-network |",
         "| --- | ---: | ---: |",
-        *(f"| {name} | {med[name]:.3f} | {med[name] / med['subnet']:.2f} |" for name in ("arch", "weights", "subnet")),
+        *(f"| {name} | {med[name]:.3f} | {med[name] / med['subnet']:.2f} |" for name in med),
         f"| GDAS step (arch + weights) | {med['arch'] + med['weights']:.3f} | {result['step_over_subnet']:.2f} |",
+        f"| floor of a GDAS step (subnet_input_gradient + subnet) | "
+        f"{med['subnet_input_gradient'] + med['subnet']:.3f} | {result['floor_over_subnet']:.2f} |",
         "",
         "arch: the architecture pass (backward into the alphas, weights frozen); weights: the weight pass; subnet: "
         "forward+backward into the weights of the same supernet with that pass's sampled architecture fixed (each "
-        "edge runs its sampled op, weight 1, no Gumbel sample). Each repetition draws one architecture; all three "
-        "parts run it.",
+        "edge runs its sampled op, weight 1, no Gumbel sample); subnet_forward: its forward alone; "
+        "subnet_input_gradient: its forward, then a backward with every weight frozen into the input image only. "
+        "Each repetition draws one architecture; every part runs it.",
+        "",
+        "The floor: an architecture pass needs the loss's gradient at every edge's output (an edge's alpha gradient "
+        "is that gradient times its op's output), so it runs the forward and every convolution's input gradient: "
+        "at least subnet_input_gradient. A GDAS step (an architecture pass on one batch, a weight pass on another) "
+        "costs at least subnet_input_gradient + subnet.",
     ]
     write_result(RESULTS / f"{args.name}.md", result, lines)
 

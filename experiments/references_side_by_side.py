@@ -18,6 +18,13 @@ stage), batch 64 of 3x32x32, 10 classes, the same two batches alternating.
 
 Each case runs in a process of its own: the median time of ``--reps`` steps after ``--warmup``, and the peak as the
 process's max RSS growth over the steps from just before the first one (network, optimisers and batches built).
+darts_lite runs before and after each reference run; ``--rounds R`` runs each reference R times between R+1 runs of
+darts_lite (on a noisy machine a step's time moves by a third from one process to the next; the table then shows
+the median of the 2R ratios of a darts_lite run to the reference run beside it):
+
+    python experiments/references_side_by_side.py --autodl /tmp/refs/AutoDL --cases gdas --rounds 3 --reps 5 \
+        --name references_gdas                                               # about 4 min on 2 cores
+
 Writes experiments/results/references_side_by_side.json and .md.
 """
 
@@ -216,6 +223,8 @@ def main() -> None:
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=1, help="runs of each reference, darts_lite run before and after "
+                   "each (a noisy machine: the ratios of every run to its neighbours, and their median)")
     p.add_argument("--name", default="references_side_by_side")
     p.add_argument("--run", help=argparse.SUPPRESS)  # internal: SIDE:CASE in this process
     args = p.parse_args()
@@ -236,34 +245,43 @@ def main() -> None:
         if folder is not None:
             common += [f"--{key.replace('_', '-')}", folder]
     rows = []
-    for case in cases:  # darts_lite before and after its reference, so that a drifting machine shows
+    for case in cases:  # darts_lite before and after each run of its reference, so that a drifting machine shows
         print(f"{case} ...", flush=True)
-        before = run_case([*common, "--run", f"ours:{case}"])
-        ref = run_case([*common, "--run", f"reference:{case}"])
-        after = run_case([*common, "--run", f"ours:{case}"])
-        rows.append({"case": case, "label": CASES[case][0], "ours": [before, after], "reference": ref})
+        ours_runs, references = [run_case([*common, "--run", f"ours:{case}"])], []
+        for _ in range(args.rounds):
+            references.append(run_case([*common, "--run", f"reference:{case}"]))
+            ours_runs.append(run_case([*common, "--run", f"ours:{case}"]))
+        rows.append({"case": case, "label": CASES[case][0], "ours": ours_runs, "references": references})
     repos = {key: tree_commit(folder) for key, folder in folders.items() if folder is not None}
     result = {"machine": machine(), "reference_commits": repos, "settings": vars(args) | {"batch": BATCH},
               "cases": rows}
 
+    # the command as run, but for the checkouts' folders (the papers' commits are listed instead)
+    options = "".join(f" --{key} {value}" for key, value in (("cases", args.cases), ("rounds", args.rounds),
+                                                            ("name", args.name))
+                      if value != p.get_default(key))
     lines = [
         "# darts_lite beside the papers' code",
         "",
         f"Machine: {machine_text(result['machine'])}. References: "
         + ", ".join(f"{k} {v}" for k, v in repos.items()) + " (run on the CPU, unchanged but for `.cuda()`).",
-        f"Command: `python experiments/references_side_by_side.py` (batch {BATCH}, 3x{SIZE}x{SIZE}; median of "
+        f"Command: `python experiments/references_side_by_side.py{options}` (batch {BATCH}, 3x{SIZE}x{SIZE}; median of "
         f"{args.reps} steps after {args.warmup} warm-up; memory: max RSS growth over the steps; darts_lite measured "
-        "before and after its reference).",
+        "before and after each run of its reference; each ratio: a darts_lite run's to the reference run beside it).",
         "",
         "| step | darts_lite s / peak MiB | reference s / peak MiB | time ratio | memory ratio |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        o, ref = r["ours"], r["reference"]
-        ts, ms = [x["step_s"] for x in o], [x["peak_mib"] for x in o]
-        lines.append(f"| {r['label']} | {span(ts, '.2f')} / {span(ms, ',.0f')} | {ref['step_s']:.2f} / "
-                     f"{ref['peak_mib']:,.0f} | {span([t / ref['step_s'] for t in ts], '.2f')} | "
-                     f"{span([m / ref['peak_mib'] for m in ms], '.2f')} |")
+        o, refs = r["ours"], r["references"]
+        # each reference run against darts_lite's runs just before and just after it
+        pairs = [(mine, ref) for i, ref in enumerate(refs) for mine in o[i:i + 2]]
+        times = [mine["step_s"] / ref["step_s"] for mine, ref in pairs]
+        memory = [mine["peak_mib"] / ref["peak_mib"] for mine, ref in pairs]
+        time_text = span(times, ".2f") + (f" (median {statistics.median(times):.2f})" if len(refs) > 1 else "")
+        lines.append(f"| {r['label']} | {span([x['step_s'] for x in o], '.2f')} / "
+                     f"{span([x['peak_mib'] for x in o], ',.0f')} | {span([x['step_s'] for x in refs], '.2f')} / "
+                     f"{span([x['peak_mib'] for x in refs], ',.0f')} | {time_text} | {span(memory, '.2f')} |")
     write_result(RESULTS / f"{args.name}.md", result, lines)
 
 
