@@ -210,8 +210,9 @@ needs_fma_build = pytest.mark.skipif(torch.backends.cpu.get_cpu_capability() not
                                      reason="PyTorch's CPU kernels here are not its AVX2 or AVX-512 build")
 
 
-def _assert_batch_norm_is_pytorchs(shape, threads, seed, momentum=0.1, eps=1e-5, tracked=True):
-    """The kernel's output, statistics, running statistics and input gradient against PyTorch's, bit for bit."""
+def _assert_batch_norm_is_pytorchs(shape, threads, seed, momentum=0.1, eps=1e-5, tracked=True, affine=False):
+    """The kernel's output, statistics, running statistics and input gradient against PyTorch's, bit for bit
+    (``affine``: with a weight and a bias, and their gradients too)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -232,6 +233,20 @@ def _assert_batch_norm_is_pytorchs(shape, threads, seed, momentum=0.1, eps=1e-5,
         got_grad = native.batch_norm_input_gradient(grad, x, mean, invstd)
         assert got_grad is not None and torch.equal(got_grad, expected), (shape, threads)
         assert _channels_last(got[0]) and _channels_last(got_grad)
+        if affine:  # PyTorch's folding of the weight and bias into the transform, and the three gradients
+            weight, bias = torch.randn(c, generator=g) * 2, torch.randn(c, generator=g)
+            running = tuple(None if t is None else t.clone() for t in mine)
+            y = aten.native_batch_norm(x, weight, bias, *running, True, momentum, eps)[0]
+            got = native.batch_norm(x, *mine, momentum, eps, weight, bias)
+            assert got is not None and torch.equal(got[0], y), ("affine output", shape, threads)
+            assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(running, mine))
+            expected = aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, eps,
+                                                       [True, True, True])
+            got = native.batch_norm_gradients(grad, x, mean, invstd, weight, True, True)
+            for name, a, b in zip(("input", "weight", "bias"), expected, got):
+                assert torch.equal(a, b), (f"affine {name} gradient", shape, threads)
+            only_affine = native.batch_norm_gradients(grad, x, mean, invstd, weight, False, True)
+            assert only_affine[0] is None and torch.equal(only_affine[1], expected[1])
     finally:
         torch.set_num_threads(previous)
 
@@ -244,18 +259,20 @@ def _channels_last(t):
 @needs_fma_build
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, 9), c=st.integers(2, 70), h=st.integers(1, 12), w=st.integers(2, 12), threads=st.integers(1, 3),
-       seed=st.integers(0, 3), momentum=st.sampled_from([0.1, 0.01, 0.5]), tracked=st.booleans())
-def test_the_batch_norm_is_pytorchs_bit_for_bit(n, c, h, w, threads, seed, momentum, tracked):
+       seed=st.integers(0, 3), momentum=st.sampled_from([0.1, 0.01, 0.5]), tracked=st.booleans(),
+       affine=st.booleans())
+def test_the_batch_norm_is_pytorchs_bit_for_bit(n, c, h, w, threads, seed, momentum, tracked, affine):
     if n * h * w <= threads:  # PyTorch's kernel takes another path; the kernel does not serve it
         return
-    _assert_batch_norm_is_pytorchs((n, c, h, w), threads, seed, momentum, tracked=tracked)
+    _assert_batch_norm_is_pytorchs((n, c, h, w), threads, seed, momentum, tracked=tracked, affine=affine)
 
 
 @needs_compiler
 @needs_fma_build
-@pytest.mark.parametrize("shape", [(64, 4, 32, 32), (64, 8, 16, 16), (64, 36, 8, 8), (16, 144, 4, 4)])
+@pytest.mark.parametrize("shape", [(64, 4, 32, 32), (64, 8, 16, 16), (64, 36, 8, 8), (16, 144, 4, 4),
+                                   (8, 36, 32, 32), (8, 108, 32, 32)])
 def test_the_batch_norm_of_the_networks_shapes(shape):
-    _assert_batch_norm_is_pytorchs(shape, threads=2, seed=0)
+    _assert_batch_norm_is_pytorchs(shape, threads=2, seed=0, affine=True)
 
 
 @needs_compiler
@@ -269,7 +286,7 @@ def test_the_batch_norm_under_pytorchs_avx2_build():
         pytest.skip("this CPU cannot run PyTorch's AVX-512 build: its own build is tested above")
     code = ("import torch, test_native as t\nassert torch.backends.cpu.get_cpu_capability() == 'AVX2'\n"
             "for shape in [(8, 12, 5, 5), (4, 40, 3, 3), (64, 8, 16, 16), (5, 3, 3, 3)]:\n"
-            "    t._assert_batch_norm_is_pytorchs(shape, threads=2, seed=1)\nprint('same')")
+            "    t._assert_batch_norm_is_pytorchs(shape, threads=2, seed=1, affine=True)\nprint('same')")
     env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}
     done = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(__file__), env=env, capture_output=True,
                           text=True, timeout=300)

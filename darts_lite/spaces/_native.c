@@ -225,8 +225,8 @@ static float bn_total(const float *buf, long c, long C, long nt) {
 
 /* 0: done; 1: arguments out of range; 2: out of memory */
 BN_TARGET int darts_lite_batch_norm_f32(const float *x, float *y, float *save_mean, float *save_invstd,
-                                        float *running_mean, float *running_var, long rows, long C, double momentum,
-                                        double eps, long nt) {
+                                        float *running_mean, float *running_var, const float *weight,
+                                        const float *bias, long rows, long C, double momentum, double eps, long nt) {
   if (rows < 2 || C < 1 || nt < 1 || rows <= nt) return 1;
   float *buf = calloc((size_t)(nt * C + 2 * C), sizeof(float));
   if (!buf) return 2;
@@ -258,8 +258,9 @@ BN_TARGET int darts_lite_batch_norm_f32(const float *x, float *y, float *save_me
       double unbiased = (double)(var_sum / (float)(rows - 1));
       running_var[c] = (float)((double)m * unbiased + (double)((1 - m) * running_var[c]));
     }
-    alpha[c] = save_invstd[c];
-    beta[c] = 0.0f - mean * alpha[c];
+    /* the affine parameters (weight 1 and bias 0 without them: the same bits) folded in as PyTorch folds them */
+    alpha[c] = save_invstd[c] * (weight ? weight[c] : 1.0f);
+    beta[c] = fmaf(-mean, alpha[c], bias ? bias[c] : 0.0f);  /* one rounding, as PyTorch's build computes it */
   }
   EACH_ROW
   for (long i = 0; i < rows; ++i)
@@ -273,8 +274,10 @@ BN_TARGET int darts_lite_batch_norm_f32(const float *x, float *y, float *save_me
   return 0;
 }
 
+/* dx (where not NULL) and, where not NULL, the affine parameters' gradients dweight and dbias */
 BN_TARGET int darts_lite_batch_norm_backward_f32(const float *x, const float *dy, const float *mean,
-                                                 const float *invstd, float *dx, long rows, long C, long nt) {
+                                                 const float *invstd, const float *weight, float *dx, float *dweight,
+                                                 float *dbias, long rows, long C, long nt) {
   if (rows < 2 || C < 1 || nt < 1 || rows <= nt) return 1;
   float *buf = calloc((size_t)(2 * nt * C + 2 * C), sizeof(float));
   if (!buf) return 2;
@@ -290,6 +293,12 @@ BN_TARGET int darts_lite_batch_norm_backward_f32(const float *x, const float *dy
     float sum = bn_total(sums, c, C, nt), dot = bn_total(dots, c, C, nt);
     k[c] = dot * invstd[c] * invstd[c] / n;
     grad_mean[c] = sum / n;
+    if (dweight) dweight[c] = dot * invstd[c];
+    if (dbias) dbias[c] = sum;
+  }
+  if (!dx) {
+    free(buf);
+    return 0;
   }
   /* channels in whole groups of 8: (g - grad_mean) - (x - mean) * k fused; the C % 8 after them: not fused */
   const long whole = C - C % 8;
@@ -304,7 +313,8 @@ BN_TARGET int darts_lite_batch_norm_backward_f32(const float *x, const float *dy
       __m256 kc = bn_load(k + c, left, mk);
       __m256 g = _mm256_sub_ps(bn_load(gi + c, left, mk), bn_load(grad_mean + c, left, mk));
       __m256 r = c < whole ? _mm256_fnmadd_ps(centred, kc, g) : _mm256_sub_ps(g, _mm256_mul_ps(centred, kc));
-      bn_store(di + c, _mm256_mul_ps(r, bn_load(invstd + c, left, mk)), left, mk);
+      r = _mm256_mul_ps(r, bn_load(invstd + c, left, mk));
+      bn_store(di + c, weight ? _mm256_mul_ps(r, bn_load(weight + c, left, mk)) : r, left, mk);
     }
   }
   free(buf);
@@ -314,15 +324,18 @@ BN_TARGET int darts_lite_batch_norm_backward_f32(const float *x, const float *dy
 #else /* not x86-64 with GCC or Clang: PyTorch's kernels serve (darts_lite/spaces/native.py never asks) */
 
 int darts_lite_batch_norm_f32(const float *x, float *y, float *save_mean, float *save_invstd, float *running_mean,
-                              float *running_var, long rows, long C, double momentum, double eps, long nt) {
-  (void)x; (void)y; (void)save_mean; (void)save_invstd; (void)running_mean; (void)running_var; (void)rows; (void)C;
-  (void)momentum; (void)eps; (void)nt;
+                              float *running_var, const float *weight, const float *bias, long rows, long C,
+                              double momentum, double eps, long nt) {
+  (void)x; (void)y; (void)save_mean; (void)save_invstd; (void)running_mean; (void)running_var; (void)weight;
+  (void)bias; (void)rows; (void)C; (void)momentum; (void)eps; (void)nt;
   return 1;
 }
 
 int darts_lite_batch_norm_backward_f32(const float *x, const float *dy, const float *mean, const float *invstd,
-                                       float *dx, long rows, long C, long nt) {
-  (void)x; (void)dy; (void)mean; (void)invstd; (void)dx; (void)rows; (void)C; (void)nt;
+                                       const float *weight, float *dx, float *dweight, float *dbias, long rows, long C,
+                                       long nt) {
+  (void)x; (void)dy; (void)mean; (void)invstd; (void)weight; (void)dx; (void)dweight; (void)dbias; (void)rows;
+  (void)C; (void)nt;
   return 1;
 }
 

@@ -1,6 +1,6 @@
 """CPU kernels darts_lite compiles for itself: a depthwise convolution's weight gradient, the BatchNorm of
-channels-last float32 tensors (training mode, no affine parameters) with its input gradient, and channels-last max
-and average pooling with their input gradients.
+channels-last float32 tensors (training mode, with or without affine parameters) with its gradients, and
+channels-last max and average pooling with their input gradients.
 
 On the CPU PyTorch takes a depthwise convolution's weight gradient from oneDNN, whose depthwise kernel serves only
 undilated 3x3 convolutions: 5x5 and dilated ones (``sep_conv_5x5``, ``dil_conv_3x3``, ``dil_conv_5x5``) go through
@@ -147,8 +147,8 @@ def _load() -> ctypes.CDLL | None:
                 fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 8
             forward, backward = getattr(lib, _BATCH_NORM), getattr(lib, _BATCH_NORM_BACKWARD)
             forward.restype = backward.restype = ctypes.c_int
-            forward.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 2 + [ctypes.c_double] * 2 + [ctypes.c_long]
-            backward.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_long] * 3
+            forward.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_long] * 2 + [ctypes.c_double] * 2 + [ctypes.c_long]
+            backward.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_long] * 3
             for kind, extra in (("max", 0), ("avg", 1)):  # the average pools take count_include_pad
                 pool, pool_backward = getattr(lib, _POOLS[kind]), getattr(lib, _POOL_BACKWARDS[kind])
                 pool.restype = pool_backward.restype = ctypes.c_int
@@ -236,24 +236,53 @@ def _batch_norm_serves(x: torch.Tensor) -> bool:
             and not _graph_through(x))
 
 
+def _pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
-               eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """(output, batch mean, 1/sqrt(batch variance + eps)) of the training-mode BatchNorm of ``x`` without affine
-    parameters, updating the running statistics given (either may be None) as ``torch.batch_norm`` does with this
-    ``momentum``: the values of ``aten._batch_norm_impl_index``'s first three outputs, bit for bit. None where the
-    kernel does not serve (see ``_batch_norm_serves``): the caller then runs PyTorch's."""
+               eps: float, weight: torch.Tensor | None = None,
+               bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(output, batch mean, 1/sqrt(batch variance + eps)) of the training-mode BatchNorm of ``x``, with the affine
+    ``weight`` and ``bias`` where given, updating the running statistics given (either may be None) as
+    ``torch.batch_norm`` does with this ``momentum``: the values of ``aten._batch_norm_impl_index``'s first three
+    outputs, bit for bit. None where the kernel does not serve (see ``_batch_norm_serves``): the caller then runs
+    PyTorch's."""
     c = x.shape[1] if x.dim() == 4 else 0
-    if not (_batch_norm_serves(x) and _vector(running_mean, c) and _vector(running_var, c)):
+    if not (_batch_norm_serves(x) and all(_vector(t, c) for t in (running_mean, running_var, weight, bias))
+            and not _graph_through(*(t for t in (weight, bias) if t is not None))):
         return None
     lib = _library or _load()
     if lib is None:
         return None
     y, mean, invstd = torch.empty_like(x), x.new_empty(c), x.new_empty(c)
     code = getattr(lib, _BATCH_NORM)(x.data_ptr(), y.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
-                                     None if running_mean is None else running_mean.data_ptr(),
-                                     None if running_var is None else running_var.data_ptr(),
+                                     _pointer(running_mean), _pointer(running_var), _pointer(weight), _pointer(bias),
                                      x.numel() // c, c, momentum, eps, torch.get_num_threads())
     return (y, mean, invstd) if code == 0 else None
+
+
+def batch_norm_gradients(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
+                         weight: torch.Tensor | None = None, input_gradient: bool = True,
+                         affine_gradients: bool = False) -> tuple[torch.Tensor | None, ...] | None:
+    """(input gradient, weight gradient, bias gradient) of the training-mode BatchNorm of ``x`` whose batch
+    statistics were ``mean`` and ``invstd``, with the affine ``weight`` where given, given its output gradient
+    ``grad`` (laid out as ``x``): each asked for (``input_gradient``; ``affine_gradients``: the last two), the others
+    None; the values of ``aten.native_batch_norm_backward``'s, bit for bit. None where the kernel does not serve."""
+    c = x.shape[1] if x.dim() == 4 else 0
+    if not (_batch_norm_serves(x) and grad.shape == x.shape and grad.dtype == x.dtype and _plain(grad)
+            and _channels_last(grad) and all(_vector(t, c) for t in (mean, invstd, weight))
+            and not _graph_through(grad)):
+        return None
+    lib = _library or _load()
+    if lib is None:
+        return None
+    dx = torch.empty_like(x) if input_gradient else None
+    dweight, dbias = (x.new_empty(c), x.new_empty(c)) if affine_gradients else (None, None)
+    code = getattr(lib, _BATCH_NORM_BACKWARD)(x.data_ptr(), grad.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
+                                              _pointer(weight), _pointer(dx), _pointer(dweight), _pointer(dbias),
+                                              x.numel() // c, c, torch.get_num_threads())
+    return (dx, dweight, dbias) if code == 0 else None
 
 
 def batch_norm_input_gradient(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
@@ -261,17 +290,8 @@ def batch_norm_input_gradient(grad: torch.Tensor, x: torch.Tensor, mean: torch.T
     """The input gradient of the training-mode BatchNorm of ``x`` without affine parameters whose batch statistics
     were ``mean`` and ``invstd``, given its output gradient ``grad`` (laid out as ``x``): the value of
     ``aten._batch_norm_impl_index_backward``'s, bit for bit. None where the kernel does not serve."""
-    c = x.shape[1] if x.dim() == 4 else 0
-    if not (_batch_norm_serves(x) and grad.shape == x.shape and grad.dtype == x.dtype and _plain(grad)
-            and _channels_last(grad) and _vector(mean, c) and _vector(invstd, c) and not _graph_through(grad)):
-        return None
-    lib = _library or _load()
-    if lib is None:
-        return None
-    dx = torch.empty_like(x)
-    code = getattr(lib, _BATCH_NORM_BACKWARD)(x.data_ptr(), grad.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
-                                              dx.data_ptr(), x.numel() // c, c, torch.get_num_threads())
-    return dx if code == 0 else None
+    computed = batch_norm_gradients(grad, x, mean, invstd)
+    return None if computed is None else computed[0]
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..batchnorm import compiled_batch_norms
 from ..ops import (
     EdgeInput,
     FactorizedReduce,
@@ -171,6 +172,8 @@ class EvalNetwork(nn.Module):
         self.aux_head = AuxiliaryHead(C_aux, num_classes, imagenet) if auxiliary else None
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, num_classes)
+        # training-mode BatchNorms through darts_lite's compiled kernels on the CPU, channels-last (the same values)
+        compiled_batch_norms(self)
 
     def forward(self, x: torch.Tensor):
         # each cell's output is read by the next two cells: one EdgeInput, so one ReLU of it for both
