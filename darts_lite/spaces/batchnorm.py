@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import native
-from .lean import _bn_arguments
-from .ops import _channels_last
+from .lean import _bn_arguments, _replayed
 
 aten = torch.ops.aten
 
@@ -47,11 +46,10 @@ class _TrainingBatchNorm(torch.autograd.Function):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         need = list(ctx.needs_input_grad[:3])
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
-            with torch.enable_grad():
-                y = F.batch_norm(x, None, None, weight, bias, True, 0.0, ctx.eps)
-                wanted = [t for t, n in zip((x, weight, bias), need) if n]
-                grads = iter(torch.autograd.grad(y, wanted, grad, create_graph=True, allow_unused=True))
-            return (*(next(grads) if n else None for n in need), None, None, None, None)
+            def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+                return F.batch_norm(x, None, None, weight, bias, True, 0.0, ctx.eps)
+
+            return (*_replayed(tuple(need), (x, weight, bias), grad, plain), None, None, None, None)
         computed = native.batch_norm_gradients(grad, x, mean, invstd, weight.detach(), need[0], need[1] or need[2])
         if computed is None:
             computed = aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, ctx.eps, need)
@@ -66,14 +64,11 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     def _kernel_serves(self, x: torch.Tensor) -> bool:
         weight, bias = self.weight, self.bias
-        return (self.training and weight is not None and bias is not None and native.enabled()
-                and x.dim() == 4 and x.dtype == torch.float32 and native._plain(x) and _channels_last(x)
-                and weight.dtype == bias.dtype == torch.float32
-                and native._plain(weight.detach()) and native._plain(bias.detach())  # (a Parameter is a subclass)
-                and x.numel() // max(1, x.shape[1]) > torch.get_num_threads()
-                and torch.backends.cpu.get_cpu_capability() in native._BATCH_NORM_BUILDS
-                and not torch.is_autocast_enabled("cpu") and _forward_ad._current_level < 0
-                and not torch.compiler.is_compiling() and not torch.jit.is_scripting())
+        return (self.training and weight is not None and bias is not None and x.dim() == 4
+                and native.batch_norm_takes(x)
+                and all(native._vector(t.detach(), x.shape[1]) for t in (weight, bias))  # (a Parameter is a subclass)
+                and _forward_ad._current_level < 0 and not torch.compiler.is_compiling()
+                and not torch.jit.is_scripting())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._kernel_serves(x):

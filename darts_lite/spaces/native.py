@@ -226,14 +226,18 @@ def _vector(t: torch.Tensor | None, channels: int) -> bool:
     return t is None or (_plain(t) and t.dtype == torch.float32 and t.shape == (channels,) and t.is_contiguous())
 
 
-def _batch_norm_serves(x: torch.Tensor) -> bool:
-    """Whether the BatchNorm kernels compute PyTorch's values for ``x``: a plain channels-last float32 CPU tensor
-    of more rows (pixels) than threads (PyTorch's kernel takes another path for fewer), on a PyTorch build whose
-    CPU kernels are AVX2 or AVX-512, outside autocast, with no graph to be built through the call."""
-    return (enabled() and x.dtype == torch.float32 and _plain(x) and _channels_last(x)
+def batch_norm_takes(x: torch.Tensor) -> bool:
+    """Whether the BatchNorm kernels compute PyTorch's values for ``x`` (a graph through the call aside): a plain
+    channels-last float32 CPU tensor of more rows (pixels) than threads (PyTorch's kernel takes another path for
+    fewer), on a PyTorch build whose CPU kernels are AVX2 or AVX-512, outside autocast."""
+    return (enabled() and x.dtype == torch.float32 and _plain(x) and _channels_last(x) and x.numel() > 0
             and x.numel() // x.shape[1] > torch.get_num_threads()
-            and torch.backends.cpu.get_cpu_capability() in _BATCH_NORM_BUILDS and not torch.is_autocast_enabled("cpu")
-            and not _graph_through(x))
+            and torch.backends.cpu.get_cpu_capability() in _BATCH_NORM_BUILDS and not torch.is_autocast_enabled("cpu"))
+
+
+def _batch_norm_serves(x: torch.Tensor) -> bool:
+    """``batch_norm_takes(x)``, with no graph to be built through the call."""
+    return batch_norm_takes(x) and not _graph_through(x)
 
 
 def _pointer(t: torch.Tensor | None) -> int | None:
