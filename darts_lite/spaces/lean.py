@@ -24,6 +24,13 @@ An op takes part by having ``final_bn`` (its last module, an affine-free ``Batch
 ``forward_unnormalised(x, rectified)`` (everything before it), or by being a ``PoolBN``/pooling op; anything else,
 and any op that has forward hooks or whose BatchNorm or pooling module has hooks or another forward, is summed
 plainly (the hooks see every call).
+
+GDAS's hard weights are exactly 1 for the sampled op and exactly 0 for the others (``one_hot - probs.detach() +
+probs`` rounds so for every probability). On the CPU, where reading a weight costs nothing, a fused op weighted by
+exactly 1 returns its output as it is and passes its gradient on as it is, and NAS-Bench-201's addition of the
+unsampled ops' zero weights (``plus``) is skipped forward: no pass over the tensor for a product by 1 or a sum with
+0 (the weights' gradients are still computed). The values are the products' bit for bit (a skipped +0 leaves a -0
+where the sum would have +0).
 """
 
 from __future__ import annotations
@@ -148,30 +155,32 @@ def _pool_backward(grad: torch.Tensor, x: torch.Tensor, pool: nn.Module, indices
 
 class _WeightedOp(torch.autograd.Function):
     """(w_1 * bn(pool(x)), ..., w_m * bn(pool(x))), with the pooling and the BatchNorm each optional (at least one
-    present): one op's output weighted by each of m weights (m > 1: the edges sharing a pooling op, ``shared_pooling``)."""
+    present): one op's output weighted by each of m weights (m > 1: the edges sharing a pooling op, ``shared_pooling``).
+    ``unit``: one weight, exactly 1.0 (``_unit``): the output is bn(pool(x)) itself and its gradient passes as it is,
+    without the products by 1."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, pool: nn.Module | None, bn: nn.BatchNorm2d | None,
-                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float, unit: bool,
                 *ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = x if pool is None else _pool(x, pool)[0]
-        ctx.pool, ctx.eps = pool, None if bn is None else bn.eps
+        ctx.pool, ctx.eps, ctx.unit = pool, None if bn is None else bn.eps, unit
         ctx.set_materialize_grads(False)
         if bn is None:
             ctx.save_for_backward(x, *ws)
-            return _weighed(h, ws)
+            return (h,) if unit else _weighed(h, ws)
         y, mean, invstd, reserve, impl = _batch_norm(h, running_mean, running_var, momentum, bn.eps)
         # the BatchNorm's input is kept when it is what the op computed before it (a conv's output); after a pooling
         # the edge's input is kept instead and the pooling rerun
         ctx.impl, ctx.running = impl, (running_mean, running_var)
         ctx.save_for_backward(x, mean, invstd, reserve, *ws)
-        return _weighed(y, ws)
+        return (y,) if unit else _weighed(y, ws)
 
     @staticmethod
     def backward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
         x, *saved = ctx.saved_tensors
         stats, ws = (saved[:3], saved[3:]) if ctx.eps is not None else ((), saved)
-        pool, need_x, need_ws = ctx.pool, ctx.needs_input_grad[0], ctx.needs_input_grad[6:]
+        pool, need_x, need_ws = ctx.pool, ctx.needs_input_grad[0], ctx.needs_input_grad[7:]
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
             def plain(x: torch.Tensor, *ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
                 h = x if pool is None else pool(x)
@@ -179,7 +188,7 @@ class _WeightedOp(torch.autograd.Function):
                 return tuple(y * w for w in ws)
 
             grad_x, *grad_ws = _replayed((need_x, *need_ws), (x, *ws), grads, plain)
-            return (grad_x, None, None, None, None, None, *grad_ws)
+            return (grad_x, None, None, None, None, None, None, *grad_ws)
         # as autograd does for the plain products: only the gradients asked for (the weight step freezes the alphas,
         # so no normalised output is recomputed there, and a pooling without a BatchNorm is not rerun)
         mean, invstd, reserve = stats or (None, None, None)
@@ -192,12 +201,13 @@ class _WeightedOp(torch.autograd.Function):
             y = _normalised(h, mean, invstd, ctx.eps, ctx.running)
         grad_ws = [(g * y).sum() if a else None for g, a in zip(grads, asked)]
         grad_x = None
-        grad_y = _sum_of_products(grads, ws) if need_x else None
+        # a weight of exactly 1 passes the gradient as it is (a product of it would be the same tensor)
+        grad_y = (grads[0] if ctx.unit and _dense(grads[0]) else _sum_of_products(grads, ws)) if need_x else None
         if grad_y is not None:
             if ctx.eps is not None:
                 grad_y = _batch_norm_input_gradient(ctx.impl, h, grad_y, ctx.running, mean, invstd, ctx.eps, reserve)
             grad_x = grad_y if pool is None else _pool_backward(grad_y, x, pool, indices)
-        return (grad_x, None, None, None, None, None, *grad_ws)
+        return (grad_x, None, None, None, None, None, None, *grad_ws)
 
 
 def _weighed(y: torch.Tensor, ws: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -412,10 +422,10 @@ def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = 
     if fuse and not hooked(op):
         pool, bn = _pool_parts(op)
         if pool is not None and not rectified and (bn is None or _plain_bn(bn)):
-            return _weighted(x, (w,), pool, bn)[0]
+            return _weighted(x, (w,), pool, bn, _unit(w))[0]
         bn = getattr(op, "final_bn", None)
         if bn is not None and _plain_bn(bn):
-            return _weighted(op.forward_unnormalised(x, rectified), (w,), None, bn)[0]
+            return _weighted(op.forward_unnormalised(x, rectified), (w,), None, bn, _unit(w))[0]
     return run_op(op, x, rectified) * w
 
 
@@ -435,9 +445,53 @@ def _stock_pool(pool: nn.Module | None) -> bool:
 
 
 def _weighted(x: torch.Tensor, ws: tuple[torch.Tensor, ...], pool: nn.Module | None,
-              bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, ...]:
+              bn: nn.BatchNorm2d | None, unit: bool = False) -> tuple[torch.Tensor, ...]:
     running_mean, running_var, momentum = (None, None, 0.0) if bn is None else _bn_arguments(bn)
-    return _WeightedOp.apply(x, pool, bn, running_mean, running_var, momentum, *ws)
+    return _WeightedOp.apply(x, pool, bn, running_mean, running_var, momentum, unit, *ws)
+
+
+def _unit(w: torch.Tensor) -> bool:
+    """Whether ``w`` is exactly 1.0 where reading it costs nothing: a plain 0-dim CPU tensor outside torch.func's
+    transforms. GDAS's weight of the sampled op is (1 - p) + p (``one_hot - probs.detach() + probs``), which rounds to
+    exactly 1 for every p in [0, 1]: ``y * w`` is then ``y`` and ``g * w`` is ``g``, bit for bit."""
+    return (w.dim() == 0 and w.device.type == "cpu" and type(w) is torch.Tensor
+            and not torch._C._are_functorch_transforms_active() and w.item() == 1.0)
+
+
+def _zero(s: torch.Tensor) -> bool:
+    """Whether ``s`` is exactly 0.0 where reading it costs nothing (as ``_unit``): a sum of GDAS's weights of the ops
+    not sampled, each (0 - p) + p, exactly 0."""
+    return (s.dim() == 0 and s.device.type == "cpu" and type(s) is torch.Tensor
+            and not torch._C._are_functorch_transforms_active() and s.item() == 0.0)
+
+
+def _dense(t: torch.Tensor | None) -> bool:
+    """Whether ``t`` is laid out densely (contiguous or channels-last), as a product ``t * w`` would be: such a
+    ``t`` can stand for the product, strides and all, in the kernels that read it."""
+    return t is not None and (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last))
+
+
+class _PlusZero(torch.autograd.Function):
+    """``y + s`` for an ``s`` that is exactly 0: ``y`` itself (a view of it) forward; backward, ``y``'s gradient
+    unchanged and ``s``'s the sum of it, as autograd's for the sum."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.set_materialize_grads(False)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return grad, grad.sum() if grad is not None and ctx.needs_input_grad[1] else None
+
+
+def plus(y: torch.Tensor, s: torch.Tensor, fuse: bool) -> torch.Tensor:
+    """``y + s`` (``s`` a 0-dim tensor) with the same values and gradients; with ``fuse`` (an edge's ``lean()``) and
+    an ``s`` that is exactly 0 on the CPU (NAS-Bench-201's GDAS adds the zero weights of the ops it did not run),
+    without the addition's pass over ``y``: the values differ at most in the sign of a zero (-0 + 0 is +0)."""
+    if fuse and _dense(y) and _zero(s):
+        return _PlusZero.apply(y, s)
+    return y + s
 
 
 # ---- pooling ops shared by the edges reading one state ---------------------------------------------------------------

@@ -11,7 +11,7 @@ from torch import nn
 
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, checked
-from ..lean import pooling_readers, shared_pooling, weighted
+from ..lean import plus, pooling_readers, shared_pooling, weighted
 from ..ops import EdgeInput, Zero, channel_shuffle, sliced
 from ..supernet import RecomputableEdge, Supernet, new_alphas
 from .genotype import EDGES, NODES, PRIMITIVES, Genotype
@@ -75,7 +75,7 @@ class MixedEdge(RecomputableEdge):
             if self.unsampled_weights and len(self.ops) > 1:
                 # the benchmark's GDAS code adds the hard weights of the ops it did not run to the sum: each is
                 # exactly 0 forward, and sends every element's gradient, summed, to its alpha
-                out = out + torch.cat([weights[:index], weights[index + 1:]]).sum()
+                out = plus(out, torch.cat([weights[:index], weights[index + 1:]]).sum(), lean)
             return out
         total = None
         for i, (op, w, runs) in enumerate(zip(self.ops, weights, self.live or (True,) * len(self.ops))):
