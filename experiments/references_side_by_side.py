@@ -22,8 +22,8 @@ darts_lite runs before and after each reference run; ``--rounds R`` runs each re
 darts_lite (on a noisy machine a step's time moves by a third from one process to the next; the table then shows
 the median of the 2R ratios of a darts_lite run to the reference run beside it):
 
-    python experiments/references_side_by_side.py --autodl /tmp/refs/AutoDL --cases gdas --rounds 3 --reps 5 \
-        --name references_gdas                                               # about 4 min on 2 cores
+    python experiments/references_side_by_side.py --autodl /tmp/refs/AutoDL --cases gdas,nb201_gdas --rounds 3 \
+        --reps 5 --name references_gdas                                      # about 4 min on 2 cores
 
 Writes experiments/results/references_side_by_side.json and .md.
 """
