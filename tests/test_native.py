@@ -101,6 +101,18 @@ def test_a_sliced_input_reads_its_own_values():
                                atol=1e-12)
 
 
+def test_a_plain_tensor_is_told_by_its_dispatch_keys_each_key_set_read_once():
+    x = torch.randn(2, 3)
+    seen = []
+    torch.vmap(lambda row: seen.append(native._plain(row)) or row)(x)
+    cases = [(x, True), (x.clone().requires_grad_(), True), (x._neg_view(), False), (x.to("meta"), False),
+             (nn.Parameter(x), False), (x.to_sparse(), False)]
+    for _ in range(2):  # the second time from the key sets already read
+        assert [native._plain(t) for t in (t for t, _ in cases)] == [want for _, want in cases]
+    assert seen == [False]  # torch.func's wrapper
+    assert all(isinstance(bits, int) for bits in native._plain_key_sets)
+
+
 @needs_compiler
 def test_what_it_does_not_serve():
     x, grad = _pair(2, 4, 6, 6)

@@ -180,6 +180,8 @@ def applies(kernel: int, dilation: int) -> bool:
 
 # the dispatch keys of an ordinary dense CPU tensor
 _PLAIN_KEYS = frozenset({"CPU", "ADInplaceOrView", "AutogradCPU", "AutocastCPU"})
+# a dispatch key set's bits -> whether its keys are those of a plain tensor (a handful of sets: read once each)
+_plain_key_sets: dict[int, bool] = {}
 
 
 def _plain(t: torch.Tensor) -> bool:
@@ -187,9 +189,13 @@ def _plain(t: torch.Tensor) -> bool:
     torch.func's or of the autograd engine's batched backward (a Hessian's rows at once), no sparse layout."""
     if type(t) is not torch.Tensor or t.layout != torch.strided:
         return False
-    keys = str(torch._C._dispatch_keys(t))  # "DispatchKeySet(CPU, ADInplaceOrView, ...)"
-    names = {name.strip() for name in keys[keys.index("(") + 1:keys.rindex(")")].split(",")}
-    return "CPU" in names and names <= _PLAIN_KEYS
+    keys = torch._C._dispatch_keys(t)
+    plain = _plain_key_sets.get(keys.raw_repr())
+    if plain is None:
+        text = str(keys)  # "DispatchKeySet(CPU, ADInplaceOrView, ...)"
+        names = {name.strip() for name in text[text.index("(") + 1:text.rindex(")")].split(",")}
+        plain = _plain_key_sets[keys.raw_repr()] = "CPU" in names and names <= _PLAIN_KEYS
+    return plain
 
 
 def _graph_through(*tensors: torch.Tensor) -> bool:
