@@ -6,10 +6,10 @@
 Two parts, each alternating the two ways in one run:
 
 - **per BatchNorm**: forward (training mode, no affine parameters, running statistics updated) and input gradient
-  of a channels-last float32 tensor at the shapes the searches run (the DARTS supernet's three stages at paper size,
-  PC-DARTS's quarter channels, the retrained network's C=36 at batch 96), from ``darts_lite.spaces.native`` and
-  from ``aten._batch_norm_impl_index`` and its backward; median of ``--reps`` x 10 calls each, alternating; and
-  whether the two gave the same bits (output, statistics, input gradient).
+  of a channels-last float32 tensor at the shapes the searches run (the DARTS supernet's three stages at paper size
+  and a reduction cell's preprocessing, PC-DARTS's quarter channels, the retrained network's C=36 at batch 96),
+  from ``darts_lite.spaces.native`` and from ``aten._batch_norm_impl_index`` and its backward; median of ``--reps``
+  x 10 calls each, alternating; and whether the two gave the same bits (output, statistics, input gradient).
 - **per search step**: the search steps of references_side_by_side.py (``SearchModule.training_step`` under a
   Trainer, the DARTS space at paper size, batch 64, 32 px: PC-DARTS with K=4 and edge normalisation, DARTS first
   order, GDAS), each way in its own process, in ``--rounds`` rounds; PyTorch's way is darts_lite with
@@ -28,6 +28,7 @@ from common import RESULTS, alternating_call_medians, both_ways_main, both_ways_
 RESULT = RESULTS / "batch_norm_kernel.md"  # and .json
 # (where, batch, channels, pixels)
 SHAPES = [("supernet", 64, 16, 32), ("supernet", 64, 32, 16), ("supernet", 64, 64, 8),
+          ("supernet, a reduction cell's input preprocessing", 64, 32, 32),
           ("PC-DARTS K=4", 64, 4, 32), ("PC-DARTS K=4", 64, 8, 16), ("PC-DARTS K=4", 64, 16, 8),
           ("retrained", 96, 36, 32)]
 CASES = {

@@ -59,10 +59,11 @@ def _run(bn, x, grad):
 
 @served_here
 @pytest.mark.parametrize("kwargs", [{}, {"momentum": None}, {"momentum": 0.3, "eps": 1e-3},
-                                    {"track_running_stats": False}])
+                                    {"track_running_stats": False}, {"affine": False},
+                                    {"affine": False, "track_running_stats": False}])
 def test_the_same_bits_as_nn_batchnorm_over_steps(kwargs, monkeypatch):
     plain, compiled = _pair(**kwargs)
-    assert type(compiled) is BatchNorm2d and compiled.weight is not plain.weight
+    assert type(compiled) is BatchNorm2d and (compiled.weight is not plain.weight or not plain.affine)
     assert compiled.state_dict().keys() == plain.state_dict().keys()
     calls = _counting(monkeypatch)
     for step in range(3):
@@ -105,8 +106,8 @@ def test_a_swapped_network_shares_its_parameters_and_follows_the_same_trajectory
 
 
 def test_where_the_kernels_do_not_serve_it_is_nn_batchnorm(monkeypatch):
-    """Evaluation mode, NCHW, float64, autocast, no affine parameters, forward-mode AD, a compiled graph: the
-    kernels are not asked, and the values are nn.BatchNorm2d's."""
+    """Evaluation mode, NCHW, float64, autocast, forward-mode AD: the kernels are not asked, and the values are
+    nn.BatchNorm2d's."""
     calls = _counting(monkeypatch)
     plain, compiled = _pair()
     x = torch.randn(4, 12, 6, 6)
@@ -127,8 +128,6 @@ def test_where_the_kernels_do_not_serve_it_is_nn_batchnorm(monkeypatch):
         out_compiled = fwAD.unpack_dual(compiled(fwAD.make_dual(cl, tangent)))
         assert torch.equal(out_plain.primal, out_compiled.primal)
         assert torch.equal(out_plain.tangent, out_compiled.tangent)
-    free_plain, free_compiled = _pair(affine=False)
-    assert torch.equal(free_plain(cl), free_compiled(cl))
     assert calls == {"forward": 0, "backward": 0}
 
 
@@ -146,3 +145,39 @@ def test_double_backward_through_the_compiled_batchnorm():
         results.append((gx.detach(), xi.grad, bn.weight.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@served_here
+def test_the_darts_search_cells_preprocessing_runs_it_and_the_edges_stay_fused(monkeypatch):
+    """The search cells' input preprocessing (ReLU-conv-BN, the factorized reduction; GDAS's fixed reduction cell
+    whole) runs the compiled BatchNorm, the mixed edges' BatchNorms stay nn.BatchNorm2d (fused with their ops); a
+    search step's gradients and statistics are those of the same network with nn.BatchNorm2d everywhere."""
+    from darts_lite.spaces.darts.search import SearchNetwork
+
+    torch.manual_seed(0)
+    net = SearchNetwork(C=8, layers=3, num_classes=4, relaxation="gumbel").to(memory_format=torch.channels_last)
+    for cell in net.cells:
+        assert all(type(m) is BatchNorm2d for p in (cell.preprocess0, cell.preprocess1) for m in p.modules()
+                   if isinstance(m, nn.BatchNorm2d))
+        assert all(type(m) is nn.BatchNorm2d for m in cell.edges.modules() if isinstance(m, nn.BatchNorm2d))
+    frc = SearchNetwork(C=8, layers=3, num_classes=4, fixed_reduction=True)
+    assert not any(type(m) is nn.BatchNorm2d for m in frc.cells[1].modules())
+    plain = copy.deepcopy(net)
+    for m in plain.modules():
+        if type(m) is BatchNorm2d:
+            m.__class__ = nn.BatchNorm2d
+    from darts_lite.spaces import batchnorm
+
+    served = []
+    apply = batchnorm._TrainingBatchNorm.apply
+    monkeypatch.setattr(batchnorm._TrainingBatchNorm, "apply", lambda *args: served.append(args[0].shape) or apply(*args))
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 4, (8,))
+    for n in (net, plain):
+        torch.manual_seed(1)  # the same Gumbel sample
+        F.cross_entropy(n(x), y).backward()
+    assert len(served) == 2 * len(net.cells) == len([m for m in net.modules() if type(m) is BatchNorm2d])
+    for (name, a), b in zip(net.named_parameters(), plain.parameters()):
+        assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad)), name
+    for (name, a), b in zip(net.state_dict().items(), plain.state_dict().values()):
+        assert torch.equal(a, b), name

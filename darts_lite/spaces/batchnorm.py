@@ -4,11 +4,13 @@ PyTorch's channels-last BatchNorm kernels on the CPU process one pixel's channel
 a retrained DARTS network (C=36 and its multiples) they are several times slower than the same arithmetic a channel
 group at a time, which ``darts_lite.spaces.native`` compiles (experiments/batch_norm_kernel.py). ``BatchNorm2d``
 below is ``nn.BatchNorm2d`` with that kernel in training mode: the same output, batch statistics, running
-statistics, ``num_batches_tracked`` and gradients (input, weight, bias) bit for bit (tests/test_batchnorm.py). Where
+statistics, ``num_batches_tracked`` and gradients (input, weight, bias) bit for bit, with or without affine
+parameters (tests/test_batchnorm.py). Where
 the kernel does not serve (evaluation mode, another dtype, layout or device, autocast, forward-mode AD, a compiled or
 exported graph, no compiler) it is ``nn.BatchNorm2d``'s own forward. ``compiled_batch_norms(module)`` swaps a
 network's ``nn.BatchNorm2d`` modules for it (parameters and buffers shared, state-dict keys unchanged); the
-evaluation network does so when built.
+evaluation network does so when built, and the DARTS search cells for their input preprocessing (the mixed edges'
+BatchNorms run fused with their ops instead: ``darts_lite.spaces.lean``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ aten = torch.ops.aten
 
 
 class _TrainingBatchNorm(torch.autograd.Function):
-    """The training-mode BatchNorm of x with its affine parameters: darts_lite's kernels where they serve, else
-    PyTorch's (``aten.native_batch_norm`` and its backward: what ``F.batch_norm`` runs on the CPU)."""
+    """The training-mode BatchNorm of x with its affine parameters (or none: both None): darts_lite's kernels where
+    they serve, else PyTorch's (``aten.native_batch_norm`` and its backward: what ``F.batch_norm`` runs on the CPU)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor | None,
-                running_var: torch.Tensor | None, momentum: float, eps: float) -> torch.Tensor:
-        computed = native.batch_norm(x, running_mean, running_var, momentum, eps, weight.detach(), bias.detach())
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float,
+                eps: float) -> torch.Tensor:
+        computed = native.batch_norm(x, running_mean, running_var, momentum, eps, _detached(weight), _detached(bias))
         if computed is None:
             computed = aten.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
         y, mean, invstd = computed
@@ -46,11 +49,11 @@ class _TrainingBatchNorm(torch.autograd.Function):
         x, weight, bias, mean, invstd = ctx.saved_tensors
         need = list(ctx.needs_input_grad[:3])
         if torch.is_grad_enabled():  # a graph of the backward pass is wanted (double backward): plain ops
-            def plain(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+            def plain(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
                 return F.batch_norm(x, None, None, weight, bias, True, 0.0, ctx.eps)
 
             return (*_replayed(tuple(need), (x, weight, bias), grad, plain), None, None, None, None)
-        computed = native.batch_norm_gradients(grad, x, mean, invstd, weight.detach(), need[0], need[1] or need[2])
+        computed = native.batch_norm_gradients(grad, x, mean, invstd, _detached(weight), need[0], need[1] or need[2])
         if computed is None:
             computed = aten.native_batch_norm_backward(grad, x, weight, None, None, mean, invstd, True, ctx.eps, need)
         dx, dweight, dbias = computed
@@ -58,15 +61,18 @@ class _TrainingBatchNorm(torch.autograd.Function):
                 None, None, None, None)
 
 
+def _detached(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.detach()  # a Parameter is a subclass: the kernels read plain tensors
+
+
 class BatchNorm2d(nn.BatchNorm2d):
-    """``nn.BatchNorm2d`` whose training-mode pass over a channels-last float32 CPU tensor, with affine parameters,
-    runs darts_lite's compiled kernels (the same values bit for bit); otherwise ``nn.BatchNorm2d``'s forward."""
+    """``nn.BatchNorm2d`` whose training-mode pass over a channels-last float32 CPU tensor, with or without affine
+    parameters, runs darts_lite's compiled kernels (the same values bit for bit); otherwise ``nn.BatchNorm2d``'s
+    forward."""
 
     def _kernel_serves(self, x: torch.Tensor) -> bool:
-        weight, bias = self.weight, self.bias
-        return (self.training and weight is not None and bias is not None and x.dim() == 4
-                and native.batch_norm_takes(x)
-                and all(native._vector(t.detach(), x.shape[1]) for t in (weight, bias))  # (a Parameter is a subclass)
+        return (self.training and x.dim() == 4 and native.batch_norm_takes(x)
+                and all(native._vector(_detached(t), x.shape[1]) for t in (self.weight, self.bias))
                 and _forward_ad._current_level < 0 and not torch.compiler.is_compiling()
                 and not torch.jit.is_scripting())
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from ...relax import EdgeWeights, make_relaxation
 from ...schema import Allowed, Ge, Hint, Lt, checked
+from ..batchnorm import compiled_batch_norms
 from ..lean import pooling_readers, shared_pooling, weighted
 from ..ops import (
     EdgeInput,
@@ -167,6 +168,8 @@ class SearchCell(nn.Module):
         self.multiplier = multiplier
         self.preprocess0 = FactorizedReduce(C_pp, C, affine) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, affine)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine)
+        # the preprocessing's BatchNorms run darts_lite's compiled kernels (the edges' run fused with their ops)
+        compiled_batch_norms(self.preprocess0), compiled_batch_norms(self.preprocess1)
         self.edges = nn.ModuleList()
         self._sources: list[int] = []  # per edge, the state it reads
         for node in range(steps):
@@ -219,6 +222,7 @@ class FixedReductionCell(nn.Module):
         self.pools = nn.ModuleList(
             nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.BatchNorm2d(C, affine=affine)) for _ in range(2)
         )
+        compiled_batch_norms(self)  # every BatchNorm through darts_lite's compiled kernels (the same values)
 
     @staticmethod
     def _conv_branch(C: int, affine: bool) -> nn.Module:
