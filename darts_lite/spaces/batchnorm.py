@@ -5,12 +5,11 @@ a retrained DARTS network (C=36 and its multiples) they are several times slower
 group at a time, which ``darts_lite.spaces.native`` compiles (experiments/batch_norm_kernel.py). ``BatchNorm2d``
 below is ``nn.BatchNorm2d`` with that kernel in training mode: the same output, batch statistics, running
 statistics, ``num_batches_tracked`` and gradients (input, weight, bias) bit for bit, with or without affine
-parameters (tests/test_batchnorm.py). Where
-the kernel does not serve (evaluation mode, another dtype, layout or device, autocast, forward-mode AD, a compiled or
-exported graph, no compiler) it is ``nn.BatchNorm2d``'s own forward. ``compiled_batch_norms(module)`` swaps a
-network's ``nn.BatchNorm2d`` modules for it (parameters and buffers shared, state-dict keys unchanged); the
-evaluation network does so when built, and the DARTS search cells for their input preprocessing (the mixed edges'
-BatchNorms run fused with their ops instead: ``darts_lite.spaces.lean``).
+parameters (tests/test_batchnorm.py). Where the kernel does not serve (evaluation mode, another dtype, layout or
+device, autocast, forward-mode AD, a compiled or exported graph, no compiler) it is ``nn.BatchNorm2d``'s own forward.
+``compiled_batch_norms(module)`` swaps a network's ``nn.BatchNorm2d`` modules for it (parameters and buffers shared,
+state-dict keys unchanged); the evaluation network does so when built, and the DARTS search cells for their input
+preprocessing (the mixed edges' BatchNorms run fused with their ops instead: ``darts_lite.spaces.lean``).
 """
 
 from __future__ import annotations

@@ -450,19 +450,24 @@ def _weighted(x: torch.Tensor, ws: tuple[torch.Tensor, ...], pool: nn.Module | N
     return _WeightedOp.apply(x, pool, bn, running_mean, running_var, momentum, unit, *ws)
 
 
+def _exactly(t: torch.Tensor, value: float) -> bool:
+    """Whether ``t`` holds exactly ``value``, asked only where reading it costs nothing: a plain 0-dim CPU tensor
+    outside torch.func's transforms (on a GPU the answer is no, without a synchronisation)."""
+    return (t.dim() == 0 and t.device.type == "cpu" and type(t) is torch.Tensor
+            and not torch._C._are_functorch_transforms_active() and t.item() == value)
+
+
 def _unit(w: torch.Tensor) -> bool:
-    """Whether ``w`` is exactly 1.0 where reading it costs nothing: a plain 0-dim CPU tensor outside torch.func's
-    transforms. GDAS's weight of the sampled op is (1 - p) + p (``one_hot - probs.detach() + probs``), which rounds to
-    exactly 1 for every p in [0, 1]: ``y * w`` is then ``y`` and ``g * w`` is ``g``, bit for bit."""
-    return (w.dim() == 0 and w.device.type == "cpu" and type(w) is torch.Tensor
-            and not torch._C._are_functorch_transforms_active() and w.item() == 1.0)
+    """Whether ``w`` is exactly 1.0 (``_exactly``). GDAS's weight of the sampled op is (1 - p) + p (``one_hot -
+    probs.detach() + probs``), which rounds to exactly 1 for every p in [0, 1]: ``y * w`` is then ``y`` and ``g * w``
+    is ``g``, bit for bit."""
+    return _exactly(w, 1.0)
 
 
 def _zero(s: torch.Tensor) -> bool:
-    """Whether ``s`` is exactly 0.0 where reading it costs nothing (as ``_unit``): a sum of GDAS's weights of the ops
-    not sampled, each (0 - p) + p, exactly 0."""
-    return (s.dim() == 0 and s.device.type == "cpu" and type(s) is torch.Tensor
-            and not torch._C._are_functorch_transforms_active() and s.item() == 0.0)
+    """Whether ``s`` is exactly 0.0 (``_exactly``): a sum of GDAS's weights of the ops not sampled, each (0 - p) + p,
+    exactly 0."""
+    return _exactly(s, 0.0)
 
 
 def _dense(t: torch.Tensor | None) -> bool:
