@@ -315,6 +315,29 @@ def alternating_call_medians(calls: Mapping[str, Callable[[], Any]], reps: int) 
     return {f"{name}_ms": 1e3 * statistics.median(ts) for name, ts in times.items()}
 
 
+def alternating_pairs(step: Callable[[bool, int], tuple[float, Sequence[Any]]], pairs: int,
+                      names: tuple[str, str]) -> dict[str, Any]:
+    """Two ways of one computation timed in one process, pair after pair: ``step(way, pair)`` runs the first way
+    (``way`` True) or the second and returns (seconds, the tensors it computed); each way runs first in half the
+    pairs, after one warm-up of each. -> times per way (keyed by ``names``), the pairs' ratios (first / second),
+    medians, and whether the two ways computed the same tensors bit for bit in every pair."""
+    import torch
+
+    step(True, 0), step(False, 0)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in names}
+    same = True
+    for i in range(pairs):
+        got = {}
+        for way in ((True, False) if i % 2 == 0 else (False, True)):
+            seconds, got[way] = step(way, i + 1)
+            times[names[0] if way else names[1]].append(seconds)
+        same = same and len(got[True]) == len(got[False]) and all(
+            torch.equal(a, b) for a, b in zip(got[True], got[False]))
+    ratios = [a / b for a, b in zip(times[names[0]], times[names[1]])]
+    return {"times_s": times, "ratios": ratios, "same_bits": same, "median_ratio": statistics.median(ratios),
+            "median_s": {name: statistics.median(ts) for name, ts in times.items()}}
+
+
 def forward_backward_cells(row: Mapping[str, Any]) -> str:
     """A per-call row's last markdown cells: forward and backward, PyTorch's / compiled ms and speed-up, and whether
     the bits agreed (``alternating_call_medians`` of the calls pytorch_ and compiled_ forward and backward)."""

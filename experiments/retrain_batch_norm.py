@@ -6,7 +6,7 @@ built (the same values bit for bit). This script builds DARTS_V2 at the retraini
 auxiliary head, drop path 0.2, channels-last), then times forward+backward steps alternating the two classes on
 the same modules (``__class__`` swapped between steps), pair after pair, per batch size; it reports each way's
 median and the median of the pairs' ratios, and checks that both ways give the same logits and gradients bit for
-bit on the first pair.
+bit in every pair.
 
     python experiments/retrain_batch_norm.py                     # about 5 minutes on 2 cores
     python experiments/retrain_batch_norm.py --batches 16 --pairs 2 --layers 8   # a quick look
@@ -17,11 +17,10 @@ Writes experiments/results/retrain_batch_norm.json and .md.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
 
-from common import RESULTS, machine, machine_text, write_result
+from common import RESULTS, alternating_pairs, machine, machine_text, write_result
 
 RESULT = RESULTS / "retrain_batch_norm.md"
 
@@ -41,7 +40,7 @@ def measure(batch: int, pairs: int, layers: int) -> dict[str, Any]:
     x = torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
 
-    def step(compiled: bool) -> tuple[float, list[torch.Tensor]]:
+    def step(compiled: bool, pair: int) -> tuple[float, list[torch.Tensor]]:
         for m in norms:
             m.__class__ = BatchNorm2d if compiled else nn.BatchNorm2d
         torch.manual_seed(0)  # the same drop-path draws both ways
@@ -53,21 +52,8 @@ def measure(batch: int, pairs: int, layers: int) -> dict[str, Any]:
         net.zero_grad(set_to_none=True)
         return seconds, out
 
-    step(True), step(False)  # warm-up
-    times: dict[str, list[float]] = {"compiled": [], "pytorch": []}
-    same = None
-    for i in range(pairs):
-        order = (True, False) if i % 2 == 0 else (False, True)  # each way first in half the pairs
-        got = {}
-        for compiled in order:
-            seconds, got[compiled] = step(compiled)
-            times["compiled" if compiled else "pytorch"].append(seconds)
-        if same is None:
-            same = all(torch.equal(a, b) for a, b in zip(got[True], got[False]))
-    ratios = [c / p for c, p in zip(times["compiled"], times["pytorch"])]
-    return {"batch": batch, "batch_norms": len(norms), "times_s": times, "ratios": ratios,
-            "median_s": {k: statistics.median(v) for k, v in times.items()}, "median_ratio": statistics.median(ratios),
-            "same_bits": same}
+    result = alternating_pairs(step, pairs, ("compiled", "pytorch"))
+    return {"batch": batch, "batch_norms": len(norms), **result}
 
 
 def main() -> None:

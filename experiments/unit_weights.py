@@ -19,11 +19,10 @@ Writes experiments/results/unit_weights.json and .md.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
 
-from common import RESULTS, machine, machine_text, write_result
+from common import RESULTS, alternating_pairs, machine, machine_text, write_result
 
 RESULT = RESULTS / "unit_weights.md"
 CASES = {"gdas": "GDAS, DARTS space (8 cells, C=16)", "nb201_gdas": "GDAS, NAS-Bench-201 (C=16, N=5)"}
@@ -68,20 +67,7 @@ def measure(case: str, pairs: int, batch: int) -> dict[str, Any]:
         net.zero_grad(set_to_none=True)
         return seconds, out
 
-    step(True, 0), step(False, 0)  # warm-up
-    times: dict[str, list[float]] = {"skipped": [], "computed": []}
-    same = True
-    for i in range(pairs):
-        order = (True, False) if i % 2 == 0 else (False, True)  # each way first in half the pairs
-        got = {}
-        for skip in order:
-            seconds, got[skip] = step(skip, i + 1)
-            times["skipped" if skip else "computed"].append(seconds)
-        same = same and len(got[True]) == len(got[False]) and all(
-            torch.equal(a, b) for a, b in zip(got[True], got[False]))
-    ratios = [s / c for s, c in zip(times["skipped"], times["computed"])]
-    return {"case": case, "times_s": times, "ratios": ratios, "same_bits": same,
-            "median_s": {k: statistics.median(v) for k, v in times.items()}, "median_ratio": statistics.median(ratios)}
+    return {"case": case, **alternating_pairs(step, pairs, ("skipped", "computed"))}
 
 
 def main() -> None:
