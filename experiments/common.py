@@ -338,6 +338,15 @@ def alternating_pairs(step: Callable[[bool, int], tuple[float, Sequence[Any]]], 
             "median_s": {name: statistics.median(ts) for name, ts in times.items()}}
 
 
+def alternating_pairs_cells(result: Mapping[str, Any]) -> str:
+    """An ``alternating_pairs`` result's cells of a markdown row: the second way's median (s), the first way's, the
+    median of the pairs' ratios (first / second) with their range, and whether the bits were the same."""
+    first, second = result["median_s"]
+    ratios = result["ratios"]
+    return (f"{result['median_s'][second]:.3f} | {result['median_s'][first]:.3f} | {result['median_ratio']:.3f}x "
+            f"({min(ratios):.2f}-{max(ratios):.2f}) | {'yes' if result['same_bits'] else 'NO'} |")
+
+
 def forward_backward_cells(row: Mapping[str, Any]) -> str:
     """A per-call row's last markdown cells: forward and backward, PyTorch's / compiled ms and speed-up, and whether
     the bits agreed (``alternating_call_medians`` of the calls pytorch_ and compiled_ forward and backward)."""

@@ -20,7 +20,7 @@ import argparse
 import time
 from typing import Any
 
-from common import RESULTS, alternating_pairs, machine, machine_text, write_result
+from common import RESULTS, alternating_pairs, alternating_pairs_cells, machine, machine_text, write_result
 
 RESULT = RESULTS / "retrain_batch_norm.md"
 
@@ -74,9 +74,7 @@ def main() -> None:
         "",
         "| batch | nn.BatchNorm2d (s) | compiled (s) | compiled / nn.BatchNorm2d (median of pairs) | same bits |",
         "| ---: | ---: | ---: | ---: | --- |",
-        *(f"| {r['batch']} | {r['median_s']['pytorch']:.3f} | {r['median_s']['compiled']:.3f} | "
-          f"{r['median_ratio']:.3f}x ({min(r['ratios']):.2f}-{max(r['ratios']):.2f}) | "
-          f"{'yes' if r['same_bits'] else 'NO'} |" for r in rows),
+        *(f"| {r['batch']} | {alternating_pairs_cells(r)}" for r in rows),
     ]
     write_result(RESULT, result, lines)
 

@@ -22,7 +22,7 @@ import argparse
 import time
 from typing import Any
 
-from common import RESULTS, alternating_pairs, machine, machine_text, write_result
+from common import RESULTS, alternating_pairs, alternating_pairs_cells, machine, machine_text, write_result
 
 RESULT = RESULTS / "unit_weights.md"
 CASES = {"gdas": "GDAS, DARTS space (8 cells, C=16)", "nb201_gdas": "GDAS, NAS-Bench-201 (C=16, N=5)"}
@@ -91,9 +91,7 @@ def main() -> None:
         "",
         "| step | products computed (s) | skipped (s) | skipped / computed (median of pairs) | same bits |",
         "| --- | ---: | ---: | ---: | --- |",
-        *(f"| {CASES[r['case']]} | {r['median_s']['computed']:.3f} | {r['median_s']['skipped']:.3f} | "
-          f"{r['median_ratio']:.3f}x ({min(r['ratios']):.2f}-{max(r['ratios']):.2f}) | "
-          f"{'yes' if r['same_bits'] else 'NO'} |" for r in rows),
+        *(f"| {CASES[r['case']]} | {alternating_pairs_cells(r)}" for r in rows),
         "",
         "Skipped: a fused edge weighted by exactly 1 returns its op's output and passes its gradient on as they are, "
         "and NAS-Bench-201's edges do not add the unsampled ops' zero weights forward (darts_lite's default on the "

@@ -190,11 +190,12 @@ def _plain(t: torch.Tensor) -> bool:
     if type(t) is not torch.Tensor or t.layout != torch.strided:
         return False
     keys = torch._C._dispatch_keys(t)
-    plain = _plain_key_sets.get(keys.raw_repr())
+    bits = keys.raw_repr()
+    plain = _plain_key_sets.get(bits)
     if plain is None:
         text = str(keys)  # "DispatchKeySet(CPU, ADInplaceOrView, ...)"
         names = {name.strip() for name in text[text.index("(") + 1:text.rindex(")")].split(",")}
-        plain = _plain_key_sets[keys.raw_repr()] = "CPU" in names and names <= _PLAIN_KEYS
+        plain = _plain_key_sets[bits] = "CPU" in names and names <= _PLAIN_KEYS
     return plain
 
 
