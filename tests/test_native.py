@@ -450,6 +450,26 @@ def test_the_poolings_of_the_networks_shapes(kind, shape, stride):
 
 
 @needs_compiler
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 3), c=st.sampled_from([8, 9, 12, 15, 16, 17, 24, 31, 32, 40]), h=st.integers(3, 13),
+       w=st.integers(3, 13), stride=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pad=st.tuples(st.integers(0, 1), st.integers(0, 1)), ceil_mode=st.booleans(), count_include_pad=st.booleans(),
+       kind=st.sampled_from(["max", "avg"]), threads=st.integers(1, 3), seed=st.integers(0, 9), ties=st.booleans(),
+       nans=st.sampled_from([0, 1, 4]), infinities=st.sampled_from([0, 3]))
+def test_the_3x3_poolings_vectors_are_pytorchs_bit_for_bit(n, c, h, w, stride, pad, ceil_mode, count_include_pad,
+                                                            kind, threads, seed, ties, nans, infinities):
+    """3x3 windows of 8 channels or more take the whole-vector path (16 lanes, or 8 below 16 channels; 4 output pixels
+    at a time, then 1): any image from 3x3, the channels past the last whole vector, both strides and paddings; tied
+    maxima (+0 against -0), NaNs (a vector holding one is computed again lane by lane: the last NaN wins) and
+    infinities of both signs among the values."""
+    x, g = _pool_case(n, c, h, w, seed, ties, nans)
+    flat = x.permute(0, 2, 3, 1).reshape(-1)  # the channels-last storage
+    spots = torch.randint(0, flat.numel(), (infinities,), generator=g)
+    flat[spots] = torch.where(torch.rand(infinities, generator=g) < 0.5, float("-inf"), float("inf"))
+    _assert_pooling_is_pytorchs(x, g, kind, (3, 3), stride, pad, ceil_mode, count_include_pad, threads)
+
+
+@needs_compiler
 def test_what_the_poolings_do_not_serve(monkeypatch):
     x, _ = _pool_case(2, 8, 6, 6, seed=0)
     window = ([3, 3], [1, 1], [1, 1])
