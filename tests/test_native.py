@@ -336,6 +336,51 @@ def test_what_the_batch_norm_does_not_serve(monkeypatch):
 
 @needs_compiler
 @needs_fma_build
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 9), c=st.integers(2, 40), h=st.integers(1, 9), w=st.integers(2, 9), threads=st.integers(1, 3),
+       seed=st.integers(0, 3))
+def test_a_gradient_times_the_normalised_input_is_the_recomputed_products(n, c, h, w, threads, seed):
+    """``times_normalised``: grad * y for the BatchNorm output y, without writing y, equal bit for bit to the product
+    with y recomputed (``lean._normalised``) and with the forward pass's own output."""
+    from darts_lite.spaces import lean
+
+    if n * h * w <= threads:
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(seed)
+        x = (torch.randn(n, c, h, w, generator=g) * (1 + seed) - seed).contiguous(memory_format=torch.channels_last)
+        grad = torch.randn(x.shape, generator=g).contiguous(memory_format=torch.channels_last)
+        y, mean, invstd = aten._batch_norm_impl_index(x, None, None, None, None, True, 0.1, 1e-5, False)[:3]
+        got = native.times_normalised(grad, x, mean, invstd)
+        assert got is not None and _channels_last(got)
+        assert _same_bits(got, grad * lean._normalised(x, mean, invstd, 1e-5, (None, None)))
+        assert _same_bits(got, grad * y)
+        assert torch.equal(got.sum(), (grad * y).sum())  # the same layout: the same order of the sum
+        wider = torch.randn(n, c + 5, h, w, generator=g).contiguous(memory_format=torch.channels_last)
+        part = wider[:, 2:c + 2]  # the channels' slice of a gradient of more channels (a partial edge's)
+        got = native.times_normalised(part, x, mean, invstd)
+        assert got is not None and _same_bits(got, part * y) and _channels_last(got)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@needs_compiler
+def test_what_the_product_with_the_normalised_input_does_not_serve():
+    x, grad = _pair(4, 8, 6, 6, dtype=torch.float32)
+    mean, invstd = torch.zeros(8), torch.ones(8)
+    if torch.backends.cpu.get_cpu_capability() in native._BATCH_NORM_BUILDS:
+        assert native.times_normalised(grad, x, mean, invstd) is not None
+    assert native.times_normalised(grad.contiguous(), x, mean, invstd) is None  # laid out otherwise
+    assert native.times_normalised(grad[:, :, :3], x[:, :, :3].clone(), mean, invstd) is None  # rows of rows
+    assert native.times_normalised(grad.double(), x.double(), mean.double(), invstd.double()) is None
+    with torch.enable_grad():
+        assert native.times_normalised(grad.clone().requires_grad_(), x, mean, invstd) is None
+
+
+@needs_compiler
+@needs_fma_build
 def test_a_supernets_fused_edges_take_it_with_the_plain_supernets_values(monkeypatch):
     """PC-DARTS's quarter-channel ops (the shapes the kernel is fastest for), fused (recompute="cheap"), against the
     plain supernet's nn.BatchNorm2d (PyTorch's kernel): the same outputs, gradients and running statistics."""
@@ -344,8 +389,8 @@ def test_a_supernets_fused_edges_take_it_with_the_plain_supernets_values(monkeyp
     from darts_lite.spaces import lean
     from darts_lite.spaces.darts.search import SearchNetwork
 
-    calls = {"forward": 0, "backward": 0}
-    forward, backward = native.batch_norm, native.batch_norm_input_gradient
+    calls = {"forward": 0, "backward": 0, "product": 0}
+    forward, backward, product = native.batch_norm, native.batch_norm_input_gradient, native.times_normalised
 
     def counted_forward(*args):
         out = forward(*args)
@@ -357,8 +402,14 @@ def test_a_supernets_fused_edges_take_it_with_the_plain_supernets_values(monkeyp
         calls["backward"] += out is not None
         return out
 
+    def counted_product(*args):
+        out = product(*args)
+        calls["product"] += out is not None
+        return out
+
     monkeypatch.setattr(lean.native, "batch_norm", counted_forward)
     monkeypatch.setattr(lean.native, "batch_norm_input_gradient", counted_backward)
+    monkeypatch.setattr(lean.native, "times_normalised", counted_product)
     nets = []
     for recompute in ("none", "cheap"):
         torch.manual_seed(0)
@@ -369,7 +420,7 @@ def test_a_supernets_fused_edges_take_it_with_the_plain_supernets_values(monkeyp
     y = torch.randint(0, 4, (8,))
     for seed in (1, 2):
         assert torch.equal(seeded_step(plain, x, y, seed), seeded_step(fused, x, y, seed))
-    assert calls["forward"] > 0 and calls["backward"] > 0
+    assert calls["forward"] > 0 and calls["backward"] > 0 and calls["product"] > 0  # (the alphas' gradients)
     for (name, a), b in zip(plain.named_parameters(), fused.parameters()):
         assert (a.grad is None) == (b.grad is None) and (a.grad is None or torch.equal(a.grad, b.grad)), name
     for (name, a), b in zip(plain.named_buffers(), fused.buffers()):

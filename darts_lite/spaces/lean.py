@@ -164,7 +164,7 @@ class _WeightedOp(torch.autograd.Function):
                 running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float, unit: bool,
                 *ws: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = x if pool is None else _pool(x, pool)[0]
-        ctx.pool, ctx.eps, ctx.unit = pool, None if bn is None else bn.eps, unit
+        ctx.pool, ctx.eps, ctx.unit, ctx.running = pool, None if bn is None else bn.eps, unit, None
         ctx.set_materialize_grads(False)
         if bn is None:
             ctx.save_for_backward(x, *ws)
@@ -196,10 +196,7 @@ class _WeightedOp(torch.autograd.Function):
         h, indices = x, None
         if pool is not None and (ctx.eps is not None or any(asked)):
             h, indices = _pool(x, pool)
-        y = h
-        if ctx.eps is not None and any(asked):
-            y = _normalised(h, mean, invstd, ctx.eps, ctx.running)
-        grad_ws = [(g * y).sum() if a else None for g, a in zip(grads, asked)]
+        grad_ws = _weight_gradients(grads, asked, h, ctx.eps, mean, invstd, ctx.running)
         grad_x = None
         # a weight of exactly 1 passes the gradient as it is (a product of it would be the same tensor)
         grad_y = (grads[0] if ctx.unit and _dense(grads[0]) else _sum_of_products(grads, ws)) if need_x else None
@@ -208,6 +205,26 @@ class _WeightedOp(torch.autograd.Function):
                 grad_y = _batch_norm_input_gradient(ctx.impl, h, grad_y, ctx.running, mean, invstd, ctx.eps, reserve)
             grad_x = grad_y if pool is None else _pool_backward(grad_y, x, pool, indices)
         return (grad_x, None, None, None, None, None, None, *grad_ws)
+
+
+def _weight_gradients(grads: tuple[torch.Tensor | None, ...], asked: list[bool], h: torch.Tensor, eps: float | None,
+                      mean: torch.Tensor | None, invstd: torch.Tensor | None, running: tuple) -> list[torch.Tensor | None]:
+    """The gradient of each weight asked for, ``(grad_r * y).sum()``, y the op's output (``h`` itself without a
+    BatchNorm, else its normalised ``h``): each product from darts_lite's kernel where it serves (y computed there,
+    not written: ``native.times_normalised``, the same values), else y recomputed once (``_normalised``)."""
+    y = h if eps is None else None
+    out: list[torch.Tensor | None] = []
+    for g, a in zip(grads, asked):
+        if not a:
+            out.append(None)
+            continue
+        product = None if y is not None else native.times_normalised(g, h, mean, invstd)
+        if product is None:
+            if y is None:
+                y = _normalised(h, mean, invstd, eps, running)
+            product = g * y
+        out.append(product.sum())
+    return out
 
 
 def _weighed(y: torch.Tensor, ws: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("_native.c")
 _FUNCTIONS = {torch.float32: "darts_lite_depthwise_weight_grad_f32", torch.float64: "darts_lite_depthwise_weight_grad_f64"}
 _BATCH_NORM, _BATCH_NORM_BACKWARD = "darts_lite_batch_norm_f32", "darts_lite_batch_norm_backward_f32"
+_TIMES_NORMALISED = "darts_lite_times_normalised_f32"
 _POOLS = {"max": "darts_lite_max_pool_f32", "avg": "darts_lite_avg_pool_f32"}
 _POOL_BACKWARDS = {"max": "darts_lite_max_pool_backward_f32", "avg": "darts_lite_avg_pool_backward_f32"}
 # the BatchNorm kernels compute what PyTorch's channels-last ones compute where those were built with FMA: its x86-64
@@ -149,6 +150,8 @@ def _load() -> ctypes.CDLL | None:
             forward.restype = backward.restype = ctypes.c_int
             forward.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_long] * 2 + [ctypes.c_double] * 2 + [ctypes.c_long]
             backward.argtypes = [ctypes.c_void_p] * 8 + [ctypes.c_long] * 3
+            product = getattr(lib, _TIMES_NORMALISED)
+            product.restype, product.argtypes = ctypes.c_int, [ctypes.c_void_p] * 5 + [ctypes.c_long] * 4
             for kind, extra in (("max", 0), ("avg", 1)):  # the average pools take count_include_pad
                 pool, pool_backward = getattr(lib, _POOLS[kind]), getattr(lib, _POOL_BACKWARDS[kind])
                 pool.restype = pool_backward.restype = ctypes.c_int
@@ -303,6 +306,30 @@ def batch_norm_input_gradient(grad: torch.Tensor, x: torch.Tensor, mean: torch.T
     ``aten._batch_norm_impl_index_backward``'s, bit for bit. None where the kernel does not serve."""
     computed = batch_norm_gradients(grad, x, mean, invstd)
     return None if computed is None else computed[0]
+
+
+def times_normalised(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
+                     invstd: torch.Tensor) -> torch.Tensor | None:
+    """``grad * y``, y the output of the training-mode BatchNorm of ``x`` without affine parameters whose batch
+    statistics were ``mean`` and ``invstd`` (``x * invstd + (-mean * invstd)``, one fused multiply-add per element, as
+    the forward pass computed it): the values of ``grad * darts_lite.spaces.lean._normalised(x, ...)`` bit for bit,
+    laid out as ``x``, without writing y. ``grad`` is laid out as ``x``, or is its channels' slice of a channels-last
+    gradient of more channels (PC-DARTS's partial edges). None where the kernel does not serve."""
+    c = x.shape[1] if x.dim() == 4 else 0
+    if not (_batch_norm_serves(x) and grad.shape == x.shape and grad.dtype == x.dtype and _plain(grad)
+            and all(_vector(t, c) for t in (mean, invstd)) and not _graph_through(grad)):
+        return None
+    n, _, h, w = grad.shape
+    pixel = grad.stride(3)  # the values between two pixels' channel 0
+    if grad.stride()[:3] != (h * w * pixel, 1, w * pixel) or pixel < c:
+        return None
+    lib = _library or _load()
+    if lib is None:
+        return None
+    out = torch.empty_like(x)
+    code = getattr(lib, _TIMES_NORMALISED)(x.data_ptr(), grad.data_ptr(), mean.data_ptr(), invstd.data_ptr(),
+                                           out.data_ptr(), x.numel() // c, c, pixel, torch.get_num_threads())
+    return out if code == 0 else None
 
 
 def pool_output_size(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool) -> int:
