@@ -538,7 +538,6 @@ static void pool_window(long o, long s, long p, long k, long size, long *a, long
     return 0;                                                                                                   \
   }
 
-/* the maximum has no size; the average's is the window's, with or without the padding */
 /* ---- 3x3 windows, the vectors of the CPU: pool3
 
    The forward pass of a 3x3 window wholly inside the image (every window but those at the border, which the code
@@ -725,6 +724,7 @@ POOL3(pool3_avx2, "avx2")
 #define POOL3_TRY(KIND)
 #endif
 
+/* the maximum has no size; the average's is the window's, with or without the padding */
 #define POOL_SIZE (void)hp; (void)wp;
 #define POOL3_COUNT 0
 POOL_FORWARD(darts_lite_max_pool_f32, MAX_FORWARD, 0)

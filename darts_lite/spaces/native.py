@@ -1,6 +1,7 @@
 """CPU kernels darts_lite compiles for itself: a depthwise convolution's weight gradient, the BatchNorm of
-channels-last float32 tensors (training mode, with or without affine parameters) with its gradients, and
-channels-last max and average pooling with their input gradients.
+channels-last float32 tensors (training mode, with or without affine parameters) with its gradients and the
+products of a gradient with its output (an alpha's gradient, ``times_normalised``), and channels-last max and
+average pooling with their input gradients.
 
 On the CPU PyTorch takes a depthwise convolution's weight gradient from oneDNN, whose depthwise kernel serves only
 undilated 3x3 convolutions: 5x5 and dilated ones (``sep_conv_5x5``, ``dil_conv_3x3``, ``dil_conv_5x5``) go through
@@ -319,7 +320,7 @@ def times_normalised(grad: torch.Tensor, x: torch.Tensor, mean: torch.Tensor,
     if not (_batch_norm_serves(x) and grad.shape == x.shape and grad.dtype == x.dtype and _plain(grad)
             and all(_vector(t, c) for t in (mean, invstd)) and not _graph_through(grad)):
         return None
-    n, _, h, w = grad.shape
+    _, _, h, w = grad.shape
     pixel = grad.stride(3)  # the values between two pixels' channel 0
     if grad.stride()[:3] != (h * w * pixel, 1, w * pixel) or pixel < c:
         return None
