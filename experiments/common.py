@@ -347,6 +347,40 @@ def alternating_pairs_cells(result: Mapping[str, Any]) -> str:
             f"({min(ratios):.2f}-{max(ratios):.2f}) | {'yes' if result['same_bits'] else 'NO'} |")
 
 
+def alternating_cases_main(doc: str, script: str, cases: Mapping[str, str],
+                           measure: Callable[[str, int, int], dict[str, Any]], result_file: Path, title: str,
+                           setting: str, header: str, note: str) -> None:
+    """The command line and the result file of a script timing two ways of search steps with ``alternating_pairs``
+    (unit_weights.py, normalised_products.py): ``--cases`` (keys of ``cases``, their row labels), ``--pairs``,
+    ``--batch``; ``measure(case, pairs, batch)`` gives a row (``alternating_pairs``'s result with its ``case``). The
+    markdown: ``title``, the machine, the command with ``setting`` after it, a table whose ``header`` names the two
+    ways' columns, their ratio's and the bits' (``alternating_pairs_cells``), then ``note``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--cases", default=",".join(cases))
+    p.add_argument("--pairs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=64)
+    args = p.parse_args()
+    unknown = [c for c in args.cases.split(",") if c not in cases]
+    if unknown:
+        p.error(f"unknown cases {unknown} (cases: {', '.join(cases)})")
+    rows = [measure(case, args.pairs, args.batch) for case in args.cases.split(",")]
+    result = {"machine": machine(), "settings": vars(args), "rows": rows}
+    lines = [
+        f"# {title}",
+        "",
+        f"Machine: {machine_text(result['machine'])}.",
+        f"Command: `python experiments/{script} --cases {args.cases} --pairs {args.pairs} --batch {args.batch}` "
+        f"({setting}).",
+        "",
+        f"| step | {header} | same bits |",
+        "| --- | ---: | ---: | ---: | --- |",
+        *(f"| {cases[r['case']]} | {alternating_pairs_cells(r)}" for r in rows),
+        "",
+        note,
+    ]
+    write_result(result_file, result, lines)
+
+
 def forward_backward_cells(row: Mapping[str, Any]) -> str:
     """A per-call row's last markdown cells: forward and backward, PyTorch's / compiled ms and speed-up, and whether
     the bits agreed (``alternating_call_medians`` of the calls pytorch_ and compiled_ forward and backward)."""

@@ -19,11 +19,10 @@ Writes experiments/results/normalised_products.json and .md.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
-from common import RESULTS, alternating_pairs, alternating_pairs_cells, machine, machine_text, write_result
+from common import RESULTS, alternating_cases_main, alternating_pairs
 
 RESULT = RESULTS / "normalised_products.md"
 CASES = {"gdas": "GDAS, DARTS space (8 cells, C=16)", "nb201_gdas": "GDAS, NAS-Bench-201 (C=16, N=5)",
@@ -76,34 +75,15 @@ def measure(case: str, pairs: int, batch: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", default=",".join(CASES))
-    p.add_argument("--pairs", type=int, default=12)
-    p.add_argument("--batch", type=int, default=64)
-    args = p.parse_args()
-    unknown = [c for c in args.cases.split(",") if c not in CASES]
-    if unknown:
-        p.error(f"unknown cases {unknown} (cases: {', '.join(CASES)})")
-    rows = [measure(case, args.pairs, args.batch) for case in args.cases.split(",")]
-    result = {"machine": machine(), "settings": vars(args), "rows": rows}
-    lines = [
-        "# An edge's alpha-gradient products from the kernel, against the output recomputed",
-        "",
-        f"Machine: {machine_text(result['machine'])}.",
-        f"Command: `python experiments/normalised_products.py --cases {args.cases} --pairs {args.pairs} --batch "
-        f"{args.batch}` (3x32x32, channels-last; a step: both passes; the two ways alternating in one process, the "
-        "same random draws both ways).",
-        "",
-        "| step | output recomputed (s) | products from the kernel (s) | kernel / recomputed (median of pairs) | "
-        "same bits |",
-        "| --- | ---: | ---: | ---: | --- |",
-        *(f"| {CASES[r['case']]} | {alternating_pairs_cells(r)}" for r in rows),
-        "",
+    alternating_cases_main(
+        __doc__, "normalised_products.py", CASES, measure, RESULT,
+        "An edge's alpha-gradient products from the kernel, against the output recomputed",
+        "3x32x32, channels-last; a step: both passes; the two ways alternating in one process, the same random draws "
+        "both ways",
+        "output recomputed (s) | products from the kernel (s) | kernel / recomputed (median of pairs)",
         "Kernel: `darts_lite.spaces.native.times_normalised` computes each product of an output gradient with its "
         "edge's BatchNorm output without writing the output (darts_lite's default where it serves). Recomputed: the "
-        "BatchNorm output computed again as a tensor, then multiplied by the gradient (the kernel made to answer no).",
-    ]
-    write_result(RESULT, result, lines)
+        "BatchNorm output computed again as a tensor, then multiplied by the gradient (the kernel made to answer no).")
 
 
 if __name__ == "__main__":

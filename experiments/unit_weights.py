@@ -18,11 +18,10 @@ Writes experiments/results/unit_weights.json and .md.
 
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Any
 
-from common import RESULTS, alternating_pairs, alternating_pairs_cells, machine, machine_text, write_result
+from common import RESULTS, alternating_cases_main, alternating_pairs
 
 RESULT = RESULTS / "unit_weights.md"
 CASES = {"gdas": "GDAS, DARTS space (8 cells, C=16)", "nb201_gdas": "GDAS, NAS-Bench-201 (C=16, N=5)"}
@@ -71,33 +70,14 @@ def measure(case: str, pairs: int, batch: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", default=",".join(CASES))
-    p.add_argument("--pairs", type=int, default=12)
-    p.add_argument("--batch", type=int, default=64)
-    args = p.parse_args()
-    unknown = [c for c in args.cases.split(",") if c not in CASES]
-    if unknown:
-        p.error(f"unknown cases {unknown} (cases: {', '.join(CASES)})")
-    rows = [measure(case, args.pairs, args.batch) for case in args.cases.split(",")]
-    result = {"machine": machine(), "settings": vars(args), "rows": rows}
-    lines = [
-        "# GDAS's search step without its products by 1 and sums with 0",
-        "",
-        f"Machine: {machine_text(result['machine'])}.",
-        f"Command: `python experiments/unit_weights.py --cases {args.cases} --pairs {args.pairs} --batch "
-        f"{args.batch}` (3x32x32, channels-last; a step: the weight pass, then the architecture pass; the two ways "
-        "alternating in one process, the same Gumbel draws both ways).",
-        "",
-        "| step | products computed (s) | skipped (s) | skipped / computed (median of pairs) | same bits |",
-        "| --- | ---: | ---: | ---: | --- |",
-        *(f"| {CASES[r['case']]} | {alternating_pairs_cells(r)}" for r in rows),
-        "",
+    alternating_cases_main(
+        __doc__, "unit_weights.py", CASES, measure, RESULT, "GDAS's search step without its products by 1 and sums with 0",
+        "3x32x32, channels-last; a step: the weight pass, then the architecture pass; the two ways alternating in one "
+        "process, the same Gumbel draws both ways",
+        "products computed (s) | skipped (s) | skipped / computed (median of pairs)",
         "Skipped: a fused edge weighted by exactly 1 returns its op's output and passes its gradient on as they are, "
         "and NAS-Bench-201's edges do not add the unsampled ops' zero weights forward (darts_lite's default on the "
-        "CPU). Computed: the same passes with the products and the sums run (the library's checks made to answer no).",
-    ]
-    write_result(RESULT, result, lines)
+        "CPU). Computed: the same passes with the products and the sums run (the library's checks made to answer no).")
 
 
 if __name__ == "__main__":
