@@ -11,7 +11,7 @@ architecture pass, then the weight pass), alternating the two ways pair after pa
 reports each way's median, the median of the pairs' ratios, and whether both ways gave the same logits and
 gradients bit for bit.
 
-    python experiments/normalised_products.py                      # about 5 minutes on 2 cores
+    python experiments/normalised_products.py                      # about 4 minutes on 2 cores
     python experiments/normalised_products.py --pairs 2 --cases gdas   # a quick look
 
 Writes experiments/results/normalised_products.json and .md.
