@@ -36,6 +36,7 @@ import statistics
 import sys
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 from common import RESULTS, machine, machine_text, print_case, run_case, span, tree_commit, write_result
@@ -81,7 +82,10 @@ def _time_steps(step, reps: int, warmup: int) -> dict:
 
 
 # ---- darts_lite ----------------------------------------------------------------------------------------------------
-def ours(case: str, reps: int, warmup: int) -> dict:
+def ours(case: str, reps: int, warmup: int, beside: Callable[[int], None] | None = None) -> dict:
+    """darts_lite's step of ``case`` under a Trainer: median time, peak (max RSS growth), the times. ``beside``: a step
+    (the reference's, ``reference_step``) run and timed beside each of darts_lite's in this process, before it in odd
+    steps and after it in even ones (its times in ``beside_s``; the peak then counts both)."""
     import pytorch_lightning as pl
     import torch
 
@@ -108,15 +112,24 @@ def ours(case: str, reps: int, warmup: int) -> dict:
 
     class Timer(pl.Callback):
         def __init__(self):
-            self.times, self.base = [], None
+            self.times, self.beside, self.base = [], [], None
+
+        def run_beside(self, i):
+            start = time.perf_counter()
+            beside(i)
+            self.beside.append(time.perf_counter() - start)
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if self.base is None:
                 self.base = _rss_mib()
+            if beside is not None and batch_idx % 2:
+                self.run_beside(batch_idx)
             self.t0 = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.times.append(time.perf_counter() - self.t0)
+            if beside is not None and not batch_idx % 2:
+                self.run_beside(batch_idx)
 
     timer = Timer()
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
@@ -124,7 +137,8 @@ def ours(case: str, reps: int, warmup: int) -> dict:
                          limit_val_batches=0, callbacks=[timer])
     trainer.fit(module, train_dataloaders=Batches())
     times = timer.times[warmup:]
-    return {"step_s": statistics.median(times), "peak_mib": _rss_mib() - timer.base, "times_s": times}
+    out = {"step_s": statistics.median(times), "peak_mib": _rss_mib() - timer.base, "times_s": times}
+    return out if beside is None else out | {"beside_s": timer.beside[warmup:]}
 
 
 # ---- the references ------------------------------------------------------------------------------------------------
@@ -136,7 +150,7 @@ def _cpu_only() -> None:
     torch.nn.Module.cuda = lambda self, *args, **kwargs: self
 
 
-def _darts_family(folder: Path, order: int, reps: int, warmup: int) -> dict:
+def _darts_family(folder: Path, order: int) -> Callable[[int], None]:
     """quark0/darts (cnn/) or PC-DARTS: their Network and Architect, the loop body of their train_search.py."""
     import torch
     from torch import nn
@@ -165,10 +179,10 @@ def _darts_family(folder: Path, order: int, reps: int, warmup: int) -> dict:
         nn.utils.clip_grad_norm_(model.parameters(), 5)
         optimizer.step()
 
-    return _time_steps(step, reps, warmup)
+    return step
 
 
-def _autodl(folder: Path, kind: str, reps: int, warmup: int) -> dict:
+def _autodl(folder: Path, kind: str) -> Callable[[int], None]:
     """AutoDL-Projects' supernets and the loop body of its NAS-Bench-201 scripts (weights, then architecture)."""
     import torch
     from torch import nn
@@ -203,16 +217,21 @@ def _autodl(folder: Path, kind: str, reps: int, warmup: int) -> dict:
         criterion(logits, ya).backward()
         a_opt.step()
 
-    return _time_steps(step, reps, warmup)
+    return step
 
 
-def reference(case: str, folders: dict, reps: int, warmup: int) -> dict:
+def reference_step(case: str, folders: dict) -> Callable[[int], None]:
+    """The reference's step of ``case`` (``step(i)``: the i-th, on the batches darts_lite's i-th step reads), built
+    from its checkout in ``folders``, its ``.cuda()`` calls made no-ops in this process."""
     _cpu_only()
     repo, how = CASES[case][2]
     if repo == "autodl":
-        return _autodl(folders["autodl"], how, reps, warmup)
-    folder = folders["darts"] / "cnn" if repo == "darts" else folders["pc_darts"]
-    return _darts_family(folder, how, reps, warmup)
+        return _autodl(folders["autodl"], how)
+    return _darts_family(folders["darts"] / "cnn" if repo == "darts" else folders["pc_darts"], how)
+
+
+def reference(case: str, folders: dict, reps: int, warmup: int) -> dict:
+    return _time_steps(reference_step(case, folders), reps, warmup)
 
 
 def main() -> None:
