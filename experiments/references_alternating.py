@@ -21,51 +21,47 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
-from common import RESULTS, machine, machine_text, print_case, run_case, span, tree_commit, write_result
-from references_side_by_side import BATCH, CASES, SIZE, ours, reference_step
+from common import RESULTS, print_case, run_case, span, write_result
+from references_side_by_side import (
+    BATCH,
+    CASES,
+    SIZE,
+    checked_cases,
+    checkout_options,
+    folders,
+    machine_and_references,
+    ours,
+    record,
+    reference_step,
+)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--darts", type=Path, help="a checkout of github.com/quark0/darts")
-    p.add_argument("--pc-darts", type=Path, help="a checkout of github.com/yuhuixu1993/PC-DARTS")
-    p.add_argument("--autodl", type=Path, help="a checkout of github.com/D-X-Y/AutoDL-Projects")
+    checkout_options(p)
     p.add_argument("--cases", default="gdas,nb201_gdas")
     p.add_argument("--pairs", type=int, default=8, help="pairs of steps per process, after the warm-up pairs")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--rounds", type=int, default=2, help="processes per case")
     p.add_argument("--run", help=argparse.SUPPRESS)  # internal: one case in this process
     args = p.parse_args()
-    folders = {"darts": args.darts, "pc_darts": args.pc_darts, "autodl": args.autodl}
+    checkouts = folders(args)
     if args.run:
-        print_case(ours(args.run, args.pairs, args.warmup, beside=reference_step(args.run, folders)))
+        print_case(ours(args.run, args.pairs, args.warmup, beside=reference_step(args.run, checkouts)))
         return
-    cases = args.cases.split(",")
-    unknown = [c for c in cases if c not in CASES]
-    missing = sorted({CASES[c][2][0] for c in cases if c in CASES and folders[CASES[c][2][0]] is None})
-    if unknown or missing:
-        sys.exit(f"unknown cases {unknown} (cases: {', '.join(CASES)})" if unknown else
-                 f"the cases need --{', --'.join(m.replace('_', '-') for m in missing)} (a checkout of each)")
-    command = [__file__, "--pairs", args.pairs, "--warmup", args.warmup]
-    for key, folder in folders.items():
-        if folder is not None:
-            command += [f"--{key.replace('_', '-')}", folder]
+    cases, options = checked_cases(args.cases, checkouts)
+    command = [__file__, "--pairs", args.pairs, "--warmup", args.warmup, *options]
     rows = []
     for case in cases:
         print(f"{case} ...", flush=True)
         runs = [run_case([*command, "--run", case]) for _ in range(args.rounds)]
         rows.append({"case": case, "label": CASES[case][0], "runs": runs})
-    repos = {key: tree_commit(folder) for key, folder in folders.items() if folder is not None}
-    result = {"machine": machine(), "reference_commits": repos, "settings": vars(args) | {"batch": BATCH},
-              "cases": rows}
+    result = record(args, checkouts, rows)
     lines = [
         "# darts_lite beside the papers' code, alternating in one process",
         "",
-        f"Machine: {machine_text(result['machine'])}. References: "
-        + ", ".join(f"{k} {v}" for k, v in repos.items()) + " (run on the CPU, unchanged but for `.cuda()`).",
+        machine_and_references(result),
         f"Command: `python experiments/references_alternating.py --cases {args.cases} --pairs {args.pairs} --rounds "
         f"{args.rounds}` (batch {BATCH}, 3x{SIZE}x{SIZE}; per process {args.warmup} warm-up pair, then {args.pairs} "
         "pairs, the reference's step after darts_lite's in even pairs and before it in odd ones; each side's median "

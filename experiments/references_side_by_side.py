@@ -38,6 +38,7 @@ import time
 import types
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from common import RESULTS, machine, machine_text, print_case, run_case, span, tree_commit, write_result
 
@@ -234,11 +235,49 @@ def reference(case: str, folders: dict, reps: int, warmup: int) -> dict:
     return _time_steps(reference_step(case, folders), reps, warmup)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def checkout_options(p: argparse.ArgumentParser) -> None:
+    """The references' checkouts on the command line: --darts, --pc-darts, --autodl (``folders(args)``)."""
     p.add_argument("--darts", type=Path, help="a checkout of github.com/quark0/darts")
     p.add_argument("--pc-darts", type=Path, help="a checkout of github.com/yuhuixu1993/PC-DARTS")
     p.add_argument("--autodl", type=Path, help="a checkout of github.com/D-X-Y/AutoDL-Projects")
+
+
+def folders(args: argparse.Namespace) -> dict[str, Path | None]:
+    return {"darts": args.darts, "pc_darts": args.pc_darts, "autodl": args.autodl}
+
+
+def checked_cases(names: str, checkouts: dict[str, Path | None]) -> tuple[list[str], list[Any]]:
+    """The cases named (comma-separated; exits naming unknown ones, or the checkouts they need and were not given),
+    and the command-line options that pass ``checkouts`` on to a case's process."""
+    cases = names.split(",")
+    unknown = [c for c in cases if c not in CASES]
+    missing = sorted({CASES[c][2][0] for c in cases if c in CASES and checkouts[CASES[c][2][0]] is None})
+    if unknown or missing:
+        sys.exit(f"unknown cases {unknown} (cases: {', '.join(CASES)})" if unknown else
+                 f"the cases need --{', --'.join(m.replace('_', '-') for m in missing)} (a checkout of each)")
+    options: list[Any] = []
+    for key, folder in checkouts.items():
+        if folder is not None:
+            options += [f"--{key.replace('_', '-')}", folder]
+    return cases, options
+
+
+def record(args: argparse.Namespace, checkouts: dict[str, Path | None], rows: list[dict]) -> dict[str, Any]:
+    """A run's result: the machine, the references' commits, the settings, the cases' rows."""
+    repos = {key: tree_commit(folder) for key, folder in checkouts.items() if folder is not None}
+    return {"machine": machine(), "reference_commits": repos, "settings": vars(args) | {"batch": BATCH}, "cases": rows}
+
+
+def machine_and_references(result: dict[str, Any]) -> str:
+    """The markdown line naming the machine and the references' commits of a ``record``."""
+    return (f"Machine: {machine_text(result['machine'])}. References: "
+            + ", ".join(f"{k} {v}" for k, v in result["reference_commits"].items())
+            + " (run on the CPU, unchanged but for `.cuda()`).")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    checkout_options(p)
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
@@ -247,22 +286,14 @@ def main() -> None:
     p.add_argument("--name", default="references_side_by_side")
     p.add_argument("--run", help=argparse.SUPPRESS)  # internal: SIDE:CASE in this process
     args = p.parse_args()
-    folders = {"darts": args.darts, "pc_darts": args.pc_darts, "autodl": args.autodl}
+    checkouts = folders(args)
     if args.run:
         side, case = args.run.split(":")
         print_case(ours(case, args.reps, args.warmup) if side == "ours"
-                   else reference(case, folders, args.reps, args.warmup))
+                   else reference(case, checkouts, args.reps, args.warmup))
         return
-    cases = args.cases.split(",")
-    unknown = [c for c in cases if c not in CASES]
-    missing = sorted({CASES[c][2][0] for c in cases if c in CASES and folders[CASES[c][2][0]] is None})
-    if unknown or missing:
-        sys.exit(f"unknown cases {unknown} (cases: {', '.join(CASES)})" if unknown else
-                 f"the cases need --{', --'.join(m.replace('_', '-') for m in missing)} (a checkout of each)")
-    common = [__file__, "--reps", args.reps, "--warmup", args.warmup]
-    for key, folder in folders.items():
-        if folder is not None:
-            common += [f"--{key.replace('_', '-')}", folder]
+    cases, options = checked_cases(args.cases, checkouts)
+    common = [__file__, "--reps", args.reps, "--warmup", args.warmup, *options]
     rows = []
     for case in cases:  # darts_lite before and after each run of its reference, so that a drifting machine shows
         print(f"{case} ...", flush=True)
@@ -271,9 +302,7 @@ def main() -> None:
             references.append(run_case([*common, "--run", f"reference:{case}"]))
             ours_runs.append(run_case([*common, "--run", f"ours:{case}"]))
         rows.append({"case": case, "label": CASES[case][0], "ours": ours_runs, "references": references})
-    repos = {key: tree_commit(folder) for key, folder in folders.items() if folder is not None}
-    result = {"machine": machine(), "reference_commits": repos, "settings": vars(args) | {"batch": BATCH},
-              "cases": rows}
+    result = record(args, checkouts, rows)
 
     # the command as run, but for the checkouts' folders (the papers' commits are listed instead)
     options = "".join(f" --{key} {value}" for key, value in (("cases", args.cases), ("rounds", args.rounds),
@@ -282,8 +311,7 @@ def main() -> None:
     lines = [
         "# darts_lite beside the papers' code",
         "",
-        f"Machine: {machine_text(result['machine'])}. References: "
-        + ", ".join(f"{k} {v}" for k, v in repos.items()) + " (run on the CPU, unchanged but for `.cuda()`).",
+        machine_and_references(result),
         f"Command: `python experiments/references_side_by_side.py{options}` (batch {BATCH}, 3x{SIZE}x{SIZE}; median of "
         f"{args.reps} steps after {args.warmup} warm-up; memory: max RSS growth over the steps; darts_lite measured "
         "before and after each run of its reference; each ratio: a darts_lite run's to the reference run beside it).",
