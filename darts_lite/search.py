@@ -322,7 +322,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             arch_loss, arch_logits = self._second_order_arch_grads(x_w, y_w, x_a, y_a, opt_w.optimizer)
             self._add_alpha_term_grads(alphas)
         else:
-            with frozen(self.net.weight_parameters()):
+            with frozen(self._weights(opt_w)):
                 arch_loss, arch_logits = architecture_loss(self.net, x_a, y_a)
                 self._check_finite(arch_loss, "architecture")
                 terms = self._alpha_terms()
@@ -413,17 +413,24 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             return
         if optimizer is not self.optimizers()[0].optimizer:
             return
-        grads = [p.grad for p in self.net.weight_parameters() if p.grad is not None]
+        weights = self._weights(optimizer)
+        grads = [p.grad for p in weights if p.grad is not None]
         if not grads:
             return
         if self.hparams.grad_clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hparams.grad_clip, foreach=True)
+            norm = torch.nn.utils.clip_grad_norm_(weights, self.hparams.grad_clip, foreach=True)
         else:
             norm = total_norm(grads)
         # with an fp16 loss scaler an overflow is routine (the scaler skips that step); otherwise a
         # non-finite gradient would make the weights non-finite: stop before the step
         if getattr(self.trainer.precision_plugin, "scaler", None) is None and not torch.isfinite(norm):
             raise FloatingPointError(self._non_finite_message(f"weight gradient norm became {norm.item()}"))
+
+    @staticmethod
+    def _weights(opt_w: Any) -> list[torch.nn.Parameter]:
+        """The supernet's weights as the weight optimiser holds them (``net.weight_parameters()``, which walks every
+        module, costs milliseconds a call on a full supernet)."""
+        return [p for group in opt_w.param_groups for p in group["params"]]
 
     def _check_finite(self, loss: torch.Tensor, which: str) -> None:
         ok = torch.isfinite(loss.detach()).float()

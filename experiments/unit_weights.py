@@ -3,7 +3,8 @@ the same step with them computed, in one process.
 
 A GDAS edge's weight of its sampled op is exactly 1.0 and the unsampled ops' weights exactly 0.0 (the hard
 Gumbel-softmax rounds so); on the CPU the fused edges (``darts_lite.spaces.lean``) return the op's output as it is
-and pass its gradient on as it is, and NAS-Bench-201's edges skip the addition of the zero weights. This script
+and pass its gradient on as it is (a sampled skip connection its input; a sampled `none` its zeros, made without a
+pass over its input or its gradient), and NAS-Bench-201's edges skip the addition of the zero weights. This script
 builds the GDAS supernet of each space at its paper search size (DARTS: 8 cells, C=16; NAS-Bench-201: C=16, N=5;
 batch 64 of 3x32x32, channels-last) and times its search step (the weight pass, then the architecture pass, as
 AutoDL's GDAS scripts order them) alternating the two ways pair after pair (the products computed by making the
@@ -75,9 +76,11 @@ def main() -> None:
         "3x32x32, channels-last; a step: the weight pass, then the architecture pass; the two ways alternating in one "
         "process, the same Gumbel draws both ways",
         "products computed (s) | skipped (s) | skipped / computed (median of pairs)",
-        "Skipped: a fused edge weighted by exactly 1 returns its op's output and passes its gradient on as they are, "
-        "and NAS-Bench-201's edges do not add the unsampled ops' zero weights forward (darts_lite's default on the "
-        "CPU). Computed: the same passes with the products and the sums run (the library's checks made to answer no).")
+        "Skipped: a fused edge weighted by exactly 1 returns its op's output and passes its gradient on as they are "
+        "(a sampled skip connection its input, a sampled `none` zeros made without reading its input or its gradient: "
+        "since 2026-12-08), and NAS-Bench-201's edges do not add the unsampled ops' zero weights forward (darts_lite's "
+        "default on the CPU). Computed: the same passes with the products and the sums run (the library's checks made "
+        "to answer no).")
 
 
 if __name__ == "__main__":

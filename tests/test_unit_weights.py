@@ -15,7 +15,7 @@ from darts_lite.relax import GumbelRelaxation
 from darts_lite.spaces import lean
 from darts_lite.spaces.darts.search import SearchNetwork
 from darts_lite.spaces.nb201 import SearchNetwork as NB201SearchNetwork
-from darts_lite.spaces.ops import ReLUConvBN
+from darts_lite.spaces.ops import Identity, ReLUConvBN, Zero
 
 aten = torch.ops.aten
 
@@ -136,3 +136,43 @@ def test_plus_adds_a_value_that_is_not_zero_and_keeps_the_gradients():
     z = torch.tensor([-0.0, 1.0])
     assert torch.equal(lean.plus(z, torch.tensor(0.0), fuse=True), z)
     assert lean.plus(z, torch.tensor(0.0), fuse=True)[0].signbit()
+
+
+@settings(max_examples=40, deadline=None)
+@given(op=st.sampled_from(["skip", "none", "none_stride2", "none_channels"]), channels_last=st.booleans(),
+       double=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_a_sampled_skip_or_none_gives_the_products_values_without_passes_over_its_tensors(op, channels_last, double,
+                                                                                         seed):
+    # the edge's op weighted by GDAS's exact 1: fused, no product forward or backward (a `none` reads nothing at all),
+    # the same output (values and layout) and the same gradients as the product (zeros for a `none`'s input)
+    g = torch.Generator().manual_seed(seed)
+    dtype = torch.float64 if double else torch.float32
+    module = {"skip": Identity(), "none": Zero(1), "none_stride2": Zero(2), "none_channels": Zero(1, 6)}[op]
+    x0 = torch.randn(3, 4, 5, 5, generator=g, dtype=dtype)
+    x0 = x0.contiguous(memory_format=torch.channels_last) if channels_last else x0
+    results = []
+    for fuse in (True, False):
+        x, w = x0.clone().requires_grad_(), torch.ones((), dtype=dtype, requires_grad=True)
+        with _Calls() as mode:
+            out = lean.weighted(module, x, w, fuse=fuse)
+            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+            out.backward(grad.contiguous(memory_format=torch.channels_last) if channels_last else grad)
+        results.append((out.detach(), x.grad, w.grad, mode.calls))
+    (fused, fx, fw, calls), (plain, px, pw, _) = results
+    assert torch.equal(fused, plain) and fused.stride() == plain.stride() and fused.dtype == plain.dtype
+    if op == "none_channels":  # zeros of other channels than the input's: no gradient for it either way
+        assert fx is None and px is None
+    else:
+        assert torch.equal(fx, px) and fx.stride() == px.stride()
+    assert torch.equal(fw, pw) and fw.dtype == pw.dtype
+    products = sum(calls[f] for f in (aten.mul.Tensor, aten.mul_.Tensor))
+    assert products == calls[aten.sum.default] == (op == "skip")  # a skip's weight gradient: its gradient times x
+
+
+def test_a_sampled_none_of_a_non_finite_input_gives_zeros():
+    x = torch.tensor([[[[float("nan"), float("inf")]]]], requires_grad=True)
+    w = torch.ones((), requires_grad=True)
+    out = lean.weighted(Zero(1), x, w, fuse=True)
+    assert torch.equal(out, torch.zeros_like(x)) and lean.weighted(Zero(1), x, w, fuse=False).isnan().any()
+    out.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x)) and w.grad.item() == 0.0

@@ -29,8 +29,10 @@ GDAS's hard weights are exactly 1 for the sampled op and exactly 0 for the other
 probs`` rounds so for every probability). On the CPU, where reading a weight costs nothing, a fused op weighted by
 exactly 1 returns its output as it is and passes its gradient on as it is, and NAS-Bench-201's addition of the
 unsampled ops' zero weights (``plus``) is skipped forward: no pass over the tensor for a product by 1 or a sum with
-0 (the weights' gradients are still computed). The values are the products' bit for bit (a skipped +0 leaves a -0
-where the sum would have +0).
+0 (the weights' gradients are still computed). A sampled skip connection is such an op (its output the input
+itself); a sampled `none` makes its zeros, and its gradients, without a pass over its input or its output's gradient
+(``_UnitZero``). The values are the products' bit for bit (a skipped +0 leaves a -0 where the sum would have +0; a
+`none` of a non-finite input gives zeros where the product gives NaN).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from torch import nn
 
 from . import native
 from .native import depthwise_weight_gradient
-from .ops import EdgeInput, drop_active, hooked, run_op
+from .ops import EdgeInput, Identity, Zero, drop_active, hooked, run_op
 
 aten = torch.ops.aten
 _BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
@@ -443,6 +445,8 @@ def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = 
         bn = getattr(op, "final_bn", None)
         if bn is not None and _plain_bn(bn):
             return _weighted(op.forward_unnormalised(x, rectified), (w,), None, bn, _unit(w))[0]
+        if type(op) in (Identity, Zero) and not rectified and _unit(w):
+            return _weighted(x, (w,), None, None, True)[0] if type(op) is Identity else _UnitZero.apply(x, w, op)
     return run_op(op, x, rectified) * w
 
 
@@ -491,6 +495,33 @@ def _dense(t: torch.Tensor | None) -> bool:
     """Whether ``t`` is laid out densely (contiguous or channels-last), as a product ``t * w`` would be: such a
     ``t`` can stand for the product, strides and all, in the kernels that read it."""
     return t is not None and (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last))
+
+
+class _UnitZero(torch.autograd.Function):
+    """``zero(x) * w`` for the `none` op ``zero`` and a ``w`` that is exactly 1 (GDAS's sampled `none`): zeros made
+    without reading ``x``; backward, zeros for ``x`` (made, not computed: a parameter upstream gets a gradient of
+    zeros, as the product gives it, which momentum and weight decay step with) and 0 for ``w``. The product's gradients
+    are the output's gradient times zeros and its sum times zeros, and its output ``x`` times 0: the same values
+    wherever ``x`` and that gradient are finite (at most the sign of a zero differs)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, zero: Zero) -> torch.Tensor:
+        ctx.set_materialize_grads(False)
+        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        ctx.x = dict(size=x.shape, dtype=x.dtype, device=x.device,
+                     memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        ctx.w = dict(size=w.shape, dtype=w.dtype, device=w.device)
+        out = zero.zeros(x)
+        ctx.reads_x = zero.reads_input(x)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        if grad is None:
+            return None, None, None
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x = torch.empty(**ctx.x).zero_() if need_x and ctx.reads_x else None
+        return grad_x, torch.zeros(**ctx.w) if need_w else None, None
 
 
 class _PlusZero(torch.autograd.Function):

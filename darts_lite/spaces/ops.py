@@ -224,8 +224,24 @@ class Zero(nn.Module):
         if self.stride != 1:
             every = slice(None, None, self.stride)
             x = sliced(x, slice(None), slice(None), every, every)
-        if self.c_out is None or self.c_out == x.shape[1]:
+        if self.reads_input(x):
             return x.mul(0.0)  # keeps the input's memory format (channels_last) and its place in the graph
+        shape = list(x.shape)
+        shape[1] = self.c_out
+        return x.new_zeros(shape)
+
+    def reads_input(self, x: torch.Tensor) -> bool:
+        """Whether ``forward(x)`` is computed from ``x`` (zeros of its own channels, times it) and so takes part in its
+        gradient, rather than made anew."""
+        return self.c_out is None or self.c_out == x.shape[1]
+
+    def zeros(self, x: torch.Tensor) -> torch.Tensor:
+        """A tensor of zeros shaped and laid out as ``forward(x)``, made without reading ``x`` and outside the graph
+        (``darts_lite.spaces.lean``: GDAS's sampled `none`)."""
+        if self.stride != 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.reads_input(x):
+            return torch.zeros_like(x)
         shape = list(x.shape)
         shape[1] = self.c_out
         return x.new_zeros(shape)
