@@ -12,7 +12,7 @@ which a step in a process of its own does not.
 
     python experiments/references_alternating.py --autodl /tmp/refs/AutoDL --cases gdas,nb201_gdas   # about 3 min
     python experiments/references_alternating.py --darts /tmp/refs/darts --pc-darts /tmp/refs/PC-DARTS \\
-        --autodl /tmp/refs/AutoDL --cases gdas,nb201_gdas,darts1,pc_darts,nb201_darts1   # about 17 min
+        --autodl /tmp/refs/AutoDL --cases gdas,nb201_gdas,darts1,pc_darts,nb201_darts1,darts2   # about 40 min
 
 Writes experiments/results/references_alternating.json and .md.
 """
