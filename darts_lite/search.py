@@ -531,8 +531,7 @@ class SearchModule(Resumable, SpeedSwitches, pl.LightningModule):
             if state:
                 opt.state[w.new] = {name: widen_tensor(t, w.sources) if torch.is_tensor(t) and t.shape == w.old.shape
                                     else t for name, t in state.items()}
-        held = {id(q) for group in opt.param_groups for q in group["params"]}
-        if held != {id(q) for q in self.net.weight_parameters()}:
+        if {id(q) for q in self._weights(opt)} != {id(q) for q in self.net.weight_parameters()}:
             raise RuntimeError("the weight optimiser does not hold the supernet's weights after widening")
 
     def restore_progressive(self, checkpoint: dict[str, Any]) -> None:

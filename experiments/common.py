@@ -347,6 +347,27 @@ def alternating_pairs_cells(result: Mapping[str, Any]) -> str:
             f"({min(ratios):.2f}-{max(ratios):.2f}) | {'yes' if result['same_bits'] else 'NO'} |")
 
 
+def paper_supernet(space: str, relaxation: str, batch: int) -> tuple[Any, list[Any], list[Any]]:
+    """A search supernet at its paper search size in training mode, channels-last (DARTS space: 8 cells, C=16;
+    ``space="nb201"``: C=16, N=5), seeded with 0, and two batches of ``batch`` 3x32x32 images and labels: (network,
+    [x_0, x_1], [y_0, y_1]), what unit_weights.py and normalised_products.py time their steps on."""
+    import torch
+
+    torch.manual_seed(0)
+    if space == "nb201":
+        from darts_lite.spaces.nb201 import SearchNetwork
+
+        net = SearchNetwork(C=16, N=5, num_classes=10, in_channels=3, relaxation=relaxation)
+    else:
+        from darts_lite.spaces.darts.search import SearchNetwork
+
+        net = SearchNetwork(C=16, layers=8, num_classes=10, in_channels=3, relaxation=relaxation)
+    net = net.train().to(memory_format=torch.channels_last)
+    xs = [torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    ys = [torch.randint(0, 10, (batch,)) for _ in range(2)]
+    return net, xs, ys
+
+
 def alternating_cases_main(doc: str, script: str, cases: Mapping[str, str],
                            measure: Callable[[str, int, int], dict[str, Any]], result_file: Path, title: str,
                            setting: str, header: str, note: str) -> None:

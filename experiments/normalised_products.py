@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from common import RESULTS, alternating_cases_main, alternating_pairs
+from common import RESULTS, alternating_cases_main, alternating_pairs, paper_supernet
 
 RESULT = RESULTS / "normalised_products.md"
 CASES = {"gdas": "GDAS, DARTS space (8 cells, C=16)", "nb201_gdas": "GDAS, NAS-Bench-201 (C=16, N=5)",
@@ -36,19 +36,8 @@ def measure(case: str, pairs: int, batch: int) -> dict[str, Any]:
     from darts_lite.spaces import native
     from darts_lite.spaces.supernet import frozen
 
-    torch.manual_seed(0)
-    relaxation = "softmax" if case == "darts1" else "gumbel"
-    if case == "nb201_gdas":
-        from darts_lite.spaces.nb201 import SearchNetwork
-
-        net = SearchNetwork(C=16, N=5, num_classes=10, in_channels=3, relaxation=relaxation)
-    else:
-        from darts_lite.spaces.darts.search import SearchNetwork
-
-        net = SearchNetwork(C=16, layers=8, num_classes=10, in_channels=3, relaxation=relaxation)
-    net = net.train().to(memory_format=torch.channels_last)
-    xs = [torch.randn(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last) for _ in range(2)]
-    ys = [torch.randint(0, 10, (batch,)) for _ in range(2)]
+    net, xs, ys = paper_supernet("nb201" if case == "nb201_gdas" else "darts", "softmax" if case == "darts1" else "gumbel",
+                                 batch)
     weights, alphas = net.weight_parameters(), net.arch_parameters()
     passes = [(alphas, 0), (weights, 1)] if case != "darts1" else [(weights, 1), (alphas, 0)]  # (frozen, batch)
     kernel = native.times_normalised

@@ -47,7 +47,7 @@ from torch import nn
 
 from . import native
 from .native import depthwise_weight_gradient
-from .ops import EdgeInput, Identity, Zero, drop_active, hooked, run_op
+from .ops import EdgeInput, Identity, Zero, _channels_last, drop_active, hooked, run_op
 
 aten = torch.ops.aten
 _BN_FORWARD = nn.modules.batchnorm._BatchNorm.forward
@@ -445,8 +445,10 @@ def weighted(op: nn.Module, x: torch.Tensor, w: torch.Tensor, rectified: bool = 
         bn = getattr(op, "final_bn", None)
         if bn is not None and _plain_bn(bn):
             return _weighted(op.forward_unnormalised(x, rectified), (w,), None, bn, _unit(w))[0]
-        if type(op) in (Identity, Zero) and not rectified and _unit(w):
-            return _weighted(x, (w,), None, None, True)[0] if type(op) is Identity else _UnitZero.apply(x, w, op)
+        if type(op) is Identity and not rectified and _unit(w):
+            return _weighted(x, (w,), None, None, True)[0]
+        if type(op) is Zero and _unit(w):
+            return _UnitZero.apply(x, w, op)
     return run_op(op, x, rectified) * w
 
 
@@ -507,13 +509,11 @@ class _UnitZero(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, zero: Zero) -> torch.Tensor:
         ctx.set_materialize_grads(False)
-        channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        ctx.x = dict(size=x.shape, dtype=x.dtype, device=x.device,
-                     memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        ctx.w = dict(size=w.shape, dtype=w.dtype, device=w.device)
-        out = zero.zeros(x)
         ctx.reads_x = zero.reads_input(x)
-        return out
+        ctx.x = dict(size=x.shape, dtype=x.dtype, device=x.device,
+                     memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
+        ctx.w = dict(size=w.shape, dtype=w.dtype, device=w.device)
+        return zero.zeros(x)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:

@@ -221,18 +221,16 @@ class Zero(nn.Module):
         self.stride, self.c_out = stride, c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.reads_input(x):
+            return self.zeros(x)
         if self.stride != 1:
             every = slice(None, None, self.stride)
             x = sliced(x, slice(None), slice(None), every, every)
-        if self.reads_input(x):
-            return x.mul(0.0)  # keeps the input's memory format (channels_last) and its place in the graph
-        shape = list(x.shape)
-        shape[1] = self.c_out
-        return x.new_zeros(shape)
+        return x.mul(0.0)  # keeps the input's memory format (channels_last) and its place in the graph
 
     def reads_input(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` is computed from ``x`` (zeros of its own channels, times it) and so takes part in its
-        gradient, rather than made anew."""
+        gradient, rather than made anew (``zeros``)."""
         return self.c_out is None or self.c_out == x.shape[1]
 
     def zeros(self, x: torch.Tensor) -> torch.Tensor:
